@@ -1,0 +1,9 @@
+//! What every Tether daemon shares, so each follows design.md's conventions the same way:
+//! a TOML config layered under env vars and flags with a `check` that lists every error
+//! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
+//! ([`signals`]), and systemd readiness notification ([`notify`]).
+
+pub mod config;
+pub mod logging;
+pub mod notify;
+pub mod signals;

@@ -1,0 +1,96 @@
+//! The acceptor thread: takes connections off the listener and gives each to the reactor
+//! with the fewest open connections, waking it.
+//!
+//! A failing `accept` (out of descriptors, say) is logged at most once a second and retried
+//! after a short pause, so the thread never spins.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// How the acceptor reaches one reactor.
+pub struct ReactorHandle {
+    pub incoming: Sender<TcpStream>,
+    pub waker: Arc<Waker>,
+    pub open: Arc<AtomicUsize>,
+}
+
+pub const LISTENER: Token = Token(0);
+pub const STOP: Token = Token(1);
+
+/// Runs until the stop flag is set and `STOP` is woken.
+pub fn run(
+    mut poll: Poll,
+    mut listener: TcpListener,
+    reactors: Vec<ReactorHandle>,
+    stop: Arc<AtomicBool>,
+) {
+    if let Err(e) = poll
+        .registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+    {
+        tracing::error!(error = %e, "cannot register the listener");
+        return;
+    }
+    let mut events = Events::with_capacity(64);
+    let mut last_complaint: Option<Instant> = None;
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(error = %e, "acceptor poll failed");
+            return;
+        }
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, _peer)) => hand_over(stream, &reactors),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_per_connection(&e) => {}
+                Err(e) => {
+                    if last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, "accept failed; pausing");
+                        last_complaint = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn hand_over(stream: TcpStream, reactors: &[ReactorHandle]) {
+    let _ = stream.set_nodelay(true);
+    let Some(target) = reactors
+        .iter()
+        .min_by_key(|r| r.open.load(Ordering::Relaxed))
+    else {
+        return;
+    };
+    target.open.fetch_add(1, Ordering::Relaxed);
+    if target.incoming.send(stream).is_err() {
+        target.open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let _ = target.waker.wake();
+}
+
+/// Errors that concern one aborted connection, not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}

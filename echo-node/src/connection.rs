@@ -1,0 +1,193 @@
+//! One peer socket (a client or a gateway's backend link) and its two buffers.
+//!
+//! The read buffer holds only a partial frame: complete frames are decoded in place from the
+//! reactor's scratch buffer, and an idle connection holds no buffer at all. The write buffer
+//! holds replies the socket has not taken yet; every reply produced by one read is written
+//! with one `write` call.
+
+use std::io::{self, Read, Write};
+
+use mio::net::TcpStream;
+use mio::Interest;
+use tether_proto::{encode, Decoder, Frame};
+
+/// A peer socket with its buffers and lifecycle flags.
+pub struct Connection {
+    pub stream: TcpStream,
+    /// Tells a late worker result for a reused slab slot from one for this connection.
+    pub generation: u64,
+    /// Interest currently registered with the poll.
+    pub interest: Interest,
+    partial: Vec<u8>,
+    out: Vec<u8>,
+    written: usize,
+    /// A closing ERROR is queued: read nothing more, close once it is written.
+    pub closing: bool,
+    /// The peer shut down its side; close once our replies are written.
+    pub peer_closed: bool,
+    /// Reading stopped because too many replies wait for a peer that is not reading.
+    pub read_paused: bool,
+    /// The socket failed; close at once.
+    pub broken: bool,
+}
+
+/// Why reading stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadStop {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The connection is closing, its peer is gone, or it broke.
+    Done,
+    /// Replies pile up: resume once the peer reads them.
+    Paused,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, generation: u64) -> Connection {
+        Connection {
+            stream,
+            generation,
+            interest: Interest::READABLE,
+            partial: Vec::new(),
+            out: Vec::new(),
+            written: 0,
+            closing: false,
+            peer_closed: false,
+            read_paused: false,
+            broken: false,
+        }
+    }
+
+    /// Bytes of replies not yet taken by the socket.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// The output buffer, for replies that arrive from the compute pool.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Whether the connection has nothing left to do and can be dropped.
+    pub fn finished(&self) -> bool {
+        self.broken || ((self.closing || self.peer_closed) && self.pending() == 0)
+    }
+
+    /// Reads until the socket would block, handing every complete frame to `on_frame`
+    /// (which appends replies to the output buffer and returns `false` when it queued a
+    /// closing error). Stops early once `max_queued` bytes of replies wait.
+    pub fn read_frames<F>(
+        &mut self,
+        scratch: &mut [u8],
+        decoder: &Decoder,
+        max_queued: usize,
+        mut on_frame: F,
+    ) -> ReadStop
+    where
+        F: FnMut(Frame<'_>, &mut Vec<u8>) -> bool,
+    {
+        loop {
+            if self.closing || self.peer_closed || self.broken {
+                return ReadStop::Done;
+            }
+            if self.pending() >= max_queued {
+                self.read_paused = true;
+                return ReadStop::Paused;
+            }
+            match self.stream.read(scratch) {
+                Ok(0) => self.peer_closed = true,
+                Ok(n) => self.ingest(&scratch[..n], decoder, &mut on_frame),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStop::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    /// Decodes newly read bytes: in place when no partial frame is pending, otherwise
+    /// after the pending bytes. Keeps only an incomplete tail.
+    fn ingest<F>(&mut self, data: &[u8], decoder: &Decoder, on_frame: &mut F)
+    where
+        F: FnMut(Frame<'_>, &mut Vec<u8>) -> bool,
+    {
+        if self.partial.is_empty() {
+            let used = decode_all(data, decoder, &mut self.out, &mut self.closing, on_frame);
+            if !self.closing {
+                self.partial.extend_from_slice(&data[used..]);
+            }
+        } else {
+            self.partial.extend_from_slice(data);
+            let used = decode_all(
+                &self.partial,
+                decoder,
+                &mut self.out,
+                &mut self.closing,
+                on_frame,
+            );
+            self.partial.drain(..used);
+        }
+        if self.partial.is_empty() || self.closing {
+            self.partial = Vec::new();
+        }
+    }
+
+    /// Writes queued replies until done or the socket would block.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.out.len() {
+            self.written = 0;
+            if self.out.capacity() > SMALL_BUFFER {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+        } else if self.written > SMALL_BUFFER {
+            self.out.drain(..self.written);
+            self.written = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Output buffers larger than this are released once empty, so a burst does not pin memory.
+const SMALL_BUFFER: usize = 64 * 1024;
+
+/// Decodes every complete frame of `buf`; on a decode error queues the matching ERROR and
+/// sets `closing`. Returns the bytes consumed.
+fn decode_all<F>(
+    buf: &[u8],
+    decoder: &Decoder,
+    out: &mut Vec<u8>,
+    closing: &mut bool,
+    on_frame: &mut F,
+) -> usize
+where
+    F: FnMut(Frame<'_>, &mut Vec<u8>) -> bool,
+{
+    let mut used = 0;
+    loop {
+        match decoder.decode(&buf[used..]) {
+            Ok(Some((frame, n))) => {
+                used += n;
+                if !on_frame(frame, out) {
+                    *closing = true;
+                    return used;
+                }
+            }
+            Ok(None) => return used,
+            Err(e) => {
+                encode::error(out, e.offending_id(), e.code(), &e.to_string());
+                *closing = true;
+                return used;
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Starting and stopping a node: binds the listener, spawns the acceptor, the reactors and
+//! the compute pool, and tears them down on stop.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+use tether_proto::Decoder;
+use thiserror::Error;
+
+use crate::acceptor::{self, ReactorHandle};
+use crate::config::Config;
+use crate::pool::{self, Returns};
+use crate::reactor::{self, Reactor};
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up an event loop: {0}")]
+    Poll(std::io::Error),
+    #[error("cannot start a thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::stop`].
+pub struct Node {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Binds and starts every thread; the node accepts once this returns.
+    pub fn start(config: &Config) -> Result<Node, NodeError> {
+        let listener =
+            listen(config.listen, config.backlog).map_err(|source| NodeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(NodeError::Poll)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let reactor_count = config.reactor_count();
+
+        let mut polls = Vec::with_capacity(reactor_count);
+        let mut wakers = Vec::with_capacity(reactor_count + 1);
+        for _ in 0..reactor_count {
+            let poll = Poll::new().map_err(NodeError::Poll)?;
+            let waker = Waker::new(poll.registry(), reactor::WAKER).map_err(NodeError::Poll)?;
+            wakers.push(Arc::new(waker));
+            polls.push(poll);
+        }
+
+        let (result_senders, result_receivers): (Vec<_>, Vec<_>) = (0..reactor_count)
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
+        let (pool, workers) = if config.work_us > 0 {
+            let returns = Returns {
+                senders: result_senders,
+                wakers: wakers.clone(),
+            };
+            let (handle, threads) = pool::start(
+                config.worker_count(),
+                config.queue,
+                Duration::from_micros(config.work_us),
+                returns,
+            )
+            .map_err(NodeError::Spawn)?;
+            (Some(handle), threads)
+        } else {
+            (None, Vec::new())
+        };
+
+        let mut handles = Vec::with_capacity(reactor_count);
+        let mut threads = Vec::with_capacity(reactor_count + 1);
+        let decoder = Decoder::new(config.max_body);
+        for (index, (poll, results)) in polls.into_iter().zip(result_receivers).enumerate() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let open = Arc::new(AtomicUsize::new(0));
+            handles.push(ReactorHandle {
+                incoming: tx,
+                waker: wakers[index].clone(),
+                open: open.clone(),
+            });
+            let reactor = Reactor::new(
+                index,
+                poll,
+                rx,
+                results,
+                pool.clone(),
+                open,
+                stop.clone(),
+                decoder,
+                config.max_queued_bytes,
+            );
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("reactor-{index}"))
+                    .spawn(move || reactor.run())
+                    .map_err(NodeError::Spawn)?,
+            );
+        }
+        drop(pool);
+
+        let accept_poll = Poll::new().map_err(NodeError::Poll)?;
+        let accept_waker =
+            Waker::new(accept_poll.registry(), acceptor::STOP).map_err(NodeError::Poll)?;
+        wakers.push(Arc::new(accept_waker));
+        let accept_stop = stop.clone();
+        let listener = mio::net::TcpListener::from_std(listener);
+        threads.push(
+            thread::Builder::new()
+                .name("acceptor".into())
+                .spawn(move || acceptor::run(accept_poll, listener, handles, accept_stop))
+                .map_err(NodeError::Spawn)?,
+        );
+
+        Ok(Node {
+            local_addr,
+            stop,
+            wakers,
+            threads,
+            workers,
+        })
+    }
+
+    /// The address the node accepts on (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection and joins every thread.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for waker in &self.wakers {
+            let _ = waker.wake();
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        // Reactors dropped their pool handles: workers finish their job and exit.
+        for worker in self.workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Runs a node until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let node = Node::start(&config)?;
+    tracing::info!(
+        addr = %node.local_addr(),
+        reactors = config.reactor_count(),
+        work_us = config.work_us,
+        "echo node listening"
+    );
+    tether_daemon::notify::ready();
+    tether_daemon::signals::wait_for_stop()?;
+    tracing::info!("stopping");
+    tether_daemon::notify::stopping();
+    node.stop();
+    Ok(())
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,113 @@
+//! Why a connection failed to open or ended early, under the names the summary's `errors`
+//! map uses ("connect_refused", "reset", "eof", …), and how OS errors map onto them.
+
+use std::io;
+
+/// The reason a connection is closed before the end of the run, or never opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The target answered the SYN with a reset (nothing listening).
+    ConnectRefused,
+    /// No answer within `--connect-timeout`.
+    ConnectTimeout,
+    /// Any other failure while connecting.
+    ConnectError,
+    /// EMFILE / ENFILE: out of file descriptors (RLIMIT_NOFILE).
+    FdLimit,
+    /// EADDRNOTAVAIL: no free local port for this source address and target.
+    NoSourcePorts,
+    /// The established connection was reset by the peer.
+    Reset,
+    /// The server closed the connection.
+    Eof,
+    /// Any other I/O error on an established connection.
+    IoError,
+    /// The server sent bytes that are not a valid v1 frame stream.
+    BadFrameFromServer,
+}
+
+impl Cause {
+    /// The key used in the summary's `errors` map.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::ConnectRefused => "connect_refused",
+            Cause::ConnectTimeout => "connect_timeout",
+            Cause::ConnectError => "connect_error",
+            Cause::FdLimit => "fd_limit",
+            Cause::NoSourcePorts => "no_source_ports",
+            Cause::Reset => "reset",
+            Cause::Eof => "eof",
+            Cause::IoError => "io_error",
+            Cause::BadFrameFromServer => "bad_frame_from_server",
+        }
+    }
+
+    /// Classifies an error from creating, binding or connecting a socket.
+    pub fn of_connect_error(error: &io::Error) -> Cause {
+        match error.raw_os_error() {
+            Some(libc::ECONNREFUSED) => Cause::ConnectRefused,
+            Some(libc::ETIMEDOUT) => Cause::ConnectTimeout,
+            Some(libc::EMFILE | libc::ENFILE) => Cause::FdLimit,
+            Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => Cause::NoSourcePorts,
+            _ => match error.kind() {
+                io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
+                io::ErrorKind::TimedOut => Cause::ConnectTimeout,
+                _ => Cause::ConnectError,
+            },
+        }
+    }
+
+    /// Classifies an error from reading or writing an established connection.
+    pub fn of_stream_error(error: &io::Error) -> Cause {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Cause::Reset,
+            io::ErrorKind::UnexpectedEof => Cause::Eof,
+            _ => Cause::IoError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn connect_errors_are_named_by_cause() {
+        assert_eq!(
+            Cause::of_connect_error(&os(libc::ECONNREFUSED)).name(),
+            "connect_refused"
+        );
+        assert_eq!(
+            Cause::of_connect_error(&os(libc::EMFILE)).name(),
+            "fd_limit"
+        );
+        assert_eq!(
+            Cause::of_connect_error(&os(libc::ENFILE)).name(),
+            "fd_limit"
+        );
+        assert_eq!(
+            Cause::of_connect_error(&os(libc::EADDRNOTAVAIL)).name(),
+            "no_source_ports"
+        );
+        assert_eq!(
+            Cause::of_connect_error(&os(libc::EHOSTUNREACH)).name(),
+            "connect_error"
+        );
+    }
+
+    #[test]
+    fn stream_errors_are_named_by_cause() {
+        assert_eq!(
+            Cause::of_stream_error(&os(libc::ECONNRESET)).name(),
+            "reset"
+        );
+        assert_eq!(Cause::of_stream_error(&os(libc::EPIPE)).name(), "reset");
+        assert_eq!(Cause::of_stream_error(&os(libc::EIO)).name(), "io_error");
+    }
+}

@@ -1,0 +1,188 @@
+//! `tether-loadgen`: drives DATA round trips over many long-lived connections to a Tether
+//! gateway or echo node and reports throughput, HdrHistogram latencies, errors by cause and
+//! its own CPU cost.
+//!
+//! Thread per core: each worker ([`worker`]) owns its share of the connections in its own
+//! `mio::Poll`; the only thing shared while the load runs is one cache line of relaxed
+//! counters per worker for the progress line ([`progress`]). Two ways to offer load
+//! ([`config::Mode`]): a closed loop keeping `--pipeline` frames outstanding per
+//! connection, or an open loop sending `--rate` frames per second per connection on a fixed
+//! timetable ([`schedule`]) with latency measured from the scheduled time. Every reply is
+//! checked against the deterministic payload of its id ([`payload`]).
+//!
+//! [`run`] is the whole program minus argument parsing and printing; `main.rs` adds those.
+
+pub mod cause;
+pub mod config;
+pub mod conn;
+pub mod cpu;
+pub mod dial;
+pub mod outstanding;
+pub mod payload;
+pub mod progress;
+pub mod schedule;
+pub mod start_line;
+pub mod stats;
+pub mod summary;
+pub mod timer;
+pub mod worker;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use crossbeam_channel::RecvTimeoutError;
+
+pub use config::{Args, Config, ConfigError, ConfigErrors, Mode};
+pub use summary::Summary;
+
+use conn::Conn;
+use cpu::CpuTime;
+use progress::{Live, Reporter};
+use start_line::StartLine;
+use stats::Stats;
+use worker::Shared;
+
+/// How often the progress line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the load described by `config` to the end and returns the merged results; writes
+/// the JSON summary when `config.json` is set. Printing the table is the caller's choice.
+///
+/// An `Err` means the run itself could not be carried out (bad config, no threads, no
+/// poll); connection failures, server errors and verify failures are results, counted in
+/// the [`Summary`].
+pub fn run(config: Config) -> anyhow::Result<Summary> {
+    config.validate().context("invalid configuration")?;
+    let threads = config.threads.min(config.conns).max(1);
+    let cpu_before = CpuTime::now();
+
+    let shared = Arc::new(Shared {
+        live: Live::new(threads),
+        start_line: StartLine::new(threads),
+        connect_start: Instant::now(),
+        config: config.clone(),
+    });
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut handles = Vec::with_capacity(threads);
+    let mut spawn_error = None;
+    for (index, conns) in plan(&config, threads).into_iter().enumerate() {
+        let tx = tx.clone();
+        let for_worker = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name(format!("loadgen-{index}"))
+            .spawn(move || {
+                let result = worker::run(index, conns, for_worker);
+                let _ = tx.send((index, result));
+            });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                // The others must not wait at the start line for a worker that never runs.
+                shared.start_line.arrive();
+                spawn_error.get_or_insert(e);
+            }
+        }
+    }
+    drop(tx);
+
+    let began = Instant::now();
+    let mut reporter = Reporter::new(config.conns);
+    let mut next_tick = began + PROGRESS_EVERY;
+    let mut results = Vec::with_capacity(threads);
+    loop {
+        match rx.recv_deadline(next_tick) {
+            Ok(result) => results.push(result),
+            Err(RecvTimeoutError::Timeout) => {
+                if !config.quiet {
+                    eprintln!("{}", reporter.line(began.elapsed(), shared.live.totals()));
+                }
+                next_tick += PROGRESS_EVERY;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let panicked = handles
+        .into_iter()
+        .map(thread::JoinHandle::join)
+        .filter(Result::is_err)
+        .count();
+    if let Some(e) = spawn_error {
+        return Err(anyhow!(e).context("spawning a worker thread"));
+    }
+    if panicked > 0 {
+        bail!("{panicked} worker thread(s) panicked");
+    }
+
+    let mut total = Stats::new().context("creating the latency histogram")?;
+    results.sort_by_key(|(index, _)| *index);
+    for (index, result) in results {
+        let stats = result.with_context(|| format!("worker {index}"))?;
+        total
+            .merge(&stats)
+            .with_context(|| format!("merging worker {index}'s latencies"))?;
+    }
+    let cpu = CpuTime::now().since(cpu_before);
+    let summary = Summary::new(&config, threads, &total, cpu);
+    if let Some(path) = &config.json {
+        summary
+            .write_json(path)
+            .with_context(|| format!("writing the JSON summary to {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// Deals connections out: global connection `i` goes to worker `i % threads`, to target
+/// `i % targets`, and from source `(i / targets) % sources`, so every source address cycles
+/// over every target (each (source, target) pair has its own ~28k local ports).
+fn plan(config: &Config, threads: usize) -> Vec<Vec<Conn>> {
+    let mut plans: Vec<Vec<Conn>> = (0..threads)
+        .map(|_| Vec::with_capacity(config.conns / threads + 1))
+        .collect();
+    let targets = config.targets.len().max(1);
+    for i in 0..config.conns {
+        let Some(&target) = config.targets.get(i % targets) else {
+            break;
+        };
+        let source = match config.sources.len() {
+            0 => None,
+            n => config.sources.get((i / targets) % n).copied(),
+        };
+        if let Some(worker) = plans.get_mut(i % threads) {
+            worker.push(Conn::new(i, target, source));
+        }
+    }
+    plans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_dealt_round_robin() {
+        let mut config = Config::new(vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ]);
+        config.conns = 7;
+        config.sources = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+        let plans = plan(&config, 3);
+        let globals: Vec<Vec<usize>> = plans
+            .iter()
+            .map(|p| p.iter().map(|c| c.global).collect())
+            .collect();
+        assert_eq!(globals, vec![vec![0, 3, 6], vec![1, 4], vec![2, 5]]);
+        let pairs: Vec<(u16, String)> = plans
+            .iter()
+            .flatten()
+            .map(|c| (c.target.port(), c.source.unwrap().to_string()))
+            .collect();
+        // Global order 0..4: (1,.2) (2,.2) (1,.3) (2,.3) — every pairing is used.
+        assert!(pairs.contains(&(1, "127.0.0.2".into())));
+        assert!(pairs.contains(&(2, "127.0.0.2".into())));
+        assert!(pairs.contains(&(1, "127.0.0.3".into())));
+        assert!(pairs.contains(&(2, "127.0.0.3".into())));
+    }
+}

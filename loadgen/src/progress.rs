@@ -1,0 +1,145 @@
+//! The once-a-second progress line on stderr:
+//! `t=3s conns=1000/1000 sent/s=… recv/s=… errors=… verify=…`.
+//!
+//! Each worker owns one cache-line-padded [`Slot`] of relaxed atomics and overwrites it with
+//! its running totals at most once per loop iteration; the main thread sums the slots and
+//! turns the difference between two samples into rates. Nothing else is shared.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::stats::Stats;
+
+/// One worker's published totals, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Slot {
+    open: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    errors: AtomicU64,
+    verify: AtomicU64,
+}
+
+impl Slot {
+    /// Publishes a worker's running totals and its currently open connections.
+    pub fn publish(&self, stats: &Stats, open: u64) {
+        self.open.store(open, Ordering::Relaxed);
+        self.sent.store(stats.total_sent, Ordering::Relaxed);
+        self.received.store(stats.total_received, Ordering::Relaxed);
+        self.errors.store(stats.error_total, Ordering::Relaxed);
+        self.verify.store(stats.verify_failures, Ordering::Relaxed);
+    }
+}
+
+/// Every worker's slot.
+#[derive(Debug)]
+pub struct Live {
+    slots: Box<[Slot]>,
+}
+
+/// The sum of every slot at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub open: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub errors: u64,
+    pub verify: u64,
+}
+
+impl Live {
+    pub fn new(workers: usize) -> Live {
+        Live {
+            slots: (0..workers).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    /// Worker `index`'s slot. Panics on an index beyond the worker count given to `new`,
+    /// which only the run's own set-up chooses.
+    pub fn slot(&self, index: usize) -> &Slot {
+        &self.slots[index]
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for slot in self.slots.iter() {
+            t.open += slot.open.load(Ordering::Relaxed);
+            t.sent += slot.sent.load(Ordering::Relaxed);
+            t.received += slot.received.load(Ordering::Relaxed);
+            t.errors += slot.errors.load(Ordering::Relaxed);
+            t.verify += slot.verify.load(Ordering::Relaxed);
+        }
+        t
+    }
+}
+
+/// Turns successive samples into progress lines.
+#[derive(Debug)]
+pub struct Reporter {
+    conns: usize,
+    last: Totals,
+    last_at: Duration,
+}
+
+impl Reporter {
+    pub fn new(conns: usize) -> Reporter {
+        Reporter {
+            conns,
+            last: Totals::default(),
+            last_at: Duration::ZERO,
+        }
+    }
+
+    /// The line for `now` (time since the run began), with rates since the previous line.
+    pub fn line(&mut self, now: Duration, totals: Totals) -> String {
+        let secs = now.saturating_sub(self.last_at).as_secs_f64().max(1e-3);
+        let rate = |now: u64, before: u64| (now.saturating_sub(before) as f64 / secs).round();
+        let line = format!(
+            "t={}s conns={}/{} sent/s={} recv/s={} errors={} verify={}",
+            now.as_secs_f64().round(),
+            totals.open,
+            self.conns,
+            rate(totals.sent, self.last.sent),
+            rate(totals.received, self.last.received),
+            totals.errors,
+            totals.verify,
+        );
+        self.last = totals;
+        self.last_at = now;
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_sum_and_lines_show_rates() {
+        let live = Live::new(2);
+        let mut stats = Stats::new().unwrap();
+        stats.total_sent = 300;
+        stats.total_received = 200;
+        stats.error("reset");
+        live.slot(0).publish(&stats, 10);
+        live.slot(1).publish(&stats, 5);
+        let totals = live.totals();
+        assert_eq!(totals.open, 15);
+        assert_eq!(totals.sent, 600);
+
+        let mut reporter = Reporter::new(20);
+        assert_eq!(
+            reporter.line(Duration::from_secs(1), totals),
+            "t=1s conns=15/20 sent/s=600 recv/s=400 errors=2 verify=0"
+        );
+        let later = Totals {
+            sent: 1600,
+            ..totals
+        };
+        assert_eq!(
+            reporter.line(Duration::from_secs(3), later),
+            "t=3s conns=15/20 sent/s=500 recv/s=0 errors=2 verify=0"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! Timetables, without any I/O: when each open-loop DATA frame is due, and when each
+//! connection may be dialled under `--connect-rate`.
+//!
+//! Open loop (`--rate R`): connection `g` of `N` sends its frame number `n` at
+//! `start + (n + g / N) / R`, so the N connections' phases are spread evenly over one
+//! interval `1 / R` and the offered load is smooth rather than N-frame bursts. Latency is
+//! measured from that scheduled instant, so a stalled server shows up as latency instead of
+//! as less offered load (no coordinated omission).
+//!
+//! All connections share the same rate, so one worker's sends come due in a fixed order:
+//! its connections sorted by phase, round after round. [`Round`] walks that order with a
+//! cursor — O(1) per send, no heap.
+
+use std::time::{Duration, Instant};
+
+/// The open-loop timetable shared by every worker of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    start: Instant,
+    rate: f64,
+    total_conns: usize,
+}
+
+impl Schedule {
+    /// `rate` frames per second per connection, `total_conns` connections in the whole run.
+    pub fn new(start: Instant, rate: f64, total_conns: usize) -> Schedule {
+        Schedule {
+            start,
+            rate,
+            total_conns: total_conns.max(1),
+        }
+    }
+
+    /// Connection `global`'s offset within each interval.
+    pub fn phase(&self, global: usize) -> Duration {
+        self.offset(global, 0)
+    }
+
+    /// When connection `global` sends its frame number `n` (counting from 0).
+    pub fn due(&self, global: usize, n: u64) -> Instant {
+        self.start + self.offset(global, n)
+    }
+
+    fn offset(&self, global: usize, n: u64) -> Duration {
+        let intervals = n as f64 + global as f64 / self.total_conns as f64;
+        Duration::try_from_secs_f64(intervals / self.rate).unwrap_or(Duration::MAX)
+    }
+}
+
+/// The order in which one worker's sends come due: its connections (given by global index,
+/// ascending, hence by phase) for frame 0, then all of them for frame 1, and so on.
+#[derive(Debug, Clone)]
+pub struct Round {
+    schedule: Schedule,
+    globals: Vec<usize>,
+    pos: usize,
+    n: u64,
+}
+
+/// One due send: the worker-local connection position, the frame number and its due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub pos: usize,
+    pub n: u64,
+    pub at: Instant,
+}
+
+impl Round {
+    /// `globals[pos]` is the global index of the worker's connection `pos`; it must ascend.
+    pub fn new(schedule: Schedule, globals: Vec<usize>) -> Round {
+        debug_assert!(globals.windows(2).all(|w| w[0] < w[1]));
+        Round {
+            schedule,
+            globals,
+            pos: 0,
+            n: 0,
+        }
+    }
+
+    /// The next send, or `None` for a worker with no connections.
+    pub fn peek(&self) -> Option<Due> {
+        let global = *self.globals.get(self.pos)?;
+        Some(Due {
+            pos: self.pos,
+            n: self.n,
+            at: self.schedule.due(global, self.n),
+        })
+    }
+
+    /// Moves past the send [`Round::peek`] returned.
+    pub fn advance(&mut self) {
+        self.pos += 1;
+        if self.pos >= self.globals.len() {
+            self.pos = 0;
+            self.n += 1;
+        }
+    }
+}
+
+/// When connection `global` may be dialled: `global / rate` seconds after `start`, so the
+/// run as a whole opens at most `rate` connections per second; 0 means all at `start`.
+pub fn dial_at(start: Instant, connect_rate: u32, global: usize) -> Instant {
+    if connect_rate == 0 {
+        return start;
+    }
+    let secs = global as f64 / f64::from(connect_rate);
+    start + Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
+    }
+
+    #[test]
+    fn frame_n_is_due_n_intervals_after_the_phase() {
+        let start = Instant::now();
+        let schedule = Schedule::new(start, 10.0, 4);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(close(ms(schedule.due(0, 0) - start), 0.0));
+        assert!(close(ms(schedule.due(0, 1) - start), 100.0));
+        assert!(close(ms(schedule.due(1, 2) - start), 225.0));
+        assert!(close(ms(schedule.due(3, 10) - start), 1075.0));
+    }
+
+    #[test]
+    fn phases_spread_evenly_over_one_interval() {
+        let schedule = Schedule::new(Instant::now(), 100.0, 5);
+        let phases: Vec<f64> = (0..5).map(|g| ms(schedule.phase(g))).collect();
+        for (g, phase) in phases.iter().enumerate() {
+            assert!((phase - 2.0 * g as f64).abs() < 1e-6, "{phases:?}");
+        }
+        // Every phase lies inside the first interval.
+        assert!(phases.iter().all(|&p| p < 10.0));
+    }
+
+    #[test]
+    fn a_round_visits_connections_in_due_order() {
+        let start = Instant::now();
+        let schedule = Schedule::new(start, 10.0, 4);
+        // Worker 1 of 2 owns global connections 1 and 3.
+        let mut round = Round::new(schedule, vec![1, 3]);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let due = round.peek().unwrap();
+            seen.push((due.pos, due.n, ms(due.at - start).round() as u64));
+            round.advance();
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (0, 0, 25),
+                (1, 0, 75),
+                (0, 1, 125),
+                (1, 1, 175),
+                (0, 2, 225)
+            ]
+        );
+        assert!(Round::new(schedule, Vec::new()).peek().is_none());
+    }
+
+    #[test]
+    fn due_times_never_go_backwards() {
+        let schedule = Schedule::new(Instant::now(), 1000.0, 7);
+        let mut round = Round::new(schedule, vec![0, 2, 4, 6]);
+        let mut last = round.peek().unwrap().at;
+        for _ in 0..10_000 {
+            round.advance();
+            let at = round.peek().unwrap().at;
+            assert!(at >= last);
+            last = at;
+        }
+    }
+
+    #[test]
+    fn dialling_is_paced_by_global_index() {
+        let start = Instant::now();
+        assert_eq!(dial_at(start, 0, 12_345), start);
+        assert_eq!(dial_at(start, 100, 0), start);
+        assert_eq!(
+            dial_at(start, 100, 250) - start,
+            Duration::from_millis(2500)
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! One worker's results: connection and frame counters, errors by name, and the latency
+//! histogram. Owned by the worker thread (no sharing on the hot path) and merged into the
+//! run's totals at the end.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::{AdditionError, CreationError, Histogram};
+
+/// Latencies are recorded in microseconds from 1 µs to 60 s with 3 significant figures.
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+
+/// The part of the run whose frames are recorded: `[measure_start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub measure_start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    /// Whether a frame sent (or scheduled) at `at` belongs to the measured window.
+    pub fn measures(&self, at: Instant) -> bool {
+        at >= self.measure_start
+    }
+
+    /// Whether `at` is inside the window (for throughput).
+    pub fn contains(&self, at: Instant) -> bool {
+        at >= self.measure_start && at < self.end
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub established: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    /// DATA frames sent (or scheduled) inside the measured window.
+    pub sent: u64,
+    /// Verified replies to frames counted in `sent`, drain included.
+    pub received: u64,
+    /// Verified replies that arrived inside the window (throughput's numerator).
+    pub received_in_window: u64,
+    /// Every DATA frame sent, warmup included (progress line).
+    pub total_sent: u64,
+    /// Every verified reply, warmup included (progress line, CPU per frame).
+    pub total_received: u64,
+    pub verify_failures: u64,
+    /// Sum of `errors`' counts (progress line).
+    pub error_total: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub latency: Histogram<u64>,
+}
+
+impl Stats {
+    pub fn new() -> Result<Stats, CreationError> {
+        Ok(Stats {
+            established: 0,
+            failed: 0,
+            dropped: 0,
+            sent: 0,
+            received: 0,
+            received_in_window: 0,
+            total_sent: 0,
+            total_received: 0,
+            verify_failures: 0,
+            error_total: 0,
+            errors: BTreeMap::new(),
+            latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+        })
+    }
+
+    /// Counts one error under `name`.
+    pub fn error(&mut self, name: &str) {
+        self.errors_n(name, 1);
+    }
+
+    /// Counts `n` errors under `name` (nothing when `n` is 0).
+    pub fn errors_n(&mut self, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.error_total += n;
+        match self.errors.get_mut(name) {
+            Some(count) => *count += n,
+            None => {
+                self.errors.insert(name.to_string(), n);
+            }
+        }
+    }
+
+    /// Counts a DATA frame sent (or scheduled) at `at`.
+    pub fn sent(&mut self, at: Instant, window: &Window) {
+        self.total_sent += 1;
+        if window.measures(at) {
+            self.sent += 1;
+        }
+    }
+
+    /// Records a verified reply to a frame measured from `since`, arriving at `now`.
+    pub fn reply(&mut self, since: Instant, now: Instant, window: &Window) {
+        self.total_received += 1;
+        if window.contains(now) {
+            self.received_in_window += 1;
+        }
+        if window.measures(since) {
+            self.received += 1;
+            let us = micros(now.saturating_duration_since(since));
+            self.latency.saturating_record(us.max(1));
+        }
+    }
+
+    /// Adds another worker's results to these.
+    pub fn merge(&mut self, other: &Stats) -> Result<(), AdditionError> {
+        self.established += other.established;
+        self.failed += other.failed;
+        self.dropped += other.dropped;
+        self.sent += other.sent;
+        self.received += other.received;
+        self.received_in_window += other.received_in_window;
+        self.total_sent += other.total_sent;
+        self.total_received += other.total_received;
+        self.verify_failures += other.verify_failures;
+        for (name, &n) in &other.errors {
+            self.errors_n(name, n);
+        }
+        self.latency.add(&other.latency)
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> (Window, Instant) {
+        let t0 = Instant::now();
+        let w = Window {
+            measure_start: t0 + Duration::from_secs(1),
+            end: t0 + Duration::from_secs(3),
+        };
+        (w, t0)
+    }
+
+    #[test]
+    fn warmup_frames_are_not_recorded() {
+        let (w, t0) = window();
+        let mut s = Stats::new().unwrap();
+        s.sent(t0, &w);
+        s.reply(t0, t0 + Duration::from_millis(1500), &w);
+        assert_eq!((s.sent, s.total_sent), (0, 1));
+        assert_eq!((s.received, s.total_received), (0, 1));
+        assert_eq!(s.received_in_window, 1);
+        assert!(s.latency.is_empty());
+
+        let at = t0 + Duration::from_secs(2);
+        s.sent(at, &w);
+        s.reply(at, at + Duration::from_micros(250), &w);
+        assert_eq!((s.sent, s.received), (1, 1));
+        assert_eq!(s.latency.len(), 1);
+        assert!(s.latency.max() >= 250 && s.latency.max() < 251);
+
+        // A reply during the drain is recorded but not part of throughput.
+        s.reply(at, t0 + Duration::from_secs(4), &w);
+        assert_eq!((s.received, s.received_in_window), (2, 2));
+    }
+
+    #[test]
+    fn merge_adds_everything() {
+        let (w, t0) = window();
+        let at = t0 + Duration::from_secs(2);
+        let mut a = Stats::new().unwrap();
+        let mut b = Stats::new().unwrap();
+        a.error("reset");
+        b.error("reset");
+        b.errors_n("unanswered", 3);
+        b.errors_n("nothing", 0);
+        b.reply(at, at + Duration::from_millis(2), &w);
+        b.established = 2;
+        a.merge(&b).unwrap();
+        assert_eq!(a.errors.get("reset"), Some(&2));
+        assert_eq!(a.errors.get("unanswered"), Some(&3));
+        assert!(!a.errors.contains_key("nothing"));
+        assert_eq!(a.error_total, 5);
+        assert_eq!(a.established, 2);
+        assert_eq!(a.latency.len(), 1);
+    }
+}

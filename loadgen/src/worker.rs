@@ -1,0 +1,465 @@
+//! One load thread: its share of the connections in its own `mio::Poll`, driven through
+//! four phases —
+//!
+//! 1. **connect**: dial every connection (paced by `--connect-rate`), wait for each to
+//!    connect, fail or time out;
+//! 2. **start line**: wait until every worker is connected, so the load starts at one
+//!    shared instant;
+//! 3. **load**: for `--duration`, keep `--pipeline` frames outstanding per connection, or
+//!    send on the `--rate` timetable (woken at the next due send: poll timeout, sharpened
+//!    by a timerfd — see [`crate::timer`]);
+//! 4. **drain**: stop sending, wait up to [`DRAIN`] for outstanding replies, then close;
+//!    whatever is still outstanding counts as `unanswered`.
+//!
+//! Nothing is shared with other threads on the hot path: the worker's [`Stats`] are its own,
+//! and it publishes running totals to its progress [`Slot`] once per loop iteration.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use thiserror::Error;
+
+use crate::cause::Cause;
+use crate::config::{Config, Mode};
+use crate::conn::{Conn, Env, State};
+use crate::dial;
+use crate::progress::{Live, Slot};
+use crate::schedule::{self, Round, Schedule};
+use crate::start_line::{Arrival, StartLine};
+use crate::stats::{Stats, Window};
+use crate::timer::{self, Timer};
+
+/// How long after the end replies are still awaited.
+pub const DRAIN: Duration = Duration::from_secs(1);
+/// Poll timeout while waiting at the start line.
+const START_LINE_POLL: Duration = Duration::from_millis(2);
+/// Bytes read from a socket at once.
+const SCRATCH: usize = 64 * 1024;
+const EVENTS: usize = 1024;
+/// Open loop: frames due this soon after a wake-up are sent in the same wake-up.
+const LOOKAHEAD: Duration = Duration::from_micros(100);
+/// How long past an armed timer the poll timeout lets a worker sleep.
+const TIMER_SAFETY: Duration = Duration::from_millis(2);
+
+/// What every worker of a run shares (read-only, or atomics).
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub live: Live,
+    pub start_line: StartLine,
+    /// When dialling began; `--connect-rate` paces from here.
+    pub connect_start: Instant,
+}
+
+/// A worker that could not run at all.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("creating the mio poll")]
+    CreatePoll(#[source] io::Error),
+    #[error("polling")]
+    Poll(#[source] io::Error),
+    #[error("creating the latency histogram")]
+    Histogram(#[from] hdrhistogram::CreationError),
+}
+
+/// Runs worker `index` over `conns` (whose `global` indices ascend) and returns its stats.
+pub fn run(index: usize, conns: Vec<Conn>, shared: Arc<Shared>) -> Result<Stats, WorkerError> {
+    let mut arrival = Arrival::new(&shared.start_line);
+    let mut worker = Worker::new(index, conns, &shared)?;
+    worker.connect_all()?;
+    arrival.arrive();
+    let start = worker.wait_for_start()?;
+    worker.load(start)?;
+    worker.drain()?;
+    worker.close_all();
+    Ok(worker.stats)
+}
+
+struct Worker<'a> {
+    config: &'a Config,
+    start_line: &'a StartLine,
+    connect_start: Instant,
+    slot: &'a Slot,
+    poll: Poll,
+    events: Events,
+    /// (token, read-ish) of the last poll's events.
+    ready: Vec<(usize, bool)>,
+    conns: Vec<Conn>,
+    env: Env,
+    stats: Stats,
+    scratch: Vec<u8>,
+    window: Window,
+    /// Closed loop: frames to keep outstanding per connection, while `sending`.
+    pipeline: Option<usize>,
+    sending: bool,
+    /// Connections currently established.
+    open: u64,
+    /// Connections with frames queued this iteration, to flush once.
+    dirty: Vec<usize>,
+    /// Open loop: wakes the poll at the next due send more precisely than its timeout can.
+    timer: Option<Timer>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(index: usize, conns: Vec<Conn>, shared: &'a Shared) -> Result<Worker<'a>, WorkerError> {
+        let config = &shared.config;
+        // Until the load starts nothing is measured: the window lies far ahead.
+        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        Ok(Worker {
+            config,
+            start_line: &shared.start_line,
+            connect_start: shared.connect_start,
+            slot: shared.live.slot(index),
+            poll: Poll::new().map_err(WorkerError::CreatePoll)?,
+            events: Events::with_capacity(EVENTS),
+            ready: Vec::with_capacity(EVENTS),
+            conns,
+            env: Env::new(config.payload, config.max_body),
+            stats: Stats::new()?,
+            scratch: vec![0; SCRATCH],
+            window: Window {
+                measure_start: far,
+                end: far,
+            },
+            pipeline: None,
+            sending: false,
+            open: 0,
+            dirty: Vec::new(),
+            timer: None,
+        })
+    }
+
+    /// Phase 1: dial everything and wait until each connection is up, failed or timed out.
+    fn connect_all(&mut self) -> Result<(), WorkerError> {
+        let timeout = self.config.connect_timeout;
+        let rate = self.config.connect_rate;
+        // Dial order = deadline order, so timeouts are found at the front.
+        let mut pending: VecDeque<(usize, Instant)> = VecDeque::new();
+        let mut next = 0;
+        loop {
+            let now = Instant::now();
+            while let Some(conn) = self.conns.get(next) {
+                if schedule::dial_at(self.connect_start, rate, conn.global) > now {
+                    break;
+                }
+                if self.dial(next) {
+                    pending.push_back((next, now + timeout));
+                }
+                next += 1;
+            }
+            while let Some(&(k, deadline)) = pending.front() {
+                if self.conns.get(k).map(|c| c.state) != Some(State::Connecting) {
+                    pending.pop_front();
+                } else if deadline <= now {
+                    pending.pop_front();
+                    self.lose(k, Cause::ConnectTimeout);
+                } else {
+                    break;
+                }
+            }
+            let next_dial = self
+                .conns
+                .get(next)
+                .map(|c| schedule::dial_at(self.connect_start, rate, c.global));
+            let wake = match (next_dial, pending.front()) {
+                (None, None) => return Ok(()),
+                (Some(a), Some(&(_, b))) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(&(_, b))) => b,
+            };
+            self.poll_once(wake.saturating_duration_since(now))?;
+            self.publish();
+        }
+    }
+
+    /// Starts connecting `conns[k]`; `false` if it failed at once (already counted).
+    fn dial(&mut self, k: usize) -> bool {
+        let Some((target, source)) = self.conns.get(k).map(|c| (c.target, c.source)) else {
+            return false;
+        };
+        let mut stream = match dial::connect(target, source) {
+            Ok(stream) => stream,
+            Err(cause) => {
+                self.lose(k, cause);
+                return false;
+            }
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(k), interest)
+        {
+            self.lose(k, Cause::of_connect_error(&e));
+            return false;
+        }
+        match self.conns.get_mut(k) {
+            Some(conn) => {
+                conn.stream = Some(stream);
+                conn.state = State::Connecting;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Phase 2: keep servicing connections until every worker is connected.
+    fn wait_for_start(&mut self) -> Result<Instant, WorkerError> {
+        let start = loop {
+            if let Some(start) = self.start_line.start() {
+                break start;
+            }
+            self.poll_once(START_LINE_POLL)?;
+            self.publish();
+        };
+        loop {
+            let now = Instant::now();
+            if now >= start {
+                return Ok(start);
+            }
+            self.poll_once(start - now)?;
+            self.publish();
+        }
+    }
+
+    /// Phase 3: offer load from `start` for `--duration`.
+    fn load(&mut self, start: Instant) -> Result<(), WorkerError> {
+        self.window = Window {
+            measure_start: start + self.config.warmup,
+            end: start + self.config.duration,
+        };
+        self.sending = true;
+        let mut round = match self.config.mode {
+            Mode::Pipeline(k) => {
+                self.pipeline = Some(k);
+                for i in 0..self.conns.len() {
+                    // A fresh clock per connection: filling thousands takes a while.
+                    self.refill(i, Instant::now());
+                    self.flush(i);
+                }
+                None
+            }
+            Mode::Rate(rate) => {
+                let schedule = Schedule::new(start, rate, self.config.conns);
+                let globals = self.conns.iter().map(|c| c.global).collect();
+                self.timer = Timer::new(self.poll.registry())
+                    .map_err(|e| tracing::debug!(error = %e, "no timerfd; sends keep to whole ms"))
+                    .ok();
+                Some(Round::new(schedule, globals))
+            }
+        };
+        loop {
+            let now = Instant::now();
+            let mut wake = self.window.end;
+            if let Some(round) = round.as_mut() {
+                // Also once more after the end: frames due before it are sent even if late.
+                self.send_due(round, now);
+                if let Some(due) = round.peek() {
+                    wake = wake.min(due.at);
+                }
+            }
+            // Past the end, or nothing left to load (no reconnects in v1).
+            if now >= self.window.end || self.open == 0 {
+                break;
+            }
+            let mut timeout = wake.saturating_duration_since(now);
+            if let Some(timer) = &self.timer {
+                // The timer wakes us on time; the poll timeout is only a safety net.
+                if timer.arm(timeout).is_ok() {
+                    timeout += TIMER_SAFETY;
+                }
+            }
+            self.poll_once(timeout)?;
+            self.publish();
+        }
+        self.sending = false;
+        Ok(())
+    }
+
+    /// Open loop: queue every frame due by `now` (all of them, if the loop fell behind: their
+    /// latency clock already started at the scheduled time) and those due within
+    /// [`LOOKAHEAD`] (sent a little early, measured from `now`, so the worker wakes at most
+    /// once per lookahead), then flush each touched socket.
+    fn send_due(&mut self, round: &mut Round, now: Instant) {
+        let horizon = now + LOOKAHEAD;
+        while let Some(due) = round.peek() {
+            if due.at > horizon || due.at >= self.window.end {
+                break;
+            }
+            round.advance();
+            let Some(conn) = self.conns.get_mut(due.pos) else {
+                continue;
+            };
+            if !conn.is_established() {
+                continue;
+            }
+            // A connection with bytes already queued is either listed in `dirty` or waiting
+            // for a writable event, which flushes everything.
+            if conn.backlog() == 0 {
+                self.dirty.push(due.pos);
+            }
+            let since = due.at.min(now);
+            conn.queue_data(&self.env, since, &self.window, &mut self.stats);
+        }
+        while let Some(k) = self.dirty.pop() {
+            self.flush(k);
+        }
+    }
+
+    /// Phase 4: wait up to [`DRAIN`] for the replies still outstanding.
+    fn drain(&mut self) -> Result<(), WorkerError> {
+        let deadline = self.window.end + DRAIN;
+        loop {
+            let now = Instant::now();
+            let in_flight = self.conns.iter().any(|c| !c.outstanding.is_empty());
+            if !in_flight || now >= deadline {
+                return Ok(());
+            }
+            self.poll_once(deadline - now)?;
+            self.publish();
+        }
+    }
+
+    /// The end: close every connection; what is still outstanding was never answered.
+    fn close_all(&mut self) {
+        for conn in &mut self.conns {
+            if conn.state == State::Established {
+                let unanswered = conn.close();
+                self.stats.errors_n("unanswered", unanswered as u64);
+            }
+        }
+        self.open = 0;
+        self.publish();
+    }
+
+    /// Waits for events (at most `timeout`) and services every connection that has one.
+    fn poll_once(&mut self, timeout: Duration) -> Result<(), WorkerError> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(WorkerError::Poll(e)),
+        }
+        self.ready.clear();
+        for event in self.events.iter() {
+            let readish = event.is_readable() || event.is_read_closed() || event.is_error();
+            self.ready.push((event.token().0, readish));
+        }
+        for i in 0..self.ready.len() {
+            let Some(&(k, readish)) = self.ready.get(i) else {
+                break;
+            };
+            if Token(k) == timer::TOKEN {
+                if let Some(timer) = &self.timer {
+                    timer.clear();
+                }
+                continue;
+            }
+            if let Err(cause) = self.service(k, readish) {
+                self.lose(k, cause);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one event on `conns[k]`: finish connecting, read and answer frames, top up the
+    /// closed loop, write what is queued.
+    fn service(&mut self, k: usize, readish: bool) -> Result<(), Cause> {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return Ok(());
+        };
+        match conn.state {
+            State::Connecting => {
+                let connected = match conn.stream.as_ref() {
+                    Some(stream) => dial::finished(stream)?,
+                    None => false,
+                };
+                if !connected {
+                    return Ok(());
+                }
+                conn.state = State::Established;
+                self.stats.established += 1;
+                self.open += 1;
+            }
+            State::Established => {}
+            State::Idle | State::Closed => return Ok(()),
+        }
+        let now = Instant::now();
+        if readish {
+            conn.read(
+                &mut self.scratch,
+                &self.env,
+                now,
+                &self.window,
+                &mut self.stats,
+            )?;
+        }
+        self.refill(k, now);
+        match self.conns.get_mut(k) {
+            Some(conn) => conn.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Closed loop: top `conns[k]` up to `--pipeline` outstanding frames while sending.
+    fn refill(&mut self, k: usize, now: Instant) {
+        let Some(pipeline) = self.pipeline else {
+            return;
+        };
+        if !self.sending || now >= self.window.end {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if !conn.is_established() {
+            return;
+        }
+        while conn.outstanding.len() < pipeline {
+            if !conn.queue_data(&self.env, now, &self.window, &mut self.stats) {
+                break;
+            }
+        }
+    }
+
+    fn flush(&mut self, k: usize) {
+        let result = match self.conns.get_mut(k) {
+            Some(conn) if conn.is_established() => conn.flush(),
+            _ => Ok(()),
+        };
+        if let Err(cause) = result {
+            self.lose(k, cause);
+        }
+    }
+
+    /// Closes `conns[k]` early for `cause`: a dropped connection if it was established,
+    /// a failed one otherwise.
+    fn lose(&mut self, k: usize, cause: Cause) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if conn.state == State::Closed {
+            return;
+        }
+        let was = conn.state;
+        if let Some(stream) = conn.stream.as_mut() {
+            let _ = self.poll.registry().deregister(stream);
+        }
+        let unanswered = conn.close();
+        tracing::debug!(conn = conn.global, target = %conn.target, cause = cause.name(), "connection lost");
+        self.stats.error(cause.name());
+        self.stats.errors_n("unanswered", unanswered as u64);
+        if was == State::Established {
+            self.stats.dropped += 1;
+            self.open = self.open.saturating_sub(1);
+        } else {
+            self.stats.failed += 1;
+        }
+    }
+
+    fn publish(&self) {
+        self.slot.publish(&self.stats, self.open);
+    }
+}

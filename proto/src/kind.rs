@@ -1,0 +1,129 @@
+//! The `kind` byte of the header: which message a frame carries.
+//!
+//! Client kinds (0x01–0x0A) travel between clients and the gateway; backend kinds
+//! (0x81–0x85) between the gateway and echo nodes. Which kinds a receiver accepts in which
+//! direction is the receiver's business; this enum only says which bytes are kinds at all.
+
+/// A frame kind known to protocol v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// c→g: log in with a token (body: UTF-8 JWT).
+    Login = 0x01,
+    /// g→c: login accepted (body: JSON `{"session","resume_token","heartbeat_s"}`).
+    LoginOk = 0x02,
+    /// c→g: keep-alive; answered by PONG with the same id.
+    Ping = 0x03,
+    /// g→c: answer to PING.
+    Pong = 0x04,
+    /// both: a request payload (c→g) or the node's reply (g→c), matched by id.
+    Data = 0x05,
+    /// g→c: a server push (id = message id).
+    Push = 0x06,
+    /// c→g: acknowledges a PUSH by message id.
+    Ack = 0x07,
+    /// c→g: resume a session on a new connection (body: resume token).
+    Resume = 0x08,
+    /// g→c: the gateway is going away (body: JSON `{"reason"}`).
+    GoAway = 0x09,
+    /// g→c: an error (body: u16 code + UTF-8 reason).
+    Error = 0x0A,
+    /// g→n: a client request (body: u64 route + payload).
+    Request = 0x81,
+    /// n→g: the reply to a REQUEST (body: u64 route + payload).
+    Response = 0x82,
+    /// g→n: health probe.
+    NodePing = 0x83,
+    /// n→g: answer to NODE_PING.
+    NodePong = 0x84,
+    /// n→g: a request failed (body: u64 route + u16 code + reason).
+    NodeError = 0x85,
+}
+
+impl Kind {
+    /// Every kind of protocol v1, in wire order.
+    pub const ALL: [Kind; 15] = [
+        Kind::Login,
+        Kind::LoginOk,
+        Kind::Ping,
+        Kind::Pong,
+        Kind::Data,
+        Kind::Push,
+        Kind::Ack,
+        Kind::Resume,
+        Kind::GoAway,
+        Kind::Error,
+        Kind::Request,
+        Kind::Response,
+        Kind::NodePing,
+        Kind::NodePong,
+        Kind::NodeError,
+    ];
+
+    /// The kind for a wire byte, or `None` when the byte names no kind.
+    pub fn from_u8(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            0x01 => Kind::Login,
+            0x02 => Kind::LoginOk,
+            0x03 => Kind::Ping,
+            0x04 => Kind::Pong,
+            0x05 => Kind::Data,
+            0x06 => Kind::Push,
+            0x07 => Kind::Ack,
+            0x08 => Kind::Resume,
+            0x09 => Kind::GoAway,
+            0x0A => Kind::Error,
+            0x81 => Kind::Request,
+            0x82 => Kind::Response,
+            0x83 => Kind::NodePing,
+            0x84 => Kind::NodePong,
+            0x85 => Kind::NodeError,
+            _ => return None,
+        })
+    }
+
+    /// The wire byte.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The name used in design.md, logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Login => "LOGIN",
+            Kind::LoginOk => "LOGIN_OK",
+            Kind::Ping => "PING",
+            Kind::Pong => "PONG",
+            Kind::Data => "DATA",
+            Kind::Push => "PUSH",
+            Kind::Ack => "ACK",
+            Kind::Resume => "RESUME",
+            Kind::GoAway => "GOAWAY",
+            Kind::Error => "ERROR",
+            Kind::Request => "REQUEST",
+            Kind::Response => "RESPONSE",
+            Kind::NodePing => "NODE_PING",
+            Kind::NodePong => "NODE_PONG",
+            Kind::NodeError => "NODE_ERROR",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_byte_maps_back_to_itself_or_to_nothing() {
+        for byte in 0..=u8::MAX {
+            if let Some(kind) = Kind::from_u8(byte) {
+                assert_eq!(kind.as_u8(), byte);
+            }
+        }
+        let known = (0..=u8::MAX).filter_map(Kind::from_u8).count();
+        assert_eq!(known, Kind::ALL.len());
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_u8(kind.as_u8()), Some(kind));
+        }
+    }
+}
