@@ -111,7 +111,7 @@ impl Conn {
         let id = self.next_id;
         self.next_id += 1;
         encode::header(&mut self.wbuf, Kind::Data, 0, id, env.payload);
-        payload::write(&mut self.wbuf, id, env.payload);
+        payload::write(&mut self.wbuf, self.global as u64, id, env.payload);
         self.outstanding.push(id, since);
         stats.sent(since, window);
         true
@@ -197,12 +197,14 @@ impl Conn {
     ) -> Result<(), Cause> {
         match frame.kind {
             Kind::Data => match self.outstanding.take(frame.id) {
-                Some(since) => match payload::verify(frame.id, env.payload, frame.body) {
-                    Ok(()) => stats.reply(since, now, window),
-                    Err(mismatch) => {
-                        self.verify_failed(stats, frame.id, &mismatch.to_string());
+                Some(since) => {
+                    match payload::verify(self.global as u64, frame.id, env.payload, frame.body) {
+                        Ok(()) => stats.reply(since, now, window),
+                        Err(mismatch) => {
+                            self.verify_failed(stats, frame.id, &mismatch.to_string());
+                        }
                     }
-                },
+                }
                 None => self.verify_failed(stats, frame.id, "id not in flight"),
             },
             Kind::Pong => {}
@@ -287,7 +289,7 @@ mod tests {
 
     fn reply(id: u64, len: usize) -> Vec<u8> {
         let mut body = Vec::new();
-        payload::write(&mut body, id, len);
+        payload::write(&mut body, 0, id, len);
         body
     }
 

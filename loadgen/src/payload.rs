@@ -1,10 +1,11 @@
-//! The DATA payload of request `id`: a deterministic pattern, so an echoed reply is checked
-//! byte for byte without keeping a copy of what was sent.
+//! The DATA payload of request `id` on connection `conn`: a deterministic pattern, so an
+//! echoed reply is checked byte for byte without keeping a copy of what was sent.
 //!
-//! Bytes 0..8 are the id, big-endian (when the payload has at least 8 bytes); every further
-//! 8-byte word `j` is `mix(id) ^ (j * φ)` little-endian, the last one truncated. A payload
-//! shorter than 8 bytes is the start of word 0. A reply for the wrong id or with any byte
-//! changed therefore fails [`verify`].
+//! Bytes 0..8 are the id, big-endian (when the payload has at least 16 bytes); every other
+//! 8-byte word `j` is `mix(id ^ mix(conn)) ^ (j * φ)` little-endian, the last one truncated.
+//! A payload shorter than 16 bytes is all pattern, so that it too carries the salt. A reply for the wrong id, with any
+//! byte changed, or meant for another connection (a proxy's misroute: ids repeat across
+//! connections, the connection salt does not) therefore fails [`verify`].
 
 use thiserror::Error;
 
@@ -30,17 +31,17 @@ fn mix(id: u64) -> u64 {
 /// The 8 bytes of word `j` of the payload of `id` (whose length is `len`).
 #[inline]
 fn word(id: u64, base: u64, len: usize, j: usize) -> [u8; 8] {
-    if j == 0 && len >= 8 {
+    if j == 0 && len >= 16 {
         id.to_be_bytes()
     } else {
         (base ^ (j as u64).wrapping_mul(GOLDEN)).to_le_bytes()
     }
 }
 
-/// Appends the `len`-byte payload of request `id` to `out`.
-pub fn write(out: &mut Vec<u8>, id: u64, len: usize) {
+/// Appends the `len`-byte payload of request `id` of connection `conn` to `out`.
+pub fn write(out: &mut Vec<u8>, conn: u64, id: u64, len: usize) {
     out.reserve(len);
-    let base = mix(id);
+    let base = mix(id ^ mix(conn));
     let mut j = 0;
     let mut left = len;
     while left > 0 {
@@ -51,15 +52,15 @@ pub fn write(out: &mut Vec<u8>, id: u64, len: usize) {
     }
 }
 
-/// Checks that `body` is exactly the `len`-byte payload of request `id`.
-pub fn verify(id: u64, len: usize, body: &[u8]) -> Result<(), Mismatch> {
+/// Checks that `body` is exactly the `len`-byte payload of request `id` of connection `conn`.
+pub fn verify(conn: u64, id: u64, len: usize, body: &[u8]) -> Result<(), Mismatch> {
     if body.len() != len {
         return Err(Mismatch::Length {
             expected: len,
             got: body.len(),
         });
     }
-    let base = mix(id);
+    let base = mix(id ^ mix(conn));
     for (j, chunk) in body.chunks(8).enumerate() {
         let expected = word(id, base, len, j);
         if chunk != &expected[..chunk.len()] {
@@ -82,7 +83,7 @@ mod tests {
 
     fn payload(id: u64, len: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        write(&mut out, id, len);
+        write(&mut out, 9, id, len);
         out
     }
 
@@ -91,10 +92,10 @@ mod tests {
         for len in [0, 1, 7, 8, 9, 64, 1000, 65_536] {
             let body = payload(0x0102_0304_0506_0708, len);
             assert_eq!(body.len(), len);
-            if len >= 8 {
+            if len >= 16 {
                 assert_eq!(&body[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
             }
-            assert_eq!(verify(0x0102_0304_0506_0708, len, &body), Ok(()));
+            assert_eq!(verify(9, 0x0102_0304_0506_0708, len, &body), Ok(()));
         }
     }
 
@@ -104,7 +105,7 @@ mod tests {
             for offset in [0, len / 2, len - 1] {
                 let mut body = payload(42, len);
                 body[offset] ^= 0x01;
-                assert_eq!(verify(42, len, &body), Err(Mismatch::Byte { offset }));
+                assert_eq!(verify(9, 42, len, &body), Err(Mismatch::Byte { offset }));
             }
         }
     }
@@ -112,7 +113,7 @@ mod tests {
     #[test]
     fn the_wrong_id_is_caught() {
         for len in [1, 4, 8, 64] {
-            assert!(verify(7, len, &payload(8, len)).is_err(), "len {len}");
+            assert!(verify(9, 7, len, &payload(8, len)).is_err(), "len {len}");
         }
         // Beyond the id itself the pattern differs too.
         let (a, b) = (payload(1, 64), payload(2, 64));
@@ -120,23 +121,33 @@ mod tests {
     }
 
     #[test]
+    fn another_connections_reply_is_caught() {
+        // Same id, same length, different connection: what a misrouting proxy delivers.
+        for len in [1, 8, 9, 15, 16, 64] {
+            let mut theirs = Vec::new();
+            write(&mut theirs, 10, 5, len);
+            assert!(verify(11, 5, len, &theirs).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
     fn wrong_lengths_are_caught() {
         let body = payload(3, 64);
         assert_eq!(
-            verify(3, 64, &body[..63]),
+            verify(9, 3, 64, &body[..63]),
             Err(Mismatch::Length {
                 expected: 64,
                 got: 63
             })
         );
-        assert!(verify(3, 63, &body).is_err());
+        assert!(verify(9, 3, 63, &body).is_err());
     }
 
     #[test]
     fn appends_after_what_is_already_there() {
         let mut out = b"head".to_vec();
-        write(&mut out, 5, 20);
+        write(&mut out, 9, 5, 20);
         assert_eq!(&out[..4], b"head");
-        assert_eq!(verify(5, 20, &out[4..]), Ok(()));
+        assert_eq!(verify(9, 5, 20, &out[4..]), Ok(()));
     }
 }

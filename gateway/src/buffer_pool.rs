@@ -1,0 +1,106 @@
+//! Per-reactor free lists of buffers, so the data path does not go to the allocator for
+//! every busy connection or every in-flight request.
+
+use crate::client::ClientIo;
+
+/// Buffers larger than this are freed instead of pooled, so a burst does not pin memory.
+const MAX_POOLED_CAPACITY: usize = 64 * 1024;
+
+/// A free list of byte buffers (request payloads kept for a possible re-send).
+#[derive(Debug)]
+pub struct BufferPool {
+    free: Vec<Vec<u8>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    /// A pool that keeps at most `keep` free buffers.
+    pub fn new(keep: usize) -> BufferPool {
+        BufferPool {
+            free: Vec::new(),
+            keep,
+        }
+    }
+
+    /// An empty buffer, reused when one is free.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    /// Returns a buffer to the pool (or frees it).
+    pub fn give(&mut self, mut buf: Vec<u8>) {
+        if self.free.len() < self.keep && buf.capacity() <= MAX_POOLED_CAPACITY {
+            buf.clear();
+            self.free.push(buf);
+        }
+    }
+}
+
+/// A free list of [`ClientIo`] boxes for busy connections.
+#[derive(Debug)]
+pub struct IoPool {
+    // Boxed on purpose: a box moves into a connection and back as one pointer.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<ClientIo>>,
+    keep: usize,
+}
+
+impl IoPool {
+    pub fn new(keep: usize) -> IoPool {
+        IoPool {
+            free: Vec::new(),
+            keep,
+        }
+    }
+
+    pub fn take(&mut self) -> Box<ClientIo> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    pub fn give(&mut self, mut io: Box<ClientIo>) {
+        if self.free.len() >= self.keep {
+            return;
+        }
+        if io.partial.capacity() > MAX_POOLED_CAPACITY {
+            io.partial = Vec::new();
+        }
+        if io.out.capacity() > MAX_POOLED_CAPACITY {
+            io.out = Vec::new();
+        }
+        io.partial.clear();
+        io.out.clear();
+        io.written = 0;
+        self.free.push(io);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused_and_big_ones_freed() {
+        let mut pool = BufferPool::new(2);
+        let mut a = pool.take();
+        a.extend_from_slice(b"hello");
+        let ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take();
+        assert!(b.is_empty());
+        assert_eq!(b.as_ptr(), ptr);
+        pool.give(vec![0; MAX_POOLED_CAPACITY + 1]);
+        assert!(pool.take().capacity() == 0);
+    }
+
+    #[test]
+    fn io_boxes_come_back_clean() {
+        let mut pool = IoPool::new(4);
+        let mut io = pool.take();
+        io.partial.extend_from_slice(b"x");
+        io.out.extend_from_slice(b"y");
+        io.written = 1;
+        pool.give(io);
+        let io = pool.take();
+        assert!(io.is_idle() && io.out.is_empty());
+    }
+}

@@ -1,0 +1,368 @@
+//! The gateway's configuration: TOML keys, their flags and `TETHER_GATEWAY_*` env vars.
+//!
+//! [`Settings`] is the part a SIGHUP can change without dropping clients (nodes, balancing,
+//! health checking, limits); the rest (listeners, threads, admin address) needs a restart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
+use tether_daemon::logging::LogFormat;
+use tether_proto::DEFAULT_MAX_BODY;
+
+use crate::balance::Balance;
+use crate::route::MAX_REACTORS;
+
+/// Everything a gateway can be told. Every key has a flag of the same name (`nodes` is
+/// `--node`), and a `TETHER_GATEWAY_<KEY>` env var.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client listeners.
+    pub listen: Vec<SocketAddr>,
+    pub backlog: u32,
+    /// Accepting threads per listener.
+    pub acceptors: usize,
+    /// Event-loop threads; 0 = one per core.
+    pub reactors: usize,
+    /// Pin reactor n to core n (mod cores).
+    pub pin_cores: bool,
+    /// Admin HTTP listener (/metrics, /stats, /healthz).
+    pub admin: SocketAddr,
+    /// Echo nodes, in the order balancing sees them.
+    pub nodes: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub health_interval_ms: u64,
+    pub health_timeout_ms: u64,
+    /// Failed probes before a node is down.
+    pub fall: u32,
+    /// Successful probes before a down node is up again.
+    pub rise: u32,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Open client connections; the next is answered OVERLOADED and closed.
+    pub max_connections: usize,
+    /// Largest client frame body; larger is FRAME_TOO_LARGE, decided from the header.
+    pub max_body: u32,
+    /// A partial frame older than this is TIMEOUT (slowloris).
+    pub frame_timeout_ms: u64,
+    /// Replies queued for a client that does not read; past it SLOW_CONSUMER.
+    pub max_queued_bytes: usize,
+    /// Requests one client may have at the nodes; past it the gateway stops reading it.
+    pub max_inflight: u32,
+    /// DATA frames per second per connection; 0 = no limit.
+    pub rate_limit: u32,
+    /// Token-bucket burst for `rate_limit`; 0 = one second's worth.
+    pub rate_burst: u32,
+    /// How long SIGTERM waits for clients to leave after GOAWAY.
+    pub drain_timeout_ms: u64,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 8900))],
+            backlog: 4096,
+            acceptors: 2,
+            reactors: 0,
+            pin_cores: true,
+            admin: SocketAddr::from(([127, 0, 0, 1], 8901)),
+            nodes: (8890..=8893)
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+                .collect(),
+            balance: Balance::RoundRobin,
+            health_interval_ms: 1000,
+            health_timeout_ms: 1000,
+            fall: 3,
+            rise: 2,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5000,
+            max_connections: 100_000,
+            max_body: DEFAULT_MAX_BODY,
+            frame_timeout_ms: 10_000,
+            max_queued_bytes: 1 << 20,
+            max_inflight: 1024,
+            rate_limit: 0,
+            rate_burst: 0,
+            drain_timeout_ms: 10_000,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut need = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                errors.push(ConfigError::new(key, message));
+            }
+        };
+        need(!self.listen.is_empty(), "listen", "at least one address");
+        need(self.acceptors >= 1, "acceptors", "at least 1");
+        need(self.acceptors <= 64, "acceptors", "at most 64");
+        need(
+            self.reactors <= MAX_REACTORS,
+            "reactors",
+            &format!("at most {MAX_REACTORS} (the route key holds 8 bits of reactor)"),
+        );
+        need(!self.nodes.is_empty(), "nodes", "at least one node");
+        let mut unique = self.nodes.clone();
+        unique.sort();
+        unique.dedup();
+        need(
+            unique.len() == self.nodes.len(),
+            "nodes",
+            "a node is listed twice",
+        );
+        need(
+            self.health_interval_ms >= 10,
+            "health_interval_ms",
+            "at least 10",
+        );
+        need(
+            self.health_timeout_ms >= 10,
+            "health_timeout_ms",
+            "at least 10",
+        );
+        need(self.fall >= 1, "fall", "at least 1");
+        need(self.rise >= 1, "rise", "at least 1");
+        need(self.reconnect_min_ms >= 1, "reconnect_min_ms", "at least 1");
+        need(
+            self.reconnect_max_ms >= self.reconnect_min_ms,
+            "reconnect_max_ms",
+            "at least reconnect_min_ms",
+        );
+        need(self.max_connections >= 1, "max_connections", "at least 1");
+        need(self.frame_timeout_ms >= 1, "frame_timeout_ms", "at least 1");
+        need(
+            self.max_queued_bytes >= 65_536,
+            "max_queued_bytes",
+            "at least 65536",
+        );
+        need(self.max_inflight >= 1, "max_inflight", "at least 1");
+        errors
+    }
+}
+
+impl Config {
+    /// `reactors` with 0 resolved to the number of cores.
+    pub fn reactor_count(&self) -> usize {
+        if self.reactors > 0 {
+            self.reactors
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_REACTORS))
+        }
+    }
+
+    /// The part of the config a reload may change.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            nodes: self.nodes.clone(),
+            balance: self.balance,
+            health_interval: Duration::from_millis(self.health_interval_ms),
+            health_timeout: Duration::from_millis(self.health_timeout_ms),
+            fall: self.fall,
+            rise: self.rise,
+            reconnect_min: Duration::from_millis(self.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(self.reconnect_max_ms),
+            max_body: self.max_body,
+            frame_timeout_ms: u32::try_from(self.frame_timeout_ms).unwrap_or(u32::MAX / 2),
+            max_queued_bytes: self.max_queued_bytes,
+            max_inflight: self.max_inflight,
+            rate_limit: self.rate_limit,
+            rate_burst: if self.rate_burst == 0 {
+                self.rate_limit.max(1)
+            } else {
+                self.rate_burst
+            },
+        }
+    }
+
+    /// Keys that differ from `other` and need a restart to take effect.
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.listen != other.listen {
+            changed.push("listen");
+        }
+        if self.backlog != other.backlog {
+            changed.push("backlog");
+        }
+        if self.acceptors != other.acceptors {
+            changed.push("acceptors");
+        }
+        if self.reactors != other.reactors {
+            changed.push("reactors");
+        }
+        if self.pin_cores != other.pin_cores {
+            changed.push("pin_cores");
+        }
+        if self.admin != other.admin {
+            changed.push("admin");
+        }
+        if self.log_format != other.log_format {
+            changed.push("log_format");
+        }
+        changed
+    }
+}
+
+/// What a reactor works with; replaced whole on SIGHUP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub nodes: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub max_body: u32,
+    pub frame_timeout_ms: u32,
+    pub max_queued_bytes: usize,
+    pub max_inflight: u32,
+    pub rate_limit: u32,
+    pub rate_burst: u32,
+}
+
+/// Command-line flags; each overrides the file's key and reads `TETHER_GATEWAY_<KEY>`.
+#[derive(Debug, Default, Clone, Args, Serialize)]
+pub struct Opts {
+    /// TOML config file.
+    #[arg(long, env = "TETHER_GATEWAY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Client listener; repeat or comma-separate for several [default: 0.0.0.0:8900].
+    #[arg(long, env = "TETHER_GATEWAY_LISTEN", value_delimiter = ',')]
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Listen backlog [default: 4096].
+    #[arg(long, env = "TETHER_GATEWAY_BACKLOG")]
+    pub backlog: Option<u32>,
+    /// Accepting threads per listener [default: 2].
+    #[arg(long, env = "TETHER_GATEWAY_ACCEPTORS")]
+    pub acceptors: Option<usize>,
+    /// Event-loop threads, 0 = one per core [default: 0].
+    #[arg(long, env = "TETHER_GATEWAY_REACTORS")]
+    pub reactors: Option<usize>,
+    /// Pin reactors to cores [default: true].
+    #[arg(long, env = "TETHER_GATEWAY_PIN_CORES")]
+    pub pin_cores: Option<bool>,
+    /// Admin listener for /metrics, /stats, /healthz [default: 127.0.0.1:8901].
+    #[arg(long, env = "TETHER_GATEWAY_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Echo nodes, comma-separated or repeated [default: 127.0.0.1:8890-8893].
+    #[arg(long = "node", env = "TETHER_GATEWAY_NODES", value_delimiter = ',')]
+    pub nodes: Option<Vec<SocketAddr>>,
+    /// round-robin, random, least-outstanding or ip-hash [default: round-robin].
+    #[arg(long, env = "TETHER_GATEWAY_BALANCE")]
+    pub balance: Option<Balance>,
+    /// Health probe interval, ms [default: 1000].
+    #[arg(long, env = "TETHER_GATEWAY_HEALTH_INTERVAL_MS")]
+    pub health_interval_ms: Option<u64>,
+    /// Health probe timeout, ms [default: 1000].
+    #[arg(long, env = "TETHER_GATEWAY_HEALTH_TIMEOUT_MS")]
+    pub health_timeout_ms: Option<u64>,
+    /// Failed probes before a node is down [default: 3].
+    #[arg(long, env = "TETHER_GATEWAY_FALL")]
+    pub fall: Option<u32>,
+    /// Good probes before a node is up again [default: 2].
+    #[arg(long, env = "TETHER_GATEWAY_RISE")]
+    pub rise: Option<u32>,
+    /// First reconnect delay, ms [default: 100].
+    #[arg(long, env = "TETHER_GATEWAY_RECONNECT_MIN_MS")]
+    pub reconnect_min_ms: Option<u64>,
+    /// Largest reconnect delay, ms [default: 5000].
+    #[arg(long, env = "TETHER_GATEWAY_RECONNECT_MAX_MS")]
+    pub reconnect_max_ms: Option<u64>,
+    /// Open client connections before OVERLOADED [default: 100000].
+    #[arg(long, env = "TETHER_GATEWAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest client frame body [default: 65536].
+    #[arg(long, env = "TETHER_GATEWAY_MAX_BODY")]
+    pub max_body: Option<u32>,
+    /// Partial-frame timeout, ms [default: 10000].
+    #[arg(long, env = "TETHER_GATEWAY_FRAME_TIMEOUT_MS")]
+    pub frame_timeout_ms: Option<u64>,
+    /// Unread reply bytes per client before SLOW_CONSUMER [default: 1048576].
+    #[arg(long, env = "TETHER_GATEWAY_MAX_QUEUED_BYTES")]
+    pub max_queued_bytes: Option<usize>,
+    /// Requests in flight per client before reading pauses [default: 1024].
+    #[arg(long, env = "TETHER_GATEWAY_MAX_INFLIGHT")]
+    pub max_inflight: Option<u32>,
+    /// DATA frames/s per connection, 0 = off [default: 0].
+    #[arg(long, env = "TETHER_GATEWAY_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Rate-limit burst, 0 = one second's worth [default: 0].
+    #[arg(long, env = "TETHER_GATEWAY_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Drain time after SIGTERM, ms [default: 10000].
+    #[arg(long, env = "TETHER_GATEWAY_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "TETHER_GATEWAY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Opts {
+    /// The config these flags, their env vars and the `--config` file describe.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        tether_daemon::config::load(self.config.as_deref(), self, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_on_loopback_with_no_file() {
+        let config = Opts::default().load().unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.nodes.len(), 4);
+        assert_eq!(config.admin.to_string(), "127.0.0.1:8901");
+    }
+
+    #[test]
+    fn node_flag_sets_the_nodes_key() {
+        let opts = Opts {
+            nodes: Some(vec!["127.0.0.1:1".parse().unwrap()]),
+            balance: Some(Balance::IpHash),
+            ..Opts::default()
+        };
+        let config = opts.load().unwrap();
+        assert_eq!(config.nodes, vec!["127.0.0.1:1".parse().unwrap()]);
+        assert_eq!(config.balance, Balance::IpHash);
+    }
+
+    #[test]
+    fn every_semantic_error_is_listed() {
+        let opts = Opts {
+            nodes: Some(vec![]),
+            fall: Some(0),
+            reactors: Some(999),
+            max_queued_bytes: Some(10),
+            ..Opts::default()
+        };
+        let err = opts.load().unwrap_err();
+        let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["reactors", "nodes", "fall", "max_queued_bytes"],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn burst_defaults_to_one_second_of_rate() {
+        let config = Config {
+            rate_limit: 50,
+            ..Config::default()
+        };
+        assert_eq!(config.settings().rate_burst, 50);
+    }
+}

@@ -1,0 +1,291 @@
+//! Starting, reloading and draining a gateway: binds the listeners, starts the admin
+//! listener, one reactor per core (pinned), the acceptor threads, and ties them together.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+
+use crate::acceptor::{Acceptor, ReactorDoor};
+use crate::admin::{Admin, AdminError};
+use crate::config::{Config, Opts};
+use crate::metrics::{GatewayInfo, Metrics};
+use crate::reactor::{self, Command, Reactor, Setup};
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin listener: {0}")]
+    Admin(#[from] AdminError),
+    #[error("cannot set up an event loop: {0}")]
+    Poll(std::io::Error),
+    #[error("cannot start a thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+struct ReactorHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: JoinHandle<()>,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    config: Config,
+    listeners: Vec<Arc<std::net::TcpListener>>,
+    local_addrs: Vec<SocketAddr>,
+    acceptors: Vec<JoinHandle<()>>,
+    reactors: Vec<ReactorHandle>,
+    metrics: Vec<Arc<Metrics>>,
+    admin: Admin,
+    info: Arc<GatewayInfo>,
+    stop_accepting: Arc<AtomicBool>,
+}
+
+impl Gateway {
+    /// Binds everything and starts every thread. Returns once the listeners accept and every
+    /// reactor has tried its nodes once (up to the health timeout), so the first client is
+    /// not refused NO_BACKEND only because links were still connecting.
+    pub fn start(config: Config) -> Result<Gateway, GatewayError> {
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for &addr in &config.listen {
+            let listener = listen(addr, config.backlog)
+                .map_err(|source| GatewayError::Listen { addr, source })?;
+            local_addrs.push(listener.local_addr().map_err(GatewayError::Poll)?);
+            listeners.push(Arc::new(listener));
+        }
+
+        let reactor_count = config.reactor_count();
+        let metrics: Vec<Arc<Metrics>> = (0..reactor_count)
+            .map(|_| Arc::new(Metrics::new()))
+            .collect();
+        let info = Arc::new(GatewayInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            listen: local_addrs.iter().map(|a| a.to_string()).collect(),
+            reactors: reactor_count,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            max_connections: std::sync::atomic::AtomicU64::new(config.max_connections as u64),
+            rejected_at_accept: Default::default(),
+        });
+        let admin = Admin::start(config.admin, metrics.clone(), info.clone())?;
+
+        let settings = Arc::new(config.settings());
+        let cores = if config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let capacity = config.max_connections.div_ceil(reactor_count).min(1 << 20);
+        let mut doors = Vec::with_capacity(reactor_count);
+        let mut reactors = Vec::with_capacity(reactor_count);
+        for (index, metrics) in metrics.iter().enumerate() {
+            let poll = Poll::new().map_err(GatewayError::Poll)?;
+            let waker =
+                Arc::new(Waker::new(poll.registry(), reactor::WAKER).map_err(GatewayError::Poll)?);
+            let (incoming_tx, incoming_rx) = crossbeam_channel::unbounded();
+            let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+            let open = Arc::new(AtomicUsize::new(0));
+            doors.push(ReactorDoor {
+                incoming: incoming_tx,
+                waker: waker.clone(),
+                open: open.clone(),
+            });
+            let setup = Setup {
+                index,
+                poll,
+                incoming: incoming_rx,
+                commands: commands_rx,
+                open,
+                metrics: metrics.clone(),
+                settings: settings.clone(),
+                capacity,
+            };
+            let core = cores.get(index % cores.len().max(1)).copied();
+            let thread = thread::Builder::new()
+                .name(format!("reactor-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    Reactor::new(setup).run();
+                })
+                .map_err(GatewayError::Spawn)?;
+            reactors.push(ReactorHandle {
+                commands: commands_tx,
+                waker,
+                thread,
+            });
+        }
+
+        wait_for_nodes(&metrics, Duration::from_millis(config.health_timeout_ms));
+
+        let stop_accepting = Arc::new(AtomicBool::new(false));
+        let mut acceptors = Vec::new();
+        for listener in &listeners {
+            for n in 0..config.acceptors {
+                let acceptor = Acceptor {
+                    listener: listener.clone(),
+                    reactors: doors.clone(),
+                    stop: stop_accepting.clone(),
+                    info: info.clone(),
+                };
+                acceptors.push(
+                    thread::Builder::new()
+                        .name(format!("acceptor-{n}"))
+                        .spawn(move || acceptor.run())
+                        .map_err(GatewayError::Spawn)?,
+                );
+            }
+        }
+
+        Ok(Gateway {
+            config,
+            listeners,
+            local_addrs,
+            acceptors,
+            reactors,
+            metrics,
+            admin,
+            info,
+            stop_accepting,
+        })
+    }
+
+    /// The addresses clients connect to (real ports when configured with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
+    /// Applies what a new config may change without dropping clients: nodes, balancing,
+    /// health checking, limits. Keys that need a restart are reported and left as they are.
+    pub fn reload(&mut self, config: Config) -> Vec<&'static str> {
+        let ignored = config.restart_only_changes(&self.config);
+        let settings = Arc::new(config.settings());
+        for reactor in &self.reactors {
+            let _ = reactor.commands.send(Command::Reload(settings.clone()));
+            let _ = reactor.waker.wake();
+        }
+        self.info
+            .max_connections
+            .store(config.max_connections as u64, Ordering::Relaxed);
+        let mut kept = config;
+        // Restart-only keys keep their running values, so a later reload compares right.
+        kept.listen = self.config.listen.clone();
+        kept.backlog = self.config.backlog;
+        kept.acceptors = self.config.acceptors;
+        kept.reactors = self.config.reactors;
+        kept.pin_cores = self.config.pin_cores;
+        kept.admin = self.config.admin;
+        kept.log_format = self.config.log_format;
+        self.config = kept;
+        ignored
+    }
+
+    /// Stops accepting, sends GOAWAY to every client, waits up to `drain_timeout` for them
+    /// to leave, then closes what is left and stops.
+    pub fn drain(self) {
+        self.info.draining.store(true, Ordering::Release);
+        self.stop_accepting.store(true, Ordering::Release);
+        for listener in &self.listeners {
+            // Wakes the acceptors blocked in accept(2).
+            // SAFETY: shutdown(2) on a listening socket this process owns.
+            unsafe {
+                libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
+        for acceptor in self.acceptors {
+            let _ = acceptor.join();
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
+        for reactor in &self.reactors {
+            let _ = reactor.commands.send(Command::Drain { deadline });
+            let _ = reactor.waker.wake();
+        }
+        for reactor in self.reactors {
+            let _ = reactor.thread.join();
+        }
+        let open: u64 = self.metrics.iter().map(|m| m.open()).sum();
+        tracing::info!(open, "drained");
+        self.admin.stop();
+    }
+}
+
+/// Runs a gateway until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads the config file.
+pub fn run(opts: &Opts) -> anyhow::Result<()> {
+    let config = opts.load()?;
+    let mut gateway = Gateway::start(config.clone())?;
+    tracing::info!(
+        listen = ?gateway.local_addrs(),
+        admin = %gateway.admin_addr(),
+        reactors = config.reactor_count(),
+        nodes = ?config.nodes,
+        balance = %config.balance,
+        "gateway accepting"
+    );
+    tether_daemon::notify::ready();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    tether_daemon::signals::spawn(move |event| {
+        let _ = tx.send(event);
+    })?;
+    for event in rx.iter() {
+        match event {
+            tether_daemon::signals::SignalEvent::Stop => break,
+            tether_daemon::signals::SignalEvent::Reload => match opts.load() {
+                Ok(new) => {
+                    let ignored = gateway.reload(new);
+                    if ignored.is_empty() {
+                        tracing::info!("configuration reloaded");
+                    } else {
+                        tracing::warn!(
+                            ?ignored,
+                            "configuration reloaded; these keys need a restart"
+                        );
+                    }
+                }
+                Err(errors) => {
+                    tracing::error!("reload rejected, keeping the running config:\n{errors}")
+                }
+            },
+        }
+    }
+    tracing::info!("draining");
+    tether_daemon::notify::stopping();
+    gateway.drain();
+    Ok(())
+}
+
+/// Waits until every reactor sees at least one node up, or `timeout`.
+fn wait_for_nodes(metrics: &[Arc<Metrics>], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if metrics.iter().all(|m| m.nodes().iter().any(|n| n.up)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,32 @@
+//! `tether-gateway`: holds very many long-lived client connections and forwards their
+//! frames to the echo-node cluster.
+//!
+//! Threads: acceptor threads block in `accept` and hand each socket to the reactor with the
+//! fewest connections; one reactor per core (pinned) runs a mio loop owning its clients, its
+//! own link to every node, its buffers and its counters — nothing shared on the data path;
+//! the admin thread serves `/metrics`, `/stats` and `/healthz`, summing the reactors'
+//! counters when scraped.
+//!
+//! - [`gateway`]: start, reload, drain; [`config`]: keys, flags, env.
+//! - [`acceptor`]: accept and balance sockets over reactors.
+//! - [`reactor`]: the event loop; [`client`] and [`backend`]: its two kinds of socket.
+//! - [`route`]: the route key that brings a node's reply back to its connection.
+//! - [`balance`]: node selection, one algorithm per file; [`health`]: node up/down.
+//! - [`rate_limit`], [`buffer_pool`], [`metrics`], [`admin`].
+
+pub mod acceptor;
+pub mod admin;
+pub mod backend;
+pub mod balance;
+pub mod buffer_pool;
+pub mod client;
+pub mod config;
+pub mod gateway;
+pub mod health;
+pub mod metrics;
+pub mod rate_limit;
+pub mod reactor;
+pub mod route;
+
+pub use config::{Config, Opts};
+pub use gateway::{run, Gateway, GatewayError};
