@@ -198,3 +198,110 @@ impl Client {
         }
     }
 }
+
+/// A gateway on free loopback ports in front of `nodes`, started with `extra` flags.
+/// Returns the process, the client address and the admin address.
+pub fn gateway(nodes: &[SocketAddr], extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    let listen = free_addr();
+    let admin = free_addr();
+    let (listen_s, admin_s) = (listen.to_string(), admin.to_string());
+    let node_list = nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args = vec![
+        "--listen",
+        listen_s.as_str(),
+        "--admin",
+        admin_s.as_str(),
+        "--node",
+        node_list.as_str(),
+        "--reactors",
+        "2",
+        "--pin-cores",
+        "false",
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn("tether-gateway", &args);
+    wait_for_port(admin, Duration::from_secs(10));
+    wait_for_port(listen, Duration::from_secs(10));
+    (proc, listen, admin)
+}
+
+/// `GET path` on an HTTP/1.1 server; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The gateway's `/stats` as JSON.
+pub fn stats(admin: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(admin, "/stats");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("stats is JSON")
+}
+
+/// Requests sent to `node` so far, from `/stats`.
+pub fn node_requests(admin: SocketAddr, node: SocketAddr) -> u64 {
+    stats(admin)["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["addr"] == node.to_string())
+        .and_then(|n| n["requests"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until `check` holds, polling every 20 ms, or panics after `timeout`.
+pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs tether-loadgen with `args` (plus `--quiet --json`); returns (exit ok, summary).
+pub fn loadgen(args: &[&str]) -> (bool, serde_json::Value) {
+    static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let json = std::env::temp_dir().join(format!("tether-e2e-{}-{n}.json", std::process::id()));
+    let out = Command::new(binary("tether-loadgen"))
+        .args(args)
+        .args(["--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run tether-loadgen");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "no summary ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let _ = std::fs::remove_file(&json);
+    (
+        out.status.success(),
+        serde_json::from_str(&text).expect("summary is JSON"),
+    )
+}
