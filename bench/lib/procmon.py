@@ -2,6 +2,8 @@
 """Samples CPU time and RSS of the processes under test while bench/proxy.sh runs a load.
 
     procmon.py OUT.jsonl --proxy PID[,PID…] [--rig PID[,PID…]] [--interval S]
+    procmon.py --tree PID        prints PID and all its live descendants, one line
+
 
 Every --interval seconds (and once more on SIGTERM/SIGINT, then exit) appends one JSON line:
 
@@ -110,6 +112,9 @@ def main():
     if not args:
         sys.exit(__doc__)
     out_path = args.pop(0)
+    if out_path == "--tree":
+        print(" ".join(str(p) for p in sorted(descendants([int(args[0])]))))
+        return
     proxy, rig, interval = [], [], 0.25
     while args:
         flag = args.pop(0)
