@@ -2,6 +2,7 @@
 """Turns the raw results of bench/proxy.sh into the Markdown it prints.
 
     proxy_report.py OUT_DIR
+    proxy_report.py --line LOADGEN.json     one-line summary of one run (progress output)
 
 OUT_DIR holds, per run NAME: NAME.json (the loadgen summary), NAME.meta.json (what proxy.sh
 ran and saw: target, shape, times, commands, exit statuses) and NAME.procmon.jsonl (samples
@@ -122,7 +123,19 @@ def mode_label(meta):
     return f"idle, {float(meta['rate']):g}/s/conn"
 
 
+def one_line(path):
+    s = load(path)
+    lat = s["latency_us"]
+    c = s["conns"]
+    print(f"{s['throughput_per_s']:,.0f} msgs/s, p50 {lat['p50']} µs, p99 {lat['p99']} µs, p99.9 {lat['p999']} µs, "
+          f"conns {c['established']}/{c['requested']} (dropped {c['dropped']}), verify failures {s['verify_failures']}, "
+          f"errors {sum(s['errors'].values())}", end="")
+
+
 def main():
+    if sys.argv[1] == "--line":
+        one_line(sys.argv[2])
+        return
     out = sys.argv[1]
     setup = load(os.path.join(out, "setup.json"))
     hz = int(setup["clk_tck"])
@@ -212,17 +225,23 @@ def main():
     print("\n### Exact commands\n")
     print("```")
     seen = set()
-    for line in setup["preamble"]:
+    for line in setup.get("preamble", "").splitlines():
         print(line)
     for r in runs:
         for k in ("node_cmd", "proxy_cmd"):
-            c = r["meta"].get(k)
-            if c and c not in seen:
-                seen.add(c)
-                print(c)
+            for c in r["meta"].get(k, "").splitlines():
+                if c and c not in seen:
+                    seen.add(c)
+                    print(c)
     for r in runs:
         print(r["meta"]["loadgen_cmd"])
     print("```")
+    for conf in sorted(glob.glob(os.path.join(out, "configs", "*"))):
+        print(f"\n{os.path.basename(conf)} (the run used a copy in a temp dir, the path in the commands above):\n")
+        print("```")
+        with open(conf) as f:
+            print(f.read().rstrip())
+        print("```")
     print(f"\nConfigs, raw loadgen JSON, /proc samples and logs: {out}")
 
 
