@@ -51,7 +51,6 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    eprintln!("tether-echo-node: {e:#}");
                     ExitCode::FAILURE
                 }
             }

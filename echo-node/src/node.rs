@@ -19,9 +19,10 @@ use crate::reactor::{self, Reactor};
 
 #[derive(Debug, Error)]
 pub enum NodeError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
     #[error("cannot set up an event loop: {0}")]

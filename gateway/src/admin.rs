@@ -38,14 +38,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The address could not be bound (in use, not local, no permission).
-    #[error("admin listener: cannot bind {addr}: {source}")]
+    #[error("admin listener: cannot bind {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
     /// Setting up the bound socket or the runtime failed.
-    #[error("admin listener: {what}: {source}")]
+    #[error("admin listener: {what}")]
     Setup {
         what: &'static str,
         #[source]

@@ -21,12 +21,13 @@ use crate::reactor::{self, Command, Reactor, Setup};
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
-    #[error("admin listener: {0}")]
+    #[error(transparent)]
     Admin(#[from] AdminError),
     #[error("cannot set up an event loop: {0}")]
     Poll(std::io::Error),
