@@ -73,14 +73,19 @@ impl Connection {
         self.broken || ((self.closing || self.peer_closed) && self.pending() == 0)
     }
 
-    /// Reads until the socket would block, handing every complete frame to `on_frame`
+    /// Reads until the socket is drained, handing every complete frame to `on_frame`
     /// (which appends replies to the output buffer and returns `false` when it queued a
     /// closing error). Stops early once `max_queued` bytes of replies wait.
+    ///
+    /// A read shorter than `scratch` means the queue was empty then (later data raises a new
+    /// edge), so it stops there without the read that would only say EAGAIN — unless
+    /// `until_eagain` (the peer closed, or reading resumes after a pause: no new edge comes).
     pub fn read_frames<F>(
         &mut self,
         scratch: &mut [u8],
         decoder: &Decoder,
         max_queued: usize,
+        until_eagain: bool,
         mut on_frame: F,
     ) -> ReadStop
     where
@@ -96,7 +101,12 @@ impl Connection {
             }
             match self.stream.read(scratch) {
                 Ok(0) => self.peer_closed = true,
-                Ok(n) => self.ingest(&scratch[..n], decoder, &mut on_frame),
+                Ok(n) => {
+                    self.ingest(&scratch[..n], decoder, &mut on_frame);
+                    if n < scratch.len() && !until_eagain {
+                        return ReadStop::Drained;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStop::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.broken = true,

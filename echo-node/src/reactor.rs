@@ -88,7 +88,8 @@ impl Reactor {
                     Token(slot) => {
                         let readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
-                        self.on_event(slot, readable);
+                        let until_eagain = event.is_read_closed() || event.is_error();
+                        self.on_event(slot, readable, until_eagain);
                     }
                 }
             }
@@ -124,18 +125,18 @@ impl Reactor {
 
     /// Handles readiness; a writable event needs no work of its own, because `settle`
     /// flushes and resumes a paused reader.
-    fn on_event(&mut self, slot: usize, readable: bool) {
+    fn on_event(&mut self, slot: usize, readable: bool, until_eagain: bool) {
         if !self.conns.contains(slot) {
             return;
         }
         if readable {
-            self.read(slot);
+            self.read(slot, until_eagain);
         }
         self.settle(slot);
     }
 
     /// Reads and answers everything the socket has.
-    fn read(&mut self, slot: usize) -> ReadStop {
+    fn read(&mut self, slot: usize, until_eagain: bool) -> ReadStop {
         let Reactor {
             conns,
             scratch,
@@ -150,7 +151,7 @@ impl Reactor {
             return ReadStop::Done;
         };
         let generation = conn.generation;
-        conn.read_frames(scratch, decoder, *max_queued, |frame, out| {
+        conn.read_frames(scratch, decoder, *max_queued, until_eagain, |frame, out| {
             answer(echo, pool.as_ref(), *index, slot, generation, frame, out)
         })
     }
@@ -171,7 +172,8 @@ impl Reactor {
                 break;
             }
             conn.read_paused = false;
-            if self.read(slot) != ReadStop::Paused {
+            // Reading stopped part-way: no edge will announce what is queued.
+            if self.read(slot, true) != ReadStop::Paused {
                 // One more pass flushes what this read produced.
                 if let Some(conn) = self.conns.get_mut(slot) {
                     if conn.flush().is_err() {

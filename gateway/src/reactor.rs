@@ -162,7 +162,8 @@ impl Reactor {
                             self.mark_client(slot);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_client(slot);
+                            let until_eagain = event.is_read_closed() || event.is_error();
+                            self.read_client(slot, until_eagain);
                         }
                     }
                 }
@@ -224,7 +225,12 @@ impl Reactor {
     }
 
     /// Reads everything the client has sent, handling each complete frame.
-    fn read_client(&mut self, slot: usize) {
+    ///
+    /// A read shorter than the buffer means the socket's queue was empty at that moment, and
+    /// data arriving later raises a new edge, so the loop stops there without the extra read
+    /// that would only say EAGAIN — unless the peer also closed (`until_eagain`), whose EOF
+    /// raises no new edge and must be read now.
+    fn read_client(&mut self, slot: usize, until_eagain: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(client) = self.clients.get_mut(slot) {
             if client.closing.is_some() {
@@ -242,6 +248,9 @@ impl Reactor {
                 Ok(n) => {
                     self.metrics.bytes_in.add(n as u64);
                     self.ingest(slot, &scratch[..n]);
+                    if n < scratch.len() && !until_eagain {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -569,7 +578,8 @@ impl Reactor {
                 go
             });
             if resumable {
-                self.read_client(slot);
+                // Reading stopped part-way: no edge will announce what is queued.
+                self.read_client(slot, true);
             }
         }
     }
