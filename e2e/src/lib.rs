@@ -181,7 +181,8 @@ impl Client {
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("reading a reply: {e}"),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading a reply: {e} ({:?})", e.kind()),
             }
         }
     }

@@ -114,30 +114,27 @@ impl Connection {
         }
     }
 
-    /// Decodes newly read bytes: in place when no partial frame is pending, otherwise
-    /// after the pending bytes. Keeps only an incomplete tail.
+    /// Decodes newly read bytes (see [`tether_proto::feed`]: complete frames in place, only
+    /// a frame split across reads buffered); a decode error queues its ERROR and closes.
     fn ingest<F>(&mut self, data: &[u8], decoder: &Decoder, on_frame: &mut F)
     where
         F: FnMut(Frame<'_>, &mut Vec<u8>) -> bool,
     {
-        if self.partial.is_empty() {
-            let used = decode_all(data, decoder, &mut self.out, &mut self.closing, on_frame);
-            if !self.closing {
-                self.partial.extend_from_slice(&data[used..]);
-            }
-        } else {
-            self.partial.extend_from_slice(data);
-            let used = decode_all(
-                &self.partial,
-                decoder,
-                &mut self.out,
-                &mut self.closing,
-                on_frame,
-            );
-            self.partial.drain(..used);
+        let out = &mut self.out;
+        let mut closing = false;
+        let result = tether_proto::feed(decoder, &mut self.partial, data, |frame| {
+            closing = !on_frame(frame, out);
+            !closing
+        });
+        if let Err(e) = result {
+            encode::error(out, e.offending_id(), e.code(), &e.to_string());
+            closing = true;
         }
-        if self.partial.is_empty() || self.closing {
+        if closing {
+            self.closing = true;
             self.partial = Vec::new();
+        } else if self.partial.is_empty() && self.partial.capacity() > 0 {
+            self.partial = Vec::new(); // an idle connection holds no buffer
         }
     }
 
@@ -169,35 +166,3 @@ impl Connection {
 
 /// Output buffers larger than this are released once empty, so a burst does not pin memory.
 const SMALL_BUFFER: usize = 64 * 1024;
-
-/// Decodes every complete frame of `buf`; on a decode error queues the matching ERROR and
-/// sets `closing`. Returns the bytes consumed.
-fn decode_all<F>(
-    buf: &[u8],
-    decoder: &Decoder,
-    out: &mut Vec<u8>,
-    closing: &mut bool,
-    on_frame: &mut F,
-) -> usize
-where
-    F: FnMut(Frame<'_>, &mut Vec<u8>) -> bool,
-{
-    let mut used = 0;
-    loop {
-        match decoder.decode(&buf[used..]) {
-            Ok(Some((frame, n))) => {
-                used += n;
-                if !on_frame(frame, out) {
-                    *closing = true;
-                    return used;
-                }
-            }
-            Ok(None) => return used,
-            Err(e) => {
-                encode::error(out, e.offending_id(), e.code(), &e.to_string());
-                *closing = true;
-                return used;
-            }
-        }
-    }
-}

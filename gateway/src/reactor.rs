@@ -263,27 +263,27 @@ impl Reactor {
         self.scratch = scratch;
     }
 
-    /// Decodes newly read bytes: in place when no partial frame is pending, otherwise after
-    /// the pending bytes; keeps only an incomplete tail, in a pooled buffer.
+    /// Decodes newly read bytes (see [`tether_proto::feed`]: complete frames in place, only
+    /// a frame split across reads buffered); keeps an incomplete tail in a pooled buffer.
     fn ingest(&mut self, slot: usize, data: &[u8]) {
-        let pending = self
-            .clients
-            .get_mut(slot)
-            .and_then(|c| c.io.as_mut())
-            .filter(|io| !io.partial.is_empty())
-            .map(|io| std::mem::take(&mut io.partial));
-        let (rest_len, completed, mut partial) = match pending {
-            None => {
-                let used = self.decode_client(slot, data);
-                (data.len() - used, used > 0, None)
-            }
-            Some(mut partial) => {
-                partial.extend_from_slice(data);
-                let used = self.decode_client(slot, &partial);
-                partial.drain(..used);
-                (partial.len(), used > 0, Some(partial))
-            }
+        let mut partial = match self.clients.get_mut(slot) {
+            Some(client) => match client.io.as_mut() {
+                Some(io) => std::mem::take(&mut io.partial),
+                None => Vec::new(),
+            },
+            None => return,
         };
+        let decoder = self.decoder;
+        let mut completed = false;
+        let result = tether_proto::feed(&decoder, &mut partial, data, |frame| {
+            completed = true;
+            self.metrics.frames_in.inc();
+            self.on_client_frame(slot, frame);
+            self.clients.get(slot).is_some_and(|c| c.closing.is_none())
+        });
+        if let Err(e) = result {
+            self.client_error(slot, e.offending_id(), e.code(), &e.to_string());
+        }
         let now_ms = self.now_ms();
         let Some(client) = self.clients.get_mut(slot) else {
             return;
@@ -291,52 +291,22 @@ impl Reactor {
         if client.closing.is_some() {
             return;
         }
-        if rest_len == 0 {
+        if partial.is_empty() {
             client.since_ms = 0;
-            if let (Some(io), Some(buf)) = (client.io.as_mut(), partial.take()) {
-                io.partial = buf; // keep the (empty) buffer's capacity with the box
+            if let Some(io) = client.io.as_mut() {
+                io.partial = partial; // keep the buffer's capacity with the pooled box
             }
             self.release_io(slot);
             return;
         }
-        if client.io.is_none() {
-            client.io = Some(self.io_pool.take());
-        }
-        if let Some(io) = client.io.as_mut() {
-            match partial {
-                Some(buf) => io.partial = buf,
-                None => io.partial.extend_from_slice(&data[data.len() - rest_len..]),
-            }
-        }
         if client.since_ms == 0 || completed {
             client.since_ms = now_ms;
         }
+        let io = client.io.get_or_insert_with(|| self.io_pool.take());
+        io.partial = partial;
         if !client.watched {
             client.watched = true;
             self.watch.push((slot, client.generation));
-        }
-    }
-
-    /// Handles every complete frame in `buf`; returns the bytes consumed.
-    fn decode_client(&mut self, slot: usize, buf: &[u8]) -> usize {
-        let mut used = 0;
-        loop {
-            match self.decoder.decode(&buf[used..]) {
-                Ok(Some((frame, n))) => {
-                    used += n;
-                    self.metrics.frames_in.inc();
-                    self.on_client_frame(slot, frame);
-                    let open = self.clients.get(slot).is_some_and(|c| c.closing.is_none());
-                    if !open {
-                        return used;
-                    }
-                }
-                Ok(None) => return used,
-                Err(e) => {
-                    self.client_error(slot, e.offending_id(), e.code(), &e.to_string());
-                    return used;
-                }
-            }
         }
     }
 
@@ -786,47 +756,23 @@ impl Reactor {
 
     fn ingest_backend(&mut self, node: usize, data: &[u8]) {
         let token = self.backends[node].token;
-        if self.backends[node].partial.is_empty() {
-            let used = self.decode_backend(node, data);
-            // The link may have been reset (and the node list left unchanged) meanwhile.
-            if let Some(b) = self.backends.get_mut(node).filter(|b| b.token == token) {
-                if b.is_connected() {
-                    b.partial.extend_from_slice(&data[used..]);
-                }
-            }
-        } else {
-            let mut partial = std::mem::take(&mut self.backends[node].partial);
-            partial.extend_from_slice(data);
-            let used = self.decode_backend(node, &partial);
-            partial.drain(..used);
-            if let Some(b) = self.backends.get_mut(node).filter(|b| b.token == token) {
-                if b.is_connected() {
-                    b.partial = partial;
-                }
-            }
-        }
-    }
-
-    fn decode_backend(&mut self, node: usize, buf: &[u8]) -> usize {
+        let mut partial = std::mem::take(&mut self.backends[node].partial);
         // Node replies carry a route before the client's payload.
         let decoder = tether_proto::Decoder::new(self.settings.max_body.saturating_add(8 + 64));
-        let mut used = 0;
-        loop {
-            match decoder.decode(&buf[used..]) {
-                Ok(Some((frame, n))) => {
-                    used += n;
-                    self.on_backend_frame(node, frame);
-                    if !self.backends[node].is_connected() {
-                        return used;
-                    }
-                }
-                Ok(None) => return used,
-                Err(e) => {
-                    self.metrics.drop_backend(BackendDrop::Malformed);
-                    let reason = format!("bad frame from node: {e}");
-                    self.link_failed(node, &reason);
-                    return used;
-                }
+        let result = tether_proto::feed(&decoder, &mut partial, data, |frame| {
+            self.on_backend_frame(node, frame);
+            self.backends[node].is_connected()
+        });
+        if let Err(e) = result {
+            self.metrics.drop_backend(BackendDrop::Malformed);
+            let reason = format!("bad frame from node: {e}");
+            self.link_failed(node, &reason);
+            return;
+        }
+        // Keep the tail only if this is still the same, live link.
+        if let Some(b) = self.backends.get_mut(node).filter(|b| b.token == token) {
+            if b.is_connected() {
+                b.partial = partial;
             }
         }
     }

@@ -145,6 +145,52 @@ where
     result
 }
 
+/// Decodes `data`, newly read, which continues the bytes pending in `partial`, copying as
+/// little as possible: a frame split across reads gets only the bytes it lacks appended to
+/// `partial`; every frame wholly inside `data` is decoded in place; an incomplete tail is
+/// left in `partial` for the next call. Any chunking of a stream yields the same frames.
+///
+/// `on_frame` returns `false` to stop (the caller is closing): the rest of `data` is dropped.
+/// On a decode error the frames before it have been handed over and the error is returned.
+pub fn feed<F>(
+    decoder: &Decoder,
+    partial: &mut Vec<u8>,
+    mut data: &[u8],
+    mut on_frame: F,
+) -> Result<(), DecodeError>
+where
+    F: FnMut(Frame<'_>) -> bool,
+{
+    while !partial.is_empty() {
+        // First the length field, then the rest of the frame it announces.
+        let want = decoder.frame_len(partial)?.unwrap_or(LEN_FIELD_LEN);
+        let take = want.saturating_sub(partial.len()).min(data.len());
+        partial.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if partial.len() < want {
+            // Still short; report a bad length or kind as soon as the bytes show it.
+            decoder.decode(partial)?;
+            return Ok(());
+        }
+        if let Some((frame, _)) = decoder.decode(partial)? {
+            let go = on_frame(frame);
+            partial.clear();
+            if !go {
+                return Ok(());
+            }
+        }
+    }
+    let mut at = 0;
+    while let Some((frame, used)) = decoder.decode(&data[at..])? {
+        at += used;
+        if !on_frame(frame) {
+            return Ok(());
+        }
+    }
+    partial.extend_from_slice(&data[at..]);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +265,44 @@ mod tests {
         .unwrap();
         assert_eq!(ids, vec![1, 2]);
         assert_eq!(buf.len(), 5);
+    }
+
+    #[test]
+    fn feed_copies_only_what_a_split_frame_lacks() {
+        let decoder = Decoder::default();
+        let mut stream = Vec::new();
+        encode::frame(&mut stream, Kind::Data, 1, &[1; 100]);
+        encode::frame(&mut stream, Kind::Data, 2, &[2; 100]);
+        encode::frame(&mut stream, Kind::Data, 3, &[3; 100]);
+        let mut partial = Vec::new();
+        let mut ids = Vec::new();
+        // Cut inside frame 1's body, then give the rest in one read.
+        feed(&decoder, &mut partial, &stream[..50], |f| {
+            ids.push(f.id);
+            true
+        })
+        .unwrap();
+        assert_eq!(partial.len(), 50);
+        feed(&decoder, &mut partial, &stream[50..], |f| {
+            ids.push(f.id);
+            true
+        })
+        .unwrap();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(partial.is_empty());
+        // Only frame 1's 114 bytes were ever buffered, not the 264 bytes of the second read.
+        assert!(partial.capacity() < 200, "{}", partial.capacity());
+    }
+
+    #[test]
+    fn feed_reports_a_bad_length_before_the_frame_completes() {
+        let decoder = Decoder::new(100);
+        let mut partial = vec![0, 0];
+        let err = feed(&decoder, &mut partial, &[0, 200], |_| true).unwrap_err();
+        assert!(matches!(err, DecodeError::FrameTooLarge { .. }));
+        let mut partial = vec![0, 0, 0, 10, 0x7f];
+        let err = feed(&decoder, &mut partial, &[0; 9], |_| true).unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownKind { kind: 0x7f, .. }));
     }
 
     #[test]

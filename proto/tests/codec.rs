@@ -1,7 +1,7 @@
 //! Property tests of the codec: round trips, arbitrary bytes, and every chunking of a stream.
 
 use proptest::prelude::*;
-use tether_proto::{drain_frames, DecodeError, Decoder, Frame, Kind};
+use tether_proto::{drain_frames, feed, DecodeError, Decoder, Frame, Kind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Owned {
@@ -64,6 +64,23 @@ fn receive_in_chunks(stream: &[u8], cuts: &[usize]) -> Result<Vec<Owned>, Decode
     Ok(frames)
 }
 
+/// The same receiver with `feed`: frames decoded in place, only split ones buffered.
+fn feed_in_chunks(stream: &[u8], cuts: &[usize]) -> Result<Vec<Owned>, DecodeError> {
+    let decoder = Decoder::new(1024);
+    let mut partial = Vec::new();
+    let mut frames = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
+        feed(&decoder, &mut partial, &stream[start..end], |f| {
+            frames.push(Owned::from_frame(f));
+            true
+        })?;
+        start = end;
+    }
+    assert!(partial.is_empty(), "bytes left over after a whole stream");
+    Ok(frames)
+}
+
 fn encode_all(frames: &[Owned]) -> Vec<u8> {
     let mut stream = Vec::new();
     for f in frames {
@@ -97,7 +114,8 @@ proptest! {
         let stream = encode_all(&frames);
         let mut cuts: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
         cuts.sort_unstable();
-        prop_assert_eq!(receive_in_chunks(&stream, &cuts).unwrap(), frames);
+        prop_assert_eq!(receive_in_chunks(&stream, &cuts).unwrap(), frames.clone());
+        prop_assert_eq!(feed_in_chunks(&stream, &cuts).unwrap(), frames);
     }
 }
 
