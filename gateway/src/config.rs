@@ -59,6 +59,16 @@ pub struct Config {
     pub rate_burst: u32,
     /// How long SIGTERM waits for clients to leave after GOAWAY.
     pub drain_timeout_ms: u64,
+    /// ip-config services to report load to (`http://host:port`); none = no reporting.
+    pub ipconfig: Vec<String>,
+    /// This gateway's id in reports; empty = `<hostname>-<port>`.
+    pub id: String,
+    /// The host:port clients dial, in reports; empty = the first listener (127.0.0.1 when
+    /// it listens on every address — set this on a real host).
+    pub advertise: String,
+    /// Network capacity reported for scoring, bytes/s (default 10 Gbit/s).
+    pub bandwidth_bytes_per_s: u64,
+    pub report_interval_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -89,6 +99,11 @@ impl Default for Config {
             rate_limit: 0,
             rate_burst: 0,
             drain_timeout_ms: 10_000,
+            ipconfig: Vec::new(),
+            id: String::new(),
+            advertise: String::new(),
+            bandwidth_bytes_per_s: 1_250_000_000,
+            report_interval_ms: 1000,
             log_format: LogFormat::Text,
         }
     }
@@ -145,6 +160,33 @@ impl Validate for Config {
             "at least 65536",
         );
         need(self.max_inflight >= 1, "max_inflight", "at least 1");
+        for url in &self.ipconfig {
+            need(
+                crate::reporter::Endpoint::parse(url).is_ok(),
+                "ipconfig",
+                &format!("{url:?} is not http://host:port[/prefix]"),
+            );
+        }
+        need(self.id.len() <= 128, "id", "at most 128 bytes");
+        need(
+            self.advertise.is_empty()
+                || self
+                    .advertise
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)),
+            "advertise",
+            "host:port",
+        );
+        need(
+            self.bandwidth_bytes_per_s >= 1,
+            "bandwidth_bytes_per_s",
+            "at least 1",
+        );
+        need(
+            self.report_interval_ms >= 100,
+            "report_interval_ms",
+            "at least 100",
+        );
         errors
     }
 }
@@ -206,6 +248,14 @@ impl Config {
         }
         if self.log_format != other.log_format {
             changed.push("log_format");
+        }
+        if self.ipconfig != other.ipconfig
+            || self.id != other.id
+            || self.advertise != other.advertise
+            || self.bandwidth_bytes_per_s != other.bandwidth_bytes_per_s
+            || self.report_interval_ms != other.report_interval_ms
+        {
+            changed.push("ipconfig/id/advertise/bandwidth_bytes_per_s/report_interval_ms");
         }
         changed
     }
@@ -303,6 +353,21 @@ pub struct Opts {
     /// Drain time after SIGTERM, ms [default: 10000].
     #[arg(long, env = "TETHER_GATEWAY_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// ip-config service to report to, http://host:port; repeat for several [default: none].
+    #[arg(long, env = "TETHER_GATEWAY_IPCONFIG", value_delimiter = ',')]
+    pub ipconfig: Option<Vec<String>>,
+    /// Gateway id in reports [default: <hostname>-<port>].
+    #[arg(long, env = "TETHER_GATEWAY_ID")]
+    pub id: Option<String>,
+    /// host:port clients dial, in reports [default: the first listener].
+    #[arg(long, env = "TETHER_GATEWAY_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Network capacity for scoring, bytes/s [default: 1250000000].
+    #[arg(long, env = "TETHER_GATEWAY_BANDWIDTH_BYTES_PER_S")]
+    pub bandwidth_bytes_per_s: Option<u64>,
+    /// Report interval, ms [default: 1000].
+    #[arg(long, env = "TETHER_GATEWAY_REPORT_INTERVAL_MS")]
+    pub report_interval_ms: Option<u64>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "TETHER_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -18,6 +18,7 @@ use crate::admin::{Admin, AdminError};
 use crate::config::{Config, Opts};
 use crate::metrics::{GatewayInfo, Metrics};
 use crate::reactor::{self, Command, Reactor, Setup};
+use crate::reporter::{self, Endpoint, Reporter};
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
@@ -50,6 +51,7 @@ pub struct Gateway {
     reactors: Vec<ReactorHandle>,
     metrics: Vec<Arc<Metrics>>,
     admin: Admin,
+    reporter: Option<Reporter>,
     info: Arc<GatewayInfo>,
     stop_accepting: Arc<AtomicBool>,
 }
@@ -152,6 +154,30 @@ impl Gateway {
             }
         }
 
+        let reporter = if config.ipconfig.is_empty() {
+            None
+        } else {
+            let endpoints = config
+                .ipconfig
+                .iter()
+                .filter_map(|url| Endpoint::parse(url).ok())
+                .collect();
+            let (id, addr) = identity(&config, &local_addrs);
+            tracing::info!(%id, %addr, ipconfig = ?config.ipconfig, "reporting load");
+            Some(
+                Reporter::start(reporter::Setup {
+                    endpoints,
+                    id,
+                    addr,
+                    bandwidth_bytes_per_s: config.bandwidth_bytes_per_s,
+                    interval: Duration::from_millis(config.report_interval_ms),
+                    metrics: metrics.clone(),
+                    info: info.clone(),
+                })
+                .map_err(GatewayError::Spawn)?,
+            )
+        };
+
         Ok(Gateway {
             config,
             listeners,
@@ -160,6 +186,7 @@ impl Gateway {
             reactors,
             metrics,
             admin,
+            reporter,
             info,
             stop_accepting,
         })
@@ -203,6 +230,10 @@ impl Gateway {
     /// to leave, then closes what is left and stops.
     pub fn drain(self) {
         self.info.draining.store(true, Ordering::Release);
+        // Off the ip list before clients are told to reconnect through it.
+        if let Some(reporter) = &self.reporter {
+            reporter.report_now(Duration::from_secs(2));
+        }
         self.stop_accepting.store(true, Ordering::Release);
         for listener in &self.listeners {
             // Wakes the acceptors blocked in accept(2).
@@ -224,6 +255,9 @@ impl Gateway {
         }
         let open: u64 = self.metrics.iter().map(|m| m.open()).sum();
         tracing::info!(open, "drained");
+        if let Some(reporter) = self.reporter {
+            reporter.stop();
+        }
         self.admin.stop();
     }
 }
@@ -270,6 +304,32 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     tether_daemon::notify::stopping();
     gateway.drain();
     Ok(())
+}
+
+/// The id and client address this gateway reports under.
+fn identity(config: &Config, local: &[SocketAddr]) -> (String, String) {
+    let first = local
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8900)));
+    let addr = if !config.advertise.is_empty() {
+        config.advertise.clone()
+    } else if first.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on every address and no `advertise` set: reporting 127.0.0.1:{}",
+            first.port()
+        );
+        format!("127.0.0.1:{}", first.port())
+    } else {
+        first.to_string()
+    };
+    let id = if config.id.is_empty() {
+        let host = sysinfo::System::host_name().unwrap_or_else(|| "gateway".into());
+        format!("{host}-{}", first.port())
+    } else {
+        config.id.clone()
+    };
+    (id, addr)
 }
 
 /// Waits until every reactor sees at least one node up, or `timeout`.

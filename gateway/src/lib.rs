@@ -13,6 +13,7 @@
 //! - [`route`]: the route key that brings a node's reply back to its connection.
 //! - [`balance`]: node selection, one algorithm per file; [`health`]: node up/down.
 //! - [`rate_limit`], [`buffer_pool`], [`metrics`], [`admin`].
+//! - [`reporter`]: load reports to the ip-config service.
 
 pub mod acceptor;
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod health;
 pub mod metrics;
 pub mod rate_limit;
 pub mod reactor;
+pub mod reporter;
 pub mod route;
 
 pub use config::{Config, Opts};

@@ -1,0 +1,352 @@
+//! Reports this gateway's load to the ip-config service(s) every second, so `/ip_list` can
+//! send new clients to the least loaded gateway; and at once, with `draining`, when the
+//! gateway starts to drain, so it stops being listed before its clients reconnect.
+//!
+//! A report is `POST /v1/report` with `{"id","addr","connections","max_connections",
+//! "bytes_in_per_s","bytes_out_per_s","bandwidth_bytes_per_s","cpu","draining"}`. Traffic is
+//! the larger of what the reactors moved for clients and what the host's non-loopback NICs
+//! moved (sysinfo), since both draw on the same link; cpu is the host's, in percent.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::metrics::{GatewayInfo, Metrics};
+
+/// What one report says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub addr: String,
+    pub connections: u64,
+    pub max_connections: u64,
+    pub bytes_in_per_s: u64,
+    pub bytes_out_per_s: u64,
+    pub bandwidth_bytes_per_s: u64,
+    pub cpu: f64,
+    pub draining: bool,
+}
+
+/// An ip-config endpoint: `http://host:port[/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host_port: String,
+    pub path: String,
+}
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("{0} is not an http:// URL")]
+    NotHttp(String),
+    #[error("cannot reach {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0} answered {1}")]
+    Status(String, String),
+}
+
+impl Endpoint {
+    /// Parses `http://host:port[/prefix]` (the report goes to `prefix/v1/report`).
+    pub fn parse(url: &str) -> Result<Endpoint, ReportError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| ReportError::NotHttp(url.to_string()))?;
+        let (host_port, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if host_port.is_empty() || !host_port.contains(':') {
+            return Err(ReportError::NotHttp(url.to_string()));
+        }
+        Ok(Endpoint {
+            host_port: host_port.to_string(),
+            path: format!("{prefix}/v1/report"),
+        })
+    }
+
+    /// Sends one report; a non-2xx answer is an error carrying the status line.
+    pub fn post(&self, body: &[u8], timeout: Duration) -> Result<(), ReportError> {
+        let target = self.host_port.clone();
+        let addr = self
+            .host_port
+            .to_socket_addrs()
+            .map_err(|e| ReportError::Connect(target.clone(), e))?
+            .next()
+            .ok_or_else(|| {
+                ReportError::Connect(target.clone(), std::io::ErrorKind::NotFound.into())
+            })?;
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| ReportError::Connect(target.clone(), e))?;
+        let io = |e| ReportError::Io(target.clone(), e);
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.path,
+            self.host_port,
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).map_err(io)?;
+        let mut response = Vec::new();
+        let _ = stream.take(4096).read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response);
+        let status = text.lines().next().unwrap_or("").to_string();
+        if status
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|code| code.starts_with('2'))
+        {
+            Ok(())
+        } else {
+            Err(ReportError::Status(target, status))
+        }
+    }
+}
+
+/// Bytes per second from two readings of a running total.
+pub fn rate(before: u64, after: u64, elapsed: Duration) -> u64 {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return 0;
+    }
+    (after.saturating_sub(before) as f64 / secs) as u64
+}
+
+/// What the reporter is configured with.
+pub struct Setup {
+    pub endpoints: Vec<Endpoint>,
+    pub id: String,
+    pub addr: String,
+    pub bandwidth_bytes_per_s: u64,
+    pub interval: Duration,
+    pub metrics: Vec<Arc<Metrics>>,
+    pub info: Arc<GatewayInfo>,
+}
+
+#[derive(Default)]
+struct Signal {
+    stop: bool,
+    now: bool,
+    sent: u64,
+}
+
+/// The running reporter thread.
+pub struct Reporter {
+    signal: Arc<(Mutex<Signal>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reporter {
+    pub fn start(setup: Setup) -> std::io::Result<Reporter> {
+        let signal = Arc::new((Mutex::new(Signal::default()), Condvar::new()));
+        let for_thread = signal.clone();
+        let thread = thread::Builder::new()
+            .name("reporter".into())
+            .spawn(move || report_loop(setup, &for_thread))?;
+        Ok(Reporter {
+            signal,
+            thread: Some(thread),
+        })
+    }
+
+    /// Reports at once (e.g. the draining flag) and waits, up to `timeout`, until sent.
+    pub fn report_now(&self, timeout: Duration) {
+        let (lock, cvar) = &*self.signal;
+        let Ok(mut s) = lock.lock() else { return };
+        let target = s.sent + 1;
+        s.now = true;
+        cvar.notify_all();
+        let deadline = Instant::now() + timeout;
+        while s.sent < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match cvar.wait_timeout(s, left) {
+                Ok((guard, _)) => s = guard,
+                Err(_) => return,
+            }
+        }
+    }
+
+    pub fn stop(mut self) {
+        if let Ok(mut s) = self.signal.0.lock() {
+            s.stop = true;
+        }
+        self.signal.1.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn report_loop(setup: Setup, signal: &(Mutex<Signal>, Condvar)) {
+    let mut system = sysinfo::System::new();
+    let mut networks = sysinfo::Networks::new_with_refreshed_list();
+    system.refresh_cpu_usage();
+    let totals = |m: &[Arc<Metrics>]| {
+        m.iter().fold((0u64, 0u64), |(i, o), r| {
+            (i + r.bytes_in.get(), o + r.bytes_out.get())
+        })
+    };
+    let mut last = Instant::now();
+    let (mut last_in, mut last_out) = totals(&setup.metrics);
+    let mut failing = false;
+    loop {
+        {
+            let (lock, cvar) = signal;
+            let Ok(mut s) = lock.lock() else { return };
+            if !s.now && !s.stop {
+                s = match cvar.wait_timeout(s, setup.interval) {
+                    Ok((guard, _)) => guard,
+                    Err(_) => return,
+                };
+            }
+            if s.stop {
+                return;
+            }
+            s.now = false;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(last);
+        let (bytes_in, bytes_out) = totals(&setup.metrics);
+        networks.refresh(true);
+        system.refresh_cpu_usage();
+        let (nic_in, nic_out) = networks
+            .iter()
+            .filter(|(name, _)| name.as_str() != "lo")
+            .fold((0u64, 0u64), |(i, o), (_, n)| {
+                (i + n.received(), o + n.transmitted())
+            });
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let report = Report {
+            id: setup.id.clone(),
+            addr: setup.addr.clone(),
+            connections: setup.metrics.iter().map(|m| m.open()).sum(),
+            max_connections: setup.info.max_connections.load(Ordering::Relaxed),
+            bytes_in_per_s: rate(last_in, bytes_in, elapsed).max((nic_in as f64 / secs) as u64),
+            bytes_out_per_s: rate(last_out, bytes_out, elapsed).max((nic_out as f64 / secs) as u64),
+            bandwidth_bytes_per_s: setup.bandwidth_bytes_per_s,
+            cpu: f64::from(system.global_cpu_usage()).clamp(0.0, 100.0),
+            draining: setup.info.draining.load(Ordering::Acquire),
+        };
+        (last, last_in, last_out) = (now, bytes_in, bytes_out);
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let mut all_ok = true;
+        for endpoint in &setup.endpoints {
+            if let Err(e) = endpoint.post(&body, Duration::from_secs(1)) {
+                all_ok = false;
+                if !failing {
+                    tracing::warn!(error = %e, "cannot report to ipconfig (logged once until it works again)");
+                }
+            }
+        }
+        if all_ok && failing {
+            tracing::info!("reporting to ipconfig again");
+        }
+        failing = !all_ok;
+        let (lock, cvar) = signal;
+        if let Ok(mut s) = lock.lock() {
+            s.sent += 1;
+            cvar.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_with_and_without_a_prefix() {
+        let e = Endpoint::parse("http://127.0.0.1:6789").unwrap();
+        assert_eq!(
+            (e.host_port.as_str(), e.path.as_str()),
+            ("127.0.0.1:6789", "/v1/report")
+        );
+        let e = Endpoint::parse("http://ipconfig.local:80/tether/").unwrap();
+        assert_eq!(e.path, "/tether/v1/report");
+        assert!(Endpoint::parse("https://x:1").is_err());
+        assert!(Endpoint::parse("http://no-port").is_err());
+        assert!(Endpoint::parse("http://").is_err());
+    }
+
+    #[test]
+    fn rates_are_per_second_and_never_negative() {
+        assert_eq!(rate(1000, 3000, Duration::from_secs(2)), 1000);
+        assert_eq!(rate(3000, 1000, Duration::from_secs(1)), 0);
+        assert_eq!(rate(0, 10, Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn a_report_has_exactly_the_fields_ipconfig_expects() {
+        let report = Report {
+            id: "gw-1".into(),
+            addr: "127.0.0.1:8900".into(),
+            connections: 3,
+            max_connections: 10,
+            bytes_in_per_s: 1,
+            bytes_out_per_s: 2,
+            bandwidth_bytes_per_s: 1000,
+            cpu: 12.5,
+            draining: false,
+        };
+        let value = serde_json::to_value(&report).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            vec![
+                "addr",
+                "bandwidth_bytes_per_s",
+                "bytes_in_per_s",
+                "bytes_out_per_s",
+                "connections",
+                "cpu",
+                "draining",
+                "id",
+                "max_connections"
+            ]
+        );
+    }
+
+    #[test]
+    fn posts_to_a_real_listener_and_reads_the_status() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let mut got = Vec::new();
+            for status in ["204 No Content", "400 Bad Request"] {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap();
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            }
+            got
+        });
+        let e = Endpoint::parse(&format!("http://{addr}")).unwrap();
+        assert!(e.post(b"{}", Duration::from_secs(2)).is_ok());
+        assert!(matches!(
+            e.post(b"{}", Duration::from_secs(2)),
+            Err(ReportError::Status(..))
+        ));
+        let requests = server.join().unwrap();
+        assert!(requests[0].starts_with("POST /v1/report HTTP/1.1\r\n"));
+        assert!(requests[0].ends_with("\r\n\r\n{}"));
+    }
+}
