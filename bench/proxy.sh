@@ -48,6 +48,9 @@
 # measures how much CPU went to processes outside the run, re-runs a run once if that was over
 # 25% of a core (8 re-runs at most), and flags what is left in the table.
 #
+# Output: the Markdown report on stdout (also OUT/report.md), progress on stderr; exit status
+# 1 if any run failed (loadgen exit status, verify failures, a proxy or node that died).
+#
 # Time: a default run takes about 8 minutes after the build (--quick: about 4); with a busy
 # machine, up to ~4 minutes more of waiting and re-runs.
 set -euo pipefail
@@ -488,4 +491,4 @@ for target in "${targets[@]}"; do
 done
 say "matrix done in $((SECONDS - started)) s"
 
-"$py" "$lib/proxy_report.py" "$out" | tee "$out/report.md"
+"$py" "$lib/proxy_report.py" "$out" | tee "$out/report.md"   # exit status 1 if any run failed

@@ -172,7 +172,7 @@ def main():
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-    ours_first, ours_last, kernel_last, other_first, other_last = {}, {}, {}, {}, {}
+    ours_first, ours_last, kernel_last, other_first, other_last, other_comm = {}, {}, {}, {}, {}, {}
     first = True
     with open(out_path, "w") as out:
         while True:
@@ -190,12 +190,14 @@ def main():
                     kernel_last[pid] = t
                 else:
                     # A process first seen after the first sample started during the run.
-                    other_first.setdefault(pid, t if first else 0)
+                    if pid not in other_first:
+                        other_first[pid] = t if first else 0
+                        other_comm[pid] = read_comm(pid)   # before it exits
                     other_last[pid] = t
             others = {}
             for pid, t in other_last.items():
                 if t > other_first[pid]:
-                    comm = read_comm(pid)
+                    comm = other_comm[pid]
                     others[comm] = others.get(comm, 0) + t - other_first[pid]
             out.write(json.dumps({"t": time.time(), "proxy_ticks": ticks, "proxy_rss_kb": rss,
                                   "proxy_procs": n, "rig_ticks": rig_ticks,

@@ -8,7 +8,8 @@
 OUT_DIR holds, per run NAME: NAME.json (the loadgen summary), NAME.meta.json (what proxy.sh
 ran and saw: target, shape, times, commands, exit statuses) and NAME.procmon.jsonl (samples
 from procmon.py), plus setup.json (the run's parameters and the machine). Prints one table
-for the matrix, the ratio lines, the idle-memory table and the exact commands.
+for the matrix, the ratio lines, the idle-memory table and the exact commands; exits 1 if
+any run failed (loadgen exit status, verify failures, a proxy or node that died).
 """
 import glob
 import json
@@ -275,6 +276,12 @@ def main():
             print(f.read().rstrip())
         print("```")
     print(f"\nConfigs, raw loadgen JSON, /proc samples and logs: {out}")
+    failed = [r["name"] for r in runs
+              if r["s"] is None or r["meta"].get("lg_status") != "0" or r["s"]["verify_failures"]
+              or "no" in (r["meta"].get("proxy_alive"), r["meta"].get("nodes_alive"))]
+    if failed:
+        print(f"\nFAILED runs (loadgen exit status not 0, verify failures, or a process died): {', '.join(failed)}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
