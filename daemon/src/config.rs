@@ -107,6 +107,15 @@ where
                     "",
                     redact(&whole.to_string(), secret_keys),
                 ));
+            } else {
+                // Range and cross-key checks on what did parse, so one run lists everything.
+                let mut good = table.clone();
+                for e in &errors {
+                    good.remove(&e.key);
+                }
+                if let Ok(partial) = C::deserialize(toml::Value::Table(good)) {
+                    errors.extend(partial.validate());
+                }
             }
             return Err(fail(errors));
         }
@@ -257,6 +266,14 @@ mod tests {
         let err = load::<Sample, _>(Some(&file.0), &Flags::default(), &[]).unwrap_err();
         let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, vec!["colour", "port", "workers"], "{err}");
+    }
+
+    #[test]
+    fn type_errors_and_range_errors_are_listed_together() {
+        let file = write("port = \"eighty\"\nworkers = 0\n");
+        let err = load::<Sample, _>(Some(&file.0), &Flags::default(), &[]).unwrap_err();
+        let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, vec!["port", "workers"], "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! What every Tether daemon shares, so each follows design.md's conventions the same way:
+//! one `main` with a `check` subcommand ([`cli`]),
 //! a TOML config layered under env vars and flags with a `check` that lists every error
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), and systemd readiness notification ([`notify`]).
 
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod notify;

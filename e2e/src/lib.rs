@@ -306,3 +306,65 @@ pub fn loadgen(args: &[&str]) -> (bool, serde_json::Value) {
         serde_json::from_str(&text).expect("summary is JSON"),
     )
 }
+
+/// Sends `request` (raw bytes: a whole HTTP/1.1 request, ideally with `Connection: close`)
+/// on a fresh connection and returns (status, body) of the answer, read to EOF.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(request).expect("send request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `POST path` with a JSON `body` on an HTTP/1.1 server; returns (status, body).
+pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    http_raw(addr, &request)
+}
+
+/// Starts `name` (a workspace binary) with `args` and the extra environment `env`.
+pub fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let child = Command::new(binary(name))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Proc {
+        child,
+        name: name.to_string(),
+    }
+}
+
+/// A tether-ipconfig on a free loopback port, started with `extra` flags.
+pub fn ipconfig(extra: &[&str]) -> (Proc, SocketAddr) {
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn("tether-ipconfig", &args);
+    wait_for_port(addr, Duration::from_secs(10));
+    (proc, addr)
+}

@@ -1,59 +1,35 @@
-//! `tether-echo-node`: parses flags, sets up logging, runs the node.
+//! `tether-echo-node`: the shared daemon `main` around [`tether_echo_node::run`].
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tether_echo_node::Opts;
+use tether_daemon::cli::Daemon;
+use tether_daemon::config::ConfigErrors;
+use tether_daemon::logging::LogFormat;
+use tether_echo_node::{Config, Opts};
 
-#[derive(Parser)]
-#[command(
-    name = "tether-echo-node",
-    version,
-    about = "Tether compute node: echoes frames"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    opts: Opts,
-}
+struct EchoNode;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Check the configuration, print it and exit (1 when anything is wrong).
-    Check(Opts),
+impl Daemon for EchoNode {
+    type Opts = Opts;
+    type Config = Config;
+
+    fn load(opts: &Opts) -> Result<Config, ConfigErrors> {
+        opts.load()
+    }
+
+    fn log_format(config: &Config) -> LogFormat {
+        config.log_format
+    }
+
+    fn run(_opts: Opts, config: Config) -> anyhow::Result<()> {
+        tether_echo_node::run(config)
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Check(opts)) => match opts.load() {
-            Ok(config) => {
-                print!("{}", tether_daemon::config::render(&config, &[]));
-                eprintln!("configuration ok");
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprint!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
-        None => {
-            let config = match cli.opts.load() {
-                Ok(config) => config,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            tether_daemon::logging::init(config.log_format, "info");
-            match tether_echo_node::run(config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
+    tether_daemon::cli::main::<EchoNode>(
+        "tether-echo-node",
+        env!("CARGO_PKG_VERSION"),
+        "Tether compute node: echoes frames",
+    )
 }

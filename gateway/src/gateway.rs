@@ -262,9 +262,9 @@ impl Gateway {
     }
 }
 
-/// Runs a gateway until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads the config file.
-pub fn run(opts: &Opts) -> anyhow::Result<()> {
-    let config = opts.load()?;
+/// Runs a gateway until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads the config file
+/// (`opts` say where it is and which flags override it).
+pub fn run(opts: &Opts, config: Config) -> anyhow::Result<()> {
     let mut gateway = Gateway::start(config.clone())?;
     tracing::info!(
         listen = ?gateway.local_addrs(),

@@ -1,59 +1,35 @@
-//! `tether-gateway`: parses flags, sets up logging, runs the gateway.
+//! `tether-gateway`: the shared daemon `main` around [`tether_gateway::run`].
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tether_gateway::Opts;
+use tether_daemon::cli::Daemon;
+use tether_daemon::config::ConfigErrors;
+use tether_daemon::logging::LogFormat;
+use tether_gateway::{Config, Opts};
 
-#[derive(Parser)]
-#[command(
-    name = "tether-gateway",
-    version,
-    about = "Tether gateway: long-lived client connections forwarded to the echo-node cluster"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    opts: Opts,
-}
+struct Gateway;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Check the configuration, print it and exit (1 when anything is wrong).
-    Check(Opts),
+impl Daemon for Gateway {
+    type Opts = Opts;
+    type Config = Config;
+
+    fn load(opts: &Opts) -> Result<Config, ConfigErrors> {
+        opts.load()
+    }
+
+    fn log_format(config: &Config) -> LogFormat {
+        config.log_format
+    }
+
+    fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
+        tether_gateway::run(&opts, config)
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Check(opts)) => match opts.load() {
-            Ok(config) => {
-                print!("{}", tether_daemon::config::render(&config, &[]));
-                eprintln!("configuration ok");
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprint!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
-        None => {
-            let format = match cli.opts.load() {
-                Ok(config) => config.log_format,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            tether_daemon::logging::init(format, "info");
-            match tether_gateway::run(&cli.opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
+    tether_daemon::cli::main::<Gateway>(
+        "tether-gateway",
+        env!("CARGO_PKG_VERSION"),
+        "Tether gateway: long-lived client connections forwarded to the echo-node cluster",
+    )
 }

@@ -1,0 +1,327 @@
+//! The HTTP API (axum).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /v1/report` | 200 `{"status":"ok"}`; 400 `{"error","field"}` for a malformed or out-of-range report; 413 over `max_report_bytes`; 503 past `max_gateways` |
+//! | `GET /ip_list` | 200 `{"gateways":[{"id","addr","score":{"dynamic","static"}}…],"generated_at_ms"}`, at most `top_n` entries, ties shuffled per request; 503 `{"error","generated_at_ms"}` when no gateway is eligible |
+//! | `GET /healthz` | 200 `ok` |
+//! | `GET /metrics` | Prometheus text format 0.0.4 |
+//! | anything else | 404 (405 for a wrong method) with a JSON error |
+//!
+//! Every error body is JSON with an `error` message. `/ip_list` serves the current
+//! [`Snapshot`](crate::snapshot::Snapshot) through the thread's cache and [`Dealer`]: no lock,
+//! no serde, one allocation for the body.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::metrics::{Endpoint, Metrics, Rejection};
+use crate::registry::{RecordError, Registry};
+use crate::report::Report;
+use crate::snapshot::{Dealer, Snapshot, SnapshotCell};
+
+/// Content type of the Prometheus text exposition format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// Monotonic milliseconds since the service started: the registry's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `ms` after the start.
+    pub fn instant_at(&self, ms: u64) -> Instant {
+        self.start + std::time::Duration::from_millis(ms)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the handlers and the rebuild task share.
+#[derive(Debug)]
+pub struct AppState {
+    pub registry: Mutex<Registry>,
+    pub snapshot: SnapshotCell,
+    pub metrics: Metrics,
+    pub clock: Clock,
+    /// Wakes the rebuild task after a report.
+    pub rebuild: Notify,
+    pub top_n: usize,
+    pub max_report_bytes: usize,
+    /// When (monotonic ms) a refusal for `max_gateways` was last logged; 0 = never.
+    pub full_logged_at_ms: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: &Config) -> AppState {
+        AppState {
+            registry: Mutex::new(Registry::new(
+                config.window,
+                config.stale_after_ms,
+                config.max_gateways,
+            )),
+            snapshot: SnapshotCell::new(Snapshot::empty(unix_ms())),
+            metrics: Metrics::new(),
+            clock: Clock::new(),
+            rebuild: Notify::new(),
+            top_n: config.top_n,
+            max_report_bytes: config.max_report_bytes,
+            full_logged_at_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Rebuilds the list now: drops stale gateways, ranks the live ones (sorting outside the
+    /// registry lock), publishes the new snapshot. Returns when (monotonic ms) the next
+    /// tracked gateway goes stale.
+    pub fn rebuild_now(&self) -> Option<u64> {
+        let now_ms = self.clock.now_ms();
+        let mut ranking = self
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .collect(now_ms);
+        ranking.sort();
+        let generated_at_ms = unix_ms();
+        let snapshot = Snapshot::build(&ranking.ranked, self.top_n, generated_at_ms);
+        self.metrics.stale_dropped(ranking.evicted);
+        self.metrics.rebuilt(
+            crate::metrics::GatewayCounts {
+                live: ranking.live(),
+                draining: ranking.draining,
+                full: ranking.full,
+                listed: snapshot.listed(),
+            },
+            generated_at_ms,
+        );
+        self.snapshot.publish(snapshot);
+        ranking.next_expiry_ms
+    }
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The routes, over `state`.
+pub fn router(state: Shared) -> Router {
+    let limit = state.max_report_bytes;
+    Router::new()
+        .route("/ip_list", get(ip_list))
+        .route(
+            "/v1/report",
+            post(report).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+thread_local! {
+    static DEALER: RefCell<Dealer> = RefCell::new(Dealer::from_entropy());
+}
+
+async fn ip_list(State(s): State<Shared>) -> Response {
+    let started = Instant::now();
+    let rendered = s.snapshot.with(|snap| {
+        let body = DEALER.with(|d| snap.render(&mut d.borrow_mut()));
+        body.ok_or_else(|| snap.unavailable_body().to_vec())
+    });
+    let (status, body) = match rendered {
+        Ok(body) => (StatusCode::OK, body),
+        Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body),
+    };
+    let response = (
+        status,
+        [
+            (header::CONTENT_TYPE, JSON),
+            (header::CACHE_CONTROL, NO_STORE),
+        ],
+        Body::from(body),
+    )
+        .into_response();
+    s.metrics
+        .request(Endpoint::IpList, status.as_u16(), started.elapsed());
+    response
+}
+
+/// A JSON error answer.
+fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
+    let body = match field {
+        Some(field) => json!({"error": message, "field": field}),
+        None => json!({"error": message}),
+    };
+    (status, [(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+}
+
+async fn report(State(s): State<Shared>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = record(&s, request).await;
+    s.metrics.request(
+        Endpoint::Report,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn record(s: &AppState, request: Request) -> Response {
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            s.metrics.report_rejected(Rejection::TooLarge);
+            let message = format!(
+                "the report is larger than {} bytes (max_report_bytes)",
+                s.max_report_bytes
+            );
+            return error(StatusCode::PAYLOAD_TOO_LARGE, &message, None);
+        }
+        Err(rejection) => {
+            s.metrics.report_rejected(Rejection::Malformed);
+            let message = format!("cannot read the body: {}", rejection.body_text());
+            return error(StatusCode::BAD_REQUEST, &message, None);
+        }
+    };
+    let report = match Report::parse(&body) {
+        Ok(report) => report,
+        Err(e) => {
+            let why = if e.is_malformed() {
+                Rejection::Malformed
+            } else {
+                Rejection::Invalid
+            };
+            s.metrics.report_rejected(why);
+            tracing::debug!(error = %e, "report refused");
+            return error(StatusCode::BAD_REQUEST, &e.to_string(), e.field());
+        }
+    };
+    let id = report.id.clone();
+    let now_ms = s.clock.now_ms();
+    let recorded = s
+        .registry
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(report, now_ms);
+    match recorded {
+        Ok(recorded) => {
+            s.metrics.report_accepted();
+            s.metrics.stale_dropped(recorded.evicted);
+            if recorded.new {
+                tracing::info!(id = %id, "new gateway");
+            }
+            s.rebuild.notify_one();
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, JSON)],
+                r#"{"status":"ok"}"#,
+            )
+                .into_response()
+        }
+        Err(e @ RecordError::Full { .. }) => {
+            s.metrics.report_rejected(Rejection::Full);
+            // Once a minute at most: a flood of new ids must not flood the log too.
+            let last = s.full_logged_at_ms.load(Ordering::Relaxed);
+            if last == 0 || now_ms.saturating_sub(last) >= 60_000 {
+                s.full_logged_at_ms.store(now_ms.max(1), Ordering::Relaxed);
+                tracing::warn!(id = %id, "{e} (logged once a minute; see reports_rejected_total)");
+            }
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None)
+        }
+    }
+}
+
+async fn healthz(State(s): State<Shared>) -> Response {
+    let started = Instant::now();
+    let response = "ok".into_response();
+    s.metrics.request(Endpoint::Healthz, 200, started.elapsed());
+    response
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let started = Instant::now();
+    let body = s.metrics.render_prometheus();
+    let response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
+        )],
+        body,
+    )
+        .into_response();
+    s.metrics.request(Endpoint::Metrics, 200, started.elapsed());
+    response
+}
+
+async fn not_found(State(s): State<Shared>, uri: Uri) -> Response {
+    let started = Instant::now();
+    let response = (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, JSON)],
+        json!({"error": "not found", "path": uri.path()}).to_string(),
+    )
+        .into_response();
+    s.metrics.request(Endpoint::Other, 404, started.elapsed());
+    response
+}
+
+async fn method_not_allowed(State(s): State<Shared>, method: Method, uri: Uri) -> Response {
+    let started = Instant::now();
+    let allow = if uri.path() == "/v1/report" {
+        "POST"
+    } else {
+        "GET, HEAD"
+    };
+    let response = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [
+            (header::CONTENT_TYPE, JSON),
+            (header::ALLOW, HeaderValue::from_static(allow)),
+        ],
+        json!({
+            "error": "method not allowed",
+            "method": method.as_str(),
+            "path": uri.path(),
+        })
+        .to_string(),
+    )
+        .into_response();
+    s.metrics.request(Endpoint::Other, 405, started.elapsed());
+    response
+}

@@ -1,0 +1,32 @@
+//! `tether-ipconfig`: the ip-config service. Gateways report their load every second; a
+//! client asks `GET /ip_list` which gateways to dial and gets the best few, best first.
+//!
+//! Scoring is plato's, corrected: over each gateway's last `window` reports, the mean spare
+//! bandwidth in GiB/s (dynamic) then the mean spare connections (static), both rounded to two
+//! decimals, the means taken over the reports actually received. Gateways with equal scores
+//! are shuffled per request so that a burst of new clients spreads over them.
+//!
+//! - [`config`]: keys, flags, env vars, ranges.
+//! - [`report`]: the report body and its validation.
+//! - [`window`]: a gateway's last samples and their means (sans-IO).
+//! - [`score`]: scores and ranking order (sans-IO).
+//! - [`registry`]: gateways by id, stale eviction, ranking (sans-IO).
+//! - [`snapshot`]: the pre-serialized list and the per-request tie shuffle.
+//! - [`rng`]: the small generator behind the shuffle.
+//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`http`]: the axum routes.
+//! - [`service`]: start, stop, the rebuild task, [`run`].
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod report;
+pub mod rng;
+pub mod score;
+pub mod service;
+pub mod snapshot;
+pub mod window;
+
+pub use config::{Config, Opts};
+pub use service::{run, Service, StartError};

@@ -1,0 +1,538 @@
+//! A gateway's load report (`POST /v1/report`) and its validation.
+//!
+//! A report is one JSON object:
+//!
+//! ```json
+//! {"id": "gw-1", "addr": "10.0.0.7:8900", "connections": 1200, "max_connections": 100000,
+//!  "bytes_in_per_s": 5.0e6, "bytes_out_per_s": 7.5e6, "bandwidth_bytes_per_s": 1.25e9,
+//!  "cpu": 12.5, "draining": false}
+//! ```
+//!
+//! Every field is required; unknown fields are ignored (a newer gateway may send more). The
+//! body is checked field by field so that a rejection names the field at fault:
+//!
+//! | field | accepted |
+//! |---|---|
+//! | `id` | 1–128 printable ASCII characters, no spaces (`!`..=`~`) |
+//! | `addr` | `host:port` clients dial: an IPv4 address, `[IPv6]`, or a DNS name; port 1–65535; not `0.0.0.0` / `[::]` |
+//! | `connections`, `max_connections` | whole numbers, 0 ..= 2^40. `connections` may exceed `max_connections` (a gateway whose limit was lowered by a reload): the gateway is then full |
+//! | `bytes_in_per_s`, `bytes_out_per_s`, `bandwidth_bytes_per_s` | numbers (integer or not), 0 ..= 1e15 |
+//! | `cpu` | a number, 0 ..= 100 (percent of the whole host) |
+//! | `draining` | `true` or `false` |
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// Longest `id`, in bytes (= characters: ids are ASCII).
+pub const MAX_ID_LEN: usize = 128;
+/// Largest `connections` / `max_connections`.
+pub const MAX_COUNT: u64 = 1 << 40;
+/// Largest byte rate (1 PB/s).
+pub const MAX_BYTES_PER_S: f64 = 1e15;
+
+/// One validated report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub id: String,
+    pub addr: String,
+    pub connections: u64,
+    pub max_connections: u64,
+    pub bytes_in_per_s: f64,
+    pub bytes_out_per_s: f64,
+    pub bandwidth_bytes_per_s: f64,
+    pub cpu: f64,
+    pub draining: bool,
+}
+
+/// Why a report was refused (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReportError {
+    /// Not JSON at all.
+    #[error("the body is not valid JSON: {0}")]
+    Malformed(String),
+    /// JSON, but not an object.
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    /// One field is missing, of the wrong type or out of range.
+    #[error("{field}: {problem}")]
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+impl ReportError {
+    /// The field at fault, if one is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ReportError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// Not a JSON object at all (as opposed to an object with a bad field).
+    pub fn is_malformed(&self) -> bool {
+        !matches!(self, ReportError::Field { .. })
+    }
+}
+
+fn bad(field: &'static str, problem: impl Into<String>) -> ReportError {
+    ReportError::Field {
+        field,
+        problem: problem.into(),
+    }
+}
+
+impl Report {
+    /// Parses and validates a request body.
+    pub fn parse(body: &[u8]) -> Result<Report, ReportError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ReportError::Malformed(e.to_string()))?;
+        let Value::Object(object) = value else {
+            return Err(ReportError::NotAnObject);
+        };
+        Report::from_object(&object)
+    }
+
+    /// Validates the fields of an already parsed object, in the order of the table above.
+    pub fn from_object(o: &Map<String, Value>) -> Result<Report, ReportError> {
+        let id = string(o, "id")?;
+        check_id(&id).map_err(|p| bad("id", p))?;
+        let addr = string(o, "addr")?;
+        check_addr(&addr).map_err(|p| bad("addr", p))?;
+        Ok(Report {
+            id,
+            addr,
+            connections: count(o, "connections")?,
+            max_connections: count(o, "max_connections")?,
+            bytes_in_per_s: rate(o, "bytes_in_per_s")?,
+            bytes_out_per_s: rate(o, "bytes_out_per_s")?,
+            bandwidth_bytes_per_s: rate(o, "bandwidth_bytes_per_s")?,
+            cpu: number(o, "cpu", 100.0)?,
+            draining: match field(o, "draining")? {
+                Value::Bool(b) => *b,
+                other => return Err(bad("draining", wrong_type("true or false", other))),
+            },
+        })
+    }
+}
+
+fn field<'a>(o: &'a Map<String, Value>, name: &'static str) -> Result<&'a Value, ReportError> {
+    o.get(name).ok_or_else(|| bad(name, "missing"))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(want: &str, got: &Value) -> String {
+    format!("must be {want}, not {}", type_name(got))
+}
+
+fn string(o: &Map<String, Value>, name: &'static str) -> Result<String, ReportError> {
+    match field(o, name)? {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(bad(name, wrong_type("a string", other))),
+    }
+}
+
+/// A whole number in 0..=MAX_COUNT.
+fn count(o: &Map<String, Value>, name: &'static str) -> Result<u64, ReportError> {
+    let v = field(o, name)?;
+    let Value::Number(n) = v else {
+        return Err(bad(name, wrong_type("a whole number", v)));
+    };
+    match n.as_u64() {
+        Some(x) if x <= MAX_COUNT => Ok(x),
+        Some(x) => Err(bad(name, format!("{x} is too large (at most {MAX_COUNT})"))),
+        None if n.as_i64().is_some() || n.as_f64().is_some_and(|f| f < 0.0) => {
+            Err(bad(name, format!("must not be negative (got {n})")))
+        }
+        None => Err(bad(name, format!("must be a whole number (got {n})"))),
+    }
+}
+
+/// A byte rate: a number in 0..=MAX_BYTES_PER_S.
+fn rate(o: &Map<String, Value>, name: &'static str) -> Result<f64, ReportError> {
+    number(o, name, MAX_BYTES_PER_S)
+}
+
+/// A finite number in 0..=max.
+fn number(o: &Map<String, Value>, name: &'static str, max: f64) -> Result<f64, ReportError> {
+    let v = field(o, name)?;
+    let x = match v {
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    };
+    match x {
+        None => Err(bad(name, wrong_type("a number", v))),
+        Some(x) if !x.is_finite() => Err(bad(name, "must be finite")),
+        Some(x) if x < 0.0 => Err(bad(name, format!("must not be negative (got {x})"))),
+        Some(x) if x > max => Err(bad(name, format!("{x} is too large (at most {max})"))),
+        // -0.0 passes `x < 0.0`; adding +0.0 stores it as +0.0.
+        Some(x) => Ok(x + 0.0),
+    }
+}
+
+/// 1–128 printable ASCII characters, no spaces.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("longer than {MAX_ID_LEN} characters"));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("only printable ASCII characters, no spaces".into());
+    }
+    Ok(())
+}
+
+/// `host:port` a client can dial: IPv4, `[IPv6]` or a DNS name, port 1–65535.
+pub fn check_addr(addr: &str) -> Result<(), String> {
+    if let Ok(socket) = addr.parse::<SocketAddr>() {
+        if socket.port() == 0 {
+            return Err("port must be 1-65535".into());
+        }
+        if socket.ip().is_unspecified() {
+            return Err(format!(
+                "{} is not an address clients can dial",
+                socket.ip()
+            ));
+        }
+        if socket.ip().is_multicast() {
+            return Err("a multicast address".into());
+        }
+        return Ok(());
+    }
+    if addr.starts_with('[') {
+        return Err("not a valid [IPv6]:port".into());
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("must be host:port".into());
+    };
+    if host.contains("://") {
+        return Err("must be host:port, without a scheme".into());
+    }
+    if host.contains(':') {
+        return Err("an IPv6 address must be in brackets, e.g. [2001:db8::1]:8900".into());
+    }
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    if !port_ok {
+        return Err("port must be 1-65535".into());
+    }
+    check_dns_name(host)
+}
+
+/// A DNS host name: labels of letters, digits and hyphens (not at either end), 1–63
+/// characters each, 253 in all; a final dot is allowed; the last label is not all digits
+/// (that would be a mistyped IPv4 address).
+fn check_dns_name(host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let invalid = || Err("host is not a valid IP address or DNS name".to_string());
+    if name.is_empty() || name.len() > 253 {
+        return invalid();
+    }
+    for label in name.split('.') {
+        let ok = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return invalid();
+        }
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if last.bytes().all(|b| b.is_ascii_digit()) && name.parse::<Ipv4Addr>().is_err() {
+        return invalid();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid() -> Value {
+        json!({
+            "id": "gw-1", "addr": "127.0.0.1:8900", "connections": 10, "max_connections": 100,
+            "bytes_in_per_s": 1000, "bytes_out_per_s": 2000.5, "bandwidth_bytes_per_s": 1.25e9,
+            "cpu": 12.5, "draining": false
+        })
+    }
+
+    fn with(key: &str, value: Value) -> Vec<u8> {
+        let mut v = valid();
+        v[key] = value;
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn without(key: &str) -> Vec<u8> {
+        let mut v = valid();
+        v.as_object_mut().unwrap().remove(key);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_valid_report_parses_and_unknown_fields_are_ignored() {
+        let r = Report::parse(&with("extra", json!("ignored"))).unwrap();
+        assert_eq!(r.id, "gw-1");
+        assert_eq!(r.addr, "127.0.0.1:8900");
+        assert_eq!((r.connections, r.max_connections), (10, 100));
+        assert_eq!(r.bytes_in_per_s, 1000.0);
+        assert_eq!(r.bytes_out_per_s, 2000.5);
+        assert_eq!(r.bandwidth_bytes_per_s, 1.25e9);
+        assert_eq!(r.cpu, 12.5);
+        assert!(!r.draining);
+        // More connections than the limit is accepted (the limit may have been lowered).
+        assert_eq!(
+            Report::parse(&with("connections", json!(1000)))
+                .unwrap()
+                .connections,
+            1000
+        );
+    }
+
+    /// Table: body → the field named in the error (None: not an object at all).
+    #[test]
+    fn every_bad_report_names_its_field() {
+        let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+            ("not json", b"{\"id\":".to_vec(), None),
+            ("empty body", Vec::new(), None),
+            ("array", b"[1,2]".to_vec(), None),
+            ("string", b"\"gw\"".to_vec(), None),
+            ("missing id", without("id"), Some("id")),
+            ("missing draining", without("draining"), Some("draining")),
+            (
+                "missing bandwidth",
+                without("bandwidth_bytes_per_s"),
+                Some("bandwidth_bytes_per_s"),
+            ),
+            ("empty id", with("id", json!("")), Some("id")),
+            ("id with space", with("id", json!("gw 1")), Some("id")),
+            ("id non-ascii", with("id", json!("gw-é")), Some("id")),
+            ("id control", with("id", json!("gw\n1")), Some("id")),
+            (
+                "id too long",
+                with("id", json!("x".repeat(129))),
+                Some("id"),
+            ),
+            ("id number", with("id", json!(7)), Some("id")),
+            (
+                "addr no port",
+                with("addr", json!("10.0.0.1")),
+                Some("addr"),
+            ),
+            (
+                "addr port 0",
+                with("addr", json!("10.0.0.1:0")),
+                Some("addr"),
+            ),
+            (
+                "addr port big",
+                with("addr", json!("10.0.0.1:65536")),
+                Some("addr"),
+            ),
+            (
+                "addr port sign",
+                with("addr", json!("gw.example:+80")),
+                Some("addr"),
+            ),
+            (
+                "addr unspecified",
+                with("addr", json!("0.0.0.0:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr v6 unspecified",
+                with("addr", json!("[::]:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr v6 bare",
+                with("addr", json!("::1:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr bad v6",
+                with("addr", json!("[::g]:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr bad ipv4",
+                with("addr", json!("1.2.3:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr bad ipv4 octet",
+                with("addr", json!("1.2.3.256:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr underscore",
+                with("addr", json!("gw_1.example:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr hyphen end",
+                with("addr", json!("gw-.example:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr empty label",
+                with("addr", json!("gw..example:8900")),
+                Some("addr"),
+            ),
+            (
+                "addr empty host",
+                with("addr", json!(":8900")),
+                Some("addr"),
+            ),
+            (
+                "addr scheme",
+                with("addr", json!("http://gw:8900")),
+                Some("addr"),
+            ),
+            (
+                "connections negative",
+                with("connections", json!(-1)),
+                Some("connections"),
+            ),
+            (
+                "connections fraction",
+                with("connections", json!(1.5)),
+                Some("connections"),
+            ),
+            (
+                "connections string",
+                with("connections", json!("10")),
+                Some("connections"),
+            ),
+            (
+                "connections huge",
+                with("connections", json!(1u64 << 41)),
+                Some("connections"),
+            ),
+            (
+                "max negative",
+                with("max_connections", json!(-5)),
+                Some("max_connections"),
+            ),
+            (
+                "max null",
+                with("max_connections", Value::Null),
+                Some("max_connections"),
+            ),
+            (
+                "bytes_in negative",
+                with("bytes_in_per_s", json!(-0.5)),
+                Some("bytes_in_per_s"),
+            ),
+            (
+                "bytes_out string",
+                with("bytes_out_per_s", json!("1")),
+                Some("bytes_out_per_s"),
+            ),
+            (
+                "bandwidth huge",
+                with("bandwidth_bytes_per_s", json!(1e16)),
+                Some("bandwidth_bytes_per_s"),
+            ),
+            ("cpu above 100", with("cpu", json!(100.5)), Some("cpu")),
+            ("cpu negative", with("cpu", json!(-1)), Some("cpu")),
+            (
+                "draining string",
+                with("draining", json!("no")),
+                Some("draining"),
+            ),
+            (
+                "draining number",
+                with("draining", json!(0)),
+                Some("draining"),
+            ),
+        ];
+        for (name, body, want) in cases {
+            let err = Report::parse(&body).expect_err(name);
+            assert_eq!(err.field(), want, "{name}: {err}");
+            assert_eq!(err.is_malformed(), want.is_none(), "{name}");
+            if let Some(field) = want {
+                assert!(
+                    err.to_string().starts_with(&format!("{field}: ")),
+                    "{name}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn good_addresses_pass() {
+        for addr in [
+            "127.0.0.1:8900",
+            "10.0.0.7:1",
+            "[::1]:8900",
+            "[2001:db8::7]:65535",
+            "gw-1.example.com:8900",
+            "gw-1.example.com.:8900",
+            "localhost:8900",
+            "x:1",
+            "1gw.example:8900",
+        ] {
+            assert_eq!(check_addr(addr), Ok(()), "{addr}");
+        }
+        let label63 = "a".repeat(63);
+        assert_eq!(check_addr(&format!("{label63}.example:1")), Ok(()));
+        assert!(check_addr(&format!("{}a.example:1", label63)).is_err());
+    }
+
+    #[test]
+    fn boundaries_are_inclusive() {
+        assert!(Report::parse(&with("cpu", json!(100))).is_ok());
+        assert!(Report::parse(&with("cpu", json!(0))).is_ok());
+        assert!(Report::parse(&with("connections", json!(MAX_COUNT))).is_ok());
+        assert!(Report::parse(&with("bandwidth_bytes_per_s", json!(1e15))).is_ok());
+        assert!(Report::parse(&with("id", json!("x".repeat(128)))).is_ok());
+        assert!(Report::parse(&with("id", json!("!~\"\\"))).is_ok());
+        let r = Report::parse(&with("bytes_in_per_s", json!(-0.0))).unwrap();
+        assert_eq!(r.bytes_in_per_s.to_bits(), 0.0f64.to_bits());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic; whatever parses satisfies every documented range.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(r) = Report::parse(&body) {
+                proptest::prop_assert!(check_id(&r.id).is_ok());
+                proptest::prop_assert!(check_addr(&r.addr).is_ok());
+            }
+        }
+
+        #[test]
+        fn arbitrary_numbers_are_accepted_only_in_range(x in proptest::num::f64::ANY) {
+            let body = format!(
+                r#"{{"id":"g","addr":"h:1","connections":0,"max_connections":0,"bytes_in_per_s":{x:?},"bytes_out_per_s":0,"bandwidth_bytes_per_s":0,"cpu":0,"draining":true}}"#
+            );
+            match Report::parse(body.as_bytes()) {
+                Ok(r) => proptest::prop_assert!((0.0..=MAX_BYTES_PER_S).contains(&r.bytes_in_per_s)),
+                Err(e) => proptest::prop_assert!(
+                    !(x.is_finite() && (0.0..=MAX_BYTES_PER_S).contains(&x)) || e.is_malformed(),
+                    "{x}: {e}"
+                ),
+            }
+        }
+    }
+}

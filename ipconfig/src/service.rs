@@ -1,0 +1,233 @@
+//! Starting and stopping the service: the listener, the tokio runtime, the HTTP server and
+//! the rebuild task; and [`run`], which the binary calls.
+//!
+//! The rebuild task waits for a report (a `Notify` permit) or for the next gateway to go
+//! stale, rebuilds the list, then sleeps `rebuild_interval` so that a stream of reports costs
+//! at most one rebuild per interval. The first report after a quiet spell is listed at once.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{router, AppState, Shared};
+
+/// Listen backlog: room for a burst of clients asking for the list at once.
+const BACKLOG: u32 = 4096;
+
+/// How long [`Service::stop`] lets open connections finish before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the service could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the tokio runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot start the service thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A running service. Dropping it stops it too (like [`Service::stop`]).
+#[derive(Debug)]
+pub struct Service {
+    local_addr: SocketAddr,
+    state: Shared,
+    shutdown: Option<watch::Sender<bool>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Binds `config.listen` (port 0 allowed), then serves on a tokio runtime with
+    /// `config.workers` threads. The listener accepts once this returns.
+    pub fn start(config: &Config) -> Result<Service, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_count())
+            .thread_name("ipconfig-worker")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let addr = config.listen;
+        let listener = {
+            let _enter = runtime.enter();
+            listen(addr).map_err(|source| StartError::Listen { addr, source })?
+        };
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr, source })?;
+
+        let state: Shared = Arc::new(AppState::new(config));
+        let app = router(state.clone());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let server = runtime.spawn(serve(listener, app, shutdown_rx.clone()));
+        let rebuilder = runtime.spawn(rebuild_loop(
+            state.clone(),
+            config.rebuild_interval(),
+            shutdown_rx,
+        ));
+        let thread = std::thread::Builder::new()
+            .name("ipconfig".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = server.await;
+                    let _ = rebuilder.await;
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(StartError::Thread)?;
+        Ok(Service {
+            local_addr,
+            state,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the service accepts on (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state (registry, snapshot, metrics), for tests and embedding.
+    pub fn state(&self) -> &Shared {
+        &self.state
+    }
+
+    /// Graceful stop: stops accepting, lets open requests finish (up to 2 s), joins.
+    pub fn stop(mut self) {
+        self.shutdown_and_join();
+    }
+
+    fn shutdown_and_join(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("service thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown_and_join();
+    }
+}
+
+/// A TCP listener on `addr` with SO_REUSEADDR and a deep backlog. Needs a runtime context.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Waits until `shutdown` says true (or its sender is gone).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}
+
+/// Serves until shutdown, then waits up to [`SHUTDOWN_GRACE`] for open connections.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: watch::Receiver<bool>,
+) {
+    let listener = listener.tap_io(|stream| {
+        // Answers are one small write each: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+    });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(shutdown.clone()))
+        .into_future();
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }
+        () = async {
+            stopped(shutdown).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open after the grace period, dropping them");
+        }
+    }
+}
+
+/// Rebuilds the list after reports (at most every `interval`) and when a gateway goes stale.
+async fn rebuild_loop(state: Shared, interval: Duration, shutdown: watch::Receiver<bool>) {
+    let mut next_expiry = state.rebuild_now();
+    loop {
+        let wake_at = next_expiry.map(|ms| {
+            // One extra millisecond: at `expiry` itself the gateway is exactly stale.
+            tokio::time::Instant::from_std(state.clock.instant_at(ms.saturating_add(1)))
+        });
+        tokio::select! {
+            () = state.rebuild.notified() => {}
+            () = sleep_until(wake_at) => {}
+            () = stopped(shutdown.clone()) => return,
+        }
+        next_expiry = state.rebuild_now();
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stopped(shutdown.clone()) => return,
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no deadline.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT, then stops gracefully.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    // Signals first: a SIGTERM that arrives while starting still stops cleanly.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    tether_daemon::signals::spawn(move |event| match event {
+        tether_daemon::signals::SignalEvent::Stop => {
+            let _ = stop_tx.send(());
+        }
+        tether_daemon::signals::SignalEvent::Reload => {
+            tracing::info!("SIGHUP: nothing to reload (restart to change the configuration)");
+        }
+    })?;
+    let service = Service::start(&config)?;
+    tracing::info!(
+        addr = %service.local_addr(),
+        workers = config.worker_count(),
+        window = config.window,
+        stale_after_ms = config.stale_after_ms,
+        top_n = config.top_n,
+        "ipconfig listening"
+    );
+    tether_daemon::notify::ready();
+    let _ = stop_rx.recv();
+    tracing::info!("stopping");
+    tether_daemon::notify::stopping();
+    service.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
