@@ -2,10 +2,12 @@
 //! one `main` with a `check` subcommand ([`cli`]),
 //! a TOML config layered under env vars and flags with a `check` that lists every error
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
-//! ([`signals`]), and systemd readiness notification ([`notify`]).
+//! ([`signals`]), systemd readiness notification ([`notify`]), and the open-files limit
+//! ([`rlimit`]).
 
 pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod notify;
+pub mod rlimit;
 pub mod signals;

@@ -70,6 +70,21 @@ impl Proc {
         }
     }
 
+    /// Runs `command` through `sh -c` (for a `ulimit` before an `exec`).
+    pub fn spawn_shell(command: &str) -> Proc {
+        let child = Command::new("sh")
+            .args(["-c", command])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+        Proc {
+            child,
+            name: command.to_string(),
+        }
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: i32) {
         let pid = self.child.id() as libc::pid_t;
@@ -138,7 +153,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A client on an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_nodelay(true).expect("nodelay");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -185,6 +204,29 @@ impl Client {
                 Err(e) => panic!("reading a reply: {e} ({:?})", e.kind()),
             }
         }
+    }
+
+    /// The next frame within `timeout`, or `None` on timeout, EOF or reset.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Reply> {
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        let reply = loop {
+            if let Ok(Some((frame, used))) = self.decoder.decode(&self.buf) {
+                let reply = Reply {
+                    kind: frame.kind,
+                    id: frame.id,
+                    body: frame.body.to_vec(),
+                };
+                self.buf.drain(..used);
+                break Some(reply);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let _ = self.stream.set_read_timeout(Some(Duration::from_secs(5)));
+        reply
     }
 
     /// The next frame, which must exist.

@@ -599,3 +599,75 @@ fn fake_node(mut s: std::net::TcpStream) {
         }
     }
 }
+
+/// Out of descriptors (EMFILE): the acceptor sheds new connections with its reserve
+/// descriptor instead of spinning, clients already in keep working, and accepting resumes
+/// when descriptors free up. The hard limit is lowered for the gateway alone.
+#[test]
+fn running_out_of_descriptors_sheds_without_spinning() {
+    let (_nodes, addrs) = cluster(1);
+    let (listen, admin) = (free_addr(), free_addr());
+    let cmd = format!(
+        "ulimit -n 64 && exec {} --listen {listen} --admin {admin} --node {} --reactors 2 --pin-cores false",
+        tether_e2e::binary("tether-gateway").display(),
+        addrs[0]
+    );
+    let gw = Proc::spawn_shell(&cmd);
+    tether_e2e::wait_for_port(listen, Duration::from_secs(10));
+
+    // Fill the table: connect until the gateway stops answering PINGs on new connections.
+    let mut held = Vec::new();
+    for id in 0..80u64 {
+        let Ok(stream) = std::net::TcpStream::connect(listen) else {
+            break;
+        };
+        let mut c = Client::from_stream(stream);
+        c.send_frame(Kind::Ping, id, b"");
+        match c.recv_timeout(Duration::from_millis(500)) {
+            Some(r) if r.kind == Kind::Pong => held.push(c),
+            _ => break, // shed: closed without an answer
+        }
+    }
+    assert!(held.len() >= 10 && held.len() < 64, "held {}", held.len());
+
+    // While shedding, the acceptor does not spin: a second of pressure costs little CPU.
+    let cpu_before = cpu_seconds(gw.child.id());
+    let pressure: Vec<_> = (0..20)
+        .filter_map(|_| std::net::TcpStream::connect(listen).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let burned = cpu_seconds(gw.child.id()) - cpu_before;
+    assert!(
+        burned < 0.5,
+        "gateway used {burned:.2} s of CPU in 1 s while out of descriptors"
+    );
+    drop(pressure);
+
+    // Connections already in are unaffected.
+    for (i, c) in held.iter_mut().enumerate().take(5) {
+        c.send_frame(Kind::Data, 1000 + i as u64, b"still served");
+        assert_eq!(c.expect().body, b"still served");
+    }
+    // Freeing descriptors lets new clients in again.
+    held.truncate(held.len() - 5);
+    eventually(Duration::from_secs(3), "accepting again", || {
+        let Ok(stream) = std::net::TcpStream::connect(listen) else {
+            return false;
+        };
+        let mut c = Client::from_stream(stream);
+        c.send_frame(Kind::Ping, 7, b"");
+        matches!(c.recv_timeout(Duration::from_millis(300)), Some(r) if r.kind == Kind::Pong)
+    });
+    // The admin listener shares the descriptor table, so it is asked only now.
+    assert!(metric(admin, "tether_gateway_connections_rejected_total") >= 1.0);
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}

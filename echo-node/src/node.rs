@@ -157,6 +157,7 @@ impl Node {
 
 /// Runs a node until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    tether_daemon::rlimit::raise_and_log();
     let node = Node::start(&config)?;
     tracing::info!(
         addr = %node.local_addr(),

@@ -265,6 +265,7 @@ impl Gateway {
 /// Runs a gateway until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads the config file
 /// (`opts` say where it is and which flags override it).
 pub fn run(opts: &Opts, config: Config) -> anyhow::Result<()> {
+    tether_daemon::rlimit::raise_and_log();
     let mut gateway = Gateway::start(config.clone())?;
     tracing::info!(
         listen = ?gateway.local_addrs(),
