@@ -3,11 +3,12 @@
 //! a TOML config layered under env vars and flags with a `check` that lists every error
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]), and the open-files limit
-//! ([`rlimit`]).
+//! ([`rlimit`]), and Prometheus text ([`prometheus`]).
 
 pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod notify;
+pub mod prometheus;
 pub mod rlimit;
 pub mod signals;

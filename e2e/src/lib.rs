@@ -183,13 +183,7 @@ impl Client {
     /// The next frame, or `None` at EOF. Panics on timeout.
     pub fn recv(&mut self) -> Option<Reply> {
         loop {
-            if let Some((frame, used)) = self.decoder.decode(&self.buf).expect("server frame") {
-                let reply = Reply {
-                    kind: frame.kind,
-                    id: frame.id,
-                    body: frame.body.to_vec(),
-                };
-                self.buf.drain(..used);
+            if let Some(reply) = self.take_frame() {
                 return Some(reply);
             }
             let mut chunk = [0u8; 65536];
@@ -210,13 +204,7 @@ impl Client {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Reply> {
         let _ = self.stream.set_read_timeout(Some(timeout));
         let reply = loop {
-            if let Ok(Some((frame, used))) = self.decoder.decode(&self.buf) {
-                let reply = Reply {
-                    kind: frame.kind,
-                    id: frame.id,
-                    body: frame.body.to_vec(),
-                };
-                self.buf.drain(..used);
+            if let Some(reply) = self.take_frame() {
                 break Some(reply);
             }
             let mut chunk = [0u8; 65536];
@@ -227,6 +215,18 @@ impl Client {
         };
         let _ = self.stream.set_read_timeout(Some(Duration::from_secs(5)));
         reply
+    }
+
+    /// A complete frame from the front of the buffer, if one is there.
+    fn take_frame(&mut self) -> Option<Reply> {
+        let (frame, used) = self.decoder.decode(&self.buf).expect("server frame")?;
+        let reply = Reply {
+            kind: frame.kind,
+            id: frame.id,
+            body: frame.body.to_vec(),
+        };
+        self.buf.drain(..used);
+        Some(reply)
     }
 
     /// The next frame, which must exist.

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use crate::metrics::{render_prometheus, render_stats, GatewayInfo, Metrics};
 
 /// Content type of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_CONTENT_TYPE: &str = tether_daemon::prometheus::CONTENT_TYPE;
 
 /// How long [`Admin::stop`] lets in-flight requests finish before dropping their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -10,7 +10,6 @@
 //! atomics); every value is exact once the writer is quiet, and derived values (open connections)
 //! saturate instead of wrapping.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -608,56 +607,6 @@ pub fn summarize_nodes(reactors: &[Arc<Metrics>]) -> Vec<NodeSummary> {
     out
 }
 
-/// Prometheus text-format writer: HELP/TYPE headers and samples.
-struct Prom {
-    out: String,
-}
-
-impl Prom {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {PREFIX}{name} {help}");
-        let _ = writeln!(self.out, "# TYPE {PREFIX}{name} {kind}");
-    }
-
-    /// One sample; `labels` are (name, value) pairs, values escaped here.
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(PREFIX);
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(k);
-                self.out.push_str("=\"");
-                escape_label(&mut self.out, v);
-                self.out.push('"');
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-
-    /// A family with a single unlabelled sample.
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.header(name, kind, help);
-        self.sample(name, &[], value);
-    }
-}
-
-/// Escapes a label value: backslash, double quote and newline.
-fn escape_label(out: &mut String, v: &str) {
-    for ch in v.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
 /// Seconds from microseconds, for `_sum` and the like.
 fn us_to_s(us: u64) -> f64 {
     us as f64 / 1_000_000.0
@@ -668,9 +617,7 @@ fn us_to_s(us: u64) -> f64 {
 pub fn render_prometheus(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> String {
     let t = Snapshot::sum(reactors);
     let nodes = summarize_nodes(reactors);
-    let mut p = Prom {
-        out: String::with_capacity(8 * 1024),
-    };
+    let mut p = tether_daemon::prometheus::Text::new(PREFIX, 8 * 1024);
 
     p.header(
         "build_info",
@@ -864,7 +811,7 @@ pub fn render_prometheus(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Strin
         "Seconds since the gateway started.",
         info.started.elapsed().as_secs_f64(),
     );
-    p.out
+    p.finish()
 }
 
 /// The same numbers as [`render_prometheus`], as JSON for humans and scripts (`GET /stats`).

@@ -34,7 +34,7 @@ use crate::report::Report;
 use crate::snapshot::{Dealer, Snapshot, SnapshotCell};
 
 /// Content type of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_CONTENT_TYPE: &str = tether_daemon::prometheus::CONTENT_TYPE;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");

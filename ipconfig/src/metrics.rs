@@ -22,7 +22,6 @@
 //! writing in hyper.
 
 use std::cell::Cell;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -288,9 +287,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render_prometheus(&self) -> String {
-        let mut p = Prom {
-            out: String::with_capacity(16 * 1024),
-        };
+        let mut p = tether_daemon::prometheus::Text::new(PREFIX, 16 * 1024);
         p.header(
             "build_info",
             "gauge",
@@ -410,42 +407,7 @@ impl Metrics {
             "Unix time the current list was built.",
             self.generated_at_ms.load(Relaxed) as f64 / 1000.0,
         );
-        p.out
-    }
-}
-
-/// Prometheus text-format writer: HELP/TYPE headers and samples.
-struct Prom {
-    out: String,
-}
-
-impl Prom {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {PREFIX}{name} {help}");
-        let _ = writeln!(self.out, "# TYPE {PREFIX}{name} {kind}");
-    }
-
-    /// One sample; label values contain nothing that needs escaping (they are fixed
-    /// strings chosen here).
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(PREFIX);
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{v}\"");
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.header(name, kind, help);
-        self.sample(name, &[], value);
+        p.finish()
     }
 }
 
