@@ -1,9 +1,10 @@
 //! One peer socket (a client or a gateway's backend link) and its two buffers.
 //!
 //! The read buffer holds only a partial frame: complete frames are decoded in place from the
-//! reactor's scratch buffer, and an idle connection holds no buffer at all. The write buffer
+//! reactor's scratch buffer, and an idle connection holds no read buffer. The write buffer
 //! holds replies the socket has not taken yet; every reply produced by one read is written
-//! with one `write` call.
+//! with one `write` call. Once written, it is kept for the next replies (a node's peers are
+//! few and busy gateways) unless it grew past 64 KiB.
 
 use std::io::{self, Read, Write};
 

@@ -1,25 +1,33 @@
 //! Per-reactor free lists of buffers, so the data path does not go to the allocator for
 //! every busy connection or every in-flight request.
+//!
+//! Each pool keeps at most `keep` buffers of at most `max_capacity` bytes, so what a burst
+//! leaves behind is bounded: larger buffers, and any beyond `keep`, go back to the
+//! allocator.
 
 use crate::client::ClientIo;
-
-/// Buffers larger than this are freed instead of pooled, so a burst does not pin memory.
-const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 
 /// A free list of byte buffers (request payloads kept for a possible re-send).
 #[derive(Debug)]
 pub struct BufferPool {
     free: Vec<Vec<u8>>,
     keep: usize,
+    max_capacity: usize,
 }
 
 impl BufferPool {
-    /// A pool that keeps at most `keep` free buffers.
-    pub fn new(keep: usize) -> BufferPool {
+    /// A pool that keeps at most `keep` free buffers of at most `max_capacity` bytes.
+    pub fn new(keep: usize, max_capacity: usize) -> BufferPool {
         BufferPool {
             free: Vec::new(),
             keep,
+            max_capacity,
         }
+    }
+
+    /// The most memory the free list can hold.
+    pub fn max_retained(&self) -> usize {
+        self.keep * self.max_capacity
     }
 
     /// An empty buffer, reused when one is free.
@@ -29,7 +37,7 @@ impl BufferPool {
 
     /// Returns a buffer to the pool (or frees it).
     pub fn give(&mut self, mut buf: Vec<u8>) {
-        if self.free.len() < self.keep && buf.capacity() <= MAX_POOLED_CAPACITY {
+        if self.free.len() < self.keep && buf.capacity() <= self.max_capacity {
             buf.clear();
             self.free.push(buf);
         }
@@ -43,13 +51,16 @@ pub struct IoPool {
     #[allow(clippy::vec_box)]
     free: Vec<Box<ClientIo>>,
     keep: usize,
+    max_capacity: usize,
 }
 
 impl IoPool {
-    pub fn new(keep: usize) -> IoPool {
+    /// A pool that keeps at most `keep` boxes, each buffer trimmed to `max_capacity`.
+    pub fn new(keep: usize, max_capacity: usize) -> IoPool {
         IoPool {
             free: Vec::new(),
             keep,
+            max_capacity,
         }
     }
 
@@ -61,10 +72,10 @@ impl IoPool {
         if self.free.len() >= self.keep {
             return;
         }
-        if io.partial.capacity() > MAX_POOLED_CAPACITY {
+        if io.partial.capacity() > self.max_capacity {
             io.partial = Vec::new();
         }
-        if io.out.capacity() > MAX_POOLED_CAPACITY {
+        if io.out.capacity() > self.max_capacity {
             io.out = Vec::new();
         }
         io.partial.clear();
@@ -80,7 +91,8 @@ mod tests {
 
     #[test]
     fn buffers_are_reused_and_big_ones_freed() {
-        let mut pool = BufferPool::new(2);
+        let mut pool = BufferPool::new(2, 1024);
+        assert_eq!(pool.max_retained(), 2048);
         let mut a = pool.take();
         a.extend_from_slice(b"hello");
         let ptr = a.as_ptr();
@@ -88,13 +100,13 @@ mod tests {
         let b = pool.take();
         assert!(b.is_empty());
         assert_eq!(b.as_ptr(), ptr);
-        pool.give(vec![0; MAX_POOLED_CAPACITY + 1]);
+        pool.give(vec![0; 1025]);
         assert!(pool.take().capacity() == 0);
     }
 
     #[test]
     fn io_boxes_come_back_clean() {
-        let mut pool = IoPool::new(4);
+        let mut pool = IoPool::new(4, 1024);
         let mut io = pool.take();
         io.partial.extend_from_slice(b"x");
         io.out.extend_from_slice(b"y");

@@ -119,8 +119,9 @@ impl Reactor {
             balancer: balance::new(settings.balance, seed(setup.index)),
             next_backend_token: BACKEND_BASE,
             scratch: vec![0; SCRATCH],
-            io_pool: IoPool::new(1024),
-            payloads: BufferPool::new(16 * 1024),
+            // At most 1,024 × 2 × 16 KiB and 4,096 × 4 KiB kept after a burst.
+            io_pool: IoPool::new(1024, 16 * 1024),
+            payloads: BufferPool::new(4096, 4 * 1024),
             dirty_clients: Vec::new(),
             dirty_backends: Vec::new(),
             watch: Vec::new(),
