@@ -54,9 +54,35 @@ impl Text {
         self.sample(name, &[], value);
     }
 
+    /// The `build_info` family: always 1, with the build's version as a label.
+    pub fn build_info(&mut self, version: &str) {
+        self.header(
+            "build_info",
+            "gauge",
+            "Always 1; the version label says which build is running.",
+        );
+        self.sample("build_info", &[("version", version)], 1);
+    }
+
     /// The finished page.
     pub fn finish(self) -> String {
         self.out
+    }
+}
+
+/// The value of `series` (a metric name with its `{labels}` exactly as written, prefix
+/// included) in a text page, when exactly one sample has it. For tests and tools that read
+/// what a daemon exposes.
+pub fn read_sample(text: &str, series: &str) -> Option<f64> {
+    let mut hits = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(s, _)| *s == series)
+        .map(|(_, v)| v.parse::<f64>());
+    match (hits.next(), hits.next()) {
+        (Some(Ok(value)), None) => Some(value),
+        _ => None,
     }
 }
 
@@ -88,5 +114,14 @@ mod tests {
              x_a_total{k=\"q\\\"uo\\\\te\\n\"} 3\n\
              # HELP x_b A b.\n# TYPE x_b gauge\nx_b 1.5\n"
         );
+    }
+
+    #[test]
+    fn reads_back_exactly_one_sample() {
+        let page = "# TYPE x_a counter\nx_a{k=\"v\"} 3\nx_b 1.5\nx_c 1\nx_c 2\n";
+        assert_eq!(read_sample(page, "x_a{k=\"v\"}"), Some(3.0));
+        assert_eq!(read_sample(page, "x_b"), Some(1.5));
+        assert_eq!(read_sample(page, "x_a"), None);
+        assert_eq!(read_sample(page, "x_c"), None, "two samples of one series");
     }
 }

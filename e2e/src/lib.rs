@@ -57,8 +57,12 @@ impl Proc {
     /// Starts `name` (a workspace binary) with `args`; stderr is inherited so failures show
     /// in the test output.
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
-        let child = Command::new(binary(name))
-            .args(args)
+        spawn_with_env(name, args, &[])
+    }
+
+    /// Starts `command` quietly (no stdin, no stdout, `RUST_LOG=warn`), named `name`.
+    fn start(mut command: Command, name: &str) -> Proc {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .env("RUST_LOG", "warn")
@@ -72,17 +76,9 @@ impl Proc {
 
     /// Runs `command` through `sh -c` (for a `ulimit` before an `exec`).
     pub fn spawn_shell(command: &str) -> Proc {
-        let child = Command::new("sh")
-            .args(["-c", command])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
-        Proc {
-            child,
-            name: command.to_string(),
-        }
+        let mut sh = Command::new("sh");
+        sh.args(["-c", command]);
+        Proc::start(sh, command)
     }
 
     /// Sends `signal` to the process.
@@ -367,18 +363,9 @@ pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
 
 /// Starts `name` (a workspace binary) with `args` and the extra environment `env`.
 pub fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let child = Command::new(binary(name))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    Proc {
-        child,
-        name: name.to_string(),
-    }
+    let mut command = Command::new(binary(name));
+    command.args(args).envs(env.iter().copied());
+    Proc::start(command, name)
 }
 
 /// A tether-ipconfig on a free loopback port, started with `extra` flags.

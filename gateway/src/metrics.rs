@@ -619,12 +619,7 @@ pub fn render_prometheus(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Strin
     let nodes = summarize_nodes(reactors);
     let mut p = tether_daemon::prometheus::Text::new(PREFIX, 8 * 1024);
 
-    p.header(
-        "build_info",
-        "gauge",
-        "Always 1; the version label says which gateway build is running.",
-    );
-    p.sample("build_info", &[("version", info.version)], 1);
+    p.build_info(info.version);
 
     p.single(
         "connections_open",
@@ -975,20 +970,8 @@ mod tests {
 
     /// `name{labels} value` → value, for the one sample with exactly this name and labels.
     fn value(text: &str, series: &str) -> f64 {
-        let hits: Vec<f64> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter(|(s, _)| *s == series)
-            .map(|(_, v)| v.parse().unwrap())
-            .collect();
-        assert_eq!(
-            hits.len(),
-            1,
-            "series {series} appears {} times",
-            hits.len()
-        );
-        hits[0]
+        tether_daemon::prometheus::read_sample(text, series)
+            .unwrap_or_else(|| panic!("{series} is not exactly one sample in\n{text}"))
     }
 
     #[test]

@@ -72,15 +72,8 @@ fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
 }
 
 fn value(text: &str, series: &str) -> f64 {
-    let hits: Vec<f64> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(s, _)| *s == series)
-        .map(|(_, v)| v.parse().unwrap())
-        .collect();
-    assert_eq!(hits.len(), 1, "{series} in\n{text}");
-    hits[0]
+    tether_daemon::prometheus::read_sample(text, series)
+        .unwrap_or_else(|| panic!("{series} is not exactly one sample in\n{text}"))
 }
 
 fn setup() -> (Admin, Vec<Arc<Metrics>>, Arc<GatewayInfo>) {

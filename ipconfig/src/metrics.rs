@@ -288,12 +288,7 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render_prometheus(&self) -> String {
         let mut p = tether_daemon::prometheus::Text::new(PREFIX, 16 * 1024);
-        p.header(
-            "build_info",
-            "gauge",
-            "Always 1; the version label says which build is running.",
-        );
-        p.sample("build_info", &[("version", self.version)], 1);
+        p.build_info(self.version);
         p.single(
             "uptime_seconds",
             "gauge",
@@ -417,15 +412,8 @@ mod tests {
 
     /// `name{labels} value` → value, for the one sample with exactly this series.
     fn value(text: &str, series: &str) -> f64 {
-        let hits: Vec<f64> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter(|(s, _)| *s == series)
-            .map(|(_, v)| v.parse().unwrap())
-            .collect();
-        assert_eq!(hits.len(), 1, "{series} appears {} times", hits.len());
-        hits[0]
+        tether_daemon::prometheus::read_sample(text, series)
+            .unwrap_or_else(|| panic!("{series} is not exactly one sample in\n{text}"))
     }
 
     #[test]
