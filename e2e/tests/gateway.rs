@@ -193,10 +193,16 @@ fn no_healthy_node_answers_no_backend_at_once() {
 fn max_connections_is_overloaded_at_accept() {
     let (_nodes, addrs) = cluster(1);
     let (_gw, listen, admin) = gateway(&addrs, &["--max-connections", "2"]);
-    // The start-up probe was a connection too: let the gateway see it close first.
-    eventually(Duration::from_secs(3), "no connection open", || {
-        metric(admin, "tether_gateway_connections_open ") == 0.0
-    });
+    // The start-up probe (wait_for_port) was a connection too. The kernel completes it before
+    // the acceptor takes it, so wait until the gateway has both accepted it and seen it close.
+    eventually(
+        Duration::from_secs(3),
+        "the probe accepted and closed",
+        || {
+            metric(admin, "tether_gateway_connections_accepted_total") >= 1.0
+                && metric(admin, "tether_gateway_connections_open ") == 0.0
+        },
+    );
     let mut held = Vec::new();
     for id in 0..2 {
         let mut c = Client::connect(listen);
