@@ -1,4 +1,6 @@
-//! Parsers for structured bodies: routed backend bodies, ERROR and NODE_ERROR.
+//! Parsers for structured bodies: routed bodies (REQUEST, RESPONSE and the state kinds that
+//! start with a route), ERROR, route + code + reason (NODE_ERROR, LOGIN_FAIL, KICK) and route
+//! lists (ANNOUNCE, HEARTBEAT).
 //!
 //! They borrow from the frame's body and never allocate. A body too short for its fixed part
 //! is a [`BodyError`]; the receiver treats it as BAD_FRAME.
@@ -12,6 +14,8 @@ pub enum BodyError {
     TooShort { len: usize, need: usize },
     #[error("reason is not valid UTF-8")]
     ReasonNotUtf8,
+    #[error("a route list of {len} bytes is not a whole number of 8-byte routes")]
+    PartialRoute { len: usize },
 }
 
 /// A backend body: the u64 route key, then the payload (REQUEST, RESPONSE).
@@ -44,7 +48,7 @@ impl<'a> ErrorBody<'a> {
     }
 }
 
-/// A NODE_ERROR body: route + u16 code + UTF-8 reason.
+/// A NODE_ERROR body: route + u16 code + UTF-8 reason. LOGIN_FAIL and KICK share the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeErrorBody<'a> {
     pub route: u64,
@@ -68,6 +72,16 @@ impl<'a> NodeErrorBody<'a> {
             reason: error.reason,
         })
     }
+}
+
+/// A route-list body (ANNOUNCE, HEARTBEAT): n × u64 route, n ≥ 0.
+pub fn routes(body: &[u8]) -> Result<impl Iterator<Item = u64> + '_, BodyError> {
+    if body.len() % 8 != 0 {
+        return Err(BodyError::PartialRoute { len: body.len() });
+    }
+    Ok(body
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
 }
 
 fn split_u64(body: &[u8]) -> Result<(u64, &[u8]), BodyError> {
@@ -94,6 +108,31 @@ fn split_u16(body: &[u8]) -> Result<(u16, &[u8]), BodyError> {
 mod tests {
     use super::*;
     use crate::{encode, Decoder, ErrorCode, Kind};
+
+    #[test]
+    fn route_lists_round_trip_and_reject_a_partial_route() {
+        let decoder = Decoder::default();
+        let mut out = Vec::new();
+        encode::routes(&mut out, Kind::Heartbeat, &[1, u64::MAX, 7]);
+        let (frame, _) = decoder.decode(&out).unwrap().unwrap();
+        assert_eq!((frame.kind, frame.id), (Kind::Heartbeat, 0));
+        assert_eq!(
+            routes(frame.body).unwrap().collect::<Vec<_>>(),
+            [1, u64::MAX, 7]
+        );
+        assert_eq!(routes(&[]).unwrap().count(), 0);
+        assert_eq!(
+            routes(&[0; 9]).err(),
+            Some(BodyError::PartialRoute { len: 9 })
+        );
+
+        out.clear();
+        encode::routed_error(&mut out, Kind::Kick, 0, 9, ErrorCode::Kicked, "replaced");
+        let (frame, _) = decoder.decode(&out).unwrap().unwrap();
+        let parsed = NodeErrorBody::parse(frame.body).unwrap();
+        assert_eq!((frame.kind, parsed.route, parsed.code), (Kind::Kick, 9, 12));
+        assert_eq!(parsed.reason, "replaced");
+    }
 
     #[test]
     fn parses_what_the_encoders_write() {

@@ -48,10 +48,30 @@ pub fn error(out: &mut Vec<u8>, id: u64, code: ErrorCode, reason: &str) {
 
 /// Appends a NODE_ERROR frame: route + u16 code + UTF-8 reason.
 pub fn node_error(out: &mut Vec<u8>, id: u64, route: u64, code: ErrorCode, reason: &str) {
-    header(out, Kind::NodeError, 0, id, 8 + 2 + reason.len());
+    routed_error(out, Kind::NodeError, id, route, code, reason);
+}
+
+/// Appends a frame whose body is route + u16 code + UTF-8 reason: NODE_ERROR, LOGIN_FAIL, KICK.
+pub fn routed_error(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    id: u64,
+    route: u64,
+    code: ErrorCode,
+    reason: &str,
+) {
+    header(out, kind, 0, id, 8 + 2 + reason.len());
     out.extend_from_slice(&route.to_be_bytes());
     out.extend_from_slice(&code.as_u16().to_be_bytes());
     out.extend_from_slice(reason.as_bytes());
+}
+
+/// Appends a frame whose body is a list of u64 routes (ANNOUNCE, HEARTBEAT).
+pub fn routes(out: &mut Vec<u8>, kind: Kind, routes: &[u64]) {
+    header(out, kind, 0, 0, 8 * routes.len());
+    for route in routes {
+        out.extend_from_slice(&route.to_be_bytes());
+    }
 }
 
 #[cfg(test)]

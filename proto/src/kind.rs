@@ -1,7 +1,8 @@
 //! The `kind` byte of the header: which message a frame carries.
 //!
-//! Client kinds (0x01–0x0A) travel between clients and the gateway; backend kinds
-//! (0x81–0x85) between the gateway and echo nodes. Which kinds a receiver accepts in which
+//! Client kinds (0x01–0x0A) travel between clients and the gateway; state kinds (0x40–0x5F)
+//! between gateways and the state daemon over its Unix socket; backend kinds (0x81–0x85)
+//! between the gateway and echo nodes. Which kinds a receiver accepts in which
 //! direction is the receiver's business; this enum only says which bytes are kinds at all.
 
 /// A frame kind known to protocol v1.
@@ -28,6 +29,34 @@ pub enum Kind {
     GoAway = 0x09,
     /// g→c: an error (body: u16 code + UTF-8 reason).
     Error = 0x0A,
+    /// g→s: first frame on a state link (body: the gateway id, UTF-8).
+    Hello = 0x40,
+    /// s→g: the link is accepted (body: JSON `{"heartbeat_s","resume_window_s","max_pending"}`).
+    HelloOk = 0x41,
+    /// g→s: live logged-in routes after (re)connecting (body: n × u64 route).
+    Announce = 0x42,
+    /// g→s: the announcement is complete (empty body).
+    AnnounceEnd = 0x43,
+    /// g→s: a client's LOGIN (body: u64 route + token).
+    StateLogin = 0x44,
+    /// s→g: login or resume accepted (body: u64 route + the client's LOGIN_OK JSON).
+    StateLoginOk = 0x45,
+    /// s→g: login or resume refused (body: u64 route + u16 code + reason).
+    LoginFail = 0x46,
+    /// g→s: these routes showed life (body: n × u64 route).
+    Heartbeat = 0x47,
+    /// g→s: a logged-in connection closed (body: u64 route + UTF-8 reason).
+    Closed = 0x48,
+    /// g→s: a client's RESUME (body: u64 route + resume token).
+    StateResume = 0x49,
+    /// g→s: a client's ACK (id = message id; body: u64 route).
+    StateAck = 0x4B,
+    /// s→g: close this client (body: u64 route + u16 code + reason).
+    Kick = 0x50,
+    /// s→g: deliver a push (id = message id; body: u64 route + payload).
+    StatePush = 0x51,
+    /// s→g: the link is refused or broken; the daemon closes it (body: u16 code + reason).
+    StateError = 0x5F,
     /// g→n: a client request (body: u64 route + payload).
     Request = 0x81,
     /// n→g: the reply to a REQUEST (body: u64 route + payload).
@@ -42,7 +71,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind of protocol v1, in wire order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 29] = [
         Kind::Login,
         Kind::LoginOk,
         Kind::Ping,
@@ -53,6 +82,20 @@ impl Kind {
         Kind::Resume,
         Kind::GoAway,
         Kind::Error,
+        Kind::Hello,
+        Kind::HelloOk,
+        Kind::Announce,
+        Kind::AnnounceEnd,
+        Kind::StateLogin,
+        Kind::StateLoginOk,
+        Kind::LoginFail,
+        Kind::Heartbeat,
+        Kind::Closed,
+        Kind::StateResume,
+        Kind::StateAck,
+        Kind::Kick,
+        Kind::StatePush,
+        Kind::StateError,
         Kind::Request,
         Kind::Response,
         Kind::NodePing,
@@ -73,6 +116,20 @@ impl Kind {
             0x08 => Kind::Resume,
             0x09 => Kind::GoAway,
             0x0A => Kind::Error,
+            0x40 => Kind::Hello,
+            0x41 => Kind::HelloOk,
+            0x42 => Kind::Announce,
+            0x43 => Kind::AnnounceEnd,
+            0x44 => Kind::StateLogin,
+            0x45 => Kind::StateLoginOk,
+            0x46 => Kind::LoginFail,
+            0x47 => Kind::Heartbeat,
+            0x48 => Kind::Closed,
+            0x49 => Kind::StateResume,
+            0x4B => Kind::StateAck,
+            0x50 => Kind::Kick,
+            0x51 => Kind::StatePush,
+            0x5F => Kind::StateError,
             0x81 => Kind::Request,
             0x82 => Kind::Response,
             0x83 => Kind::NodePing,
@@ -100,6 +157,20 @@ impl Kind {
             Kind::Resume => "RESUME",
             Kind::GoAway => "GOAWAY",
             Kind::Error => "ERROR",
+            Kind::Hello => "HELLO",
+            Kind::HelloOk => "HELLO_OK",
+            Kind::Announce => "ANNOUNCE",
+            Kind::AnnounceEnd => "ANNOUNCE_END",
+            Kind::StateLogin => "STATE_LOGIN",
+            Kind::StateLoginOk => "STATE_LOGIN_OK",
+            Kind::LoginFail => "LOGIN_FAIL",
+            Kind::Heartbeat => "HEARTBEAT",
+            Kind::Closed => "CLOSED",
+            Kind::StateResume => "STATE_RESUME",
+            Kind::StateAck => "STATE_ACK",
+            Kind::Kick => "KICK",
+            Kind::StatePush => "STATE_PUSH",
+            Kind::StateError => "STATE_ERROR",
             Kind::Request => "REQUEST",
             Kind::Response => "RESPONSE",
             Kind::NodePing => "NODE_PING",

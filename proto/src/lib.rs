@@ -24,7 +24,7 @@ pub mod error_code;
 pub mod frame;
 pub mod kind;
 
-pub use body::{BodyError, ErrorBody, NodeErrorBody, Routed};
+pub use body::{routes, BodyError, ErrorBody, NodeErrorBody, Routed};
 pub use decode::{drain_frames, feed, DecodeError, Decoder};
 pub use error_code::ErrorCode;
 pub use frame::{Frame, DEFAULT_MAX_BODY, HEADER_LEN, LEN_FIELD_LEN, MIN_LEN};

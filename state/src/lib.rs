@@ -1,19 +1,144 @@
-//! `tether-state` will be Tether's state daemon: the process behind a Unix domain socket that
-//! holds every connection's session, its heartbeat and resume timers, and its queue of pushes
-//! waiting for an ACK (see `design.md`).
+//! `tether-state`: Tether's state daemon, the process behind a Unix domain socket that holds
+//! every logged-in connection's session, its heartbeat and resume timers, and its queue of
+//! pushes waiting for an ACK (see `design.md`, `doc/state.md` and the state kinds in
+//! `doc/protocol.md`).
 //!
-//! **The daemon is not written yet.** Today this crate holds the two building blocks it will
-//! stand on, each self-contained and tested on its own:
-//!
-//! - [`journal`]: an append-only, checksummed journal with a Redis-style fsync policy and
-//!   snapshot compaction, so sessions and unacknowledged pushes survive a restart (SIGKILL and
-//!   machine crashes included, within what the policy promises).
-//! - [`wheel`]: a hierarchical timing wheel with O(1) insert, cancel and per-tick expiry for the
-//!   hundreds of thousands of heartbeat deadlines, resume windows and push retransmits the
-//!   daemon keeps, plus [`wheel::backoff_ms`], the capped exponential retransmit schedule.
-//!
-//! Both are sans-IO about time: the caller passes "now" in, so tests drive them
-//! deterministically and the daemon's single event loop owns the clock.
+//! - [`server`]: the one event loop (mio): socket, gateway links, timers, journal.
+//! - [`store`]: the sessions and every change to them, sans-IO.
+//! - [`session`], [`token`], [`record`]: a session, a login token, a journal record.
+//! - [`journal`], [`wheel`]: the crash-safe journal and the timing wheel underneath.
+//! - [`http`]: the push API; [`socket`]: binding the Unix socket; [`config`], [`metrics`].
 
+pub mod config;
+pub mod http;
 pub mod journal;
+pub mod link;
+pub mod metrics;
+pub mod record;
+pub mod server;
+pub mod session;
+pub mod socket;
+pub mod store;
+pub mod token;
 pub mod wheel;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tether_daemon::signals::{self, SignalEvent};
+
+pub use config::{Config, Opts};
+
+/// Runs the daemon until SIGTERM; `opts` is kept to re-read the configuration on SIGHUP.
+pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
+    tracing::info!(
+        config = %tether_daemon::config::render(&config, config::SECRET_KEYS),
+        "starting tether-state"
+    );
+    let secret = config.secret().context("reading the JWT secret")?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let clock = server::Clock::new();
+
+    // The journal first: its lock keeps a second daemon off the same state.
+    let started = std::time::Instant::now();
+    let (journal, replay) = journal::Journal::open(&config.journal, config.journal_fsync)
+        .with_context(|| format!("opening the journal in {}", config.journal.display()))?;
+    let now = clock.now();
+    let mut store = store::Store::new(store::Rules::new(&config, secret), metrics.clone(), now);
+    for record in &replay {
+        store
+            .replay(record, now)
+            .context("replaying the journal: a record does not parse")?;
+    }
+    store.finish_replay(now);
+    tracing::info!(
+        generation = replay.generation(),
+        records = replay.len(),
+        sessions = store.len(),
+        torn_tail = replay.torn_tail.is_some(),
+        ms = started.elapsed().as_millis() as u64,
+        "journal replayed"
+    );
+    drop(replay);
+
+    let listener = socket::bind(&config.socket).context("binding the state socket")?;
+    let poll = mio::Poll::new().context("creating the poller")?;
+    let waker =
+        Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).context("creating the waker")?);
+    let (commands_tx, commands_rx) = crossbeam_channel::bounded(16 * 1024);
+    let http = http::Http::start(
+        config.http,
+        http::LoopHandle {
+            commands: commands_tx,
+            waker: waker.clone(),
+        },
+        metrics.clone(),
+        config.max_payload,
+        env!("CARGO_PKG_VERSION"),
+    )
+    .with_context(|| format!("starting the HTTP listener on {}", config.http))?;
+
+    let signal = Arc::new(AtomicU8::new(server::RUN));
+    {
+        let (signal, waker) = (signal.clone(), waker.clone());
+        signals::spawn(move |event| {
+            let value = match event {
+                SignalEvent::Stop => server::STOP,
+                SignalEvent::Reload => server::RELOAD,
+            };
+            signal.store(value, Ordering::Relaxed);
+            let _ = waker.wake();
+        })
+        .context("installing signal handlers")?;
+    }
+
+    let mut server = server::Server::new(
+        poll,
+        listener,
+        waker,
+        commands_rx,
+        store,
+        journal,
+        config.compact_bytes,
+        metrics,
+        clock,
+        signal,
+    )
+    .context("registering the state socket")?;
+    tracing::info!(
+        socket = %config.socket.display(),
+        http = %http.local_addr(),
+        "listening"
+    );
+    tether_daemon::notify::ready();
+
+    let result = server.run(|store, journal| reload(&opts, store, journal));
+    drop(http);
+    if let Err(e) = std::fs::remove_file(&config.socket) {
+        tracing::warn!(error = %e, "could not remove the socket file");
+    }
+    result
+}
+
+/// SIGHUP: the rules (secret, timings, limits) and the fsync policy change; the socket, the
+/// HTTP address and the journal directory need a restart.
+fn reload(opts: &Opts, store: &mut store::Store, journal: &mut journal::Journal) {
+    let config = match opts.load() {
+        Ok(config) => config,
+        Err(errors) => {
+            return tracing::error!("SIGHUP: configuration refused, nothing changed:\n{errors}")
+        }
+    };
+    let secret = match config.secret() {
+        Ok(secret) => secret,
+        Err(e) => {
+            return tracing::error!(error = %e, "SIGHUP: cannot read the JWT secret, nothing changed")
+        }
+    };
+    store.set_rules(store::Rules::new(&config, secret));
+    if let Err(e) = journal.set_policy(config.journal_fsync) {
+        tracing::error!(error = %e, "SIGHUP: cannot change the fsync policy");
+    }
+    tracing::info!("SIGHUP: configuration reloaded");
+}

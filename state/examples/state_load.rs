@@ -1,0 +1,725 @@
+//! A load client for `tether-state`: it plays gateways on the daemon's Unix socket, for
+//! `bench/state.sh`. Not a test: a measurement to read.
+//!
+//! ```text
+//! cargo build --release -p tether-state --example state_load
+//! target/release/examples/state_load mix  --socket S --secret X [--conns 50 --depth 16 --duration 10 --warmup 2]
+//! target/release/examples/state_load fill --socket S --secret X [--sessions 1000000 --conns 4]
+//! ```
+//!
+//! **mix** — every connection is its own gateway (HELLO with its own gateway id, then an empty
+//! announcement) and sends batches of `--depth` commands in one write, the next batch only
+//! once the previous one is fully answered, like `redis-benchmark -P`. A batch is
+//!
+//! ```text
+//! L × CLOSED (the connection's oldest sessions) · (depth − 2L) × HEARTBEAT (one route each,
+//! round robin over the live sessions) · L × STATE_LOGIN (new routes)
+//! ```
+//!
+//! with L = `--logins-per-batch` (default 2: 16 = 2 + 12 + 2, so each session sees one LOGIN,
+//! six HEARTBEATs and one CLOSED). Only LOGINs are answered, in order, so the last LOGIN_OK of
+//! a batch says that the daemon has processed the whole batch. Each connection starts with
+//! `--pool` sessions logged in (before timing) and keeps that many live. Devices come from a
+//! ring of `--devices` tokens per connection, all signed before the timed part (the daemon's
+//! verification is part of the work; the client's signing is not); a device logs in again
+//! long after its previous session was CLOSED, as a reconnecting device does. Commands that
+//! complete inside the `--duration` window after `--warmup` are counted. One JSON line on
+//! stdout: commands/s, logins/s, batch latency, the client's own CPU use, failures.
+//!
+//! **fill** — logs in `--sessions` distinct devices over `--conns` links, up to `--depth`
+//! LOGINs outstanding per link, signing tokens as it goes, prints one JSON line once every
+//! LOGIN is answered, then keeps the links open (no heartbeats: run the daemon with a large
+//! `--heartbeat-s`) for `--hold` seconds (default: until killed), so that the daemon's memory
+//! can be read with every session in place.
+//!
+//! Exit status 1 on a failure that makes the numbers meaningless: a STATE_ERROR, a link the
+//! daemon closed, a reply that does not match, a stall. LOGIN_FAILs and KICKs are counted and
+//! reported; the caller decides.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use mio::net::UnixStream;
+use mio::{Events, Interest, Poll, Token};
+use tether_proto::{encode, feed, Decoder, Frame, Kind, NodeErrorBody, Routed};
+use tether_state::token;
+
+/// The state link's largest body (doc/protocol.md).
+const MAX_BODY: u32 = 1 << 20;
+
+#[derive(Parser)]
+#[command(about = "Load client for tether-state (bench/state.sh)")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// LOGIN/HEARTBEAT/CLOSED batches on N links for a fixed time; prints commands/s.
+    Mix(MixArgs),
+    /// Logs in M sessions as fast as it can, then holds the links open.
+    Fill(FillArgs),
+}
+
+#[derive(Args)]
+struct Link {
+    /// The daemon's Unix socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// The daemon's --jwt-secret.
+    #[arg(long)]
+    secret: String,
+    /// Links (each one gateway).
+    #[arg(long)]
+    conns: usize,
+}
+
+#[derive(Args)]
+struct MixArgs {
+    #[command(flatten)]
+    link: Link,
+    /// Commands per batch (pipeline depth).
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// LOGINs (and CLOSEDs) per batch; the rest are HEARTBEATs.
+    #[arg(long, default_value_t = 2)]
+    logins_per_batch: usize,
+    /// Live sessions per link.
+    #[arg(long, default_value_t = 64)]
+    pool: usize,
+    /// Devices (pre-signed tokens) per link, used round robin.
+    #[arg(long, default_value_t = 4096)]
+    devices: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// The daemon's pid: its CPU use over the measured window goes into the report.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Args)]
+struct FillArgs {
+    #[command(flatten)]
+    link: Link,
+    /// Sessions to log in, in all.
+    #[arg(long)]
+    sessions: u64,
+    /// LOGINs outstanding per link.
+    #[arg(long, default_value_t = 256)]
+    depth: usize,
+    /// Seconds to keep the links open once filled (default: until killed).
+    #[arg(long)]
+    hold: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().mode {
+        Mode::Mix(args) => mix(&args),
+        Mode::Fill(args) => fill(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("state_load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// User + system CPU seconds of process `pid` (all its threads) so far, from /proc.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks)
+}
+
+// ---- one link ---------------------------------------------------------------------------
+
+/// Opens a link as gateway `gateway_id`: HELLO, HELLO_OK, an empty ANNOUNCE + ANNOUNCE_END
+/// (a fresh gateway has no connections), then switches to non-blocking for the event loop.
+fn open_link(socket: &PathBuf, gateway_id: &str) -> Result<UnixStream> {
+    let mut stream =
+        StdUnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    let mut out = Vec::new();
+    encode::frame(&mut out, Kind::Hello, 0, gateway_id.as_bytes());
+    stream.write_all(&out).map_err(|e| format!("HELLO: {e}"))?;
+    let mut buf = Vec::new();
+    let decoder = Decoder::new(MAX_BODY);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("waiting for HELLO_OK: {e}"))?;
+        if n == 0 {
+            return Err("the daemon closed the link after HELLO".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match decoder.decode(&buf) {
+            Ok(None) => continue,
+            Ok(Some((frame, _))) if frame.kind == Kind::HelloOk => break,
+            Ok(Some((frame, _))) => return Err(format!("HELLO answered by {}", describe(&frame))),
+            Err(e) => return Err(format!("HELLO answered by bytes that do not decode: {e}")),
+        }
+    }
+    out.clear();
+    encode::routes(&mut out, Kind::Announce, &[]);
+    encode::frame(&mut out, Kind::AnnounceEnd, 0, &[]);
+    stream
+        .write_all(&out)
+        .map_err(|e| format!("ANNOUNCE_END: {e}"))?;
+    stream
+        .set_nonblocking(true)
+        .map_err(|e| format!("set_nonblocking: {e}"))?;
+    Ok(UnixStream::from_std(stream))
+}
+
+fn describe(frame: &Frame<'_>) -> String {
+    match frame.kind {
+        Kind::StateError => {
+            let code = frame
+                .body
+                .get(..2)
+                .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+            let reason = String::from_utf8_lossy(frame.body.get(2..).unwrap_or_default());
+            format!("STATE_ERROR {code} \"{reason}\"")
+        }
+        kind => format!(
+            "{} (id {}, {} body bytes)",
+            kind.name(),
+            frame.id,
+            frame.body.len()
+        ),
+    }
+}
+
+/// What the daemon said to one link, as far as the load cares.
+#[derive(Default)]
+struct Replies {
+    /// LOGIN request ids sent and not answered yet, oldest first.
+    expected: VecDeque<u64>,
+    login_ok: u64,
+    login_fail: u64,
+    /// LOGIN_FAIL codes seen (code, count), for the report.
+    fail_codes: Vec<(u16, u64)>,
+    kicks: u64,
+    /// The first fatal problem: a STATE_ERROR, an out-of-order reply, an unexpected kind.
+    fatal: Option<String>,
+}
+
+impl Replies {
+    fn on_frame(&mut self, frame: Frame<'_>) -> bool {
+        match frame.kind {
+            Kind::StateLoginOk | Kind::LoginFail => {
+                let Some(want) = self.expected.pop_front() else {
+                    self.fatal = Some(format!("{} with no LOGIN outstanding", describe(&frame)));
+                    return false;
+                };
+                // Our request id is the route, so both must match.
+                let route = Routed::parse(frame.body).map(|r| r.route).ok();
+                if frame.id != want || route != Some(want) {
+                    self.fatal = Some(format!(
+                        "expected the answer to LOGIN {want}, got {} for route {route:?}",
+                        describe(&frame)
+                    ));
+                    return false;
+                }
+                if frame.kind == Kind::StateLoginOk {
+                    self.login_ok += 1;
+                } else {
+                    self.login_fail += 1;
+                    let code = NodeErrorBody::parse(frame.body).map_or(0, |b| b.code);
+                    match self.fail_codes.iter_mut().find(|(c, _)| *c == code) {
+                        Some((_, n)) => *n += 1,
+                        None => self.fail_codes.push((code, 1)),
+                    }
+                }
+                true
+            }
+            Kind::Kick => {
+                self.kicks += 1;
+                true
+            }
+            _ => {
+                self.fatal = Some(format!("unexpected {}", describe(&frame)));
+                false
+            }
+        }
+    }
+}
+
+/// A non-blocking link in the event loop: what is left to write, what is half read.
+struct Conn {
+    stream: UnixStream,
+    out: Vec<u8>,
+    written: usize,
+    partial: Vec<u8>,
+    replies: Replies,
+}
+
+impl Conn {
+    fn new(stream: UnixStream) -> Conn {
+        Conn {
+            stream,
+            out: Vec::with_capacity(64 * 1024),
+            written: 0,
+            partial: Vec::new(),
+            replies: Replies::default(),
+        }
+    }
+
+    /// Writes what it can of `out`; `Ok(true)` once all of it is written.
+    fn flush(&mut self) -> Result<bool> {
+        while self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => return Err("the daemon closed the link (write returned 0)".into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        Ok(true)
+    }
+
+    /// Reads until the socket is empty, handing every frame to `replies`.
+    fn read(&mut self, decoder: &Decoder, buf: &mut [u8]) -> Result<()> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    return Err(match self.replies.fatal.take() {
+                        Some(f) => f,
+                        None => "the daemon closed the link".into(),
+                    })
+                }
+                Ok(n) => {
+                    let replies = &mut self.replies;
+                    feed(decoder, &mut self.partial, &buf[..n], |f| {
+                        replies.on_frame(f)
+                    })
+                    .map_err(|e| format!("reply does not decode: {e}"))?;
+                    if let Some(f) = self.replies.fatal.take() {
+                        return Err(f);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+fn register(poll: &Poll, conns: &mut [Conn]) -> Result<()> {
+    for (i, c) in conns.iter_mut().enumerate() {
+        poll.registry()
+            .register(
+                &mut c.stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| format!("register: {e}"))?;
+    }
+    Ok(())
+}
+
+fn login(out: &mut Vec<u8>, route: u64, token: &str) {
+    encode::routed(out, Kind::StateLogin, route, route, token.as_bytes());
+}
+
+fn fail_codes_json(conns: &[Conn]) -> serde_json::Value {
+    let mut all: Vec<(u16, u64)> = Vec::new();
+    for c in conns {
+        for &(code, n) in &c.replies.fail_codes {
+            match all.iter_mut().find(|(k, _)| *k == code) {
+                Some((_, m)) => *m += n,
+                None => all.push((code, n)),
+            }
+        }
+    }
+    serde_json::Value::Object(
+        all.into_iter()
+            .map(|(code, n)| (code.to_string(), n.into()))
+            .collect(),
+    )
+}
+
+// ---- mix ----------------------------------------------------------------------------------
+
+/// One link's sessions in the mix.
+struct Sessions {
+    /// Routes with a live session, oldest first.
+    live: VecDeque<u64>,
+    next_route: u64,
+    heartbeat_cursor: usize,
+    tokens: Vec<String>,
+    next_token: usize,
+    /// When the batch in flight was written, if one is.
+    batch_sent: Option<Instant>,
+}
+
+impl Sessions {
+    fn token(&mut self) -> &str {
+        let i = self.next_token;
+        self.next_token = (i + 1) % self.tokens.len();
+        &self.tokens[i]
+    }
+
+    /// Appends one batch to `out`; the LOGIN ids it expects go to `expected`.
+    fn batch(&mut self, out: &mut Vec<u8>, expected: &mut VecDeque<u64>, depth: usize, l: usize) {
+        for _ in 0..l {
+            let route = self.live.pop_front().expect("the pool is never empty");
+            encode::routed(out, Kind::Closed, 0, route, b"bench");
+        }
+        for _ in 0..depth - 2 * l {
+            let route = self.live[self.heartbeat_cursor % self.live.len()];
+            self.heartbeat_cursor = self.heartbeat_cursor.wrapping_add(1);
+            encode::routes(out, Kind::Heartbeat, &[route]);
+        }
+        for _ in 0..l {
+            let route = self.next_route;
+            self.next_route += 1;
+            let token = self.token().to_owned();
+            login(out, route, &token);
+            expected.push_back(route);
+            self.live.push_back(route);
+        }
+    }
+}
+
+fn mix(args: &MixArgs) -> Result<()> {
+    let (depth, l) = (args.depth, args.logins_per_batch);
+    if l == 0 || 2 * l > depth {
+        return Err("--logins-per-batch must be at least 1 and at most --depth / 2".into());
+    }
+    if args.pool <= l || args.devices <= args.pool + l {
+        return Err(
+            "need --pool > --logins-per-batch and --devices > --pool + --logins-per-batch".into(),
+        );
+    }
+    let secret = args.link.secret.as_bytes();
+    let exp = now_s() + 86_400;
+    let pid = std::process::id();
+
+    // Tokens first: signing is the client's cost, not the daemon's.
+    let signing = Instant::now();
+    let mut sessions: Vec<Sessions> = (0..args.link.conns)
+        .map(|c| Sessions {
+            live: VecDeque::with_capacity(args.pool + l),
+            next_route: 1,
+            heartbeat_cursor: 0,
+            tokens: (0..args.devices)
+                .map(|d| token::sign(secret, &format!("mix-{pid}-{c}-{d}"), exp))
+                .collect(),
+            next_token: 0,
+            batch_sent: None,
+        })
+        .collect();
+    let signing = signing.elapsed();
+
+    // Links, each with its pool of sessions logged in (not timed).
+    let decoder = Decoder::new(MAX_BODY);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut conns = Vec::with_capacity(args.link.conns);
+    for (c, s) in sessions.iter_mut().enumerate() {
+        let mut conn = Conn::new(open_link(&args.link.socket, &format!("mix-{pid}-{c}"))?);
+        for _ in 0..args.pool {
+            let route = s.next_route;
+            s.next_route += 1;
+            let token = s.token().to_owned();
+            login(&mut conn.out, route, &token);
+            conn.replies.expected.push_back(route);
+            s.live.push_back(route);
+        }
+        conns.push(conn);
+    }
+    let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    let mut events = Events::with_capacity(1024);
+    register(&poll, &mut conns)?;
+    let setup_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for c in conns.iter_mut() {
+            c.flush()?;
+        }
+        if conns.iter().all(|c| c.replies.expected.is_empty()) {
+            break;
+        }
+        if Instant::now() > setup_deadline {
+            return Err("the pool logins were not all answered within 30 s".into());
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for ev in events.iter() {
+            if ev.is_readable() {
+                conns[ev.token().0].read(&decoder, &mut buf)?;
+            }
+        }
+    }
+    let pool_fail: u64 = conns.iter().map(|c| c.replies.login_fail).sum();
+    if pool_fail > 0 {
+        return Err(format!(
+            "{pool_fail} of the pool's LOGINs failed (codes {}): is --secret the daemon's --jwt-secret?",
+            fail_codes_json(&conns)
+        ));
+    }
+    for c in conns.iter_mut() {
+        c.replies = Replies::default();
+    }
+
+    // The timed part.
+    let start = Instant::now();
+    let t0 = start + Duration::from_secs_f64(args.warmup);
+    let t1 = t0 + Duration::from_secs_f64(args.duration);
+    let (mut batches, mut latencies_us) = (0u64, Vec::<u32>::with_capacity(1 << 20));
+    // (when, our CPU seconds, the daemon's) at the first wake-up after t0 and after t1.
+    let (mut cpu0, mut cpu1) = (None, None);
+    for (c, s) in conns.iter_mut().zip(sessions.iter_mut()) {
+        let Conn { out, replies, .. } = c;
+        s.batch(out, &mut replies.expected, depth, l);
+        s.batch_sent = Some(Instant::now());
+        c.flush()?;
+    }
+    let server_cpu = || args.server_pid.and_then(process_cpu_seconds);
+    let mut last_progress = Instant::now();
+    loop {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .map_err(|e| format!("poll: {e}"))?;
+        let now = Instant::now();
+        if cpu0.is_none() && now >= t0 {
+            cpu0 = Some((now, cpu_seconds(), server_cpu()));
+        }
+        if cpu1.is_none() && now >= t1 {
+            cpu1 = Some((now, cpu_seconds(), server_cpu()));
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let (c, s) = (&mut conns[i], &mut sessions[i]);
+            if ev.is_writable() && c.written < c.out.len() {
+                c.flush()?;
+            }
+            if !ev.is_readable() {
+                continue;
+            }
+            c.read(&decoder, &mut buf)?;
+            if !c.replies.expected.is_empty() {
+                continue;
+            }
+            // The batch is answered: count it, send the next one (until t1).
+            let Some(sent) = s.batch_sent.take() else {
+                continue;
+            };
+            let done = Instant::now();
+            last_progress = done;
+            if done >= t0 && done < t1 {
+                batches += 1;
+                latencies_us
+                    .push(done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32);
+            }
+            if done < t1 {
+                let Conn { out, replies, .. } = c;
+                s.batch(out, &mut replies.expected, depth, l);
+                s.batch_sent = Some(Instant::now());
+                c.flush()?;
+            }
+        }
+        let in_flight = sessions.iter().filter(|s| s.batch_sent.is_some()).count();
+        if Instant::now() >= t1 && in_flight == 0 {
+            break;
+        }
+        if last_progress.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "stalled: no batch answered for 10 s ({in_flight} of {} links waiting)",
+                conns.len()
+            ));
+        }
+    }
+    // Rates count the batches answered inside [t0, t1); CPU is over the sampled span.
+    let measured = args.duration;
+    let (a0, c0, s0) = cpu0.unwrap_or((t0, 0.0, None));
+    let (a1, c1, s1) = cpu1.unwrap_or_else(|| (Instant::now(), cpu_seconds(), server_cpu()));
+    let span = a1.duration_since(a0).as_secs_f64().max(1e-3);
+    let server_cpu_pct = match (s0, s1) {
+        (Some(a), Some(b)) => serde_json::json!(100.0 * (b - a) / span),
+        _ => serde_json::Value::Null,
+    };
+
+    latencies_us.sort_unstable();
+    let pct = |p: f64| -> u32 {
+        if latencies_us.is_empty() {
+            return 0;
+        }
+        latencies_us[((latencies_us.len() - 1) as f64 * p).round() as usize]
+    };
+    let commands = batches * depth as u64;
+    let logins = batches * l as u64;
+    let report = serde_json::json!({
+        "mode": "mix",
+        "conns": args.link.conns,
+        "depth": depth,
+        "batch": {"closed": l, "heartbeat": depth - 2 * l, "login": l},
+        "pool_per_conn": args.pool,
+        "devices_per_conn": args.devices,
+        "warmup_s": args.warmup,
+        "duration_s": measured,
+        "batches": batches,
+        "commands": commands,
+        "commands_per_s": commands as f64 / measured,
+        "logins_per_s": logins as f64 / measured,
+        "heartbeats_per_s": (batches * (depth - 2 * l) as u64) as f64 / measured,
+        "closed_per_s": logins as f64 / measured,
+        "batch_latency_us": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+        "client_cpu_pct": 100.0 * (c1 - c0) / span,
+        "server_cpu_pct": server_cpu_pct,
+        "signing_s": signing.as_secs_f64(),
+        "login_ok": conns.iter().map(|c| c.replies.login_ok).sum::<u64>(),
+        "login_fail": conns.iter().map(|c| c.replies.login_fail).sum::<u64>(),
+        "login_fail_codes": fail_codes_json(&conns),
+        "kicks": conns.iter().map(|c| c.replies.kicks).sum::<u64>(),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+// ---- fill ---------------------------------------------------------------------------------
+
+fn fill(args: &FillArgs) -> Result<()> {
+    let secret = args.link.secret.as_bytes();
+    let exp = now_s() + 86_400;
+    let pid = std::process::id();
+    let decoder = Decoder::new(MAX_BODY);
+    let mut buf = vec![0u8; 256 * 1024];
+    let n = args.link.conns.max(1);
+    let mut conns = Vec::with_capacity(n);
+    for c in 0..n {
+        conns.push(Conn::new(open_link(
+            &args.link.socket,
+            &format!("fill-{pid}-{c}"),
+        )?));
+    }
+    let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    let mut events = Events::with_capacity(1024);
+    register(&poll, &mut conns)?;
+
+    // Session k (0-based) is device fill-PID-k on link k % n with route k / n + 1: link c
+    // takes sessions c, c + n, c + 2n, … in turn.
+    let mut next_on_link = vec![0u64; n];
+    let mut top_up = |c: usize, conn: &mut Conn| {
+        while conn.replies.expected.len() < args.depth {
+            let k = next_on_link[c] * n as u64 + c as u64;
+            if k >= args.sessions {
+                break;
+            }
+            next_on_link[c] += 1;
+            let route = next_on_link[c];
+            let token = token::sign(secret, &format!("fill-{pid}-{k}"), exp);
+            login(&mut conn.out, route, &token);
+            conn.replies.expected.push_back(route);
+        }
+    };
+    let start = Instant::now();
+    let mut last_progress = start;
+    let mut answered = 0u64;
+    loop {
+        for (c, conn) in conns.iter_mut().enumerate() {
+            if conn.replies.expected.len() <= args.depth / 2 {
+                top_up(c, conn);
+            }
+            if conn.written < conn.out.len() {
+                conn.flush()?;
+            }
+        }
+        let now_answered: u64 = conns
+            .iter()
+            .map(|c| c.replies.login_ok + c.replies.login_fail)
+            .sum();
+        if now_answered != answered {
+            answered = now_answered;
+            last_progress = Instant::now();
+        }
+        if answered >= args.sessions {
+            break;
+        }
+        if last_progress.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "stalled: {answered} of {} LOGINs answered, none for 10 s",
+                args.sessions
+            ));
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for ev in events.iter() {
+            let conn = &mut conns[ev.token().0];
+            if ev.is_writable() && conn.written < conn.out.len() {
+                conn.flush()?;
+            }
+            if ev.is_readable() {
+                conn.read(&decoder, &mut buf)?;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let ok: u64 = conns.iter().map(|c| c.replies.login_ok).sum();
+    let report = serde_json::json!({
+        "mode": "fill",
+        "conns": n,
+        "sessions": args.sessions,
+        "login_ok": ok,
+        "login_fail": conns.iter().map(|c| c.replies.login_fail).sum::<u64>(),
+        "login_fail_codes": fail_codes_json(&conns),
+        "kicks": conns.iter().map(|c| c.replies.kicks).sum::<u64>(),
+        "seconds": seconds,
+        "logins_per_s": ok as f64 / seconds,
+    });
+    println!("{report}");
+    io::stdout().flush().map_err(|e| format!("stdout: {e}"))?;
+
+    // Hold the links (and so the sessions) until told to stop; answer nothing, read what comes
+    // so the daemon never blocks on us.
+    let until = args
+        .hold
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    while until.is_none_or(|u| Instant::now() < u) {
+        poll.poll(&mut events, Some(Duration::from_millis(200)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for ev in events.iter() {
+            if ev.is_readable() {
+                conns[ev.token().0].read(&decoder, &mut buf)?;
+            }
+        }
+    }
+    Ok(())
+}

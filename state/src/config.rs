@@ -1,0 +1,334 @@
+//! The state daemon's configuration: TOML keys, their flags and `TETHER_STATE_*` env vars,
+//! with the ranges `check` enforces.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
+use tether_daemon::logging::LogFormat;
+
+use crate::journal::FsyncPolicy;
+
+/// Keys never printed by `check` or the startup log.
+pub const SECRET_KEYS: &[&str] = &["jwt_secret"];
+/// Largest message TTL a push may ask for: 30 days.
+pub const MAX_TTL_S: u64 = 30 * 86_400;
+
+/// What a second login of the same device does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateLogin {
+    /// The new login takes over: the old connection is KICKed, its pushes move over.
+    Kick,
+    /// The new login is refused with AUTH_FAILED while the old session lives.
+    Refuse,
+}
+
+/// Everything the daemon can be told. Every key has a flag of the same name and a
+/// `TETHER_STATE_<KEY>` env var.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The Unix socket gateways connect to.
+    pub socket: PathBuf,
+    /// HTTP listener for the push API, `/metrics` and `/healthz`.
+    pub http: SocketAddr,
+    /// Journal directory (sessions and unacknowledged pushes).
+    pub journal: PathBuf,
+    /// When the journal fsyncs: always, everysec or no.
+    pub journal_fsync: FsyncPolicy,
+    /// Compact (snapshot) the journal once it grows past this many bytes.
+    pub compact_bytes: u64,
+    /// HS256 key login tokens are signed with. Never printed.
+    pub jwt_secret: String,
+    /// A file holding the key (trailing newline ignored), instead of `jwt_secret`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub jwt_leeway_s: u64,
+    /// Heartbeat interval told to clients; no heartbeat for 3 × this is a KICK.
+    pub heartbeat_s: u64,
+    /// How long a closed or timed-out session can be resumed, seconds.
+    pub resume_window_s: u64,
+    pub duplicate_login: DuplicateLogin,
+    /// Sessions held at once; a login past this is refused with OVERLOADED.
+    pub max_sessions: usize,
+    /// Unacknowledged pushes per session; a push past this is answered 429.
+    pub max_pending: usize,
+    /// Largest push payload, bytes.
+    pub max_payload: usize,
+    /// TTL of a push that names none, seconds.
+    pub push_ttl_s: u64,
+    /// First retransmit delay of an unacknowledged push; it doubles with each send.
+    pub push_retry_base_ms: u64,
+    /// Longest retransmit delay.
+    pub push_retry_cap_ms: u64,
+    /// Sends of one push (the first included) before it waits for a RESUME or its TTL.
+    pub push_retry_max: u32,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: runtime_dir().join("state.sock"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8902)),
+            journal: std::env::var_os("STATE_DIRECTORY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/tether-state")),
+            journal_fsync: FsyncPolicy::EverySec,
+            compact_bytes: 64 << 20,
+            jwt_secret: String::new(),
+            jwt_secret_file: None,
+            jwt_leeway_s: 30,
+            heartbeat_s: 30,
+            resume_window_s: 30,
+            duplicate_login: DuplicateLogin::Kick,
+            max_sessions: 2_000_000,
+            max_pending: 1024,
+            max_payload: 65_536,
+            push_ttl_s: 3600,
+            push_retry_base_ms: 1000,
+            push_retry_cap_ms: 30_000,
+            push_retry_max: 8,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// `$RUNTIME_DIRECTORY` (set by systemd's `RuntimeDirectory=`), else /run/tether.
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/tether"))
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut need = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                errors.push(ConfigError::new(key, message));
+            }
+        };
+        need(
+            !self.jwt_secret.is_empty() || self.jwt_secret_file.is_some(),
+            "jwt_secret",
+            "required (or jwt_secret_file): logins cannot be checked without it",
+        );
+        need(
+            self.jwt_secret.is_empty() || self.jwt_secret_file.is_none(),
+            "jwt_secret_file",
+            "give jwt_secret or jwt_secret_file, not both",
+        );
+        if let Some(path) = &self.jwt_secret_file {
+            need(
+                std::fs::metadata(path).is_ok_and(|m| m.is_file()),
+                "jwt_secret_file",
+                "not a readable file",
+            );
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        need(
+            !self.socket.as_os_str().is_empty() && self.socket.as_os_str().len() <= 107,
+            "socket",
+            "a path of 1 to 107 bytes",
+        );
+        need(
+            self.compact_bytes >= 1 << 20,
+            "compact_bytes",
+            "at least 1048576 (1 MiB)",
+        );
+        need(self.jwt_leeway_s <= 3600, "jwt_leeway_s", "at most 3600");
+        need(
+            (1..=3600).contains(&self.heartbeat_s),
+            "heartbeat_s",
+            "between 1 and 3600",
+        );
+        need(
+            self.resume_window_s <= 86_400,
+            "resume_window_s",
+            "at most 86400 (one day)",
+        );
+        need(
+            (1..=100_000_000).contains(&self.max_sessions),
+            "max_sessions",
+            "between 1 and 100000000",
+        );
+        need(
+            (1..=1_000_000).contains(&self.max_pending),
+            "max_pending",
+            "between 1 and 1000000",
+        );
+        need(
+            (1..=crate::link::MAX_PAYLOAD).contains(&self.max_payload),
+            "max_payload",
+            "between 1 and 1048000",
+        );
+        need(
+            (1..=MAX_TTL_S).contains(&self.push_ttl_s),
+            "push_ttl_s",
+            "between 1 and 2592000 (30 days)",
+        );
+        need(
+            (1..=3_600_000).contains(&self.push_retry_base_ms),
+            "push_retry_base_ms",
+            "between 1 and 3600000",
+        );
+        need(
+            self.push_retry_cap_ms >= self.push_retry_base_ms
+                && self.push_retry_cap_ms <= 86_400_000,
+            "push_retry_cap_ms",
+            "at least push_retry_base_ms and at most 86400000",
+        );
+        need(
+            (1..=64).contains(&self.push_retry_max),
+            "push_retry_max",
+            "between 1 and 64",
+        );
+        errors
+    }
+}
+
+impl Config {
+    /// The JWT key: `jwt_secret`, or the contents of `jwt_secret_file` without its trailing
+    /// newline.
+    pub fn secret(&self) -> std::io::Result<Vec<u8>> {
+        match &self.jwt_secret_file {
+            Some(path) => {
+                let mut bytes = std::fs::read(path)?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                if bytes.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the JWT secret file is empty",
+                    ));
+                }
+                Ok(bytes)
+            }
+            None => Ok(self.jwt_secret.as_bytes().to_vec()),
+        }
+    }
+}
+
+/// Command-line flags; each overrides the file's key of the same name and reads
+/// `TETHER_STATE_<KEY>` from the environment when not given.
+#[derive(Debug, Default, Clone, Args, Serialize)]
+pub struct Opts {
+    /// TOML config file.
+    #[arg(long, env = "TETHER_STATE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Unix socket gateways connect to [default: $RUNTIME_DIRECTORY/state.sock, else /run/tether/state.sock].
+    #[arg(long, env = "TETHER_STATE_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// HTTP listener for the push API and metrics [default: 127.0.0.1:8902].
+    #[arg(long, env = "TETHER_STATE_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Journal directory [default: $STATE_DIRECTORY, else /var/lib/tether-state].
+    #[arg(long, env = "TETHER_STATE_JOURNAL")]
+    pub journal: Option<PathBuf>,
+    /// Journal fsync policy: always, everysec or no [default: everysec].
+    #[arg(long, env = "TETHER_STATE_JOURNAL_FSYNC")]
+    pub journal_fsync: Option<FsyncPolicy>,
+    /// Compact the journal past this many bytes [default: 67108864].
+    #[arg(long, env = "TETHER_STATE_COMPACT_BYTES")]
+    pub compact_bytes: Option<u64>,
+    /// HS256 key for login tokens (prefer the env var or a file: flags show in `ps`).
+    #[arg(long, env = "TETHER_STATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File holding the HS256 key.
+    #[arg(long, env = "TETHER_STATE_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Clock skew allowed on exp and nbf, seconds [default: 30].
+    #[arg(long, env = "TETHER_STATE_JWT_LEEWAY_S")]
+    pub jwt_leeway_s: Option<u64>,
+    /// Heartbeat interval, seconds; 3 × this without one is a KICK [default: 30].
+    #[arg(long, env = "TETHER_STATE_HEARTBEAT_S")]
+    pub heartbeat_s: Option<u64>,
+    /// How long a closed session can be resumed, seconds [default: 30].
+    #[arg(long, env = "TETHER_STATE_RESUME_WINDOW_S")]
+    pub resume_window_s: Option<u64>,
+    /// A device logging in again: kick the old connection or refuse the new [default: kick].
+    #[arg(long, env = "TETHER_STATE_DUPLICATE_LOGIN")]
+    pub duplicate_login: Option<DuplicateLogin>,
+    /// Sessions held at once [default: 2000000].
+    #[arg(long, env = "TETHER_STATE_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Unacknowledged pushes per session [default: 1024].
+    #[arg(long, env = "TETHER_STATE_MAX_PENDING")]
+    pub max_pending: Option<usize>,
+    /// Largest push payload in bytes [default: 65536].
+    #[arg(long, env = "TETHER_STATE_MAX_PAYLOAD")]
+    pub max_payload: Option<usize>,
+    /// TTL of a push that names none, seconds [default: 3600].
+    #[arg(long, env = "TETHER_STATE_PUSH_TTL_S")]
+    pub push_ttl_s: Option<u64>,
+    /// First retransmit delay, ms; doubles per send [default: 1000].
+    #[arg(long, env = "TETHER_STATE_PUSH_RETRY_BASE_MS")]
+    pub push_retry_base_ms: Option<u64>,
+    /// Longest retransmit delay, ms [default: 30000].
+    #[arg(long, env = "TETHER_STATE_PUSH_RETRY_CAP_MS")]
+    pub push_retry_cap_ms: Option<u64>,
+    /// Sends of one push before it waits for a resume or its TTL [default: 8].
+    #[arg(long, env = "TETHER_STATE_PUSH_RETRY_MAX")]
+    pub push_retry_max: Option<u32>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "TETHER_STATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Opts {
+    /// The config these flags, their env vars and the `--config` file describe.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        tether_daemon::config::load(self.config.as_deref(), self, SECRET_KEYS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_a_secret() {
+        let errors = Opts::default().load().unwrap_err().to_string();
+        assert!(errors.contains("jwt_secret"), "{errors}");
+        let opts = Opts {
+            jwt_secret: Some("s3cret".into()),
+            ..Opts::default()
+        };
+        let config = opts.load().unwrap();
+        assert_eq!(config.http.to_string(), "127.0.0.1:8902");
+        assert_eq!(config.journal_fsync, FsyncPolicy::EverySec);
+        assert_eq!((config.heartbeat_s, config.resume_window_s), (30, 30));
+        assert_eq!(config.secret().unwrap(), b"s3cret");
+    }
+
+    #[test]
+    fn every_error_is_listed_at_once_and_the_secret_never_shows() {
+        let opts = Opts {
+            jwt_secret: Some("do-not-print-me".into()),
+            heartbeat_s: Some(0),
+            push_retry_base_ms: Some(5000),
+            push_retry_cap_ms: Some(10),
+            max_pending: Some(0),
+            ..Opts::default()
+        };
+        let errors = opts.load().unwrap_err().to_string();
+        for key in ["heartbeat_s", "push_retry_cap_ms", "max_pending"] {
+            assert!(errors.contains(key), "{key} missing from {errors}");
+        }
+        assert!(!errors.contains("do-not-print-me"));
+        let config = Opts {
+            jwt_secret: Some("do-not-print-me".into()),
+            ..Opts::default()
+        }
+        .load()
+        .unwrap();
+        let rendered = tether_daemon::config::render(&config, SECRET_KEYS);
+        assert!(!rendered.contains("do-not-print-me"), "{rendered}");
+    }
+}

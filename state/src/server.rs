@@ -1,0 +1,458 @@
+//! The daemon's single event loop: the Unix listener, every gateway link, the HTTP
+//! commands, the timers and the journal, on one thread (mio).
+//!
+//! One iteration: wait for readiness or the next timer; read and apply what arrived; fire
+//! due timers; append this iteration's records to the journal and `tick` it; only then write
+//! the frames and HTTP answers that acknowledge those records. So a SIGKILL never loses
+//! anything a gateway or an HTTP client was told about (see `doc/state.md`).
+
+use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use mio::net::UnixListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind};
+
+use crate::http::{Command, PushResult};
+use crate::journal::Journal;
+use crate::link::{Link, ReadEnd, MAX_BODY, MAX_OUT};
+use crate::metrics::Metrics;
+use crate::store::{LinkFault, Now, Store, MAX_GATEWAY_ID};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_LINK: usize = 2;
+/// Gateway links held at once; more are closed at accept.
+const MAX_LINKS: usize = 4096;
+/// Longest sleep: `everysec` needs a tick at least once a second.
+const MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// What the signal thread asks of the loop.
+pub const RUN: u8 = 0;
+pub const STOP: u8 = 1;
+pub const RELOAD: u8 = 2;
+
+/// The two clocks, from one starting point.
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Now {
+        Now {
+            // Offset by a day so that "a deadline in the past" never underflows near 0.
+            mono_ms: self.start.elapsed().as_millis() as u64 + 86_400_000,
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+pub struct Server {
+    pub poll: Poll,
+    pub listener: UnixListener,
+    pub waker: Arc<Waker>,
+    pub commands: crossbeam_channel::Receiver<Command>,
+    pub store: Store,
+    pub journal: Journal,
+    pub compact_bytes: u64,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    /// Set by the signal thread: [`STOP`] or [`RELOAD`].
+    pub signal: Arc<AtomicU8>,
+    links: Slab<Link>,
+    /// Gateway index → the link (token) currently speaking for it.
+    gateway_links: Vec<Option<usize>>,
+    decoder: Decoder,
+    push_replies: Vec<(tokio::sync::oneshot::Sender<PushResult>, PushResult)>,
+    dirty: Vec<usize>,
+}
+
+impl Server {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        poll: Poll,
+        mut listener: UnixListener,
+        waker: Arc<Waker>,
+        commands: crossbeam_channel::Receiver<Command>,
+        store: Store,
+        journal: Journal,
+        compact_bytes: u64,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        signal: Arc<AtomicU8>,
+    ) -> io::Result<Server> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            listener,
+            waker,
+            commands,
+            store,
+            journal,
+            compact_bytes,
+            metrics,
+            clock,
+            signal,
+            links: Slab::new(),
+            gateway_links: Vec::new(),
+            decoder: Decoder::new(MAX_BODY),
+            push_replies: Vec::new(),
+            dirty: Vec::new(),
+        })
+    }
+
+    /// Runs until a stop signal; `reload` is called for SIGHUP.
+    pub fn run(&mut self, mut reload: impl FnMut(&mut Store, &mut Journal)) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = self.clock.now();
+            let wait = self
+                .store
+                .next_deadline()
+                .map_or(MAX_WAIT, |at| {
+                    Duration::from_millis(at.saturating_sub(now.mono_ms))
+                })
+                .min(MAX_WAIT);
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e).context("poll");
+                }
+            }
+            let now = self.clock.now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept()?,
+                    WAKER => {}
+                    Token(t) => {
+                        let slot = t - FIRST_LINK;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_link(slot, now);
+                        }
+                        if event.is_writable() && self.links.contains(slot) {
+                            self.dirty.push(slot);
+                        }
+                    }
+                }
+            }
+            self.take_commands(now);
+            self.store.advance(now);
+            self.commit(now)?;
+            self.send();
+
+            match self.signal.swap(RUN, Ordering::Relaxed) {
+                STOP => return self.stop(),
+                RELOAD => reload(&mut self.store, &mut self.journal),
+                _ => {}
+            }
+        }
+    }
+
+    fn accept(&mut self) -> anyhow::Result<()> {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.links.len() >= MAX_LINKS {
+                        tracing::warn!(
+                            max = MAX_LINKS,
+                            "too many gateway links; closing a new one"
+                        );
+                        continue;
+                    }
+                    let entry = self.links.vacant_entry();
+                    let token = Token(entry.key() + FIRST_LINK);
+                    self.poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .context("register a gateway link")?;
+                    entry.insert(Link::new(stream));
+                    self.metrics.links_open.set(self.links.len() as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log and carry on; the backlog waits.
+                    tracing::warn!(error = %e, "accept on the state socket failed");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn read_link(&mut self, slot: usize, now: Now) {
+        let Some(link) = self.links.get_mut(slot) else {
+            return;
+        };
+        let end = match link.read() {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(gateway = %link.name, error = %e, "gateway link read failed");
+                return self.close(slot);
+            }
+        };
+        let mut inbuf = std::mem::take(&mut link.inbuf);
+        let mut used = 0;
+        let mut fault = None;
+        loop {
+            match self.decoder.decode(&inbuf[used..]) {
+                Ok(Some((frame, len))) => {
+                    used += len;
+                    self.metrics.frames_in.inc();
+                    if let Err(f) = self.on_frame(slot, &frame, now) {
+                        fault = Some(f);
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    fault = Some(LinkFault {
+                        code: e.code(),
+                        id: e.offending_id(),
+                        reason: e.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        inbuf.drain(..used);
+        if let Some(link) = self.links.get_mut(slot) {
+            link.inbuf = inbuf;
+        }
+        if let Some(fault) = fault {
+            return self.refuse(slot, fault);
+        }
+        if end == ReadEnd::Eof {
+            if let Some(link) = self.links.get(slot) {
+                tracing::info!(gateway = %link.name, "gateway link closed by the gateway");
+            }
+            self.close(slot);
+        }
+    }
+
+    fn on_frame(&mut self, slot: usize, frame: &Frame<'_>, now: Now) -> Result<(), LinkFault> {
+        let Some(link) = self.links.get_mut(slot) else {
+            return Ok(());
+        };
+        if let Some(gw) = link.gateway {
+            return self.store.on_frame(gw, frame, now);
+        }
+        if frame.kind != Kind::Hello {
+            return Err(LinkFault {
+                code: ErrorCode::BadFrame,
+                id: frame.id,
+                reason: format!("the first frame must be HELLO, not {}", frame.kind.name()),
+            });
+        }
+        let name = std::str::from_utf8(frame.body)
+            .ok()
+            .filter(|n| !n.is_empty() && n.len() <= MAX_GATEWAY_ID)
+            .filter(|n| !n.chars().any(char::is_control))
+            .filter(|n| self.store.can_add_gateway(n))
+            .ok_or_else(|| LinkFault {
+                code: ErrorCode::BadFrame,
+                id: frame.id,
+                reason: format!("the gateway id must be 1 to {MAX_GATEWAY_ID} bytes of UTF-8 without control characters"),
+            })?
+            .to_string();
+        let gw = self.store.hello(&name);
+        let index = gw as usize;
+        if self.gateway_links.len() <= index {
+            self.gateway_links.resize(index + 1, None);
+        }
+        if let Some(old) = self.gateway_links[index].replace(slot) {
+            tracing::warn!(gateway = %name, "the gateway connected again; closing its old link");
+            if let Some(link) = self.links.get_mut(old) {
+                link.gateway = None; // so closing it does not mark the gateway down
+            }
+            self.close(old);
+        }
+        tracing::info!(gateway = %name, "gateway link up");
+        if let Some(link) = self.links.get_mut(slot) {
+            link.gateway = Some(gw);
+            link.name = name;
+        }
+        Ok(())
+    }
+
+    /// Bad input on a link: STATE_ERROR, best effort, then close.
+    fn refuse(&mut self, slot: usize, fault: LinkFault) {
+        self.metrics.link_errors.inc();
+        if let Some(link) = self.links.get_mut(slot) {
+            tracing::warn!(gateway = %link.name, code = fault.code.as_u16(), reason = %fault.reason, "closing a gateway link for bad input");
+            encode::header(
+                &mut link.out,
+                Kind::StateError,
+                0,
+                fault.id,
+                2 + fault.reason.len(),
+            );
+            link.out
+                .extend_from_slice(&fault.code.as_u16().to_be_bytes());
+            link.out.extend_from_slice(fault.reason.as_bytes());
+            let _ = link.flush();
+        }
+        self.close(slot);
+    }
+
+    fn close(&mut self, slot: usize) {
+        let Some(mut link) = self.links.try_remove(slot) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut link.stream);
+        if let Some(gw) = link.gateway {
+            if self.gateway_links.get(gw as usize) == Some(&Some(slot)) {
+                self.gateway_links[gw as usize] = None;
+                self.store.link_down(gw);
+                tracing::info!(gateway = %link.name, "gateway link down");
+            }
+        }
+        self.metrics.links_open.set(self.links.len() as u64);
+    }
+
+    fn take_commands(&mut self, now: Now) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Push {
+                    device,
+                    payload,
+                    ttl_s,
+                    reply,
+                } => {
+                    let result = self.store.push(&device, &payload, ttl_s, now);
+                    self.push_replies.push((reply, result));
+                }
+                Command::View { device, reply } => {
+                    let _ = reply.send(self.store.view(&device, now));
+                }
+            }
+        }
+    }
+
+    /// Journals this iteration's records; compacts when the journal has grown enough.
+    fn commit(&mut self, now: Now) -> anyhow::Result<()> {
+        for record in self.store.records() {
+            self.journal.append(record).context("journal append")?;
+        }
+        self.store.clear_records();
+        self.journal.tick(now.mono_ms).context("journal write")?;
+        if self.journal.size_bytes() > self.compact_bytes {
+            let started = Instant::now();
+            let done = self
+                .journal
+                .compact(self.store.snapshot(now))
+                .context("journal compaction")?;
+            self.metrics.compactions.inc();
+            tracing::info!(
+                generation = done.generation,
+                records = done.records,
+                bytes = done.bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "journal compacted"
+            );
+        }
+        self.metrics.journal_bytes.set(self.journal.size_bytes());
+        self.metrics
+            .journal_generation
+            .set(self.journal.generation());
+        self.store.publish();
+        Ok(())
+    }
+
+    /// Writes what the store queued for each gateway, and answers the pushes.
+    fn send(&mut self) {
+        let (links, gateway_links, dirty) = (&mut self.links, &self.gateway_links, &mut self.dirty);
+        self.store.drain_out(|gw, frames| {
+            let Some(Some(slot)) = gateway_links.get(gw as usize) else {
+                return;
+            };
+            if let Some(link) = links.get_mut(*slot) {
+                if link.out.is_empty() {
+                    std::mem::swap(&mut link.out, frames);
+                } else {
+                    link.out.extend_from_slice(frames);
+                }
+                dirty.push(*slot);
+            }
+        });
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for slot in dirty.drain(..) {
+            self.flush_link(slot);
+        }
+        self.dirty = dirty;
+        for (reply, result) in self.push_replies.drain(..) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn flush_link(&mut self, slot: usize) {
+        let Some(link) = self.links.get_mut(slot) else {
+            return;
+        };
+        let result = link.flush();
+        let token = Token(slot + FIRST_LINK);
+        match result {
+            Ok(true) if link.wants_write => {
+                link.wants_write = false;
+                let _ =
+                    self.poll
+                        .registry()
+                        .reregister(&mut link.stream, token, Interest::READABLE);
+            }
+            Ok(true) => {}
+            Ok(false) if link.backlog() > MAX_OUT => {
+                tracing::warn!(gateway = %link.name, backlog = link.backlog(), "gateway does not read its link; closing it");
+                self.close(slot);
+            }
+            Ok(false) => {
+                if !link.wants_write {
+                    link.wants_write = true;
+                    let _ = self.poll.registry().reregister(
+                        &mut link.stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %link.name, error = %e, "gateway link write failed");
+                self.close(slot);
+            }
+        }
+    }
+
+    /// SIGTERM: everything journaled is made durable, links are closed, exit 0.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        tracing::info!("stopping");
+        tether_daemon::notify::stopping();
+        let now = self.clock.now();
+        self.take_commands(now);
+        self.commit(now)?;
+        self.send();
+        self.journal.flush().context("journal flush")?;
+        let slots: Vec<usize> = self.links.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.close(slot);
+        }
+        Ok(())
+    }
+}
