@@ -102,14 +102,8 @@ impl Echo {
                 );
                 Outcome::Continue
             }
-            Kind::LoginOk
-            | Kind::Pong
-            | Kind::Push
-            | Kind::GoAway
-            | Kind::Error
-            | Kind::Response
-            | Kind::NodePong
-            | Kind::NodeError => fail(
+            // Node replies, client-bound kinds and the state link's kinds are not for a node.
+            _ => fail(
                 out,
                 frame.id,
                 ErrorCode::UnknownKind,
