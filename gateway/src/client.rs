@@ -33,6 +33,21 @@ impl ClientIo {
     }
 }
 
+/// Where a connection stands with the state daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// The gateway runs without a state daemon: every frame is served.
+    Anonymous,
+    /// Connected, no LOGIN or RESUME accepted yet: only those are allowed.
+    Awaiting,
+    /// A LOGIN or RESUME went to the daemon; its answer has not come back.
+    Pending,
+    /// Logged in: the daemon holds a session for this route.
+    In,
+    /// The daemon KICKed it; its ERROR is on the way out, and no CLOSED is owed.
+    Kicked,
+}
+
 /// A client connection.
 #[derive(Debug)]
 pub struct Client {
@@ -58,10 +73,19 @@ pub struct Client {
     pub paused: bool,
     /// In the reactor's timeout watch list.
     pub watched: bool,
+    pub login: Login,
+    /// Sent a frame since the last HEARTBEAT batch.
+    pub alive: bool,
 }
 
 impl Client {
-    pub fn new(stream: TcpStream, generation: u32, key: u64, bucket: TokenBucket) -> Client {
+    pub fn new(
+        stream: TcpStream,
+        generation: u32,
+        key: u64,
+        bucket: TokenBucket,
+        login: Login,
+    ) -> Client {
         Client {
             stream,
             generation,
@@ -75,6 +99,8 @@ impl Client {
             writable: false,
             paused: false,
             watched: false,
+            login,
+            alive: false,
         }
     }
 

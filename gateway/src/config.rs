@@ -59,6 +59,11 @@ pub struct Config {
     pub rate_burst: u32,
     /// How long SIGTERM waits for clients to leave after GOAWAY.
     pub drain_timeout_ms: u64,
+    /// The state daemon's Unix socket; set, clients must LOGIN through it. None = anonymous
+    /// logins and no sessions.
+    pub state: Option<PathBuf>,
+    /// With `state`: a connection that has not logged in within this is TIMEOUT.
+    pub login_timeout_ms: u64,
     /// ip-config services to report load to (`http://host:port`); none = no reporting.
     pub ipconfig: Vec<String>,
     /// This gateway's id in reports; empty = `<hostname>-<port>`.
@@ -99,6 +104,8 @@ impl Default for Config {
             rate_limit: 0,
             rate_burst: 0,
             drain_timeout_ms: 10_000,
+            state: None,
+            login_timeout_ms: 10_000,
             ipconfig: Vec::new(),
             id: String::new(),
             advertise: String::new(),
@@ -160,6 +167,18 @@ impl Validate for Config {
             "at least 65536",
         );
         need(self.max_inflight >= 1, "max_inflight", "at least 1");
+        need(
+            (100..=3_600_000).contains(&self.login_timeout_ms),
+            "login_timeout_ms",
+            "between 100 and 3600000",
+        );
+        if let Some(path) = &self.state {
+            need(
+                !path.as_os_str().is_empty() && path.as_os_str().len() <= 107,
+                "state",
+                "a socket path of 1 to 107 bytes",
+            );
+        }
         for url in &self.ipconfig {
             need(
                 crate::reporter::Endpoint::parse(url).is_ok(),
@@ -217,6 +236,7 @@ impl Config {
             max_queued_bytes: self.max_queued_bytes,
             max_inflight: self.max_inflight,
             rate_limit: self.rate_limit,
+            login_timeout_ms: u32::try_from(self.login_timeout_ms).unwrap_or(u32::MAX / 2),
             rate_burst: if self.rate_burst == 0 {
                 self.rate_limit.max(1)
             } else {
@@ -249,6 +269,9 @@ impl Config {
         if self.log_format != other.log_format {
             changed.push("log_format");
         }
+        if self.state != other.state {
+            changed.push("state");
+        }
         if self.ipconfig != other.ipconfig
             || self.id != other.id
             || self.advertise != other.advertise
@@ -278,6 +301,7 @@ pub struct Settings {
     pub max_inflight: u32,
     pub rate_limit: u32,
     pub rate_burst: u32,
+    pub login_timeout_ms: u32,
 }
 
 /// Command-line flags; each overrides the file's key and reads `TETHER_GATEWAY_<KEY>`.
@@ -353,6 +377,12 @@ pub struct Opts {
     /// Drain time after SIGTERM, ms [default: 10000].
     #[arg(long, env = "TETHER_GATEWAY_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// State daemon socket; set, clients must LOGIN [default: none: anonymous logins].
+    #[arg(long, env = "TETHER_GATEWAY_STATE")]
+    pub state: Option<PathBuf>,
+    /// With --state: no LOGIN within this many ms is TIMEOUT [default: 10000].
+    #[arg(long, env = "TETHER_GATEWAY_LOGIN_TIMEOUT_MS")]
+    pub login_timeout_ms: Option<u64>,
     /// ip-config service to report to, http://host:port; repeat for several [default: none].
     #[arg(long, env = "TETHER_GATEWAY_IPCONFIG", value_delimiter = ',')]
     pub ipconfig: Option<Vec<String>>,

@@ -92,6 +92,7 @@ impl Gateway {
             Vec::new()
         };
         let capacity = config.max_connections.div_ceil(reactor_count).min(1 << 20);
+        let gateway_id = gateway_id(&config, &local_addrs);
         let mut doors = Vec::with_capacity(reactor_count);
         let mut reactors = Vec::with_capacity(reactor_count);
         for (index, metrics) in metrics.iter().enumerate() {
@@ -115,6 +116,10 @@ impl Gateway {
                 metrics: metrics.clone(),
                 settings: settings.clone(),
                 capacity,
+                state: config
+                    .state
+                    .clone()
+                    .map(|path| (path, format!("{gateway_id}/{index}"))),
             };
             let core = cores.get(index % cores.len().max(1)).copied();
             let thread = thread::Builder::new()
@@ -324,13 +329,17 @@ fn identity(config: &Config, local: &[SocketAddr]) -> (String, String) {
     } else {
         first.to_string()
     };
-    let id = if config.id.is_empty() {
-        let host = sysinfo::System::host_name().unwrap_or_else(|| "gateway".into());
-        format!("{host}-{}", first.port())
-    } else {
-        config.id.clone()
-    };
-    (id, addr)
+    (gateway_id(config, local), addr)
+}
+
+/// This gateway's id: `id`, or `<hostname>-<first listener's port>`.
+fn gateway_id(config: &Config, local: &[SocketAddr]) -> String {
+    if !config.id.is_empty() {
+        return config.id.clone();
+    }
+    let port = local.first().map_or(8900, SocketAddr::port);
+    let host = sysinfo::System::host_name().unwrap_or_else(|| "gateway".into());
+    format!("{host}-{port}")
 }
 
 /// Waits until every reactor sees at least one node up, or `timeout`.

@@ -14,6 +14,7 @@
 //! - [`balance`]: node selection, one algorithm per file; [`health`]: node up/down.
 //! - [`rate_limit`], [`buffer_pool`], [`metrics`], [`admin`].
 //! - [`reporter`]: load reports to the ip-config service.
+//! - [`state_link`]: each reactor's link to the state daemon (logins, heartbeats, pushes).
 
 pub mod acceptor;
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod rate_limit;
 pub mod reactor;
 pub mod reporter;
 pub mod route;
+pub mod state_link;
 
 pub use config::{Config, Opts};
 pub use gateway::{run, Gateway, GatewayError};

@@ -61,6 +61,54 @@ impl Counter {
     }
 }
 
+/// What passed between clients and the state daemon. Used as the `event` label of
+/// `tether_gateway_session_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEvent {
+    /// LOGIN_OK relayed to a client (login or resume).
+    LoginOk,
+    /// LOGIN_FAIL relayed to a client as ERROR.
+    LoginFailed,
+    /// LOGIN or RESUME answered UNAVAILABLE: no link to the state daemon.
+    Unavailable,
+    /// KICK from the daemon closed a client.
+    Kicked,
+    /// STATE_PUSH delivered to a client as PUSH.
+    Push,
+    /// A client's ACK passed on to the daemon.
+    Ack,
+    /// CLOSED sent for a logged-in connection that closed.
+    Closed,
+}
+
+impl SessionEvent {
+    pub const ALL: [SessionEvent; 7] = [
+        SessionEvent::LoginOk,
+        SessionEvent::LoginFailed,
+        SessionEvent::Unavailable,
+        SessionEvent::Kicked,
+        SessionEvent::Push,
+        SessionEvent::Ack,
+        SessionEvent::Closed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionEvent::LoginOk => "login_ok",
+            SessionEvent::LoginFailed => "login_failed",
+            SessionEvent::Unavailable => "unavailable",
+            SessionEvent::Kicked => "kicked",
+            SessionEvent::Push => "push",
+            SessionEvent::Ack => "ack",
+            SessionEvent::Closed => "closed",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Why a client connection closed. Used as the `reason` label of
 /// `tether_gateway_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -333,6 +381,10 @@ pub struct Metrics {
     pub backend_dropped: [Counter; 4],
     /// Client DATA in → reply out: request latency through the gateway.
     pub latency: Histogram,
+    /// Indexed like [`SessionEvent::ALL`]; write with [`Metrics::session`].
+    pub sessions: [Counter; 7],
+    /// 1 while this reactor's link to the state daemon is up (0 without `--state`).
+    pub state_link_up: Counter,
     /// Replaced by the reactor on health changes only (rare), never per frame.
     nodes: Mutex<Vec<NodeStatus>>,
 }
@@ -358,8 +410,16 @@ impl Metrics {
             errors: Default::default(),
             backend_dropped: Default::default(),
             latency: Histogram::new(),
+            sessions: Default::default(),
+            state_link_up: Counter::default(),
             nodes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counts one session event.
+    #[inline]
+    pub fn session(&self, event: SessionEvent) {
+        self.sessions[event.index()].inc();
     }
 
     /// Counts one connection closed for `reason`.
@@ -442,6 +502,8 @@ impl Metrics {
             errors: std::array::from_fn(|i| self.errors[i].get()),
             backend_dropped: std::array::from_fn(|i| self.backend_dropped[i].get()),
             latency: self.latency.snapshot(),
+            sessions: std::array::from_fn(|i| self.sessions[i].get()),
+            state_links_up: self.state_link_up.get(),
         }
     }
 }
@@ -466,6 +528,10 @@ pub struct Snapshot {
     /// Indexed like [`BackendDrop::ALL`].
     pub backend_dropped: [u64; 4],
     pub latency: HistogramSnapshot,
+    /// Indexed like [`SessionEvent::ALL`].
+    pub sessions: [u64; 7],
+    /// Reactors whose state link is up.
+    pub state_links_up: u64,
 }
 
 impl Snapshot {
@@ -512,6 +578,8 @@ impl Snapshot {
         add_all(&mut self.errors, &o.errors);
         add_all(&mut self.backend_dropped, &o.backend_dropped);
         self.latency.merge(&o.latency);
+        add_all(&mut self.sessions, &o.sessions);
+        self.state_links_up = self.state_links_up.wrapping_add(o.state_links_up);
     }
 }
 
@@ -680,6 +748,25 @@ pub fn render_prometheus(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Strin
         "Bytes sent to clients.",
         t.bytes_out,
     );
+
+    p.single(
+        "state_links_up",
+        "gauge",
+        "Reactors whose link to the state daemon is up (one link per reactor).",
+        t.state_links_up,
+    );
+    p.header(
+        "session_events_total",
+        "counter",
+        "Logins, kicks, pushes and acks passed between clients and the state daemon.",
+    );
+    for e in SessionEvent::ALL {
+        p.sample(
+            "session_events_total",
+            &[("event", e.label())],
+            t.sessions[e.index()],
+        );
+    }
 
     p.single(
         "backend_requests_total",

@@ -8,7 +8,11 @@
 //! time out stalled frames; then write every node and client touched, once each — so the
 //! frames for one node from one iteration leave in one `write`.
 
+mod sessions;
+
+use std::collections::VecDeque;
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,15 +26,18 @@ use tether_proto::{encode, ErrorCode, Frame, Kind, NodeErrorBody, Routed};
 use crate::backend::{Backend, InFlight, Link, MAX_BACKEND_QUEUE};
 use crate::balance::{self, Balancer, Candidate};
 use crate::buffer_pool::{BufferPool, IoPool};
-use crate::client::Client;
+use crate::client::{Client, Login};
 use crate::config::Settings;
 use crate::health::{HealthPolicy, Transition};
 use crate::metrics::{BackendDrop, CloseReason, Metrics, NodeStatus};
 use crate::rate_limit::TokenBucket;
 use crate::route::{next_generation, Route};
+use crate::state_link::StateLink;
 
 /// The token of the reactor's waker.
 pub const WAKER: Token = Token(usize::MAX);
+/// The token of the link to the state daemon.
+const STATE: Token = Token(usize::MAX - 1);
 /// Node links use tokens from here up; client slots stay below.
 const BACKEND_BASE: usize = 1 << 40;
 /// How often timers are looked at.
@@ -62,6 +69,8 @@ pub struct Setup {
     pub settings: Arc<Settings>,
     /// Slab capacity reserved up front (virtual memory; touched only as used).
     pub capacity: usize,
+    /// The state daemon's socket and this reactor's name on it (`<gateway id>/<index>`).
+    pub state: Option<(PathBuf, String)>,
 }
 
 /// A reply travelling back to a client.
@@ -98,6 +107,10 @@ pub struct Reactor {
     clock: Instant,
     now: Instant,
     draining: Option<Instant>,
+    /// The link to the state daemon, with `--state`.
+    state: Option<StateLink>,
+    /// Clients that must log in by a deadline, in accept order: (slot, generation, ms).
+    logins: VecDeque<(usize, u32, u32)>,
 }
 
 impl Reactor {
@@ -131,6 +144,16 @@ impl Reactor {
             now,
             draining: None,
             settings: settings.clone(),
+            state: setup.state.map(|(path, name)| {
+                StateLink::new(
+                    path,
+                    name,
+                    settings.reconnect_min,
+                    settings.reconnect_max,
+                    now,
+                )
+            }),
+            logins: VecDeque::new(),
         };
         reactor.apply(settings);
         reactor
@@ -153,6 +176,10 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     WAKER => woken = true,
+                    STATE => self.state_event(
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        event.is_writable(),
+                    ),
                     Token(t) if t >= BACKEND_BASE => self.backend_event(
                         Token(t),
                         event.is_readable() || event.is_read_closed() || event.is_error(),
@@ -179,6 +206,7 @@ impl Reactor {
             }
             self.resume_paused();
             self.flush_backends();
+            self.flush_state();
             self.flush_clients();
             if let Some(deadline) = self.draining {
                 if self.clients.is_empty() || self.now >= deadline {
@@ -190,6 +218,7 @@ impl Reactor {
         for slot in slots {
             self.close_client(slot, CloseReason::Shutdown);
         }
+        self.flush_state(); // their CLOSEDs, best effort
         self.publish_nodes();
     }
 
@@ -202,6 +231,7 @@ impl Reactor {
     // Clients
 
     fn adopt(&mut self) {
+        let now_ms = self.now_ms();
         while let Ok((mut stream, key)) = self.incoming.try_recv() {
             let bucket = TokenBucket::full(self.settings.rate_burst, self.now_ms());
             let entry = self.clients.vacant_entry();
@@ -217,7 +247,14 @@ impl Reactor {
                 continue;
             }
             self.generation = next_generation(self.generation);
-            entry.insert(Client::new(stream, self.generation, key, bucket));
+            let login = if self.state.is_some() {
+                let deadline = now_ms.wrapping_add(self.settings.login_timeout_ms);
+                self.logins.push_back((slot, self.generation, deadline));
+                Login::Awaiting
+            } else {
+                Login::Anonymous
+            };
+            entry.insert(Client::new(stream, self.generation, key, bucket, login));
             self.metrics.accepted.inc();
             if self.draining.is_some() {
                 self.reply(slot, Kind::GoAway, 0, GOAWAY_BODY);
@@ -312,6 +349,9 @@ impl Reactor {
     }
 
     fn on_client_frame(&mut self, slot: usize, frame: Frame<'_>) {
+        if self.state.is_some() && self.gate(slot, &frame) {
+            return;
+        }
         if self.settings.rate_limit > 0 {
             let now_ms = self.now_ms();
             let (rate, burst) = (self.settings.rate_limit, self.settings.rate_burst);
@@ -532,6 +572,9 @@ impl Reactor {
 
     fn close_client(&mut self, slot: usize, reason: CloseReason) {
         if let Some(mut client) = self.clients.try_remove(slot) {
+            if client.login == Login::In {
+                self.send_closed(slot, client.generation, reason);
+            }
             let _ = self.poll.registry().deregister(&mut client.stream);
             if let Some(io) = client.io.take() {
                 self.io_pool.give(io);
@@ -945,6 +988,9 @@ impl Reactor {
             }
         }
         self.check_watched();
+        if self.state.is_some() {
+            self.tick_state();
+        }
         self.publish_nodes();
     }
 

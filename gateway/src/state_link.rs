@@ -1,0 +1,406 @@
+//! A reactor's link to the state daemon (`--state PATH`): one Unix socket per reactor, so
+//! no reactor shares anything with another; each introduces itself as `<gateway id>/<reactor>`.
+//!
+//! This file holds the link's socket, its buffers and its reconnect backoff, and turns the
+//! daemon's frames into [`StateEvent`]s ([`parse`], sans-IO). What an event does to a client
+//! is the reactor's business. The protocol is "State kinds" in `doc/protocol.md`.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::net::UnixStream;
+use tether_proto::{encode, ErrorBody, Frame, Kind, NodeErrorBody, Routed};
+
+/// Largest frame body the daemon sends (its own limit).
+pub const MAX_BODY: u32 = 1 << 20;
+/// Routes per HEARTBEAT or ANNOUNCE frame (64 KiB bodies).
+const ROUTES_PER_FRAME: usize = 8192;
+const READ_CHUNK: usize = 64 * 1024;
+/// Output a daemon that stopped reading may leave queued before the link is reset.
+pub const MAX_OUT: usize = 64 << 20;
+
+/// Where the link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not connected; the next attempt is due at `retry_at`.
+    Down { retry_at: Instant },
+    /// Connected, HELLO sent, HELLO_OK not yet received.
+    Hello,
+    /// HELLO_OK received: logins, heartbeats and pushes flow.
+    Up,
+}
+
+/// What the daemon said, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateEvent<'a> {
+    /// HELLO_OK: the link is up; clients must heartbeat every `heartbeat_s`.
+    Up { heartbeat_s: u64 },
+    /// A login or resume was accepted: `body` is the client's LOGIN_OK JSON.
+    LoginOk { id: u64, route: u64, body: &'a [u8] },
+    /// A login or resume was refused with `code`.
+    LoginFail {
+        id: u64,
+        route: u64,
+        code: u16,
+        reason: &'a str,
+    },
+    /// Close this client with ERROR `code`.
+    Kick {
+        route: u64,
+        code: u16,
+        reason: &'a str,
+    },
+    /// Deliver a push to this client.
+    Push {
+        msg: u64,
+        route: u64,
+        payload: &'a [u8],
+    },
+    /// The daemon refused the link and is closing it.
+    Refused { code: u16, reason: &'a str },
+}
+
+/// Decodes one frame from the daemon; `Err` names what was wrong (the link is then reset).
+pub fn parse<'a>(frame: &Frame<'a>) -> Result<StateEvent<'a>, String> {
+    let bad = |e: tether_proto::BodyError| format!("{}: {e}", frame.kind.name());
+    Ok(match frame.kind {
+        Kind::HelloOk => {
+            let heartbeat_s = serde_json::from_slice::<serde_json::Value>(frame.body)
+                .ok()
+                .and_then(|v| v["heartbeat_s"].as_u64())
+                .filter(|s| *s >= 1)
+                .ok_or("HELLO_OK without a heartbeat_s of at least 1")?;
+            StateEvent::Up { heartbeat_s }
+        }
+        Kind::StateLoginOk => {
+            let r = Routed::parse(frame.body).map_err(bad)?;
+            StateEvent::LoginOk {
+                id: frame.id,
+                route: r.route,
+                body: r.payload,
+            }
+        }
+        Kind::LoginFail => {
+            let e = NodeErrorBody::parse(frame.body).map_err(bad)?;
+            StateEvent::LoginFail {
+                id: frame.id,
+                route: e.route,
+                code: e.code,
+                reason: e.reason,
+            }
+        }
+        Kind::Kick => {
+            let e = NodeErrorBody::parse(frame.body).map_err(bad)?;
+            StateEvent::Kick {
+                route: e.route,
+                code: e.code,
+                reason: e.reason,
+            }
+        }
+        Kind::StatePush => {
+            let r = Routed::parse(frame.body).map_err(bad)?;
+            StateEvent::Push {
+                msg: frame.id,
+                route: r.route,
+                payload: r.payload,
+            }
+        }
+        Kind::StateError => {
+            let e = ErrorBody::parse(frame.body).map_err(bad)?;
+            StateEvent::Refused {
+                code: e.code,
+                reason: e.reason,
+            }
+        }
+        other => return Err(format!("the state daemon does not send {}", other.name())),
+    })
+}
+
+/// The link: socket, buffers, backoff, heartbeat schedule.
+pub struct StateLink {
+    pub path: PathBuf,
+    /// `<gateway id>/<reactor>`, sent in HELLO.
+    pub name: String,
+    pub stream: Option<UnixStream>,
+    pub phase: Phase,
+    backoff: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    pub inbuf: Vec<u8>,
+    pub out: Vec<u8>,
+    written: usize,
+    /// WRITABLE interest is registered.
+    pub writable: bool,
+    /// From HELLO_OK.
+    pub heartbeat: Duration,
+    pub last_heartbeat: Instant,
+    /// The link has been up before (for log levels: the first failure is a warning).
+    pub complained: bool,
+}
+
+impl StateLink {
+    pub fn new(path: PathBuf, name: String, min: Duration, max: Duration, now: Instant) -> Self {
+        StateLink {
+            path,
+            name,
+            stream: None,
+            phase: Phase::Down { retry_at: now },
+            backoff: min,
+            min_backoff: min,
+            max_backoff: max,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            written: 0,
+            writable: false,
+            heartbeat: Duration::from_secs(30),
+            last_heartbeat: now,
+            complained: false,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.phase == Phase::Up
+    }
+
+    /// Starts a connection: the socket is connected (Unix sockets connect at once or fail)
+    /// and HELLO is queued.
+    pub fn connect(&mut self) -> io::Result<&mut UnixStream> {
+        let stream = UnixStream::connect(&self.path)?;
+        self.inbuf.clear();
+        self.out.clear();
+        self.written = 0;
+        self.writable = false;
+        encode::frame(&mut self.out, Kind::Hello, 0, self.name.as_bytes());
+        self.phase = Phase::Hello;
+        Ok(self.stream.insert(stream))
+    }
+
+    /// HELLO_OK arrived.
+    pub fn up(&mut self, heartbeat_s: u64, now: Instant) {
+        self.phase = Phase::Up;
+        self.backoff = self.min_backoff;
+        self.heartbeat = Duration::from_secs(heartbeat_s);
+        self.last_heartbeat = now;
+        self.complained = false;
+    }
+
+    /// The link failed: drops the socket and schedules the next attempt (doubling backoff).
+    pub fn down(&mut self, now: Instant) -> Option<UnixStream> {
+        self.phase = Phase::Down {
+            retry_at: now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        self.out = Vec::new();
+        self.inbuf = Vec::new();
+        self.written = 0;
+        self.writable = false;
+        self.stream.take()
+    }
+
+    /// Reads everything available into `inbuf`; `Ok(false)` at EOF.
+    pub fn read(&mut self) -> io::Result<bool> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            let start = self.inbuf.len();
+            self.inbuf.resize(start + READ_CHUNK, 0);
+            match stream.read(&mut self.inbuf[start..]) {
+                Ok(0) => {
+                    self.inbuf.truncate(start);
+                    return Ok(false);
+                }
+                Ok(n) => self.inbuf.truncate(start + n),
+                Err(e) => {
+                    self.inbuf.truncate(start);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(true),
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what the socket takes; `Ok(true)` when nothing is left.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(true);
+        };
+        while self.written < self.out.len() {
+            match stream.write(&self.out[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            return Ok(true);
+        }
+        if self.out.len() - self.written > MAX_OUT {
+            return Err(io::Error::other("the state daemon does not read its link"));
+        }
+        if self.written >= self.out.len() / 2 {
+            self.out.drain(..self.written);
+            self.written = 0;
+        }
+        Ok(false)
+    }
+
+    /// Queues `routes` as HEARTBEAT (or ANNOUNCE) frames.
+    pub fn routes(&mut self, kind: Kind, routes: &[u64]) {
+        for chunk in routes.chunks(ROUTES_PER_FRAME) {
+            encode::routes(&mut self.out, kind, chunk);
+        }
+    }
+
+    /// Queues a frame whose body is the route and `rest`.
+    pub fn routed(&mut self, kind: Kind, id: u64, route: u64, rest: &[u8]) {
+        encode::routed(&mut self.out, kind, id, route, rest);
+    }
+
+    /// Queues a frame with no body.
+    pub fn frame(&mut self, kind: Kind) {
+        encode::frame(&mut self.out, kind, 0, &[]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_proto::{routes, Decoder, ErrorCode};
+
+    fn route_list(body: &[u8]) -> Option<Vec<u64>> {
+        routes(body).ok().map(Iterator::collect)
+    }
+
+    fn decode(bytes: &[u8]) -> Frame<'_> {
+        Decoder::new(MAX_BODY).decode(bytes).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn parses_every_kind_the_daemon_sends() {
+        let mut out = Vec::new();
+        encode::frame(
+            &mut out,
+            Kind::HelloOk,
+            0,
+            br#"{"heartbeat_s":7,"resume_window_s":30}"#,
+        );
+        assert_eq!(parse(&decode(&out)), Ok(StateEvent::Up { heartbeat_s: 7 }));
+
+        out.clear();
+        encode::routed(&mut out, Kind::StateLoginOk, 4, 99, b"{}");
+        assert_eq!(
+            parse(&decode(&out)),
+            Ok(StateEvent::LoginOk {
+                id: 4,
+                route: 99,
+                body: b"{}"
+            })
+        );
+
+        out.clear();
+        encode::routed_error(
+            &mut out,
+            Kind::LoginFail,
+            4,
+            99,
+            ErrorCode::AuthFailed,
+            "bad",
+        );
+        assert_eq!(
+            parse(&decode(&out)),
+            Ok(StateEvent::LoginFail {
+                id: 4,
+                route: 99,
+                code: 5,
+                reason: "bad"
+            })
+        );
+
+        out.clear();
+        encode::routed_error(&mut out, Kind::Kick, 0, 99, ErrorCode::Kicked, "again");
+        assert_eq!(
+            parse(&decode(&out)),
+            Ok(StateEvent::Kick {
+                route: 99,
+                code: 12,
+                reason: "again"
+            })
+        );
+
+        out.clear();
+        encode::routed(&mut out, Kind::StatePush, 11, 99, b"hi");
+        assert_eq!(
+            parse(&decode(&out)),
+            Ok(StateEvent::Push {
+                msg: 11,
+                route: 99,
+                payload: b"hi"
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_daemon_never_sends_or_cannot_mean() {
+        let mut out = Vec::new();
+        encode::frame(&mut out, Kind::HelloOk, 0, b"{}");
+        assert!(parse(&decode(&out)).is_err());
+        out.clear();
+        encode::frame(&mut out, Kind::StatePush, 1, &[0; 7]);
+        assert!(parse(&decode(&out)).is_err());
+        out.clear();
+        encode::frame(&mut out, Kind::Data, 1, b"x");
+        assert!(parse(&decode(&out)).is_err());
+    }
+
+    #[test]
+    fn heartbeats_are_split_into_frames_of_at_most_8192_routes() {
+        let now = Instant::now();
+        let mut link = StateLink::new(
+            "/nonexistent".into(),
+            "gw/0".into(),
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            now,
+        );
+        let routes: Vec<u64> = (0..20_000).collect();
+        link.routes(Kind::Heartbeat, &routes);
+        let decoder = Decoder::new(MAX_BODY);
+        let mut at = 0;
+        let mut seen = Vec::new();
+        while let Some((frame, used)) = decoder.decode(&link.out[at..]).unwrap() {
+            at += used;
+            let list = route_list(frame.body).unwrap();
+            assert!(list.len() <= 8192);
+            seen.extend(list);
+        }
+        assert_eq!(seen, routes);
+        // Backoff doubles to the cap and resets when the link comes up.
+        assert!(link.connect().is_err());
+        for expected in [10, 20, 40, 80, 100, 100] {
+            link.down(now);
+            assert_eq!(
+                link.phase,
+                Phase::Down {
+                    retry_at: now + Duration::from_millis(expected)
+                }
+            );
+        }
+        link.up(5, now);
+        link.down(now);
+        assert_eq!(
+            link.phase,
+            Phase::Down {
+                retry_at: now + Duration::from_millis(10)
+            }
+        );
+    }
+}
