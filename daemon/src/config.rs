@@ -134,7 +134,11 @@ pub fn render<C: Serialize>(config: &C, secret_keys: &[&str]) -> String {
         return String::from("# (config could not be rendered)\n");
     };
     for key in secret_keys {
-        if table.contains_key(*key) {
+        // An empty secret is shown as empty: "<redacted>" would claim one is set.
+        let set = table
+            .get(*key)
+            .is_some_and(|v| v.as_str().is_none_or(|s| !s.is_empty()));
+        if set {
             table.insert(key.to_string(), toml::Value::String("<redacted>".into()));
         }
     }
