@@ -2,8 +2,9 @@
 //! one `main` with a `check` subcommand ([`cli`]),
 //! a TOML config layered under env vars and flags with a `check` that lists every error
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
-//! ([`signals`]), systemd readiness notification ([`notify`]), and the open-files limit
-//! ([`rlimit`]), and Prometheus text ([`prometheus`]).
+//! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
+//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), and Prometheus text
+//! ([`prometheus`]).
 
 pub mod cli;
 pub mod config;
@@ -12,3 +13,4 @@ pub mod notify;
 pub mod prometheus;
 pub mod rlimit;
 pub mod signals;
+pub mod watchdog;

@@ -2,10 +2,17 @@
 //!
 //! A daemon sends `READY=1` only once its listeners accept, and `STOPPING=1` when it starts
 //! to shut down. Without `NOTIFY_SOCKET` (not run by systemd) every call does nothing.
+//! `WATCHDOG=1` pings are [`crate::watchdog`]'s, sent through [`watchdog_to`].
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+/// True once [`stopping`] ran. Held while sending `STOPPING=1` and while sending
+/// `WATCHDOG=1` ([`watchdog_to`]), so no ping ever follows `STOPPING=1`: systemd re-arms its
+/// watchdog on any ping, even while the unit stops, and a drain may outlast the interval.
+static STOPPED: Mutex<bool> = Mutex::new(false);
 
 /// Sends `state` to `$NOTIFY_SOCKET`; `Ok(false)` when the variable is unset.
 pub fn notify(state: &str) -> io::Result<bool> {
@@ -37,11 +44,23 @@ pub fn ready() {
     }
 }
 
-/// `STOPPING=1`: the daemon is shutting down.
+/// `STOPPING=1`: the daemon is shutting down. No `WATCHDOG=1` is sent after this.
 pub fn stopping() {
+    let mut stopped = STOPPED.lock().unwrap_or_else(PoisonError::into_inner);
+    *stopped = true;
     if let Err(e) = notify("STOPPING=1") {
         tracing::warn!(error = %e, "cannot notify systemd of stopping");
     }
+}
+
+/// `WATCHDOG=1` to `path`, unless [`stopping`] has run: then nothing is sent and the answer
+/// is `Ok(false)`.
+pub fn watchdog_to(path: &Path) -> io::Result<bool> {
+    let stopped = STOPPED.lock().unwrap_or_else(PoisonError::into_inner);
+    if *stopped {
+        return Ok(false);
+    }
+    notify_to(path, "WATCHDOG=1").map(|()| true)
 }
 
 #[cfg(test)]

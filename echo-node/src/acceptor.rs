@@ -5,7 +5,7 @@
 //! after a short pause, so the thread never spins.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,14 @@ pub struct ReactorHandle {
 pub const LISTENER: Token = Token(0);
 pub const STOP: Token = Token(1);
 
-/// Runs until the stop flag is set and `STOP` is woken.
+/// Runs until the stop flag is set and `STOP` is woken; counts its loop iterations in
+/// `loops` (for the systemd watchdog, which wakes it through `STOP` too).
 pub fn run(
     mut poll: Poll,
     mut listener: TcpListener,
     reactors: Vec<ReactorHandle>,
     stop: Arc<AtomicBool>,
+    loops: Arc<AtomicU64>,
 ) {
     if let Err(e) = poll
         .registry()
@@ -47,6 +49,7 @@ pub fn run(
             tracing::error!(error = %e, "acceptor poll failed");
             return;
         }
+        loops.fetch_add(1, Ordering::Relaxed);
         if stop.load(Ordering::Acquire) {
             return;
         }
@@ -62,6 +65,7 @@ pub fn run(
                         last_complaint = Some(Instant::now());
                     }
                     std::thread::sleep(Duration::from_millis(20));
+                    loops.fetch_add(1, Ordering::Relaxed); // retrying is alive, not stuck
                     if stop.load(Ordering::Acquire) {
                         return;
                     }

@@ -2,7 +2,7 @@
 //! the compute pool, and tears them down on stop.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub struct Node {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
+    /// Loop iterations of each reactor, then of the acceptor (same order as `wakers`).
+    loops: Vec<Arc<AtomicU64>>,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -83,6 +85,7 @@ impl Node {
 
         let mut handles = Vec::with_capacity(reactor_count);
         let mut threads = Vec::with_capacity(reactor_count + 1);
+        let mut loops = Vec::with_capacity(reactor_count + 1);
         let decoder = Decoder::new(config.max_body);
         for (index, (poll, results)) in polls.into_iter().zip(result_receivers).enumerate() {
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -103,6 +106,7 @@ impl Node {
                 decoder,
                 config.max_queued_bytes,
             );
+            loops.push(reactor.loops.clone());
             threads.push(
                 thread::Builder::new()
                     .name(format!("reactor-{index}"))
@@ -117,11 +121,15 @@ impl Node {
             Waker::new(accept_poll.registry(), acceptor::STOP).map_err(NodeError::Poll)?;
         wakers.push(Arc::new(accept_waker));
         let accept_stop = stop.clone();
+        let accept_loops = Arc::new(AtomicU64::new(0));
+        loops.push(accept_loops.clone());
         let listener = mio::net::TcpListener::from_std(listener);
         threads.push(
             thread::Builder::new()
                 .name("acceptor".into())
-                .spawn(move || acceptor::run(accept_poll, listener, handles, accept_stop))
+                .spawn(move || {
+                    acceptor::run(accept_poll, listener, handles, accept_stop, accept_loops)
+                })
                 .map_err(NodeError::Spawn)?,
         );
 
@@ -129,6 +137,7 @@ impl Node {
             local_addr,
             stop,
             wakers,
+            loops,
             threads,
             workers,
         })
@@ -137,6 +146,34 @@ impl Node {
     /// The address the node accepts on (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The systemd watchdog's check: every reactor and the acceptor went round its loop
+    /// since the last time this said yes. Each call also wakes them all (one `eventfd`
+    /// write each; a woken loop finds nothing to do), so an idle node passes by answering
+    /// the wake-up and a stuck loop fails. The compute pool is not checked: a busy pool
+    /// answers OVERLOADED, which is the node working as designed.
+    pub fn liveness(&self) -> impl FnMut() -> bool + Send + 'static {
+        let loops = self.loops.clone();
+        let wakers = self.wakers.clone();
+        let counts = move || {
+            loops
+                .iter()
+                .map(|l| l.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        let mut progress = tether_daemon::watchdog::Progress::new(counts());
+        let wake = move || {
+            for waker in &wakers {
+                let _ = waker.wake();
+            }
+        };
+        wake();
+        move || {
+            let alive = progress.moved(counts());
+            wake();
+            alive
+        }
     }
 
     /// Stops accepting, closes every connection and joins every thread.
@@ -166,9 +203,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "echo node listening"
     );
     tether_daemon::notify::ready();
+    let watchdog = tether_daemon::watchdog::Watchdog::start(
+        "every reactor and the acceptor answered a wake-up",
+        node.liveness(),
+    );
     tether_daemon::signals::wait_for_stop()?;
     tracing::info!("stopping");
     tether_daemon::notify::stopping();
+    drop(watchdog);
     node.stop();
     Ok(())
 }

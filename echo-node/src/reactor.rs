@@ -4,7 +4,7 @@
 //! the compute pool, or the stop flag. Nothing here is shared with other reactors except the
 //! open-connection count the acceptor balances on.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -33,6 +33,8 @@ pub struct Reactor {
     pub stop: Arc<AtomicBool>,
     pub decoder: Decoder,
     pub max_queued: usize,
+    /// Loop iterations so far, read by the systemd watchdog (see [`crate::node`]).
+    pub loops: Arc<AtomicU64>,
     conns: Slab<Connection>,
     echo: Echo,
     scratch: Vec<u8>,
@@ -63,6 +65,7 @@ impl Reactor {
             stop,
             decoder,
             max_queued,
+            loops: Arc::new(AtomicU64::new(0)),
             conns: Slab::new(),
             echo: Echo::new(index, compute),
             scratch: vec![0; SCRATCH],
@@ -81,6 +84,7 @@ impl Reactor {
                 tracing::error!(reactor = self.index, error = %e, "poll failed; reactor stops");
                 break;
             }
+            self.loops.fetch_add(1, Ordering::Relaxed);
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {

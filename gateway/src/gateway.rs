@@ -281,6 +281,7 @@ pub fn run(opts: &Opts, config: Config) -> anyhow::Result<()> {
         "gateway accepting"
     );
     tether_daemon::notify::ready();
+    let watchdog = watchdog(&gateway.metrics);
     let (tx, rx) = crossbeam_channel::unbounded();
     tether_daemon::signals::spawn(move |event| {
         let _ = tx.send(event);
@@ -308,8 +309,22 @@ pub fn run(opts: &Opts, config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("draining");
     tether_daemon::notify::stopping();
+    drop(watchdog); // systemd stops watching at STOPPING=1; the drain may outlast an interval
     gateway.drain();
     Ok(())
+}
+
+/// Under systemd with `WatchdogSec=`: WATCHDOG=1 only while every reactor has run its timer
+/// tick (every 50 ms, busy or idle) since the last ping, so one stuck reactor is enough for
+/// systemd to restart the gateway. `WatchdogSec=` must be well above 100 ms.
+fn watchdog(metrics: &[Arc<Metrics>]) -> Option<tether_daemon::watchdog::Watchdog> {
+    use tether_daemon::watchdog::{Progress, Watchdog};
+    let metrics = metrics.to_vec();
+    let ticks = move || metrics.iter().map(|m| m.ticks.get()).collect::<Vec<_>>();
+    let mut progress = Progress::new(ticks());
+    Watchdog::start("every reactor ticked since the last ping", move || {
+        progress.moved(ticks())
+    })
 }
 
 /// The id and client address this gateway reports under.

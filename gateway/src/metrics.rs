@@ -385,6 +385,9 @@ pub struct Metrics {
     pub sessions: [Counter; 7],
     /// 1 while this reactor's link to the state daemon is up (0 without `--state`).
     pub state_link_up: Counter,
+    /// Timer ticks run (one per 50 ms): the systemd watchdog pings only while every
+    /// reactor's count moves. Not exported.
+    pub ticks: Counter,
     /// Replaced by the reactor on health changes only (rare), never per frame.
     nodes: Mutex<Vec<NodeStatus>>,
 }
@@ -412,6 +415,7 @@ impl Metrics {
             latency: Histogram::new(),
             sessions: Default::default(),
             state_link_up: Counter::default(),
+            ticks: Counter::default(),
             nodes: Mutex::new(Vec::new()),
         }
     }

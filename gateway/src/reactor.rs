@@ -967,6 +967,7 @@ impl Reactor {
     // Timers, commands, reload
 
     fn tick(&mut self) {
+        self.metrics.ticks.inc();
         for node in 0..self.backends.len() {
             match self.backends[node].link {
                 Link::Idle { retry_at } if self.now >= retry_at => self.connect(node),

@@ -1,5 +1,6 @@
 //! Starting and stopping the service: the listener, the tokio runtime, the HTTP server and
-//! the rebuild task; and [`run`], which the binary calls.
+//! the rebuild task; the systemd watchdog's liveness check; and [`run`], which the binary
+//! calls.
 //!
 //! The rebuild task waits for a report (a `Notify` permit) or for the next gateway to go
 //! stale, rebuilds the list, then sleeps `rebuild_interval` so that a stream of reports costs
@@ -7,6 +8,7 @@
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -46,6 +48,9 @@ pub struct Service {
     state: Shared,
     shutdown: Option<watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
+    /// For [`Service::liveness`]: the runtime, and false once the HTTP server has ended.
+    runtime: tokio::runtime::Handle,
+    serving: Arc<AtomicBool>,
 }
 
 impl Service {
@@ -77,11 +82,15 @@ impl Service {
             config.rebuild_interval(),
             shutdown_rx,
         ));
+        let handle = runtime.handle().clone();
+        let serving = Arc::new(AtomicBool::new(true));
+        let server_running = serving.clone();
         let thread = std::thread::Builder::new()
             .name("ipconfig".into())
             .spawn(move || {
                 runtime.block_on(async {
                     let _ = server.await;
+                    server_running.store(false, Ordering::Relaxed);
                     let _ = rebuilder.await;
                 });
                 runtime.shutdown_timeout(Duration::from_millis(100));
@@ -92,7 +101,36 @@ impl Service {
             state,
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
+            runtime: handle,
+            serving,
         })
+    }
+
+    /// The systemd watchdog's check: the HTTP server is still running, and the runtime ran
+    /// the probe task spawned by the previous call (each call spawns the next one: a task
+    /// that bumps a counter). So the check fails when no worker thread polls tasks any more,
+    /// e.g. every worker blocked, and costs one tiny task per call.
+    pub fn liveness(&self) -> impl FnMut() -> bool + Send + 'static {
+        let runtime = self.runtime.clone();
+        let serving = self.serving.clone();
+        let answered = Arc::new(AtomicU64::new(0));
+        let probe = {
+            let answered = answered.clone();
+            move || {
+                let answered = answered.clone();
+                runtime.spawn(async move {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+        };
+        let mut progress = tether_daemon::watchdog::Progress::new([0]);
+        probe();
+        move || {
+            let alive = progress.moved([answered.load(Ordering::Relaxed)])
+                && serving.load(Ordering::Relaxed);
+            probe();
+            alive
+        }
     }
 
     /// The address the service accepts on (the real port when configured with port 0).
@@ -224,9 +262,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "ipconfig listening"
     );
     tether_daemon::notify::ready();
+    let watchdog = tether_daemon::watchdog::Watchdog::start(
+        "the HTTP server runs and the runtime ran the last probe task",
+        service.liveness(),
+    );
     let _ = stop_rx.recv();
     tracing::info!("stopping");
     tether_daemon::notify::stopping();
+    drop(watchdog);
     service.stop();
     tracing::info!("stopped");
     Ok(())

@@ -112,13 +112,30 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         "listening"
     );
     tether_daemon::notify::ready();
+    let watchdog = watchdog(&server);
 
     let result = server.run(|store, journal| reload(&opts, store, journal));
+    drop(watchdog);
     drop(http);
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!(error = %e, "could not remove the socket file");
     }
     result
+}
+
+/// Under systemd with `WatchdogSec=`: WATCHDOG=1 only while the event loop goes round. Each
+/// check wakes the loop, so an idle loop answers within the check's retry and a stuck one
+/// (or one busy compacting for longer than `WatchdogSec=`) gets no ping.
+fn watchdog(server: &server::Server) -> Option<tether_daemon::watchdog::Watchdog> {
+    use tether_daemon::watchdog::{Progress, Watchdog};
+    let (loops, waker) = (server.loops(), server.waker.clone());
+    let mut progress = Progress::new([loops.load(Ordering::Relaxed)]);
+    let _ = waker.wake(); // so that the first check finds the loop gone round
+    Watchdog::start("the event loop went round since the last ping", move || {
+        let alive = progress.moved([loops.load(Ordering::Relaxed)]);
+        let _ = waker.wake();
+        alive
+    })
 }
 
 /// SIGHUP: the rules (secret, timings, limits) and the fsync policy change; the socket, the

@@ -7,7 +7,7 @@
 //! anything a gateway or an HTTP client was told about (see `doc/state.md`).
 
 use std::io;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,6 +83,8 @@ pub struct Server {
     decoder: Decoder,
     push_replies: Vec<(tokio::sync::oneshot::Sender<PushResult>, PushResult)>,
     dirty: Vec<usize>,
+    /// Loop iterations so far; see [`Server::loops`].
+    loops: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -117,7 +119,14 @@ impl Server {
             decoder: Decoder::new(MAX_BODY),
             push_replies: Vec::new(),
             dirty: Vec::new(),
+            loops: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The loop's iteration count, bumped once per iteration: the systemd watchdog checks
+    /// that it moves (after a wake-up through the waker, so an idle loop moves too).
+    pub fn loops(&self) -> Arc<AtomicU64> {
+        self.loops.clone()
     }
 
     /// Runs until a stop signal; `reload` is called for SIGHUP.
@@ -157,6 +166,7 @@ impl Server {
             self.store.advance(now);
             self.commit(now)?;
             self.send();
+            self.loops.fetch_add(1, Ordering::Relaxed);
 
             match self.signal.swap(RUN, Ordering::Relaxed) {
                 STOP => return self.stop(),
