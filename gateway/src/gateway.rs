@@ -227,6 +227,12 @@ impl Gateway {
         kept.pin_cores = self.config.pin_cores;
         kept.admin = self.config.admin;
         kept.log_format = self.config.log_format;
+        kept.state = self.config.state.clone();
+        kept.ipconfig = self.config.ipconfig.clone();
+        kept.id = self.config.id.clone();
+        kept.advertise = self.config.advertise.clone();
+        kept.bandwidth_bytes_per_s = self.config.bandwidth_bytes_per_s;
+        kept.report_interval_ms = self.config.report_interval_ms;
         self.config = kept;
         ignored
     }

@@ -114,7 +114,7 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
     tether_daemon::notify::ready();
     let watchdog = watchdog(&server);
 
-    let result = server.run(|store, journal| reload(&opts, store, journal));
+    let result = server.run(|store, journal| reload(&opts, &config, store, journal));
     drop(watchdog);
     drop(http);
     if let Err(e) = std::fs::remove_file(&config.socket) {
@@ -140,8 +140,8 @@ fn watchdog(server: &server::Server) -> Option<tether_daemon::watchdog::Watchdog
 
 /// SIGHUP: the rules (secret, timings, limits) and the fsync policy change; the socket, the
 /// HTTP address and the journal directory need a restart.
-fn reload(opts: &Opts, store: &mut store::Store, journal: &mut journal::Journal) {
-    let config = match opts.load() {
+fn reload(opts: &Opts, running: &Config, store: &mut store::Store, journal: &mut journal::Journal) {
+    let mut config = match opts.load() {
         Ok(config) => config,
         Err(errors) => {
             return tracing::error!("SIGHUP: configuration refused, nothing changed:\n{errors}")
@@ -153,9 +153,42 @@ fn reload(opts: &Opts, store: &mut store::Store, journal: &mut journal::Journal)
             return tracing::error!(error = %e, "SIGHUP: cannot read the JWT secret, nothing changed")
         }
     };
+    let ignored = restart_only_changes(running, &config);
+    if !ignored.is_empty() {
+        tracing::warn!(
+            keys = %ignored.join(", "),
+            "SIGHUP: these keys need a restart; they keep their running values"
+        );
+    }
+    config.max_payload = running.max_payload;
     store.set_rules(store::Rules::new(&config, secret));
     if let Err(e) = journal.set_policy(config.journal_fsync) {
         tracing::error!(error = %e, "SIGHUP: cannot change the fsync policy");
     }
     tracing::info!("SIGHUP: configuration reloaded");
+}
+
+/// Keys of `new` that differ from `running` and only a restart applies.
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if running.socket != new.socket {
+        changed.push("socket");
+    }
+    if running.http != new.http {
+        changed.push("http");
+    }
+    if running.journal != new.journal {
+        changed.push("journal");
+    }
+    if running.compact_bytes != new.compact_bytes {
+        changed.push("compact_bytes");
+    }
+    if running.max_payload != new.max_payload {
+        // The HTTP listener sizes its body limit from it at start.
+        changed.push("max_payload");
+    }
+    if running.log_format != new.log_format {
+        changed.push("log_format");
+    }
+    changed
 }
