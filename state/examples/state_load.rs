@@ -3,9 +3,13 @@
 //!
 //! ```text
 //! cargo build --release -p tether-state --example state_load
-//! target/release/examples/state_load mix  --socket S --secret X [--conns 50 --depth 16 --duration 10 --warmup 2]
-//! target/release/examples/state_load fill --socket S --secret X [--sessions 1000000 --conns 4]
+//! export TETHER_STATE_JWT_SECRET=…   # the daemon's secret (or --secret, which shows in ps)
+//! target/release/examples/state_load mix  --socket S --conns 50 [--depth 16 --duration 10 --warmup 2]
+//! target/release/examples/state_load fill --socket S --conns 4 --sessions 1000000
 //! ```
+//!
+//! The event loop is single-threaded (mio, every link non-blocking), like redis-benchmark's,
+//! so that one client core drives either server the same way.
 //!
 //! **mix** — every connection is its own gateway (HELLO with its own gateway id, then an empty
 //! announcement) and sends batches of `--depth` commands in one write, the next batch only
@@ -24,7 +28,8 @@
 //! verification is part of the work; the client's signing is not); a device logs in again
 //! long after its previous session was CLOSED, as a reconnecting device does. Commands that
 //! complete inside the `--duration` window after `--warmup` are counted. One JSON line on
-//! stdout: commands/s, logins/s, batch latency, the client's own CPU use, failures.
+//! stdout: commands/s, logins/s, batch latency, the client's own CPU use and, with
+//! `--server-pid`, the daemon's and every core's over the measured window, failures.
 //!
 //! **fill** — logs in `--sessions` distinct devices over `--conns` links, up to `--depth`
 //! LOGINs outstanding per link, signing tokens as it goes, prints one JSON line once every
@@ -72,8 +77,8 @@ struct Link {
     /// The daemon's Unix socket.
     #[arg(long)]
     socket: PathBuf,
-    /// The daemon's --jwt-secret.
-    #[arg(long)]
+    /// The daemon's JWT secret.
+    #[arg(long, env = "TETHER_STATE_JWT_SECRET", hide_env_values = true)]
     secret: String,
     /// Links (each one gateway).
     #[arg(long)]
@@ -164,6 +169,25 @@ fn process_cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some((utime + stime) / ticks)
+}
+
+/// (busy, total) jiffies of every CPU, from /proc/stat's `cpuN` lines.
+fn cpu_jiffies() -> Vec<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            // user nice system idle iowait irq softirq steal
+            let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+            (busy, busy + at(3) + at(4))
+        })
+        .collect()
 }
 
 // ---- one link ---------------------------------------------------------------------------
@@ -507,6 +531,7 @@ fn mix(args: &MixArgs) -> Result<()> {
     let (mut batches, mut latencies_us) = (0u64, Vec::<u32>::with_capacity(1 << 20));
     // (when, our CPU seconds, the daemon's) at the first wake-up after t0 and after t1.
     let (mut cpu0, mut cpu1) = (None, None);
+    let (mut jiffies0, mut jiffies1) = (Vec::new(), Vec::new());
     for (c, s) in conns.iter_mut().zip(sessions.iter_mut()) {
         let Conn { out, replies, .. } = c;
         s.batch(out, &mut replies.expected, depth, l);
@@ -521,9 +546,11 @@ fn mix(args: &MixArgs) -> Result<()> {
         let now = Instant::now();
         if cpu0.is_none() && now >= t0 {
             cpu0 = Some((now, cpu_seconds(), server_cpu()));
+            jiffies0 = cpu_jiffies();
         }
         if cpu1.is_none() && now >= t1 {
             cpu1 = Some((now, cpu_seconds(), server_cpu()));
+            jiffies1 = cpu_jiffies();
         }
         for ev in events.iter() {
             let i = ev.token().0;
@@ -572,6 +599,14 @@ fn mix(args: &MixArgs) -> Result<()> {
     let (a0, c0, s0) = cpu0.unwrap_or((t0, 0.0, None));
     let (a1, c1, s1) = cpu1.unwrap_or_else(|| (Instant::now(), cpu_seconds(), server_cpu()));
     let span = a1.duration_since(a0).as_secs_f64().max(1e-3);
+    // Every core's busy share over the span: with the daemon's own use, shows other work.
+    let cpu_busy_pct: Vec<f64> = jiffies0
+        .iter()
+        .zip(&jiffies1)
+        .map(|(a, b)| {
+            100.0 * b.0.saturating_sub(a.0) as f64 / b.1.saturating_sub(a.1).max(1) as f64
+        })
+        .collect();
     let server_cpu_pct = match (s0, s1) {
         (Some(a), Some(b)) => serde_json::json!(100.0 * (b - a) / span),
         _ => serde_json::Value::Null,
@@ -604,6 +639,7 @@ fn mix(args: &MixArgs) -> Result<()> {
         "batch_latency_us": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
         "client_cpu_pct": 100.0 * (c1 - c0) / span,
         "server_cpu_pct": server_cpu_pct,
+        "cpu_busy_pct": cpu_busy_pct,
         "signing_s": signing.as_secs_f64(),
         "login_ok": conns.iter().map(|c| c.replies.login_ok).sum::<u64>(),
         "login_fail": conns.iter().map(|c| c.replies.login_fail).sum::<u64>(),
