@@ -47,13 +47,15 @@
 //!
 //! Records are encoded into a userspace buffer. `Always` writes and fdatasyncs it inside every
 //! `append`; `EverySec` and `No` write it to the file at every [`Journal::tick`] and
-//! [`Journal::flush`] (and whenever it reaches 64 KiB), and `EverySec` fdatasyncs in `tick` at
-//! most once a second, and in `flush` and on drop.
+//! [`Journal::flush`] (and whenever it reaches 64 KiB). `EverySec` fdatasyncs at most once a
+//! second, on a background thread that `tick` hands a duplicate of the file descriptor to
+//! (`syncer.rs`), so the caller's loop never waits for the disk; `flush` and drop fdatasync
+//! on the caller's thread.
 //!
 //! | policy     | SIGKILL of the process                      | machine crash or power loss |
 //! |------------|---------------------------------------------|-----------------------------|
 //! | `always`   | nothing `append` returned `Ok` for          | nothing `append` returned `Ok` for |
-//! | `everysec` | records appended since the last `tick`/`flush` (still in the buffer) | also records written since the last fdatasync: at most ~1 s plus one tick period |
+//! | `everysec` | records appended since the last `tick`/`flush` (still in the buffer) | also records written since the last completed fdatasync: about 1 s, plus the time a sync takes (a sync still running when the next is due postpones it) |
 //! | `no`       | records appended since the last `tick`/`flush` (still in the buffer) | also whatever the kernel had not written back yet (Linux: up to ~30 s by default) |
 //!
 //! A SIGKILL only destroys the process's memory: bytes already `write(2)`n to the file are in
@@ -109,6 +111,7 @@ mod lock;
 mod policy;
 mod recover;
 mod replay;
+mod syncer;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -123,6 +126,7 @@ pub use replay::{Records, Replay, TornTail};
 use error::io_err;
 use files::{journal_path, snapshot_path, snapshot_tmp_path};
 use lock::DirLock;
+use syncer::Syncer;
 
 /// `EverySec` and `No` write their buffer to the file once it holds this much, tick or not.
 const WRITE_THRESHOLD: usize = 64 * 1024;
@@ -148,6 +152,8 @@ pub struct Journal {
     last_sync_ms: Option<u64>,
     /// A failure left the file in a state the journal cannot vouch for.
     poisoned: bool,
+    /// `EverySec`'s background fdatasync (none under the other policies).
+    syncer: Option<Syncer>,
     _lock: DirLock,
 }
 
@@ -173,7 +179,7 @@ impl Journal {
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let lock = DirLock::acquire(&dir)?;
         let recovered = recover::recover(&dir)?;
-        let journal = Journal {
+        let mut journal = Journal {
             dir,
             policy,
             generation: recovered.generation,
@@ -184,8 +190,10 @@ impl Journal {
             unsynced: false,
             last_sync_ms: None,
             poisoned: false,
+            syncer: None,
             _lock: lock,
         };
+        journal.start_syncer();
         Ok((journal, recovered.replay))
     }
 
@@ -212,8 +220,8 @@ impl Journal {
     }
 
     /// The daemon's periodic call, with the same millisecond clock it gives the timer wheel:
-    /// writes buffered records to the file and, under `EverySec`, fdatasyncs if a second has
-    /// passed since the last time. Call it once per event-loop iteration, before replying.
+    /// writes buffered records to the file and, under `EverySec`, starts a background
+    /// fdatasync if a second has passed since the last one (and it has finished). Call it once per event-loop iteration, before replying.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), JournalError> {
         self.check()?;
         self.write_out()?;
@@ -222,12 +230,44 @@ impl Journal {
                 None => true,
                 Some(last) => now_ms < last || now_ms - last >= EVERYSEC_INTERVAL_MS,
             };
-            if due {
-                self.sync()?;
+            if due && self.sync_in_background() {
                 self.last_sync_ms = Some(now_ms);
             }
         }
         Ok(())
+    }
+
+    /// Hands the fdatasync to the syncer thread; `false` when it is still busy with the last
+    /// one (try again next tick). Without a syncer thread, syncs here.
+    fn sync_in_background(&mut self) -> bool {
+        let Some(syncer) = &self.syncer else {
+            return self.sync().is_ok();
+        };
+        match self.file.try_clone() {
+            Ok(dup) => {
+                let taken = syncer.request(dup);
+                if taken {
+                    self.unsynced = false;
+                }
+                taken
+            }
+            Err(_) => self.sync().is_ok(),
+        }
+    }
+
+    fn start_syncer(&mut self) {
+        if self.policy != FsyncPolicy::EverySec {
+            self.syncer = None;
+            return;
+        }
+        if self.syncer.is_none() {
+            match Syncer::start() {
+                Ok(syncer) => self.syncer = Some(syncer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "journal: no fsync thread; everysec syncs on the caller's thread")
+                }
+            }
+        }
     }
 
     /// Writes buffered records to the file and, unless the policy is `No`, fdatasyncs.
@@ -236,6 +276,10 @@ impl Journal {
         self.check()?;
         self.write_out()?;
         if self.policy != FsyncPolicy::No {
+            if self.syncer.is_some() {
+                // A background sync may still be running: sync here regardless.
+                self.unsynced = true;
+            }
             self.sync()?;
         }
         Ok(())
@@ -316,9 +360,13 @@ impl Journal {
         self.check()?;
         self.write_out()?;
         if policy == FsyncPolicy::Always {
+            if self.syncer.is_some() {
+                self.unsynced = true;
+            }
             self.sync()?;
         }
         self.policy = policy;
+        self.start_syncer();
         Ok(())
     }
 
@@ -332,7 +380,11 @@ impl Journal {
         self.poisoned
     }
 
-    fn check(&self) -> Result<(), JournalError> {
+    fn check(&mut self) -> Result<(), JournalError> {
+        if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_failure) {
+            self.poisoned = true;
+            return Err(io_err("fdatasync (background)", &self.path)(e));
+        }
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }

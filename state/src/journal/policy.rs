@@ -4,7 +4,7 @@
 //! | policy     | `append` writes to the file | fdatasync                                   |
 //! |------------|-----------------------------|---------------------------------------------|
 //! | `always`   | before returning            | before returning                            |
-//! | `everysec` | at `tick`/`flush`, or once 64 KiB is buffered | in `tick` at most once a second, in `flush` and on drop |
+//! | `everysec` | at `tick`/`flush`, or once 64 KiB is buffered | started by `tick` at most once a second on a background thread; in `flush` and on drop |
 //! | `no`       | at `tick`/`flush`, or once 64 KiB is buffered | never: the kernel writes back when it likes (Linux: ~30 s) |
 //!
 //! What can be lost, precisely (see the [journal](super) documentation for the full table):
