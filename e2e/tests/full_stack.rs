@@ -135,7 +135,11 @@ fn state_sigkilled_and_restarted_under_load_loses_no_session_and_no_request() {
         .filter(|v| v["state"] != "online")
         .map(|v| format!("{} {}", v["device_id"], v["gateway"]))
         .collect();
-    assert!(detached.is_empty(), "detached after the restart: {detached:?}\n{}", state.metrics());
+    assert!(
+        detached.is_empty(),
+        "detached after the restart: {detached:?}\n{}",
+        state.metrics()
+    );
     for (i, session) in sessions.iter().enumerate() {
         let view = state.session_of(&format!("kill-{i}"));
         assert_eq!(view["session"], session.as_str(), "kill-{i}");

@@ -1,7 +1,10 @@
-//! Why a connection failed to open or ended early, under the names the summary's `errors`
-//! map uses ("connect_refused", "reset", "eof", …), and how OS errors map onto them.
+//! Why a connection failed to open, an attempt to (re)connect failed, or a connection ended
+//! early, under the names the summary's `errors` map uses ("connect_refused", "reset",
+//! "eof", "KICKED", "ip_list_unavailable", …), and how OS errors map onto them.
 
 use std::io;
+
+use tether_proto::ErrorCode;
 
 /// The reason a connection is closed before the end of the run, or never opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +27,23 @@ pub enum Cause {
     IoError,
     /// The server sent bytes that are not a valid v1 frame stream.
     BadFrameFromServer,
+    /// The server sent an ERROR whose code closes the connection (KICKED, TIMEOUT,
+    /// AUTH_FAILED, …); named by the code.
+    Server(ErrorCode),
+    /// No LOGIN_OK (or ERROR) within `--connect-timeout` of LOGIN or RESUME.
+    LoginTimeout,
+    /// tether-ipconfig could not be reached (connect or I/O error).
+    IpListUnreachable,
+    /// No complete `/ip_list` answer within `--connect-timeout`.
+    IpListTimeout,
+    /// `/ip_list` answered 503: no gateway is available.
+    IpListUnavailable,
+    /// `/ip_list` answered another status than 200 or 503.
+    IpListHttp,
+    /// The `/ip_list` answer is not HTTP, not the JSON, or lists no usable address.
+    IpListBad,
+    /// A connection told GOAWAY did not get back within `--reconnect-timeout`.
+    ReconnectTimeout,
 }
 
 impl Cause {
@@ -39,6 +59,14 @@ impl Cause {
             Cause::Eof => "eof",
             Cause::IoError => "io_error",
             Cause::BadFrameFromServer => "bad_frame_from_server",
+            Cause::Server(code) => code.name(),
+            Cause::LoginTimeout => "login_timeout",
+            Cause::IpListUnreachable => "ip_list_unreachable",
+            Cause::IpListTimeout => "ip_list_timeout",
+            Cause::IpListUnavailable => "ip_list_unavailable",
+            Cause::IpListHttp => "ip_list_http_error",
+            Cause::IpListBad => "ip_list_bad_answer",
+            Cause::ReconnectTimeout => "reconnect_timeout",
         }
     }
 
@@ -109,5 +137,11 @@ mod tests {
         );
         assert_eq!(Cause::of_stream_error(&os(libc::EPIPE)).name(), "reset");
         assert_eq!(Cause::of_stream_error(&os(libc::EIO)).name(), "io_error");
+    }
+
+    #[test]
+    fn server_errors_are_named_by_their_code() {
+        assert_eq!(Cause::Server(ErrorCode::Kicked).name(), "KICKED");
+        assert_eq!(Cause::Server(ErrorCode::AuthFailed).name(), "AUTH_FAILED");
     }
 }

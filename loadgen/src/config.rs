@@ -1,8 +1,9 @@
 //! Command-line flags (each also a `TETHER_LOADGEN_*` env var) and their validation into a
 //! [`Config`] that [`crate::run`] can trust.
 //!
-//! [`Args`] is what clap parses; [`Args::into_config`] resolves the targets, applies the
-//! defaults that depend on the machine (`--threads`) and reports every problem at once.
+//! [`Args`] is what clap parses; [`Args::into_config`] resolves the targets and URLs, reads
+//! the JWT key, applies the defaults that depend on the machine (`--threads`) and reports
+//! every problem at once. The JWT key is never printed (see [`crate::session::Secret`]).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use thiserror::Error;
+
+use crate::http::Url;
+use crate::session::{Login, Secret};
+
+/// The longest `--device-prefix`: device ids must stay within the 128 bytes a token's `sub`
+/// may hold, index included.
+const MAX_DEVICE_PREFIX: usize = 100;
 
 /// The largest body a v1 length field can describe (`u32::MAX` minus kind, flags and id).
 const MAX_WIRE_BODY: u32 = u32::MAX - tether_proto::MIN_LEN;
@@ -19,17 +27,82 @@ const MAX_WIRE_BODY: u32 = u32::MAX - tether_proto::MIN_LEN;
 #[command(
     name = "tether-loadgen",
     version,
-    about = "Closed- and open-loop load generator for Tether (DATA echo round trips, HdrHistogram latencies)"
+    about = "Closed- and open-loop load generator for Tether: logs in, heartbeats, echoes DATA, \
+             acknowledges pushes, follows GOAWAY (HdrHistogram latencies)"
 )]
 pub struct Args {
-    /// Where to connect, ADDR[,ADDR…]; connections are spread round-robin over the targets.
+    /// Where to connect, ADDR[,ADDR…]; connections are spread round-robin over the targets
+    /// and fall back to the next one.
     #[arg(
         long,
         env = "TETHER_LOADGEN_TARGET",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "ipconfig",
+        conflicts_with = "ipconfig"
     )]
     pub target: Vec<String>,
+
+    /// Find gateways through tether-ipconfig instead: each connection GETs URL/ip_list and
+    /// dials the first gateway listed, falling back to the next (http://HOST:PORT).
+    #[arg(long, env = "TETHER_LOADGEN_IPCONFIG", value_name = "URL")]
+    pub ipconfig: Option<String>,
+
+    /// Log every connection in with an HS256 JWT signed with this key (sub = its device id,
+    /// exp = now + 1 day). Prefer --jwt-secret-file or the env var: flags show in `ps`.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_secret_file"
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// Read the JWT key from this file (a trailing newline is ignored).
+    #[arg(long, env = "TETHER_LOADGEN_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Without a JWT key: send an anonymous LOGIN first (echo nodes and gateways without a
+    /// state daemon answer it). Without either, connections send DATA straight away.
+    #[arg(long, env = "TETHER_LOADGEN_LOGIN")]
+    pub login: bool,
+
+    /// Device ids are PREFIX-N, N = --device-offset + connection index.
+    #[arg(long, env = "TETHER_LOADGEN_DEVICE_PREFIX", default_value = "loadgen")]
+    pub device_prefix: String,
+
+    /// Added to the connection index in device ids, so several loadgen processes can log in
+    /// to one state daemon without taking each other's devices.
+    #[arg(long, env = "TETHER_LOADGEN_DEVICE_OFFSET", default_value_t = 0)]
+    pub device_offset: u64,
+
+    /// Seconds between PINGs on a ready connection [default: LOGIN_OK's heartbeat_s, else
+    /// 30; no PINGs without a login unless given].
+    #[arg(long, env = "TETHER_LOADGEN_HEARTBEAT", allow_negative_numbers = true)]
+    pub heartbeat: Option<f64>,
+
+    /// Seconds a connection told GOAWAY may take to get back to a gateway (resumed) before
+    /// it counts as dropped.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_RECONNECT_TIMEOUT",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
+    pub reconnect_timeout: f64,
+
+    /// POST this many pushes per second in total to random devices of this run, through
+    /// --push-url, while the load runs (payloads stamped for push latency).
+    #[arg(long, env = "TETHER_LOADGEN_PUSH_RATE", allow_negative_numbers = true)]
+    pub push_rate: Option<f64>,
+
+    /// tether-state's push API, for --push-rate.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_PUSH_URL",
+        default_value = "http://127.0.0.1:8902",
+        value_name = "URL"
+    )]
+    pub push_url: String,
 
     /// Connections to open and keep for the whole run.
     #[arg(long, env = "TETHER_LOADGEN_CONNS", default_value_t = 100)]
@@ -73,7 +146,8 @@ pub struct Args {
     #[arg(long, env = "TETHER_LOADGEN_SOURCE", value_delimiter = ',')]
     pub source: Vec<IpAddr>,
 
-    /// Seconds a connection may take to establish.
+    /// Seconds each step of setting a connection up may take: an /ip_list answer, a TCP
+    /// connect (then the next gateway is tried), a LOGIN_OK.
     #[arg(
         long,
         env = "TETHER_LOADGEN_CONNECT_TIMEOUT",
@@ -119,10 +193,27 @@ impl Mode {
     }
 }
 
+/// `--push-rate` and where to POST.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushConfig {
+    /// Pushes per second, all devices together.
+    pub rate: f64,
+    pub url: Url,
+}
+
 /// A validated run description. Build one with [`Args::into_config`] or [`Config::new`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// `--target`s; empty with `--ipconfig`.
     pub targets: Vec<SocketAddr>,
+    pub ipconfig: Option<Url>,
+    pub login: Login,
+    pub device_prefix: String,
+    pub device_offset: u64,
+    /// `--heartbeat`; `None`: the server's interval (when logged in).
+    pub heartbeat: Option<Duration>,
+    pub reconnect_timeout: Duration,
+    pub push: Option<PushConfig>,
     pub conns: usize,
     pub payload: usize,
     pub duration: Duration,
@@ -141,8 +232,22 @@ pub struct Config {
 /// One thing wrong with the flags.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ConfigError {
-    #[error("--target: at least one target address is required")]
+    #[error("--target or --ipconfig is required")]
     NoTarget,
+    #[error("--{flag} {url:?}: {reason}")]
+    BadUrl {
+        flag: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("--jwt-secret-file {path:?}: {reason}")]
+    SecretFile { path: PathBuf, reason: String },
+    #[error("the JWT key is empty")]
+    EmptySecret,
+    #[error("--device-prefix must be 1 to {MAX_DEVICE_PREFIX} bytes")]
+    BadDevicePrefix,
+    #[error("--push-rate must be a finite number above 0, got {0}")]
+    BadPushRate(f64),
     #[error("--target {target:?}: {reason}")]
     BadTarget { target: String, reason: String },
     #[error("--conns must be at least 1")]
@@ -212,6 +317,55 @@ impl Args {
         let duration = seconds("duration", self.duration, true);
         let warmup = seconds("warmup", self.warmup, false);
         let connect_timeout = seconds("connect-timeout", self.connect_timeout, true);
+        let reconnect_timeout = seconds("reconnect-timeout", self.reconnect_timeout, true);
+        let heartbeat = self.heartbeat.map(|h| seconds("heartbeat", h, true));
+
+        let mut url = |flag, text: &str| match Url::parse(text) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                errors.push(ConfigError::BadUrl {
+                    flag,
+                    url: text.to_string(),
+                    reason: e.to_string(),
+                });
+                None
+            }
+        };
+        let ipconfig = self.ipconfig.as_deref().and_then(|u| url("ipconfig", u));
+        let push = match self.push_rate {
+            Some(rate) => url("push-url", &self.push_url).map(|url| PushConfig { rate, url }),
+            None => None,
+        };
+        if let Some(rate) = self.push_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                errors.push(ConfigError::BadPushRate(rate));
+            }
+        }
+
+        let secret = match (self.jwt_secret, &self.jwt_secret_file) {
+            (Some(key), _) => Some(key.into_bytes()),
+            (None, Some(path)) => match std::fs::read(path) {
+                Ok(mut key) => {
+                    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        key.pop();
+                    }
+                    Some(key)
+                }
+                Err(e) => {
+                    errors.push(ConfigError::SecretFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    });
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let login = match secret {
+            Some(key) => Login::Jwt(Secret(key)),
+            None if self.login => Login::Anonymous,
+            None => Login::None,
+        };
 
         let mode = match (self.pipeline, self.rate) {
             (_, Some(rate)) => Mode::Rate(rate),
@@ -225,6 +379,13 @@ impl Args {
 
         let config = Config {
             targets,
+            ipconfig,
+            login,
+            device_prefix: self.device_prefix,
+            device_offset: self.device_offset,
+            heartbeat,
+            reconnect_timeout,
+            push,
             conns: self.conns,
             payload: self.payload,
             duration,
@@ -240,11 +401,14 @@ impl Args {
         };
         // The flag-level checks above already named bad seconds and unresolvable targets;
         // the config-level checks would only repeat them.
-        let bad_target = errors
-            .iter()
-            .any(|e| matches!(e, ConfigError::BadTarget { .. }));
+        let bad_target = errors.iter().any(|e| {
+            matches!(
+                e,
+                ConfigError::BadTarget { .. } | ConfigError::BadUrl { .. }
+            )
+        });
         errors.extend(config.problems().into_iter().filter(|e| match e {
-            ConfigError::BadSeconds { .. } => false,
+            ConfigError::BadSeconds { .. } | ConfigError::BadPushRate(_) => false,
             ConfigError::NoTarget => !bad_target,
             _ => true,
         }));
@@ -261,6 +425,13 @@ impl Config {
     pub fn new(targets: Vec<SocketAddr>) -> Config {
         Config {
             targets,
+            ipconfig: None,
+            login: Login::None,
+            device_prefix: "loadgen".to_string(),
+            device_offset: 0,
+            heartbeat: None,
+            reconnect_timeout: Duration::from_secs(10),
+            push: None,
             conns: 100,
             payload: 64,
             duration: Duration::from_secs(10),
@@ -290,8 +461,31 @@ impl Config {
 
     fn problems(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        if self.targets.is_empty() {
+        if self.targets.is_empty() && self.ipconfig.is_none() {
             errors.push(ConfigError::NoTarget);
+        }
+        if matches!(&self.login, Login::Jwt(key) if key.0.is_empty()) {
+            errors.push(ConfigError::EmptySecret);
+        }
+        if self.device_prefix.is_empty() || self.device_prefix.len() > MAX_DEVICE_PREFIX {
+            errors.push(ConfigError::BadDevicePrefix);
+        }
+        for (flag, value) in [
+            ("reconnect-timeout", Some(self.reconnect_timeout)),
+            ("heartbeat", self.heartbeat),
+        ] {
+            if value.is_some_and(|v| v.is_zero()) {
+                errors.push(ConfigError::BadSeconds {
+                    flag,
+                    bound: "above 0",
+                    value: 0.0,
+                });
+            }
+        }
+        if let Some(push) = &self.push {
+            if !(push.rate.is_finite() && push.rate > 0.0) {
+                errors.push(ConfigError::BadPushRate(push.rate));
+            }
         }
         if self.conns == 0 {
             errors.push(ConfigError::NoConns);
@@ -487,5 +681,121 @@ mod tests {
         .0;
         assert!(matches!(errors[..], [ConfigError::JsonDir(_)]));
         assert!(parse(&["--target", "127.0.0.1:1", "--json", "summary.json"]).is_ok());
+    }
+
+    #[test]
+    fn ipconfig_replaces_target_and_one_of_them_is_required() {
+        let config = parse(&["--ipconfig", "http://127.0.0.1:6789"]).unwrap();
+        assert!(config.targets.is_empty());
+        let url = config.ipconfig.unwrap();
+        assert_eq!(url.addr, "127.0.0.1:6789".parse().unwrap());
+        for argv in [
+            &["tether-loadgen"][..],
+            &[
+                "tether-loadgen",
+                "--target",
+                "127.0.0.1:1",
+                "--ipconfig",
+                "http://127.0.0.1:2",
+            ],
+        ] {
+            assert!(Args::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+        let errors = parse(&["--ipconfig", "ftp://x"]).unwrap_err().0;
+        assert!(
+            matches!(
+                &errors[..],
+                [ConfigError::BadUrl {
+                    flag: "ipconfig",
+                    ..
+                }]
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn login_modes_devices_and_heartbeat() {
+        let config = parse(&["--target", "127.0.0.1:1"]).unwrap();
+        assert_eq!(config.login, Login::None);
+        assert_eq!(
+            (config.device_prefix.as_str(), config.device_offset),
+            ("loadgen", 0)
+        );
+        assert_eq!(config.heartbeat, None);
+        assert_eq!(config.reconnect_timeout, Duration::from_secs(10));
+        let config = parse(&["--target", "127.0.0.1:1", "--login", "--heartbeat", "2.5"]).unwrap();
+        assert_eq!(config.login, Login::Anonymous);
+        assert_eq!(config.heartbeat, Some(Duration::from_millis(2500)));
+        let config = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--jwt-secret",
+            "k",
+            "--device-prefix",
+            "demo",
+            "--device-offset",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(config.login, Login::Jwt(Secret(b"k".to_vec())));
+        assert_eq!(
+            (config.device_prefix.as_str(), config.device_offset),
+            ("demo", 1000)
+        );
+        let errors = parse(&["--target", "127.0.0.1:1", "--device-prefix", ""])
+            .unwrap_err()
+            .0;
+        assert_eq!(errors, vec![ConfigError::BadDevicePrefix]);
+    }
+
+    #[test]
+    fn the_key_file_loses_its_trailing_newline_and_must_hold_a_key() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("tether-loadgen-key-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let file = path.to_str().unwrap();
+        let config = parse(&["--target", "127.0.0.1:1", "--jwt-secret-file", file]).unwrap();
+        assert_eq!(config.login, Login::Jwt(Secret(b"s3cret".to_vec())));
+        std::fs::write(&path, "\n").unwrap();
+        let errors = parse(&["--target", "127.0.0.1:1", "--jwt-secret-file", file])
+            .unwrap_err()
+            .0;
+        assert_eq!(errors, vec![ConfigError::EmptySecret]);
+        let _ = std::fs::remove_file(&path);
+        assert!(format!("{config:?}").contains("redacted"));
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn push_rate_needs_a_rate_above_zero_and_a_url() {
+        let config = parse(&["--target", "127.0.0.1:1", "--push-rate", "200"]).unwrap();
+        let push = config.push.unwrap();
+        assert_eq!(push.rate, 200.0);
+        assert_eq!(push.url.addr, "127.0.0.1:8902".parse().unwrap());
+        let errors = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--push-rate",
+            "-1",
+            "--push-url",
+            "nonsense",
+        ])
+        .unwrap_err()
+        .0;
+        assert!(
+            errors.contains(&ConfigError::BadPushRate(-1.0)),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| matches!(
+                e,
+                ConfigError::BadUrl {
+                    flag: "push-url",
+                    ..
+                }
+            )),
+            "{errors:?}"
+        );
     }
 }

@@ -1,15 +1,20 @@
 //! One client connection: its socket, its partial-frame read buffer, its user-space write
-//! queue, the DATA frames it has in flight, and what it does with each frame the server
-//! sends.
+//! queue, the DATA frames it has in flight, its session, and what it does with each frame
+//! the server sends. The socket changes across reconnects; the connection (one device, one
+//! session) does not.
 //!
-//! Frames from the server: DATA is checked against the payload its id must carry; PONG is
-//! ignored; ERROR is counted under its code's name and ends that request; GOAWAY and PUSH
-//! are counted (PUSH is ACKed); any other kind is a verify failure. A byte stream that does
+//! Frames from the server ([`Conn::on_frame`], sans-IO): DATA is checked against the
+//! payload its id must carry; PONG is counted; LOGIN_OK for the LOGIN or RESUME in flight
+//! keeps the session and readies the connection; PUSH is ACKed at once and tracked
+//! (duplicates, order, latency from the payload's stamp — see [`crate::pushes`]); an ERROR
+//! that answers the login, an ERROR whose code closes the connection, and GOAWAY are raised
+//! as [`Signals`] for the worker to act on; other ERRORs are counted under their code's
+//! name and end that request; any other kind is a verify failure. A byte stream that does
 //! not decode closes the connection as `bad_frame_from_server`.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind, HEADER_LEN};
@@ -17,6 +22,8 @@ use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind, HEADER_LEN};
 use crate::cause::Cause;
 use crate::outstanding::Outstanding;
 use crate::payload;
+use crate::pushes::{self, PushLog, Seen};
+use crate::session::{self, Hello, LoginOk, Session};
 use crate::stats::{Stats, Window};
 
 /// User-space bytes a connection may queue while its socket is not writable.
@@ -46,19 +53,60 @@ impl Env {
 pub enum State {
     /// Not dialled yet (`--connect-rate`).
     Idle,
+    /// Asking tether-ipconfig for `/ip_list` (the socket is the HTTP connection).
+    Resolving,
+    /// Connecting to a gateway.
     Connecting,
-    Established,
+    /// LOGIN or RESUME sent (or about to be sent again), waiting for LOGIN_OK.
+    LoggingIn,
+    /// Connected (and logged in, when logging in): DATA flows.
+    Ready,
+    /// Told GOAWAY: no new DATA, waiting for the replies still due, then reconnecting.
+    Leaving,
+    /// Waiting before the next attempt to get back to a gateway.
+    Backoff,
     Closed,
+}
+
+/// What a batch of frames asks the worker to do, in the order it should act.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    /// LOGIN_OK for the login in flight: the connection is ready.
+    pub logged_in: bool,
+    /// The server sent GOAWAY.
+    pub goaway: bool,
+    /// The login in flight was answered with an ERROR of this (raw) code.
+    pub login_error: Option<u16>,
+    /// An ERROR whose code closes the connection (not about the login).
+    pub closed_by: Option<ErrorCode>,
+}
+
+/// A connection getting back to a gateway after GOAWAY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// The gateway that said GOAWAY: skipped while another one is listed.
+    pub avoid: Option<SocketAddr>,
+    /// Set after a backoff caused by `avoid` being the only gateway listed.
+    pub allow_avoided: bool,
+    /// Failed attempts so far (the backoff grows with it).
+    pub attempts: u32,
+    /// The connection counts as dropped if it is not back by then.
+    pub by: Instant,
 }
 
 #[derive(Debug)]
 pub struct Conn {
-    /// Index among all connections of the run (phase, target and source choice).
+    /// Index among all connections of the run (phase, target, source and device choice).
     pub global: usize,
-    pub target: SocketAddr,
+    /// The `--target` this connection starts at; `None` with `--ipconfig`.
+    pub target: Option<SocketAddr>,
     pub source: Option<IpAddr>,
     pub state: State,
     pub stream: Option<TcpStream>,
+    /// The gateway the socket is connected or connecting to (`None` while resolving).
+    pub peer: Option<SocketAddr>,
+    /// Whether the socket's connect has completed (while resolving: to ipconfig).
+    pub connected: bool,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     /// Bytes of `wbuf` already written.
@@ -67,32 +115,81 @@ pub struct Conn {
     next_id: u64,
     /// Whether this connection already logged a verify failure.
     reported: bool,
+    /// Gateways left to try in the current attempt, next first.
+    pub candidates: Vec<SocketAddr>,
+    /// The session from the last LOGIN_OK, kept for RESUME.
+    pub session: Option<Box<Session>>,
+    /// `heartbeat_s` from the last LOGIN_OK.
+    pub server_heartbeat: Option<u64>,
+    /// The id of the LOGIN or RESUME in flight; 0 when none is (a retry is pending).
+    pub login_id: u64,
+    /// Whether the login in flight is a RESUME.
+    pub resuming: bool,
+    /// LOGIN/RESUME answers that kept the connection (UNAVAILABLE) since the last success.
+    pub login_retries: u32,
+    /// PING interval while ready; `None`: no heartbeat.
+    pub heartbeat: Option<Duration>,
+    /// The deadline of the current phase (see [`crate::deadlines`]).
+    pub phase_at: Option<Instant>,
+    /// When the next PING is due.
+    pub ping_at: Option<Instant>,
+    /// Whether the TCP connect to a gateway ever completed.
+    pub ever_connected: bool,
+    /// Whether the connection was ever ready (then a loss is a drop, not a failure).
+    pub up: bool,
+    /// Set from GOAWAY until the connection is ready again.
+    pub reconnect: Option<Reconnect>,
+    pub pushes: PushLog,
+    /// What the frames handled since the worker last looked ask it to do.
+    pub signals: Signals,
 }
 
 impl Conn {
-    pub fn new(global: usize, target: SocketAddr, source: Option<IpAddr>) -> Conn {
+    pub fn new(global: usize, target: Option<SocketAddr>, source: Option<IpAddr>) -> Conn {
         Conn {
             global,
             target,
             source,
             state: State::Idle,
             stream: None,
+            peer: None,
+            connected: false,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
             outstanding: Outstanding::new(),
             next_id: 1,
             reported: false,
+            candidates: Vec::new(),
+            session: None,
+            server_heartbeat: None,
+            login_id: 0,
+            resuming: false,
+            login_retries: 0,
+            heartbeat: None,
+            phase_at: None,
+            ping_at: None,
+            ever_connected: false,
+            up: false,
+            reconnect: None,
+            pushes: PushLog::new(),
+            signals: Signals::default(),
         }
     }
 
-    pub fn is_established(&self) -> bool {
-        self.state == State::Established
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
     }
 
     /// Bytes queued and not yet written to the socket.
     pub fn backlog(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// Queues the next DATA frame, measured from `since`. Returns `false` (and counts
@@ -108,8 +205,7 @@ impl Conn {
             stats.error("send_backlog_overflow");
             return false;
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.take_id();
         encode::header(&mut self.wbuf, Kind::Data, 0, id, env.payload);
         payload::write(&mut self.wbuf, self.global as u64, id, env.payload);
         self.outstanding.push(id, since);
@@ -117,7 +213,35 @@ impl Conn {
         true
     }
 
-    /// Reads everything the socket has and handles every complete frame.
+    /// Queues a PING.
+    pub fn queue_ping(&mut self, stats: &mut Stats) {
+        let id = self.take_id();
+        encode::frame(&mut self.wbuf, Kind::Ping, id, &[]);
+        stats.session.pings += 1;
+    }
+
+    /// Queues what a new socket starts with: LOGIN or RESUME (and waits for LOGIN_OK), or
+    /// nothing. Returns `true` when a login is now in flight.
+    pub fn queue_hello(&mut self, hello: Hello) -> bool {
+        let (kind, body) = match hello {
+            Hello::Nothing => return false,
+            Hello::Login(token) => (Kind::Login, token),
+            Hello::Resume(token) => (Kind::Resume, token),
+        };
+        let id = self.take_id();
+        encode::frame(&mut self.wbuf, kind, id, &body);
+        self.login_id = id;
+        self.resuming = kind == Kind::Resume;
+        true
+    }
+
+    /// Queues raw bytes (an HTTP request on the resolving socket).
+    pub fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Reads everything the socket has and handles every complete frame. Signals raised
+    /// by the frames are left in `self.signals`, also when the read then fails.
     ///
     /// `scratch` is the worker's read buffer: whole frames are handled straight from it and
     /// only a partial tail is copied into the connection's own buffer.
@@ -179,7 +303,7 @@ impl Conn {
                 }
                 Ok(None) => return Ok(used),
                 Err(e) => {
-                    tracing::debug!(error = %e, target = %self.target, "undecodable bytes from server");
+                    tracing::debug!(error = %e, peer = ?self.peer, "undecodable bytes from server");
                     return Err(Cause::BadFrameFromServer);
                 }
             }
@@ -207,26 +331,92 @@ impl Conn {
                 }
                 None => self.verify_failed(stats, frame.id, "id not in flight"),
             },
-            Kind::Pong => {}
+            Kind::Pong => stats.session.pongs += 1,
+            Kind::LoginOk if self.awaits_login(frame.id) => self.on_login_ok(frame.body, stats),
+            // The answer to a login abandoned at GOAWAY.
+            Kind::LoginOk if self.state == State::Leaving => {}
             Kind::Error => {
                 let Some((code, _reason)) = frame.body.split_first_chunk::<2>() else {
                     return Err(Cause::BadFrameFromServer);
                 };
                 let code = u16::from_be_bytes(*code);
-                match ErrorCode::from_u16(code) {
-                    Some(known) => stats.error(known.name()),
-                    None => stats.error(&format!("ERROR_{code}")),
+                let known = ErrorCode::from_u16(code);
+                if self.awaits_login(frame.id) {
+                    self.login_id = 0;
+                    self.signals.login_error = Some(code);
+                } else if let Some(closing) = known.filter(|c| c.closes_connection()) {
+                    // The drop's cause: counted once, by the worker.
+                    self.signals.closed_by = Some(closing);
+                    self.outstanding.take(frame.id);
+                } else {
+                    match known {
+                        Some(known) => stats.error(known.name()),
+                        None => stats.error(&format!("ERROR_{code}")),
+                    }
+                    self.outstanding.take(frame.id);
                 }
-                self.outstanding.take(frame.id);
             }
-            Kind::GoAway => stats.error("GOAWAY"),
-            Kind::Push => {
-                stats.error("PUSH");
-                encode::frame(&mut self.wbuf, Kind::Ack, frame.id, &[]);
-            }
+            Kind::GoAway => self.signals.goaway = true,
+            Kind::Push => self.on_push(frame.id, frame.body, now, window, stats),
             other => self.verify_failed(stats, frame.id, other.name()),
         }
         Ok(())
+    }
+
+    fn awaits_login(&self, id: u64) -> bool {
+        self.state == State::LoggingIn && self.login_id != 0 && id == self.login_id
+    }
+
+    /// LOGIN_OK for the login in flight: keep the session, count, signal readiness.
+    fn on_login_ok(&mut self, body: &[u8], stats: &mut Stats) {
+        self.login_id = 0;
+        self.signals.logged_in = true;
+        let ok = match LoginOk::parse(body) {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Carry on without a session to resume.
+                self.verify_failed(stats, 0, &e.to_string());
+                self.session = None;
+                self.server_heartbeat = None;
+                return;
+            }
+        };
+        let session = ok.session();
+        if self.resuming {
+            if self.session.as_ref().is_some_and(|s| s.id == session.id) {
+                stats.session.resumes_ok += 1;
+            } else {
+                stats.session.resumes_new_session += 1;
+            }
+        } else {
+            stats.session.logins_ok += 1;
+        }
+        self.server_heartbeat = ok.heartbeat_s;
+        self.session = Some(Box::new(session));
+    }
+
+    /// PUSH: ACK at once, then count it (duplicate, order, latency).
+    fn on_push(&mut self, id: u64, body: &[u8], now: Instant, window: &Window, stats: &mut Stats) {
+        encode::frame(&mut self.wbuf, Kind::Ack, id, &[]);
+        stats.push.received += 1;
+        stats.push.acked += 1;
+        match self.pushes.record(id) {
+            Seen::Duplicate => stats.push.duplicates += 1,
+            Seen::First { in_order } => {
+                stats.push.unique += 1;
+                if !in_order {
+                    stats.push.out_of_order += 1;
+                }
+                match pushes::stamp(body) {
+                    Some(stamp) => {
+                        let now_us =
+                            u64::try_from(session::unix_now().as_micros()).unwrap_or(u64::MAX);
+                        stats.push_latency(stamp, now_us, now, window);
+                    }
+                    None => stats.push.unstamped += 1,
+                }
+            }
+        }
     }
 
     fn verify_failed(&mut self, stats: &mut Stats, id: u64, what: &str) {
@@ -261,13 +451,52 @@ impl Conn {
         Ok(())
     }
 
-    /// Drops the socket and buffers; returns how many requests were still in flight.
-    pub fn close(&mut self) -> usize {
-        self.state = State::Closed;
+    /// Reads what an HTTP socket has into the connection's buffer; `Ok(true)` at EOF.
+    /// At most `limit` bytes are kept ([`Cause::IpListBad`] beyond).
+    pub fn read_raw(&mut self, scratch: &mut [u8], limit: usize) -> Result<bool, Cause> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(true);
+            };
+            match stream.read(scratch) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    if self.rbuf.len() + n > limit {
+                        return Err(Cause::IpListBad);
+                    }
+                    self.rbuf
+                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Cause::IpListUnreachable),
+            }
+        }
+    }
+
+    /// The bytes read so far (an HTTP response while resolving).
+    pub fn received(&self) -> &[u8] {
+        &self.rbuf
+    }
+
+    /// Drops the socket and its buffers, keeping the session, the push log and the
+    /// outstanding requests (the caller decides what they become).
+    pub fn drop_socket(&mut self) {
         self.stream = None;
+        self.connected = false;
         self.rbuf = Vec::new();
         self.wbuf = Vec::new();
         self.wpos = 0;
+        self.login_id = 0;
+    }
+
+    /// Drops the socket and buffers for good; returns how many requests were still in flight.
+    pub fn close(&mut self) -> usize {
+        self.state = State::Closed;
+        self.drop_socket();
+        self.phase_at = None;
+        self.ping_at = None;
+        self.candidates = Vec::new();
         self.outstanding.clear()
     }
 }
@@ -275,6 +504,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pushes;
     use std::time::Duration;
 
     fn setup() -> (Conn, Env, Window, Stats, Instant) {
@@ -283,7 +513,8 @@ mod tests {
             measure_start: t0,
             end: t0 + Duration::from_secs(10),
         };
-        let conn = Conn::new(0, "127.0.0.1:1".parse().unwrap(), None);
+        let mut conn = Conn::new(0, Some("127.0.0.1:1".parse().unwrap()), None);
+        conn.state = State::Ready;
         (conn, Env::new(16, 1024), window, Stats::new().unwrap(), t0)
     }
 
@@ -291,6 +522,17 @@ mod tests {
         let mut body = Vec::new();
         payload::write(&mut body, 0, id, len);
         body
+    }
+
+    /// The frames queued on `conn`, as (kind, id, body).
+    fn queued(conn: &Conn, env: &Env) -> Vec<(Kind, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some((frame, used)) = env.decoder.decode(&conn.wbuf[at..]).unwrap() {
+            out.push((frame.kind, frame.id, frame.body.to_vec()));
+            at += used;
+        }
+        out
     }
 
     #[test]
@@ -327,6 +569,7 @@ mod tests {
         for frame in [
             Frame::new(Kind::Data, 1, &corrupt),
             Frame::new(Kind::Data, 7, &corrupt),
+            // Not logging in: a LOGIN_OK is unexpected.
             Frame::new(Kind::LoginOk, 2, b"{}"),
         ] {
             conn.on_frame(frame, &env, t0, &window, &mut stats).unwrap();
@@ -335,15 +578,17 @@ mod tests {
         assert_eq!(stats.received, 0);
         // The corrupted id is no longer in flight; id 2 still is.
         assert_eq!(conn.outstanding.len(), 1);
+        assert_eq!(conn.signals, Signals::default());
     }
 
     #[test]
-    fn errors_goaway_and_push_are_counted_by_name() {
+    fn request_errors_are_counted_and_closing_errors_and_goaway_are_signalled() {
         let (mut conn, env, window, mut stats, t0) = setup();
         conn.queue_data(&env, t0, &window, &mut stats);
-        let mut overloaded = Vec::new();
-        encode::error(&mut overloaded, 1, ErrorCode::Overloaded, "queue full");
-        let (frame, _) = env.decoder.decode(&overloaded).unwrap().unwrap();
+        let mut errors = Vec::new();
+        encode::error(&mut errors, 1, ErrorCode::NoBackend, "no node");
+        encode::error(&mut errors, 0, ErrorCode::Kicked, "newer login");
+        let (frame, used) = env.decoder.decode(&errors).unwrap().unwrap();
         conn.on_frame(frame, &env, t0, &window, &mut stats).unwrap();
         assert!(conn.outstanding.is_empty());
         let unknown = [0u8, 99, b'x'];
@@ -355,17 +600,10 @@ mod tests {
             &mut stats,
         )
         .unwrap();
+        let (frame, _) = env.decoder.decode(&errors[used..]).unwrap().unwrap();
+        conn.on_frame(frame, &env, t0, &window, &mut stats).unwrap();
         conn.on_frame(
-            Frame::new(Kind::GoAway, 0, b"{}"),
-            &env,
-            t0,
-            &window,
-            &mut stats,
-        )
-        .unwrap();
-        conn.wbuf.clear();
-        conn.on_frame(
-            Frame::new(Kind::Push, 77, b"hi"),
+            Frame::new(Kind::GoAway, 0, br#"{"reason":"x"}"#),
             &env,
             t0,
             &window,
@@ -373,17 +611,15 @@ mod tests {
         )
         .unwrap();
         let names: Vec<(&str, u64)> = stats.errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(names, vec![("ERROR_99", 1), ("NO_BACKEND", 1)]);
         assert_eq!(
-            names,
-            vec![
-                ("ERROR_99", 1),
-                ("GOAWAY", 1),
-                ("OVERLOADED", 1),
-                ("PUSH", 1)
-            ]
+            conn.signals,
+            Signals {
+                goaway: true,
+                closed_by: Some(ErrorCode::Kicked),
+                ..Signals::default()
+            }
         );
-        let (ack, _) = env.decoder.decode(&conn.wbuf).unwrap().unwrap();
-        assert_eq!((ack.kind, ack.id, ack.body.len()), (Kind::Ack, 77, 0));
         // An ERROR too short to hold a code is a bad frame.
         assert_eq!(
             conn.on_frame(
@@ -396,6 +632,170 @@ mod tests {
             Err(Cause::BadFrameFromServer)
         );
         assert_eq!(stats.verify_failures, 0);
+    }
+
+    #[test]
+    fn login_ok_keeps_the_session_and_a_resume_is_checked_against_it() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        conn.state = State::LoggingIn;
+        assert!(conn.queue_hello(Hello::Login(b"token".to_vec())));
+        let (kind, id, body) = queued(&conn, &env).remove(0);
+        assert_eq!((kind, body.as_slice()), (Kind::Login, &b"token"[..]));
+        // A LOGIN_OK for another id is not the answer.
+        let ok = br#"{"session":"s1","resume_token":"s1.t","heartbeat_s":10}"#;
+        conn.on_frame(
+            Frame::new(Kind::LoginOk, id + 5, ok),
+            &env,
+            t0,
+            &window,
+            &mut stats,
+        )
+        .unwrap();
+        assert_eq!((stats.verify_failures, conn.signals.logged_in), (1, false));
+        conn.on_frame(
+            Frame::new(Kind::LoginOk, id, ok),
+            &env,
+            t0,
+            &window,
+            &mut stats,
+        )
+        .unwrap();
+        assert!(conn.signals.logged_in);
+        assert_eq!(conn.login_id, 0);
+        assert_eq!(conn.server_heartbeat, Some(10));
+        assert_eq!(stats.session.logins_ok, 1);
+        let session = conn.session.as_deref().cloned().unwrap();
+        assert_eq!(session.resume_token, "s1.t");
+
+        // Reconnected: RESUME with the token; the same session back is a resume.
+        conn.wbuf.clear();
+        let hello = session::hello(
+            &session::Login::Anonymous,
+            conn.session.as_deref(),
+            "d",
+            Duration::ZERO,
+        );
+        assert!(conn.queue_hello(hello));
+        let (kind, id, body) = queued(&conn, &env).remove(0);
+        assert_eq!((kind, body.as_slice()), (Kind::Resume, &b"s1.t"[..]));
+        conn.on_frame(
+            Frame::new(Kind::LoginOk, id, ok),
+            &env,
+            t0,
+            &window,
+            &mut stats,
+        )
+        .unwrap();
+        assert_eq!(stats.session.resumes_ok, 1);
+        // Another session back is counted as such.
+        conn.queue_hello(Hello::Resume(b"s1.t".to_vec()));
+        let other = br#"{"session":"s2","resume_token":"s2.t","heartbeat_s":10}"#;
+        conn.on_frame(
+            Frame::new(Kind::LoginOk, conn.login_id, other),
+            &env,
+            t0,
+            &window,
+            &mut stats,
+        )
+        .unwrap();
+        assert_eq!(stats.session.resumes_new_session, 1);
+        assert_eq!(conn.session.as_ref().unwrap().id, "s2");
+    }
+
+    #[test]
+    fn an_error_answering_the_login_is_signalled_with_its_code() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        conn.state = State::LoggingIn;
+        conn.queue_hello(Hello::Login(Vec::new()));
+        let id = conn.login_id;
+        let mut wire = Vec::new();
+        encode::error(&mut wire, id, ErrorCode::Unavailable, "state link down");
+        let (frame, _) = env.decoder.decode(&wire).unwrap().unwrap();
+        conn.on_frame(frame, &env, t0, &window, &mut stats).unwrap();
+        assert_eq!(conn.signals.login_error, Some(11));
+        assert_eq!(conn.login_id, 0);
+        assert!(stats.errors.is_empty(), "the worker counts it");
+    }
+
+    #[test]
+    fn a_bad_login_ok_is_a_verify_failure_but_the_connection_carries_on() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        conn.state = State::LoggingIn;
+        conn.queue_hello(Hello::Login(Vec::new()));
+        let id = conn.login_id;
+        conn.on_frame(
+            Frame::new(Kind::LoginOk, id, b"not json"),
+            &env,
+            t0,
+            &window,
+            &mut stats,
+        )
+        .unwrap();
+        assert!(conn.signals.logged_in);
+        assert_eq!(stats.verify_failures, 1);
+        assert!(conn.session.is_none());
+    }
+
+    #[test]
+    fn pushes_are_acked_at_once_and_tracked() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        let now_us = session::unix_now().as_micros() as u64;
+        let stamped = pushes::stamped(now_us - 2_000, b"x");
+        for (id, body) in [
+            (5, &stamped[..]),
+            (5, &stamped[..]),
+            (7, b"short"),
+            (6, &stamped[..]),
+        ] {
+            conn.on_frame(
+                Frame::new(Kind::Push, id, body),
+                &env,
+                t0,
+                &window,
+                &mut stats,
+            )
+            .unwrap();
+        }
+        let acks: Vec<(Kind, u64, usize)> = queued(&conn, &env)
+            .into_iter()
+            .map(|(k, id, body)| (k, id, body.len()))
+            .collect();
+        assert_eq!(
+            acks,
+            vec![
+                (Kind::Ack, 5, 0),
+                (Kind::Ack, 5, 0),
+                (Kind::Ack, 7, 0),
+                (Kind::Ack, 6, 0)
+            ]
+        );
+        let p = stats.push;
+        assert_eq!((p.received, p.acked, p.unique, p.duplicates), (4, 4, 3, 1));
+        assert_eq!((p.out_of_order, p.unstamped), (1, 1));
+        assert_eq!(stats.push_latency.len(), 2);
+        assert!(
+            stats.push_latency.min() >= 1_900,
+            "{}",
+            stats.push_latency.min()
+        );
+        assert!(stats.errors.is_empty() && stats.verify_failures == 0);
+    }
+
+    #[test]
+    fn pings_and_pongs_are_counted() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        conn.queue_ping(&mut stats);
+        let (kind, id, body) = queued(&conn, &env).remove(0);
+        assert_eq!((kind, body.len()), (Kind::Ping, 0));
+        conn.on_frame(
+            Frame::new(Kind::Pong, id, b""),
+            &env,
+            t0,
+            &window,
+            &mut stats,
+        )
+        .unwrap();
+        assert_eq!((stats.session.pings, stats.session.pongs), (1, 1));
     }
 
     #[test]
@@ -439,5 +839,20 @@ mod tests {
         assert!(!conn.queue_data(&env, t0, &window, &mut stats));
         assert_eq!(stats.errors.get("send_backlog_overflow"), Some(&1));
         assert_eq!(conn.outstanding.len(), 2);
+    }
+
+    #[test]
+    fn closing_keeps_nothing_but_the_count_in_flight() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        conn.queue_data(&env, t0, &window, &mut stats);
+        conn.session = Some(Box::new(Session {
+            id: "s".into(),
+            resume_token: "s.t".into(),
+        }));
+        conn.drop_socket();
+        assert_eq!((conn.backlog(), conn.outstanding.len()), (0, 1));
+        assert!(conn.session.is_some(), "kept for RESUME");
+        assert_eq!(conn.close(), 1);
+        assert_eq!(conn.state, State::Closed);
     }
 }

@@ -1,6 +1,9 @@
 //! `tether-loadgen`: drives DATA round trips over many long-lived connections to a Tether
 //! gateway or echo node and reports throughput, HdrHistogram latencies, errors by cause and
-//! its own CPU cost.
+//! its own CPU cost — as a real client: it can find gateways through tether-ipconfig's
+//! `/ip_list` ([`ip_list`]), log in with a JWT per device ([`session`]), heartbeat,
+//! acknowledge pushes and measure their latency ([`pushes`]), and follow GOAWAY to another
+//! gateway and RESUME there ([`reconnect`]).
 //!
 //! Thread per core: each worker ([`worker`]) owns its share of the connections in its own
 //! `mio::Poll`; the only thing shared while the load runs is one cache line of relaxed
@@ -8,7 +11,8 @@
 //! ([`config::Mode`]): a closed loop keeping `--pipeline` frames outstanding per
 //! connection, or an open loop sending `--rate` frames per second per connection on a fixed
 //! timetable ([`schedule`]) with latency measured from the scheduled time. Every reply is
-//! checked against the deterministic payload of its id ([`payload`]).
+//! checked against the deterministic payload of its id ([`payload`]). With `--push-rate`,
+//! one more thread POSTs pushes to the state daemon for the run's devices ([`pusher`]).
 //!
 //! [`run`] is the whole program minus argument parsing and printing; `main.rs` adds those.
 
@@ -16,11 +20,18 @@ pub mod cause;
 pub mod config;
 pub mod conn;
 pub mod cpu;
+pub mod deadlines;
 pub mod dial;
+pub mod http;
+pub mod ip_list;
 pub mod outstanding;
 pub mod payload;
 pub mod progress;
+pub mod pusher;
+pub mod pushes;
+pub mod reconnect;
 pub mod schedule;
+pub mod session;
 pub mod start_line;
 pub mod stats;
 pub mod summary;
@@ -86,6 +97,34 @@ pub fn run(config: Config) -> anyhow::Result<Summary> {
         }
     }
     drop(tx);
+    let pusher = config.push.clone().and_then(|push| {
+        let shared = Arc::clone(&shared);
+        let devices = pusher::Devices {
+            prefix: config.device_prefix.clone(),
+            offset: config.device_offset,
+            count: config.conns,
+        };
+        thread::Builder::new()
+            .name("loadgen-push".into())
+            .spawn(move || {
+                // Pushes start with the load, once every connection is up.
+                let start = loop {
+                    if let Some(start) = shared.start_line.start() {
+                        break start;
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                };
+                let duration = shared.config.duration;
+                pusher::run(
+                    &push,
+                    &devices,
+                    start,
+                    start + duration - pusher::settle(duration),
+                )
+            })
+            .map_err(|e| tracing::error!(error = %e, "cannot start the push thread"))
+            .ok()
+    });
 
     let began = Instant::now();
     let mut reporter = Reporter::new(config.conns);
@@ -123,8 +162,22 @@ pub fn run(config: Config) -> anyhow::Result<Summary> {
             .merge(&stats)
             .with_context(|| format!("merging worker {index}'s latencies"))?;
     }
+    let push_api = match pusher {
+        Some(handle) => Some(
+            handle
+                .join()
+                .map_err(|_| anyhow!("the push thread panicked"))?,
+        ),
+        None if config.push.is_some() => bail!("the push thread could not be started"),
+        None => None,
+    };
+    if let Some(api) = &push_api {
+        for (name, &n) in &api.errors {
+            total.errors_n(name, n);
+        }
+    }
     let cpu = CpuTime::now().since(cpu_before);
-    let summary = Summary::new(&config, threads, &total, cpu);
+    let summary = Summary::new(&config, threads, &total, push_api.as_ref(), cpu);
     if let Some(path) = &config.json {
         summary
             .write_json(path)
@@ -133,18 +186,17 @@ pub fn run(config: Config) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// Deals connections out: global connection `i` goes to worker `i % threads`, to target
-/// `i % targets`, and from source `(i / targets) % sources`, so every source address cycles
-/// over every target (each (source, target) pair has its own ~28k local ports).
+/// Deals connections out: global connection `i` goes to worker `i % threads`, starts at
+/// target `i % targets` (none with `--ipconfig`: the list decides), and comes from source
+/// `(i / targets) % sources`, so every source address cycles over every target (each
+/// (source, target) pair has its own ~28k local ports).
 fn plan(config: &Config, threads: usize) -> Vec<Vec<Conn>> {
     let mut plans: Vec<Vec<Conn>> = (0..threads)
         .map(|_| Vec::with_capacity(config.conns / threads + 1))
         .collect();
     let targets = config.targets.len().max(1);
     for i in 0..config.conns {
-        let Some(&target) = config.targets.get(i % targets) else {
-            break;
-        };
+        let target = config.targets.get(i % targets).copied();
         let source = match config.sources.len() {
             0 => None,
             n => config.sources.get((i / targets) % n).copied(),
@@ -177,12 +229,22 @@ mod tests {
         let pairs: Vec<(u16, String)> = plans
             .iter()
             .flatten()
-            .map(|c| (c.target.port(), c.source.unwrap().to_string()))
+            .map(|c| (c.target.unwrap().port(), c.source.unwrap().to_string()))
             .collect();
         // Global order 0..4: (1,.2) (2,.2) (1,.3) (2,.3) — every pairing is used.
         assert!(pairs.contains(&(1, "127.0.0.2".into())));
         assert!(pairs.contains(&(2, "127.0.0.2".into())));
         assert!(pairs.contains(&(1, "127.0.0.3".into())));
         assert!(pairs.contains(&(2, "127.0.0.3".into())));
+    }
+
+    #[test]
+    fn with_ipconfig_no_connection_has_a_target_of_its_own() {
+        let mut config = Config::new(Vec::new());
+        config.ipconfig = Some(http::Url::parse("http://127.0.0.1:6789").unwrap());
+        config.conns = 3;
+        let plans = plan(&config, 2);
+        assert_eq!(plans.iter().map(Vec::len).sum::<usize>(), 3);
+        assert!(plans.iter().flatten().all(|c| c.target.is_none()));
     }
 }

@@ -1,5 +1,6 @@
-//! One worker's results: connection and frame counters, errors by name, and the latency
-//! histogram. Owned by the worker thread (no sharing on the hot path) and merged into the
+//! One worker's results: connection and frame counters, session events (logins, resumes,
+//! reconnects, heartbeats), pushes, errors by name, and the DATA and push latency
+//! histograms. Owned by the worker thread (no sharing on the hot path) and merged into the
 //! run's totals at the end.
 
 use std::collections::BTreeMap;
@@ -49,6 +50,86 @@ pub struct Stats {
     pub error_total: u64,
     pub errors: BTreeMap<String, u64>,
     pub latency: Histogram<u64>,
+    pub session: SessionCounts,
+    pub push: PushCounts,
+    /// Push latency in µs (receive time − the payload's stamp), first deliveries only.
+    pub push_latency: Histogram<u64>,
+}
+
+/// Logins, resumes, reconnects and heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    /// Connections whose first login succeeded.
+    pub logged_in: u64,
+    /// LOGIN_OK answers to LOGIN (first logins and fresh logins after a failed resume).
+    pub logins_ok: u64,
+    /// LOGINs answered with a closing ERROR, timed out or cut off.
+    pub logins_failed: u64,
+    /// RESUMEs answered LOGIN_OK with the same session.
+    pub resumes_ok: u64,
+    /// RESUMEs refused, timed out or cut off.
+    pub resumes_failed: u64,
+    /// RESUMEs answered LOGIN_OK with a different session (not in `resumes_ok`; the
+    /// connection carries on with the new session).
+    pub resumes_new_session: u64,
+    /// GOAWAY frames received.
+    pub goaways: u64,
+    /// Connections back on a gateway after a GOAWAY.
+    pub reconnects_ok: u64,
+    /// Connections that did not get back within `--reconnect-timeout`.
+    pub reconnects_failed: u64,
+    /// PINGs sent.
+    pub pings: u64,
+    /// PONGs received.
+    pub pongs: u64,
+    /// Open-loop sends that came due while their connection was not ready (reconnecting):
+    /// not sent, not in `sent`.
+    pub skipped: u64,
+}
+
+impl SessionCounts {
+    fn add(&mut self, o: &SessionCounts) {
+        self.logged_in += o.logged_in;
+        self.logins_ok += o.logins_ok;
+        self.logins_failed += o.logins_failed;
+        self.resumes_ok += o.resumes_ok;
+        self.resumes_failed += o.resumes_failed;
+        self.resumes_new_session += o.resumes_new_session;
+        self.goaways += o.goaways;
+        self.reconnects_ok += o.reconnects_ok;
+        self.reconnects_failed += o.reconnects_failed;
+        self.pings += o.pings;
+        self.pongs += o.pongs;
+        self.skipped += o.skipped;
+    }
+}
+
+/// PUSH frames received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushCounts {
+    /// Every PUSH frame, redeliveries included.
+    pub received: u64,
+    /// Message ids seen for the first time on their connection.
+    pub unique: u64,
+    /// Redeliveries of a message id already seen on the same connection.
+    pub duplicates: u64,
+    /// First deliveries with an id below one already seen on the connection.
+    pub out_of_order: u64,
+    /// First deliveries too short to carry a send time.
+    pub unstamped: u64,
+    /// ACKs sent (one per PUSH frame).
+    pub acked: u64,
+}
+
+impl PushCounts {
+    fn add(&mut self, o: &PushCounts) {
+        self.received += o.received;
+        self.unique += o.unique;
+        self.duplicates += o.duplicates;
+        self.out_of_order += o.out_of_order;
+        self.unstamped += o.unstamped;
+        self.acked += o.acked;
+    }
 }
 
 impl Stats {
@@ -66,6 +147,9 @@ impl Stats {
             error_total: 0,
             errors: BTreeMap::new(),
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+            session: SessionCounts::default(),
+            push: PushCounts::default(),
+            push_latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
         })
     }
 
@@ -109,6 +193,15 @@ impl Stats {
         }
     }
 
+    /// Records the latency of a first delivery stamped `stamp_us` and received at `now_us`
+    /// (both µs since the Unix epoch), if it arrived in the measured part of the run.
+    pub fn push_latency(&mut self, stamp_us: u64, now_us: u64, at: Instant, window: &Window) {
+        if window.measures(at) {
+            let us = now_us.saturating_sub(stamp_us);
+            self.push_latency.saturating_record(us.max(1));
+        }
+    }
+
     /// Adds another worker's results to these.
     pub fn merge(&mut self, other: &Stats) -> Result<(), AdditionError> {
         self.established += other.established;
@@ -123,6 +216,9 @@ impl Stats {
         for (name, &n) in &other.errors {
             self.errors_n(name, n);
         }
+        self.session.add(&other.session);
+        self.push.add(&other.push);
+        self.push_latency.add(&other.push_latency)?;
         self.latency.add(&other.latency)
     }
 }
@@ -179,7 +275,16 @@ mod tests {
         b.errors_n("nothing", 0);
         b.reply(at, at + Duration::from_millis(2), &w);
         b.established = 2;
+        b.session.resumes_ok = 4;
+        b.push.duplicates = 1;
+        b.push_latency(1_000, 1_500, at, &w);
+        b.push_latency(1_000, 9_000, t0, &w); // before the window: not recorded
+        a.session.resumes_ok = 1;
         a.merge(&b).unwrap();
+        assert_eq!(a.session.resumes_ok, 5);
+        assert_eq!(a.push.duplicates, 1);
+        assert_eq!(a.push_latency.len(), 1);
+        assert_eq!(a.push_latency.max(), 500);
         assert_eq!(a.errors.get("reset"), Some(&2));
         assert_eq!(a.errors.get("unanswered"), Some(&3));
         assert!(!a.errors.contains_key("nothing"));

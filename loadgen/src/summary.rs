@@ -1,20 +1,27 @@
 //! The result of a run: every worker's [`Stats`] merged, plus the run's shape and the load
 //! generator's own CPU cost; printed as a table and written as JSON.
 //!
-//! JSON keys (bench scripts and `doc/bench.md` rely on them):
-//! `mode`, `pipeline` | `rate`, `duration_s`, `warmup_s`, `payload`, `threads`,
-//! `conns{requested,established,failed,dropped}`, `frames{sent,received}`, `errors{NAME:n}`,
-//! `verify_failures`, `throughput_per_s`, `latency_us{p50,p90,p99,p999,max,mean}`,
+//! JSON keys (bench scripts, `doc/bench.md` and `cargo xtask demo` rely on them):
+//! `mode`, `pipeline` | `rate`, `duration_s`, `warmup_s`, `payload`, `threads`, `login`,
+//! `conns{requested,established,logged_in,failed,dropped}`, `frames{sent,received,skipped}`,
+//! `errors{NAME:n}`, `verify_failures`, `throughput_per_s`,
+//! `latency_us{p50,p90,p99,p999,max,mean}`, `logins{ok,failed}`,
+//! `resumes{ok,failed,new_session}`, `reconnects{goaways,ok,failed}`,
+//! `heartbeats{sent,pongs}`,
+//! `push{received,unique,duplicates,out_of_order,unstamped,acked,latency_us{…}}`,
+//! `push_api{posted,delivered,queued,offline,failed}` (only with `--push-rate`),
 //! `cpu{user_s,sys_s,us_per_frame}`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Mode};
 use crate::cpu::CpuTime;
+use crate::pusher::PushApi;
 use crate::stats::Stats;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,25 +38,53 @@ pub struct Summary {
     pub warmup_s: f64,
     pub payload: usize,
     pub threads: usize,
+    /// `"none"`, `"anonymous"` (`--login`) or `"jwt"` (`--jwt-secret`).
+    #[serde(default = "no_login")]
+    pub login: String,
     pub conns: Conns,
     pub frames: Frames,
-    /// Count by name: connection causes ("reset", "eof", …), ERROR codes ("OVERLOADED",
-    /// "ERROR_<n>"), "GOAWAY", "PUSH", "send_backlog_overflow", "unanswered".
+    /// Count by name, every failure including attempts a fallback recovered from:
+    /// connection causes ("connect_refused", "reset", "eof", "login_timeout",
+    /// "ip_list_unavailable", "reconnect_timeout", …), ERROR codes by name ("KICKED",
+    /// "OVERLOADED", "ERROR_<n>"), "send_backlog_overflow", "unanswered",
+    /// "goaway_unanswered", "push_api_<cause>".
     pub errors: BTreeMap<String, u64>,
     pub verify_failures: u64,
     /// Replies received inside the measured window / its length in seconds.
     pub throughput_per_s: f64,
     pub latency_us: Latency,
+    #[serde(default)]
+    pub logins: Logins,
+    #[serde(default)]
+    pub resumes: Resumes,
+    #[serde(default)]
+    pub reconnects: Reconnects,
+    #[serde(default)]
+    pub heartbeats: Heartbeats,
+    #[serde(default)]
+    pub push: Push,
+    /// What `--push-rate` POSTed; absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_api: Option<PushApiCounts>,
     pub cpu: Cpu,
+}
+
+fn no_login() -> String {
+    "none".to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conns {
     pub requested: u64,
+    /// TCP connected to a gateway (or target) at least once.
     pub established: u64,
-    /// Never established.
+    /// Logged in at least once (0 without a login).
+    #[serde(default)]
+    pub logged_in: u64,
+    /// Never ready: every connect attempt failed, or the login did.
     pub failed: u64,
-    /// Established, then lost before the run ended.
+    /// Ready, then lost before the run ended (a GOAWAY followed by a successful reconnect
+    /// is not a loss).
     pub dropped: u64,
 }
 
@@ -59,10 +94,78 @@ pub struct Frames {
     pub sent: u64,
     /// Verified replies to those frames.
     pub received: u64,
+    /// Open loop: sends that came due while their connection was getting back after a
+    /// GOAWAY (not sent, not in `sent`).
+    #[serde(default)]
+    pub skipped: u64,
 }
 
-/// Latency percentiles in microseconds; `null` when no reply was recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logins {
+    /// LOGIN_OK answers to LOGIN.
+    pub ok: u64,
+    /// LOGINs refused (ERROR), timed out or cut off; by cause in `errors`.
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumes {
+    /// RESUMEs answered LOGIN_OK with the same session.
+    pub ok: u64,
+    /// RESUMEs refused, timed out or cut off (the connection then logs in afresh).
+    pub failed: u64,
+    /// RESUMEs answered LOGIN_OK with another session.
+    pub new_session: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconnects {
+    /// GOAWAY frames received.
+    pub goaways: u64,
+    /// Connections back (and resumed or logged in) on a gateway after a GOAWAY.
+    pub ok: u64,
+    /// Connections that did not get back within `--reconnect-timeout` (also dropped).
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeats {
+    /// PINGs sent.
+    pub sent: u64,
+    /// PONGs received.
+    pub pongs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    /// PUSH frames received, redeliveries included.
+    pub received: u64,
+    /// Message ids received for the first time on their connection.
+    pub unique: u64,
+    /// Redeliveries (at-least-once delivery).
+    pub duplicates: u64,
+    /// First deliveries with an id below one already received on the connection.
+    pub out_of_order: u64,
+    /// First deliveries shorter than the 8-byte send stamp (not in `latency_us`).
+    pub unstamped: u64,
+    /// ACKs sent.
+    pub acked: u64,
+    /// Receive time − the payload's stamp, first deliveries after the warmup.
+    pub latency_us: Latency,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushApiCounts {
+    pub posted: u64,
+    pub delivered: u64,
+    pub queued: u64,
+    pub offline: u64,
+    /// Refused or failed; by cause in `errors` as `push_api_<cause>`.
+    pub failed: u64,
+}
+
+/// Latency percentiles in microseconds; `null` when nothing was recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: Option<u64>,
     pub p90: Option<u64>,
@@ -70,6 +173,20 @@ pub struct Latency {
     pub p999: Option<u64>,
     pub max: Option<u64>,
     pub mean: Option<f64>,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let q = |quantile: f64| (!h.is_empty()).then(|| h.value_at_quantile(quantile));
+        Latency {
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: (!h.is_empty()).then(|| h.max()),
+            mean: (!h.is_empty()).then(|| h.mean()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -82,8 +199,15 @@ pub struct Cpu {
 }
 
 impl Summary {
-    /// Builds the summary from the merged stats of a run of `config` on `threads` workers.
-    pub fn new(config: &Config, threads: usize, stats: &Stats, cpu: CpuTime) -> Summary {
+    /// Builds the summary from the merged stats of a run of `config` on `threads` workers
+    /// (and what the push driver did, with `--push-rate`).
+    pub fn new(
+        config: &Config,
+        threads: usize,
+        stats: &Stats,
+        push_api: Option<&PushApi>,
+        cpu: CpuTime,
+    ) -> Summary {
         let (pipeline, rate) = match config.mode {
             Mode::Pipeline(k) => (Some(k), None),
             Mode::Rate(r) => (None, Some(r)),
@@ -94,8 +218,8 @@ impl Summary {
         } else {
             0.0
         };
-        let h = &stats.latency;
-        let q = |quantile: f64| (!h.is_empty()).then(|| h.value_at_quantile(quantile));
+        let session = &stats.session;
+        let push = &stats.push;
         let cpu_us = cpu.total().as_secs_f64() * 1e6;
         Summary {
             mode: config.mode.name().to_string(),
@@ -105,27 +229,57 @@ impl Summary {
             warmup_s: config.warmup.as_secs_f64(),
             payload: config.payload,
             threads,
+            login: config.login.name().to_string(),
             conns: Conns {
                 requested: config.conns as u64,
                 established: stats.established,
+                logged_in: session.logged_in,
                 failed: stats.failed,
                 dropped: stats.dropped,
             },
             frames: Frames {
                 sent: stats.sent,
                 received: stats.received,
+                skipped: session.skipped,
             },
             errors: stats.errors.clone(),
             verify_failures: stats.verify_failures,
             throughput_per_s: throughput,
-            latency_us: Latency {
-                p50: q(0.50),
-                p90: q(0.90),
-                p99: q(0.99),
-                p999: q(0.999),
-                max: (!h.is_empty()).then(|| h.max()),
-                mean: (!h.is_empty()).then(|| h.mean()),
+            latency_us: Latency::of(&stats.latency),
+            logins: Logins {
+                ok: session.logins_ok,
+                failed: session.logins_failed,
             },
+            resumes: Resumes {
+                ok: session.resumes_ok,
+                failed: session.resumes_failed,
+                new_session: session.resumes_new_session,
+            },
+            reconnects: Reconnects {
+                goaways: session.goaways,
+                ok: session.reconnects_ok,
+                failed: session.reconnects_failed,
+            },
+            heartbeats: Heartbeats {
+                sent: session.pings,
+                pongs: session.pongs,
+            },
+            push: Push {
+                received: push.received,
+                unique: push.unique,
+                duplicates: push.duplicates,
+                out_of_order: push.out_of_order,
+                unstamped: push.unstamped,
+                acked: push.acked,
+                latency_us: Latency::of(&stats.push_latency),
+            },
+            push_api: push_api.map(|api| PushApiCounts {
+                posted: api.posted,
+                delivered: api.delivered,
+                queued: api.queued,
+                offline: api.offline,
+                failed: api.failed,
+            }),
             cpu: Cpu {
                 user_s: cpu.user.as_secs_f64(),
                 sys_s: cpu.sys.as_secs_f64(),
@@ -135,9 +289,13 @@ impl Summary {
         }
     }
 
-    /// Every requested connection came up, none was lost, and every reply verified.
+    /// Every requested connection came up (and logged in, when logging in), none was lost
+    /// (a GOAWAY followed by a successful reconnect is not a loss), and every reply
+    /// verified.
     pub fn passed(&self) -> bool {
+        let logged_in = self.login == "none" || self.conns.logged_in == self.conns.requested;
         self.conns.established == self.conns.requested
+            && logged_in
             && self.conns.dropped == 0
             && self.verify_failures == 0
     }
@@ -183,8 +341,8 @@ impl fmt::Display for Summary {
         let c = &self.conns;
         writeln!(
             f,
-            "  conns        requested {}  established {}  failed {}  dropped {}",
-            c.requested, c.established, c.failed, c.dropped
+            "  conns        requested {}  established {}  logged in {}  failed {}  dropped {}  (login: {})",
+            c.requested, c.established, c.logged_in, c.failed, c.dropped, self.login
         )?;
         writeln!(
             f,
@@ -203,6 +361,39 @@ impl fmt::Display for Summary {
             opt(l.max),
             opt(l.mean.map(|m| format!("{m:.1}"))),
         )?;
+        let (r, h, re) = (&self.resumes, &self.heartbeats, &self.reconnects);
+        writeln!(
+            f,
+            "  sessions     logins {} ok {} failed  resumes {} ok {} failed {} new  heartbeats {} sent {} pongs",
+            self.logins.ok, self.logins.failed, r.ok, r.failed, r.new_session, h.sent, h.pongs
+        )?;
+        writeln!(
+            f,
+            "  reconnects   goaways {}  back {}  failed {}  skipped sends {}",
+            re.goaways, re.ok, re.failed, self.frames.skipped
+        )?;
+        let p = &self.push;
+        writeln!(
+            f,
+            "  pushes       received {}  unique {}  duplicates {}  out of order {}  unstamped {}  acked {}",
+            p.received, p.unique, p.duplicates, p.out_of_order, p.unstamped, p.acked
+        )?;
+        let pl = &p.latency_us;
+        writeln!(
+            f,
+            "  push lat µs  p50 {}  p99 {}  p99.9 {}  max {}",
+            opt(pl.p50),
+            opt(pl.p99),
+            opt(pl.p999),
+            opt(pl.max)
+        )?;
+        if let Some(api) = &self.push_api {
+            writeln!(
+                f,
+                "  push api     posted {}  delivered {}  queued {}  offline {}  failed {}",
+                api.posted, api.delivered, api.queued, api.offline, api.failed
+            )?;
+        }
         if self.errors.is_empty() {
             writeln!(f, "  errors       none")?;
         } else {
@@ -257,7 +448,7 @@ mod tests {
             user: Duration::from_millis(3),
             sys: Duration::from_millis(0),
         };
-        Summary::new(&config, 2, &stats, cpu)
+        Summary::new(&config, 2, &stats, None, cpu)
     }
 
     #[test]
@@ -276,14 +467,39 @@ mod tests {
             "payload",
             "threads",
             "cpu",
+            "login",
+            "logins",
+            "resumes",
+            "reconnects",
+            "heartbeats",
+            "push",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         for (group, keys) in [
-            ("conns", &["established", "failed", "dropped"][..]),
-            ("frames", &["sent", "received"][..]),
+            (
+                "conns",
+                &["established", "logged_in", "failed", "dropped"][..],
+            ),
+            ("frames", &["sent", "received", "skipped"][..]),
             ("latency_us", &["p50", "p90", "p99", "p999", "max"][..]),
             ("cpu", &["user_s", "sys_s", "us_per_frame"][..]),
+            ("logins", &["ok", "failed"][..]),
+            ("resumes", &["ok", "failed", "new_session"][..]),
+            ("reconnects", &["goaways", "ok", "failed"][..]),
+            ("heartbeats", &["sent", "pongs"][..]),
+            (
+                "push",
+                &[
+                    "received",
+                    "unique",
+                    "duplicates",
+                    "out_of_order",
+                    "unstamped",
+                    "acked",
+                    "latency_us",
+                ][..],
+            ),
         ] {
             for key in keys {
                 assert!(json[group].get(key).is_some(), "missing {group}.{key}");
@@ -296,6 +512,52 @@ mod tests {
         assert_eq!(json["latency_us"]["max"], 300);
         assert_eq!(json["cpu"]["us_per_frame"], 1000.0);
         assert!(json.get("rate").is_none());
+        assert!(json.get("push_api").is_none());
+        assert_eq!(json["login"], "none");
+        assert!(json["push"]["latency_us"]["p50"].is_null());
+    }
+
+    #[test]
+    fn sessions_pushes_and_the_push_api_are_reported() {
+        let mut config = Config::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        config.conns = 1;
+        config.login = crate::session::Login::Anonymous;
+        let t0 = Instant::now();
+        let window = Window {
+            measure_start: t0,
+            end: t0 + Duration::from_secs(1),
+        };
+        let mut stats = Stats::new().unwrap();
+        stats.established = 1;
+        stats.session.logins_ok = 1;
+        stats.session.resumes_ok = 2;
+        stats.session.goaways = 2;
+        stats.session.reconnects_ok = 2;
+        stats.session.pings = 7;
+        stats.push.received = 3;
+        stats.push.duplicates = 1;
+        stats.push_latency(1_000, 1_800, t0, &window);
+        let api = PushApi {
+            posted: 5,
+            delivered: 4,
+            failed: 1,
+            ..PushApi::default()
+        };
+        let summary = Summary::new(&config, 1, &stats, Some(&api), CpuTime::default());
+        let json: serde_json::Value = serde_json::from_str(&summary.to_json().unwrap()).unwrap();
+        assert_eq!(json["login"], "anonymous");
+        assert_eq!(json["resumes"]["ok"], 2);
+        assert_eq!(json["reconnects"]["goaways"], 2);
+        assert_eq!(json["heartbeats"]["sent"], 7);
+        assert_eq!(json["push"]["duplicates"], 1);
+        assert_eq!(json["push"]["latency_us"]["max"], 800);
+        assert_eq!(json["push_api"]["posted"], 5);
+        // Logging in, a connection that never logged in fails the run.
+        assert!(!summary.passed());
+        stats.session.logged_in = 1;
+        let summary = Summary::new(&config, 1, &stats, Some(&api), CpuTime::default());
+        assert!(summary.passed(), "{summary}");
+        assert!(summary.to_string().contains("resumes 2 ok"));
     }
 
     #[test]

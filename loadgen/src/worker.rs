@@ -1,30 +1,39 @@
 //! One load thread: its share of the connections in its own `mio::Poll`, driven through
 //! four phases —
 //!
-//! 1. **connect**: dial every connection (paced by `--connect-rate`), wait for each to
-//!    connect, fail or time out;
+//! 1. **connect**: dial every connection (paced by `--connect-rate`): fetch `/ip_list`
+//!    when using ipconfig, connect (falling back to the next gateway), log in; wait until
+//!    each is ready, failed or timed out;
 //! 2. **start line**: wait until every worker is connected, so the load starts at one
 //!    shared instant;
 //! 3. **load**: for `--duration`, keep `--pipeline` frames outstanding per connection, or
 //!    send on the `--rate` timetable (woken at the next due send: poll timeout, sharpened
 //!    by a timerfd — see [`crate::timer`]);
-//! 4. **drain**: stop sending, wait up to [`DRAIN`] for outstanding replies, then close;
-//!    whatever is still outstanding counts as `unanswered`.
+//! 4. **drain**: stop sending, wait up to [`DRAIN`] for outstanding replies (and for
+//!    connections still getting back after a GOAWAY), then close; whatever is still
+//!    outstanding counts as `unanswered`.
+//!
+//! Throughout, connections heartbeat, acknowledge pushes and follow GOAWAY back to a
+//! gateway; per-connection timeouts, backoffs and PINGs come from one timer heap
+//! ([`Deadlines`]) that bounds every poll. How a connection gets up, comes back and is given
+//! up is in [`lifecycle`]; the `/ip_list` fetch on its socket in [`fetch`].
 //!
 //! Nothing is shared with other threads on the hot path: the worker's [`Stats`] are its own,
 //! and it publishes running totals to its progress [`Slot`] once per loop iteration.
 
-use std::collections::VecDeque;
+mod fetch;
+mod lifecycle;
+
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use thiserror::Error;
 
-use crate::cause::Cause;
 use crate::config::{Config, Mode};
 use crate::conn::{Conn, Env, State};
+use crate::deadlines::{Alarm, Deadlines};
 use crate::dial;
 use crate::progress::{Live, Slot};
 use crate::schedule::{self, Round, Schedule};
@@ -95,8 +104,15 @@ struct Worker<'a> {
     /// Closed loop: frames to keep outstanding per connection, while `sending`.
     pipeline: Option<usize>,
     sending: bool,
-    /// Connections currently established.
+    /// Connections that have been ready and are not lost: ready, or getting back after a
+    /// GOAWAY.
     open: u64,
+    /// Connections dialled that are neither ready yet nor given up.
+    settling: usize,
+    /// Connections getting back to a gateway after a GOAWAY.
+    reconnecting: usize,
+    /// Per-connection timeouts, backoffs and heartbeats.
+    deadlines: Deadlines,
     /// Connections with frames queued this iteration, to flush once.
     dirty: Vec<usize>,
     /// Open loop: wakes the poll at the next due send more precisely than its timeout can.
@@ -127,17 +143,18 @@ impl<'a> Worker<'a> {
             pipeline: None,
             sending: false,
             open: 0,
+            settling: 0,
+            reconnecting: 0,
+            deadlines: Deadlines::new(),
             dirty: Vec::new(),
             timer: None,
         })
     }
 
-    /// Phase 1: dial everything and wait until each connection is up, failed or timed out.
+    /// Phase 1: dial everything and wait until each connection is ready, failed or timed
+    /// out.
     fn connect_all(&mut self) -> Result<(), WorkerError> {
-        let timeout = self.config.connect_timeout;
         let rate = self.config.connect_rate;
-        // Dial order = deadline order, so timeouts are found at the front.
-        let mut pending: VecDeque<(usize, Instant)> = VecDeque::new();
         let mut next = 0;
         loop {
             let now = Instant::now();
@@ -145,64 +162,20 @@ impl<'a> Worker<'a> {
                 if schedule::dial_at(self.connect_start, rate, conn.global) > now {
                     break;
                 }
-                if self.dial(next) {
-                    pending.push_back((next, now + timeout));
-                }
+                self.settling += 1;
+                self.start_attempt(next, now);
                 next += 1;
-            }
-            while let Some(&(k, deadline)) = pending.front() {
-                if self.conns.get(k).map(|c| c.state) != Some(State::Connecting) {
-                    pending.pop_front();
-                } else if deadline <= now {
-                    pending.pop_front();
-                    self.lose(k, Cause::ConnectTimeout);
-                } else {
-                    break;
-                }
             }
             let next_dial = self
                 .conns
                 .get(next)
                 .map(|c| schedule::dial_at(self.connect_start, rate, c.global));
-            let wake = match (next_dial, pending.front()) {
-                (None, None) => return Ok(()),
-                (Some(a), Some(&(_, b))) => a.min(b),
-                (Some(a), None) => a,
-                (None, Some(&(_, b))) => b,
+            let wake = match next_dial {
+                Some(at) => at,
+                None if self.settling == 0 => return Ok(()),
+                None => now + self.config.connect_timeout,
             };
-            self.poll_once(wake.saturating_duration_since(now))?;
-            self.publish();
-        }
-    }
-
-    /// Starts connecting `conns[k]`; `false` if it failed at once (already counted).
-    fn dial(&mut self, k: usize) -> bool {
-        let Some((target, source)) = self.conns.get(k).map(|c| (c.target, c.source)) else {
-            return false;
-        };
-        let mut stream = match dial::connect(target, source) {
-            Ok(stream) => stream,
-            Err(cause) => {
-                self.lose(k, cause);
-                return false;
-            }
-        };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(k), interest)
-        {
-            self.lose(k, Cause::of_connect_error(&e));
-            return false;
-        }
-        match self.conns.get_mut(k) {
-            Some(conn) => {
-                conn.stream = Some(stream);
-                conn.state = State::Connecting;
-                true
-            }
-            None => false,
+            self.poll_until(wake)?;
         }
     }
 
@@ -212,17 +185,12 @@ impl<'a> Worker<'a> {
             if let Some(start) = self.start_line.start() {
                 break start;
             }
-            self.poll_once(START_LINE_POLL)?;
-            self.publish();
+            self.poll_until(Instant::now() + START_LINE_POLL)?;
         };
-        loop {
-            let now = Instant::now();
-            if now >= start {
-                return Ok(start);
-            }
-            self.poll_once(start - now)?;
-            self.publish();
+        while Instant::now() < start {
+            self.poll_until(start)?;
         }
+        Ok(start)
     }
 
     /// Phase 3: offer load from `start` for `--duration`.
@@ -261,9 +229,12 @@ impl<'a> Worker<'a> {
                     wake = wake.min(due.at);
                 }
             }
-            // Past the end, or nothing left to load (no reconnects in v1).
+            // Past the end, or nothing left to load.
             if now >= self.window.end || self.open == 0 {
                 break;
+            }
+            if let Some(next) = self.deadlines.next() {
+                wake = wake.min(next);
             }
             let mut timeout = wake.saturating_duration_since(now);
             if let Some(timer) = &self.timer {
@@ -273,6 +244,7 @@ impl<'a> Worker<'a> {
                 }
             }
             self.poll_once(timeout)?;
+            self.fire_timers(Instant::now());
             self.publish();
         }
         self.sending = false;
@@ -282,7 +254,8 @@ impl<'a> Worker<'a> {
     /// Open loop: queue every frame due by `now` (all of them, if the loop fell behind: their
     /// latency clock already started at the scheduled time) and those due within
     /// [`LOOKAHEAD`] (sent a little early, measured from `now`, so the worker wakes at most
-    /// once per lookahead), then flush each touched socket.
+    /// once per lookahead), then flush each touched socket. A send due on a connection
+    /// that is getting back after a GOAWAY is skipped and counted.
     fn send_due(&mut self, round: &mut Round, now: Instant) {
         let horizon = now + LOOKAHEAD;
         while let Some(due) = round.peek() {
@@ -293,7 +266,10 @@ impl<'a> Worker<'a> {
             let Some(conn) = self.conns.get_mut(due.pos) else {
                 continue;
             };
-            if !conn.is_established() {
+            if !conn.is_ready() {
+                if conn.reconnect.is_some() {
+                    self.stats.session.skipped += 1;
+                }
                 continue;
             }
             // A connection with bytes already queued is either listed in `dirty` or waiting
@@ -309,30 +285,55 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Phase 4: wait up to [`DRAIN`] for the replies still outstanding.
+    /// Phase 4: wait up to [`DRAIN`] for the replies still outstanding and the connections
+    /// still getting back after a GOAWAY.
     fn drain(&mut self) -> Result<(), WorkerError> {
         let deadline = self.window.end + DRAIN;
         loop {
-            let now = Instant::now();
             let in_flight = self.conns.iter().any(|c| !c.outstanding.is_empty());
-            if !in_flight || now >= deadline {
+            if (!in_flight && self.reconnecting == 0) || Instant::now() >= deadline {
                 return Ok(());
             }
-            self.poll_once(deadline - now)?;
-            self.publish();
+            self.poll_until(deadline)?;
         }
     }
 
-    /// The end: close every connection; what is still outstanding was never answered.
+    /// The end: close every connection; what is still outstanding was never answered, and
+    /// a connection not back after a GOAWAY is lost.
     fn close_all(&mut self) {
         for conn in &mut self.conns {
-            if conn.state == State::Established {
-                let unanswered = conn.close();
-                self.stats.errors_n("unanswered", unanswered as u64);
+            match conn.state {
+                State::Idle | State::Closed => continue,
+                State::Ready => {
+                    // Acknowledgements read last are still queued.
+                    let _ = conn.flush();
+                }
+                _ if conn.up => {
+                    self.stats.error("reconnect_unfinished");
+                    self.stats.session.reconnects_failed += 1;
+                    self.stats.dropped += 1;
+                    self.stats
+                        .errors_n("goaway_unanswered", conn.outstanding.clear() as u64);
+                }
+                _ => {
+                    self.stats.error("setup_unfinished");
+                    self.stats.failed += 1;
+                }
             }
+            let unanswered = conn.close();
+            self.stats.errors_n("unanswered", unanswered as u64);
         }
         self.open = 0;
         self.publish();
+    }
+
+    /// Polls until `wake` at the latest (or the next timer), then fires due timers.
+    fn poll_until(&mut self, wake: Instant) -> Result<(), WorkerError> {
+        let until = self.deadlines.next().map_or(wake, |at| at.min(wake));
+        self.poll_once(until.saturating_duration_since(Instant::now()))?;
+        self.fire_timers(Instant::now());
+        self.publish();
+        Ok(())
     }
 
     /// Waits for events (at most `timeout`) and services every connection that has one.
@@ -357,50 +358,68 @@ impl<'a> Worker<'a> {
                 }
                 continue;
             }
-            if let Err(cause) = self.service(k, readish) {
-                self.lose(k, cause);
-            }
+            self.service(k, readish);
         }
         Ok(())
     }
 
-    /// Handles one event on `conns[k]`: finish connecting, read and answer frames, top up the
-    /// closed loop, write what is queued.
-    fn service(&mut self, k: usize, readish: bool) -> Result<(), Cause> {
-        let Some(conn) = self.conns.get_mut(k) else {
-            return Ok(());
-        };
-        match conn.state {
-            State::Connecting => {
-                let connected = match conn.stream.as_ref() {
-                    Some(stream) => dial::finished(stream)?,
-                    None => false,
-                };
-                if !connected {
-                    return Ok(());
+    /// Fires every timer due by `now`; entries a connection no longer waits for are stale.
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, k, alarm)) = self.deadlines.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(k) else {
+                continue;
+            };
+            match alarm {
+                Alarm::Phase if conn.phase_at == Some(at) => {
+                    conn.phase_at = None;
+                    self.phase_timeout(k, now);
                 }
-                conn.state = State::Established;
-                self.stats.established += 1;
-                self.open += 1;
+                Alarm::Ping if conn.ping_at == Some(at) => self.ping(k, at, now),
+                Alarm::Phase | Alarm::Ping => {}
             }
-            State::Established => {}
-            State::Idle | State::Closed => return Ok(()),
         }
+    }
+
+    /// Handles one event on `conns[k]`: finish connecting, read and answer frames (or the
+    /// `/ip_list` answer), act on what they signal, top up the closed loop, write what is
+    /// queued.
+    fn service(&mut self, k: usize, readish: bool) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
         let now = Instant::now();
-        if readish {
-            conn.read(
-                &mut self.scratch,
-                &self.env,
-                now,
-                &self.window,
-                &mut self.stats,
-            )?;
-        }
-        self.refill(k, now);
-        match self.conns.get_mut(k) {
-            Some(conn) => conn.flush(),
-            None => Ok(()),
-        }
+        let result = match conn.state {
+            State::Resolving => return self.service_fetch(k, now),
+            State::Connecting => {
+                let finished = match conn.stream.as_ref() {
+                    Some(stream) => dial::finished(stream),
+                    None => Ok(false),
+                };
+                match finished {
+                    Ok(true) => {
+                        self.on_connected(k, now);
+                        Ok(())
+                    }
+                    Ok(false) => return,
+                    Err(cause) => return self.attempt_failed(k, cause, now),
+                }
+            }
+            State::LoggingIn | State::Ready | State::Leaving => {
+                if readish {
+                    conn.read(
+                        &mut self.scratch,
+                        &self.env,
+                        now,
+                        &self.window,
+                        &mut self.stats,
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            State::Idle | State::Backoff | State::Closed => return,
+        };
+        self.after_io(k, result, now);
     }
 
     /// Closed loop: top `conns[k]` up to `--pipeline` outstanding frames while sending.
@@ -414,7 +433,7 @@ impl<'a> Worker<'a> {
         let Some(conn) = self.conns.get_mut(k) else {
             return;
         };
-        if !conn.is_established() {
+        if !conn.is_ready() {
             return;
         }
         while conn.outstanding.len() < pipeline {
@@ -424,38 +443,14 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Writes what `conns[k]` has queued; a failure loses the connection.
     fn flush(&mut self, k: usize) {
         let result = match self.conns.get_mut(k) {
-            Some(conn) if conn.is_established() => conn.flush(),
+            Some(conn) if conn.stream.is_some() && conn.state != State::Connecting => conn.flush(),
             _ => Ok(()),
         };
         if let Err(cause) = result {
-            self.lose(k, cause);
-        }
-    }
-
-    /// Closes `conns[k]` early for `cause`: a dropped connection if it was established,
-    /// a failed one otherwise.
-    fn lose(&mut self, k: usize, cause: Cause) {
-        let Some(conn) = self.conns.get_mut(k) else {
-            return;
-        };
-        if conn.state == State::Closed {
-            return;
-        }
-        let was = conn.state;
-        if let Some(stream) = conn.stream.as_mut() {
-            let _ = self.poll.registry().deregister(stream);
-        }
-        let unanswered = conn.close();
-        tracing::debug!(conn = conn.global, target = %conn.target, cause = cause.name(), "connection lost");
-        self.stats.error(cause.name());
-        self.stats.errors_n("unanswered", unanswered as u64);
-        if was == State::Established {
-            self.stats.dropped += 1;
-            self.open = self.open.saturating_sub(1);
-        } else {
-            self.stats.failed += 1;
+            self.lose(k, cause, Instant::now());
         }
     }
 

@@ -1,0 +1,54 @@
+//! The reconnect policy, sans-IO: how long a connection told GOAWAY waits for the replies
+//! still due on the old socket, and how long it backs off between attempts to get back (an
+//! `/ip_list` that lists only the gateway that is going away, no listed gateway reachable,
+//! a login refused or answered UNAVAILABLE).
+//!
+//! A connection told GOAWAY stops sending DATA, waits up to [`LEAVE_WAIT`] for its
+//! outstanding replies (the gateway keeps serving while it drains, so normally all come),
+//! closes, asks `/ip_list` again (or takes the next `--target`), skips the gateway that
+//! said GOAWAY while another one is listed, connects and RESUMEs. Replies still missing
+//! when it closes are counted as `goaway_unanswered`, not re-sent. The whole reconnect
+//! must finish within `--reconnect-timeout`, or the connection counts as dropped.
+
+use std::time::Duration;
+
+/// How long replies outstanding on a connection told GOAWAY are awaited.
+pub const LEAVE_WAIT: Duration = Duration::from_secs(1);
+/// The first backoff.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest backoff.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// LOGIN or RESUME answered with an ERROR that keeps the connection (UNAVAILABLE: the
+/// gateway's state link is down) is sent again this many times, after a backoff each.
+pub const LOGIN_RETRIES: u32 = 8;
+
+/// The wait before attempt `attempt + 1` (0-based): [`BACKOFF_MIN`] doubling up to
+/// [`BACKOFF_MAX`], plus up to 50 % spread by `salt` (the connection index) so a crowd of
+/// connections told GOAWAY at once does not come back in lockstep.
+pub fn backoff(attempt: u32, salt: usize) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_MAX);
+    let spread = (salt % 16) as u32;
+    base + base * spread / 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_a_bounded_spread() {
+        assert_eq!(backoff(0, 0), Duration::from_millis(50));
+        assert_eq!(backoff(1, 0), Duration::from_millis(100));
+        assert_eq!(backoff(3, 16), Duration::from_millis(400));
+        assert_eq!(backoff(40, 0), BACKOFF_MAX);
+        for salt in 0..64 {
+            let b = backoff(2, salt);
+            assert!(
+                b >= Duration::from_millis(200) && b < Duration::from_millis(300),
+                "{b:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The client side of a session, sans-IO: how a connection logs in (not at all, anonymously,
+//! or with a JWT minted per device), what it sends on a new socket (LOGIN, or RESUME with
+//! the resume token of the session it already has), and what LOGIN_OK told it.
+//!
+//! Device ids are `<--device-prefix>-<--device-offset + connection index>`, so several
+//! load generator processes with different offsets never log in as the same device. A token
+//! is an HS256 JWT with `sub` = the device id and `exp` = now + one day.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// How long a minted token is valid.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// PING interval when neither `--heartbeat` nor LOGIN_OK names one.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// A JWT signing key; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Whether and how connections log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// No LOGIN: DATA straight away (echo nodes, gateways without a state daemon).
+    None,
+    /// LOGIN with an empty token, which gateways without `--state` and echo nodes accept.
+    Anonymous,
+    /// LOGIN with a JWT signed with this key, one device per connection.
+    Jwt(Secret),
+}
+
+impl Login {
+    /// `"none"`, `"anonymous"` or `"jwt"`, as in the JSON summary.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Login::None => "none",
+            Login::Anonymous => "anonymous",
+            Login::Jwt(_) => "jwt",
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !matches!(self, Login::None)
+    }
+}
+
+/// The device id of connection `global`.
+pub fn device_id(prefix: &str, offset: u64, global: usize) -> String {
+    format!("{prefix}-{}", offset.saturating_add(global as u64))
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The session a LOGIN_OK gave a connection, kept for RESUME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    /// Empty when the server cannot resume (anonymous sessions).
+    pub resume_token: String,
+}
+
+/// What a connection sends first on a new socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hello {
+    /// Nothing: the connection is ready at once.
+    Nothing,
+    /// LOGIN with this token.
+    Login(Vec<u8>),
+    /// RESUME with this resume token.
+    Resume(Vec<u8>),
+}
+
+/// The first frame for device `device` under `login`, resuming `session` when it has a
+/// resume token. `now` is the Unix time the token's expiry is counted from.
+pub fn hello(login: &Login, session: Option<&Session>, device: &str, now: Duration) -> Hello {
+    if let Some(session) = session.filter(|s| !s.resume_token.is_empty()) {
+        if login.enabled() {
+            return Hello::Resume(session.resume_token.clone().into_bytes());
+        }
+    }
+    match login {
+        Login::None => Hello::Nothing,
+        Login::Anonymous => Hello::Login(Vec::new()),
+        Login::Jwt(secret) => {
+            let exp = now.saturating_add(TOKEN_LIFETIME).as_secs();
+            Hello::Login(tether_state::token::sign(&secret.0, device, exp).into_bytes())
+        }
+    }
+}
+
+/// A LOGIN_OK body: `{"session","resume_token","heartbeat_s"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LoginOk {
+    pub session: String,
+    #[serde(default)]
+    pub resume_token: String,
+    #[serde(default)]
+    pub heartbeat_s: Option<u64>,
+}
+
+/// A LOGIN_OK whose body is not the JSON the protocol specifies.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("LOGIN_OK body is not {{\"session\",\"resume_token\",\"heartbeat_s\"}}: {0}")]
+pub struct BadLoginOk(pub String);
+
+impl LoginOk {
+    pub fn parse(body: &[u8]) -> Result<LoginOk, BadLoginOk> {
+        serde_json::from_slice(body).map_err(|e| BadLoginOk(e.to_string()))
+    }
+
+    pub fn session(&self) -> Session {
+        Session {
+            id: self.session.clone(),
+            resume_token: self.resume_token.clone(),
+        }
+    }
+}
+
+/// The PING interval: `--heartbeat` when given, else the server's `heartbeat_s` (if above
+/// 0), else [`DEFAULT_HEARTBEAT`].
+pub fn heartbeat(flag: Option<Duration>, server_s: Option<u64>) -> Duration {
+    flag.or_else(|| server_s.filter(|&s| s > 0).map(Duration::from_secs))
+        .unwrap_or(DEFAULT_HEARTBEAT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt() -> Login {
+        Login::Jwt(Secret(b"k".to_vec()))
+    }
+
+    #[test]
+    fn device_ids_are_prefix_and_offset_index() {
+        assert_eq!(device_id("loadgen", 0, 7), "loadgen-7");
+        assert_eq!(device_id("demo", 1000, 7), "demo-1007");
+    }
+
+    #[test]
+    fn jwt_logins_carry_a_token_for_the_device_valid_for_a_day() {
+        let now = Duration::from_secs(1_700_000_000);
+        let Hello::Login(token) = hello(&jwt(), None, "dev-1", now) else {
+            panic!("expected LOGIN");
+        };
+        let expected = tether_state::token::sign(b"k", "dev-1", 1_700_000_000 + 86_400);
+        assert_eq!(token, expected.into_bytes());
+        assert_eq!(
+            hello(&Login::Anonymous, None, "d", now),
+            Hello::Login(Vec::new())
+        );
+        assert_eq!(hello(&Login::None, None, "d", now), Hello::Nothing);
+    }
+
+    #[test]
+    fn a_session_with_a_resume_token_resumes() {
+        let now = Duration::ZERO;
+        let session = Session {
+            id: "00000000000000ab".into(),
+            resume_token: "00000000000000ab.ff".into(),
+        };
+        assert_eq!(
+            hello(&jwt(), Some(&session), "d", now),
+            Hello::Resume(b"00000000000000ab.ff".to_vec())
+        );
+        // Anonymous sessions have no resume token: log in again.
+        let anon = Session {
+            id: "anon-0-1".into(),
+            resume_token: String::new(),
+        };
+        assert_eq!(
+            hello(&Login::Anonymous, Some(&anon), "d", now),
+            Hello::Login(Vec::new())
+        );
+        assert_eq!(
+            hello(&Login::None, Some(&session), "d", now),
+            Hello::Nothing
+        );
+    }
+
+    #[test]
+    fn login_ok_bodies_parse_or_are_refused() {
+        let ok =
+            LoginOk::parse(br#"{"session":"s1","resume_token":"s1.x","heartbeat_s":10}"#).unwrap();
+        assert_eq!(ok.heartbeat_s, Some(10));
+        assert_eq!(ok.session().resume_token, "s1.x");
+        let anon = LoginOk::parse(br#"{"session":"anon-0-1","resume_token":"","heartbeat_s":30}"#)
+            .unwrap();
+        assert_eq!(anon.session().resume_token, "");
+        assert!(LoginOk::parse(b"{}").is_err());
+        assert!(LoginOk::parse(b"\xff").is_err());
+        assert!(LoginOk::parse(br#"{"session":"s","heartbeat_s":-1}"#).is_err());
+    }
+
+    #[test]
+    fn the_heartbeat_flag_wins_then_the_server_then_30s() {
+        let s = Duration::from_secs;
+        assert_eq!(heartbeat(Some(s(5)), Some(10)), s(5));
+        assert_eq!(heartbeat(None, Some(10)), s(10));
+        assert_eq!(heartbeat(None, Some(0)), s(30));
+        assert_eq!(heartbeat(None, None), s(30));
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let text = format!("{:?}", Login::Jwt(Secret(b"hunter2".to_vec())));
+        assert!(!text.contains("hunter2") && !text.contains("104"), "{text}");
+        assert!(text.contains("redacted"));
+    }
+}
