@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tether_proto::{Decoder, ErrorBody, Kind};
+pub mod etcd;
 pub mod notify;
 pub mod state;
 

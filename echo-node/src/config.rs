@@ -29,6 +29,14 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// Listen backlog.
     pub backlog: u32,
+    /// etcd client URLs: register under `/tether/nodes/{id}` so gateways find this node;
+    /// empty = not registered (gateways list it in `nodes`).
+    pub etcd: Vec<String>,
+    /// This node's id in etcd; empty = `<hostname>-<port>`.
+    pub id: String,
+    /// The `host:port` gateways dial, registered in etcd; empty = `listen` (127.0.0.1 when it
+    /// listens on every address — set it on a real host).
+    pub advertise: String,
     pub log_format: LogFormat,
 }
 
@@ -43,6 +51,9 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             max_queued_bytes: 4 << 20,
             backlog: 4096,
+            etcd: Vec::new(),
+            id: String::new(),
+            advertise: String::new(),
             log_format: LogFormat::Text,
         }
     }
@@ -68,6 +79,25 @@ impl Validate for Config {
         }
         if self.work_us > 10_000_000 {
             errors.push(ConfigError::new("work_us", "at most 10000000 (10 s)"));
+        }
+        if !self.etcd.is_empty() {
+            if let Err(e) = tether_discovery::Endpoints::parse(&self.etcd) {
+                errors.push(ConfigError::new("etcd", e.to_string()));
+            }
+        }
+        if self.id.len() > 128 || self.id.contains('/') || self.id.contains(char::is_whitespace) {
+            errors.push(ConfigError::new(
+                "id",
+                "at most 128 bytes, no '/' and no spaces",
+            ));
+        }
+        if !self.advertise.is_empty()
+            && !self
+                .advertise
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        {
+            errors.push(ConfigError::new("advertise", "host:port"));
         }
         errors
     }
@@ -125,6 +155,15 @@ pub struct Opts {
     /// Listen backlog [default: 4096].
     #[arg(long, env = "TETHER_NODE_BACKLOG")]
     pub backlog: Option<u32>,
+    /// etcd client URLs, comma-separated: register there [default: none].
+    #[arg(long, env = "TETHER_NODE_ETCD", value_delimiter = ',')]
+    pub etcd: Option<Vec<String>>,
+    /// Node id in etcd [default: <hostname>-<port>].
+    #[arg(long, env = "TETHER_NODE_ID")]
+    pub id: Option<String>,
+    /// host:port gateways dial, registered in etcd [default: the listen address].
+    #[arg(long, env = "TETHER_NODE_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "TETHER_NODE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
+use tether_discovery::{DiscoveryError, Endpoints, Member, Registration, Role, LEASE_TTL};
 use tether_proto::Decoder;
 use thiserror::Error;
 
@@ -192,6 +193,49 @@ impl Node {
     }
 }
 
+/// Registers `node` in etcd under `/tether/nodes/{id}` when `config.etcd` is set.
+pub fn register(config: &Config, node: &Node) -> Result<Option<Registration>, DiscoveryError> {
+    if config.etcd.is_empty() {
+        return Ok(None);
+    }
+    let endpoints = Endpoints::parse(&config.etcd)?;
+    let local = node.local_addr();
+    let id = if config.id.is_empty() {
+        let host = hostname().unwrap_or_else(|| "node".into());
+        format!("{host}-{}", local.port())
+    } else {
+        config.id.clone()
+    };
+    let addr = if !config.advertise.is_empty() {
+        config.advertise.clone()
+    } else if local.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on every address and no `advertise` set: registering 127.0.0.1:{}",
+            local.port()
+        );
+        format!("127.0.0.1:{}", local.port())
+    } else {
+        local.to_string()
+    };
+    let key = Role::Node.key(&id);
+    tracing::info!(%key, %addr, etcd = ?config.etcd, "registering in etcd");
+    let value = Member::new(&id, &addr).value;
+    Registration::start(endpoints, key, value, LEASE_TTL).map(Some)
+}
+
+/// The host name (gethostname(2)), without pulling in a system-information crate.
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Runs a node until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     tether_daemon::rlimit::raise_and_log();
@@ -202,6 +246,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         work_us = config.work_us,
         "echo node listening"
     );
+    let registration = register(&config, &node)?;
     tether_daemon::notify::ready();
     let watchdog = tether_daemon::watchdog::Watchdog::start(
         "every reactor and the acceptor answered a wake-up",
@@ -211,6 +256,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping");
     tether_daemon::notify::stopping();
     drop(watchdog);
+    // Out of etcd first: gateways stop sending here as soon as they see the DELETE.
+    if let Some(registration) = registration {
+        registration.revoke(Duration::from_secs(2));
+    }
     node.stop();
     Ok(())
 }

@@ -74,6 +74,10 @@ pub struct Config {
     /// Network capacity reported for scoring, bytes/s (default 10 Gbit/s).
     pub bandwidth_bytes_per_s: u64,
     pub report_interval_ms: u64,
+    /// etcd client URLs: register this gateway under `/tether/gateways/{id}` (its report,
+    /// refreshed every `report_interval_ms`) and take the echo nodes from `/tether/nodes/`
+    /// instead of `nodes`. Empty = the static `nodes` list.
+    pub etcd: Vec<String>,
     pub log_format: LogFormat,
 }
 
@@ -111,6 +115,7 @@ impl Default for Config {
             advertise: String::new(),
             bandwidth_bytes_per_s: 1_250_000_000,
             report_interval_ms: 1000,
+            etcd: Vec::new(),
             log_format: LogFormat::Text,
         }
     }
@@ -206,6 +211,11 @@ impl Validate for Config {
             "report_interval_ms",
             "at least 100",
         );
+        if !self.etcd.is_empty() {
+            if let Err(e) = tether_discovery::Endpoints::parse(&self.etcd) {
+                errors.push(ConfigError::new("etcd", e.to_string()));
+            }
+        }
         errors
     }
 }
@@ -271,6 +281,9 @@ impl Config {
         }
         if self.state != other.state {
             changed.push("state");
+        }
+        if self.etcd != other.etcd {
+            changed.push("etcd");
         }
         if self.ipconfig != other.ipconfig
             || self.id != other.id
@@ -398,6 +411,10 @@ pub struct Opts {
     /// Report interval, ms [default: 1000].
     #[arg(long, env = "TETHER_GATEWAY_REPORT_INTERVAL_MS")]
     pub report_interval_ms: Option<u64>,
+    /// etcd client URLs, comma-separated: register there and take the nodes from there
+    /// [default: none: the --node list].
+    #[arg(long, env = "TETHER_GATEWAY_ETCD", value_delimiter = ',')]
+    pub etcd: Option<Vec<String>>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "TETHER_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -1,5 +1,9 @@
 //! Starting, reloading and draining a gateway: binds the listeners, starts the admin
 //! listener, one reactor per core (pinned), the acceptor threads, and ties them together.
+//!
+//! With `etcd` set the gateway is also a member of an etcd fleet: it registers itself under
+//! `/tether/gateways/{id}` (its load report as the value, under a lease, revoked first thing
+//! when it drains) and takes its echo nodes from `/tether/nodes/` ([`Fleet`]).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -16,9 +20,17 @@ use thiserror::Error;
 use crate::acceptor::{Acceptor, ReactorDoor};
 use crate::admin::{Admin, AdminError};
 use crate::config::{Config, Opts};
+use crate::fleet::Fleet;
 use crate::metrics::{GatewayInfo, Metrics};
 use crate::reactor::{self, Command, Reactor, Setup};
 use crate::reporter::{self, Endpoint, Reporter};
+use tether_discovery::{DiscoveryError, Endpoints, Registration, Role, LEASE_TTL};
+
+/// How long start-up waits for etcd's node list before starting with none.
+const ETCD_SYNC_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a drain waits for etcd to confirm the lease is revoked.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
@@ -34,6 +46,8 @@ pub enum GatewayError {
     Poll(std::io::Error),
     #[error("cannot start a thread: {0}")]
     Spawn(std::io::Error),
+    #[error("etcd: {0}")]
+    Discovery(#[from] DiscoveryError),
 }
 
 struct ReactorHandle {
@@ -52,6 +66,10 @@ pub struct Gateway {
     metrics: Vec<Arc<Metrics>>,
     admin: Admin,
     reporter: Option<Reporter>,
+    /// The echo nodes: the `nodes` list, or etcd's.
+    fleet: Fleet,
+    /// This gateway's key in etcd, with `etcd` set.
+    registration: Option<Arc<Registration>>,
     info: Arc<GatewayInfo>,
     stop_accepting: Arc<AtomicBool>,
 }
@@ -85,7 +103,22 @@ impl Gateway {
         });
         let admin = Admin::start(config.admin, metrics.clone(), info.clone())?;
 
-        let settings = Arc::new(config.settings());
+        let etcd = if config.etcd.is_empty() {
+            None
+        } else {
+            Some(Endpoints::parse(&config.etcd)?)
+        };
+        let fleet = match &etcd {
+            None => Fleet::fixed(Arc::new(config.settings()))?,
+            Some(endpoints) => {
+                let fleet = Fleet::etcd(endpoints.clone(), Arc::new(config.settings()))?;
+                if !fleet.wait_synced(ETCD_SYNC_WAIT) {
+                    tracing::warn!(etcd = ?config.etcd, "etcd did not answer: starting with no node, they come as soon as it does");
+                }
+                fleet
+            }
+        };
+        let settings = fleet.settings();
         let cores = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -138,6 +171,13 @@ impl Gateway {
             });
         }
 
+        fleet.attach(
+            reactors
+                .iter()
+                .map(|r| (r.commands.clone(), r.waker.clone()))
+                .collect(),
+            &settings,
+        );
         wait_for_nodes(&metrics, Duration::from_millis(config.health_timeout_ms));
 
         let stop_accepting = Arc::new(AtomicBool::new(false));
@@ -159,7 +199,8 @@ impl Gateway {
             }
         }
 
-        let reporter = if config.ipconfig.is_empty() {
+        let mut registration = None;
+        let reporter = if config.ipconfig.is_empty() && etcd.is_none() {
             None
         } else {
             let endpoints = config
@@ -168,19 +209,28 @@ impl Gateway {
                 .filter_map(|url| Endpoint::parse(url).ok())
                 .collect();
             let (id, addr) = identity(&config, &local_addrs);
-            tracing::info!(%id, %addr, ipconfig = ?config.ipconfig, "reporting load");
-            Some(
-                Reporter::start(reporter::Setup {
-                    endpoints,
-                    id,
-                    addr,
-                    bandwidth_bytes_per_s: config.bandwidth_bytes_per_s,
-                    interval: Duration::from_millis(config.report_interval_ms),
-                    metrics: metrics.clone(),
-                    info: info.clone(),
-                })
-                .map_err(GatewayError::Spawn)?,
-            )
+            if !config.ipconfig.is_empty() {
+                tracing::info!(%id, %addr, ipconfig = ?config.ipconfig, "reporting load");
+            }
+            let mut setup = reporter::Setup {
+                endpoints,
+                id,
+                addr,
+                bandwidth_bytes_per_s: config.bandwidth_bytes_per_s,
+                interval: Duration::from_millis(config.report_interval_ms),
+                metrics: metrics.clone(),
+                info: info.clone(),
+                registration: None,
+            };
+            if let Some(endpoints) = etcd {
+                let key = Role::Gateway.key(&setup.id);
+                let value = serde_json::to_vec(&setup.idle_report()).unwrap_or_default();
+                tracing::info!(%key, addr = %setup.addr, etcd = ?config.etcd, "registering in etcd");
+                let r = Arc::new(Registration::start(endpoints, key, value, LEASE_TTL)?);
+                setup.registration = Some(r.clone());
+                registration = Some(r);
+            }
+            Some(Reporter::start(setup).map_err(GatewayError::Spawn)?)
         };
 
         Ok(Gateway {
@@ -192,6 +242,8 @@ impl Gateway {
             metrics,
             admin,
             reporter,
+            fleet,
+            registration,
             info,
             stop_accepting,
         })
@@ -206,15 +258,17 @@ impl Gateway {
         self.admin.local_addr()
     }
 
+    /// The echo nodes the reactors were last given (the `nodes` list, or etcd's).
+    pub fn nodes(&self) -> Vec<SocketAddr> {
+        self.fleet.nodes()
+    }
+
     /// Applies what a new config may change without dropping clients: nodes, balancing,
     /// health checking, limits. Keys that need a restart are reported and left as they are.
     pub fn reload(&mut self, config: Config) -> Vec<&'static str> {
         let ignored = config.restart_only_changes(&self.config);
-        let settings = Arc::new(config.settings());
-        for reactor in &self.reactors {
-            let _ = reactor.commands.send(Command::Reload(settings.clone()));
-            let _ = reactor.waker.wake();
-        }
+        // Through the fleet: with etcd, the nodes stay the discovered ones.
+        self.fleet.reload(Arc::new(config.settings()));
         self.info
             .max_connections
             .store(config.max_connections as u64, Ordering::Relaxed);
@@ -233,6 +287,7 @@ impl Gateway {
         kept.advertise = self.config.advertise.clone();
         kept.bandwidth_bytes_per_s = self.config.bandwidth_bytes_per_s;
         kept.report_interval_ms = self.config.report_interval_ms;
+        kept.etcd = self.config.etcd.clone();
         self.config = kept;
         ignored
     }
@@ -241,6 +296,10 @@ impl Gateway {
     /// to leave, then closes what is left and stops.
     pub fn drain(self) {
         self.info.draining.store(true, Ordering::Release);
+        // Out of etcd first: every ipconfig replica drops this gateway at once.
+        if let Some(registration) = &self.registration {
+            registration.revoke(REVOKE_TIMEOUT);
+        }
         // Off the ip list before clients are told to reconnect through it.
         if let Some(reporter) = &self.reporter {
             reporter.report_now(Duration::from_secs(2));
@@ -269,6 +328,7 @@ impl Gateway {
         if let Some(reporter) = self.reporter {
             reporter.stop();
         }
+        self.fleet.stop();
         self.admin.stop();
     }
 }
@@ -277,21 +337,24 @@ impl Gateway {
 /// (`opts` say where it is and which flags override it).
 pub fn run(opts: &Opts, config: Config) -> anyhow::Result<()> {
     tether_daemon::rlimit::raise_and_log();
+    // Signals first: a SIGTERM that arrives while starting (clients are served before
+    // `start` returns) drains once started instead of killing the process.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    tether_daemon::signals::spawn(move |event| {
+        let _ = tx.send(event);
+    })?;
     let mut gateway = Gateway::start(config.clone())?;
     tracing::info!(
         listen = ?gateway.local_addrs(),
         admin = %gateway.admin_addr(),
         reactors = config.reactor_count(),
-        nodes = ?config.nodes,
+        nodes = ?gateway.nodes(),
+        etcd = ?config.etcd,
         balance = %config.balance,
         "gateway accepting"
     );
     tether_daemon::notify::ready();
     let watchdog = watchdog(&gateway.metrics);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    tether_daemon::signals::spawn(move |event| {
-        let _ = tx.send(event);
-    })?;
     for event in rx.iter() {
         match event {
             tether_daemon::signals::SignalEvent::Stop => break,

@@ -13,7 +13,8 @@
 //! - [`route`]: the route key that brings a node's reply back to its connection.
 //! - [`balance`]: node selection, one algorithm per file; [`health`]: node up/down.
 //! - [`rate_limit`], [`buffer_pool`], [`metrics`], [`admin`].
-//! - [`reporter`]: load reports to the ip-config service.
+//! - [`fleet`]: the node set from a discovery source (the `nodes` list, or etcd).
+//! - [`reporter`]: load reports to the ip-config service, and the etcd registration.
 //! - [`state_link`]: each reactor's link to the state daemon (logins, heartbeats, pushes).
 
 pub mod acceptor;
@@ -23,6 +24,7 @@ pub mod balance;
 pub mod buffer_pool;
 pub mod client;
 pub mod config;
+pub mod fleet;
 pub mod gateway;
 pub mod health;
 pub mod metrics;

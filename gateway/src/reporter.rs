@@ -6,6 +6,10 @@
 //! "bytes_in_per_s","bytes_out_per_s","bandwidth_bytes_per_s","cpu","draining"}`. Traffic is
 //! the larger of what the reactors moved for clients and what the host's non-loopback NICs
 //! moved (sysinfo), since both draw on the same link; cpu is the host's, in percent.
+//!
+//! With `etcd` set the same report is this gateway's record in etcd: each report replaces the
+//! value of `/tether/gateways/{id}` (kept under a lease by a [`Registration`]), which every
+//! ipconfig replica watching etcd records as if it had been posted to it.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -15,6 +19,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tether_discovery::Registration;
 use thiserror::Error;
 
 use crate::metrics::{GatewayInfo, Metrics};
@@ -130,6 +135,26 @@ pub struct Setup {
     pub interval: Duration,
     pub metrics: Vec<Arc<Metrics>>,
     pub info: Arc<GatewayInfo>,
+    /// The etcd registration whose value each report replaces.
+    pub registration: Option<Arc<Registration>>,
+}
+
+impl Setup {
+    /// A report of no traffic and no clients: the first value registered, before any was
+    /// measured.
+    pub fn idle_report(&self) -> Report {
+        Report {
+            id: self.id.clone(),
+            addr: self.addr.clone(),
+            connections: 0,
+            max_connections: self.info.max_connections.load(Ordering::Relaxed),
+            bytes_in_per_s: 0,
+            bytes_out_per_s: 0,
+            bandwidth_bytes_per_s: self.bandwidth_bytes_per_s,
+            cpu: 0.0,
+            draining: self.info.draining.load(Ordering::Acquire),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -241,6 +266,9 @@ fn report_loop(setup: Setup, signal: &(Mutex<Signal>, Condvar)) {
         };
         (last, last_in, last_out) = (now, bytes_in, bytes_out);
         let body = serde_json::to_vec(&report).unwrap_or_default();
+        if let Some(registration) = &setup.registration {
+            registration.update(body.clone());
+        }
         let mut all_ok = true;
         for endpoint in &setup.endpoints {
             if let Err(e) = endpoint.post(&body, Duration::from_secs(1)) {

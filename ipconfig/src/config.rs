@@ -40,6 +40,9 @@ pub struct Config {
     pub max_report_bytes: usize,
     /// Tokio worker threads; 0 = one per core.
     pub workers: usize,
+    /// etcd client URLs: also take the gateways registered under `/tether/gateways/`
+    /// (watched); empty = HTTP reports only.
+    pub etcd: Vec<String>,
     pub log_format: LogFormat,
 }
 
@@ -54,6 +57,7 @@ impl Default for Config {
             max_gateways: 10_000,
             max_report_bytes: 16 * 1024,
             workers: 0,
+            etcd: Vec::new(),
             log_format: LogFormat::Text,
         }
     }
@@ -104,6 +108,11 @@ impl Validate for Config {
             format!("between {lo} and {hi}"),
         );
         need(self.workers <= 1024, "workers", "at most 1024".into());
+        if !self.etcd.is_empty() {
+            if let Err(e) = tether_discovery::Endpoints::parse(&self.etcd) {
+                errors.push(ConfigError::new("etcd", e.to_string()));
+            }
+        }
         errors
     }
 }
@@ -159,6 +168,9 @@ pub struct Opts {
     /// Tokio worker threads, 0 = one per core [default: 0].
     #[arg(long, env = "TETHER_IPCONFIG_WORKERS")]
     pub workers: Option<usize>,
+    /// etcd client URLs, comma-separated: watch the gateways registered there [default: none].
+    #[arg(long, env = "TETHER_IPCONFIG_ETCD", value_delimiter = ',')]
+    pub etcd: Option<Vec<String>>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "TETHER_IPCONFIG_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -15,9 +15,11 @@
 //! - [`rng`]: the small generator behind the shuffle.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`http`]: the axum routes.
+//! - [`fleet`]: gateways registered in etcd (`--etcd`), watched into the registry.
 //! - [`service`]: start, stop, the rebuild task, [`run`].
 
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod registry;

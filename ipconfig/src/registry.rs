@@ -162,6 +162,17 @@ impl Registry {
         Ok(Recorded { new: true, evicted })
     }
 
+    /// Forgets gateway `id` at once (it left: its etcd registration was deleted). Returns
+    /// whether it was tracked.
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.gateways.remove(id).is_some()
+    }
+
+    /// Ids of every tracked gateway.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.gateways.keys().map(|id| &**id)
+    }
+
     /// Whether a gateway last seen at `last_seen_ms` is stale at `now_ms`.
     fn is_stale(&self, last_seen_ms: u64, now_ms: u64) -> bool {
         now_ms.saturating_sub(last_seen_ms) >= self.stale_after_ms

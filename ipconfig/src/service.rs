@@ -39,6 +39,8 @@ pub enum StartError {
     Runtime(#[source] std::io::Error),
     #[error("cannot start the service thread")]
     Thread(#[source] std::io::Error),
+    #[error("cannot watch etcd")]
+    Etcd(#[source] tether_discovery::DiscoveryError),
 }
 
 /// A running service. Dropping it stops it too (like [`Service::stop`]).
@@ -51,6 +53,8 @@ pub struct Service {
     /// For [`Service::liveness`]: the runtime, and false once the HTTP server has ended.
     runtime: tokio::runtime::Handle,
     serving: Arc<AtomicBool>,
+    /// The etcd watch feeding the registry, with `etcd` set.
+    fleet: Option<tether_discovery::Watch>,
 }
 
 impl Service {
@@ -74,6 +78,13 @@ impl Service {
             .map_err(|source| StartError::Listen { addr, source })?;
 
         let state: Shared = Arc::new(AppState::new(config));
+        let fleet = if config.etcd.is_empty() {
+            None
+        } else {
+            let endpoints =
+                tether_discovery::Endpoints::parse(&config.etcd).map_err(StartError::Etcd)?;
+            Some(crate::fleet::watch(endpoints, state.clone()).map_err(StartError::Etcd)?)
+        };
         let app = router(state.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let server = runtime.spawn(serve(listener, app, shutdown_rx.clone()));
@@ -103,6 +114,7 @@ impl Service {
             thread: Some(thread),
             runtime: handle,
             serving,
+            fleet,
         })
     }
 
@@ -149,6 +161,9 @@ impl Service {
     }
 
     fn shutdown_and_join(&mut self) {
+        if let Some(fleet) = self.fleet.take() {
+            fleet.stop();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }
@@ -259,6 +274,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         window = config.window,
         stale_after_ms = config.stale_after_ms,
         top_n = config.top_n,
+        etcd = ?config.etcd,
         "ipconfig listening"
     );
     tether_daemon::notify::ready();

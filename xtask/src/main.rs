@@ -61,7 +61,11 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// System packages the tests need, as (command that must exist, Debian package).
 /// `systemd-analyze` verifies the units in deploy/systemd (e2e/tests/systemd.rs).
-const TEST_PACKAGES: &[(&str, &str)] = &[("python3", "python3"), ("systemd-analyze", "systemd")];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("python3", "python3"),
+    ("systemd-analyze", "systemd"),
+    ("etcd", "etcd-server"),
+];
 
 fn test(extra: &[String]) -> Result<()> {
     ensure_packages(TEST_PACKAGES)?;

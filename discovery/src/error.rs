@@ -1,0 +1,32 @@
+//! What can go wrong in discovery.
+
+use thiserror::Error;
+
+/// Why discovery or registration could not start, or a record could not be read.
+#[derive(Debug, Error)]
+pub enum DiscoveryError {
+    /// An `--etcd` value that is not `http://host:port` (or `host:port`).
+    #[error("{url:?} is not an etcd endpoint (http://host:port): {why}")]
+    Endpoint { url: String, why: &'static str },
+    /// No endpoint was given.
+    #[error("no etcd endpoint given")]
+    NoEndpoint,
+    /// A record's value is not JSON with an `addr` string.
+    #[error("the record of {id:?} is not JSON with an \"addr\": {why}")]
+    Record { id: String, why: String },
+    /// A key under the prefix with no id after it.
+    #[error("key {0:?} has no member id")]
+    Key(String),
+    /// The thread running the etcd client could not start.
+    #[error("cannot start the etcd thread")]
+    Thread(#[source] std::io::Error),
+    /// etcd answered with an error or could not be reached.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// etcd did not answer in time.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A lease that etcd no longer knows (expired, or etcd lost its data).
+    #[error("lease {0:x} is gone")]
+    LeaseLost(i64),
+}

@@ -1,0 +1,260 @@
+//! Real etcd servers for the discovery tests: one member or a cluster on free loopback
+//! ports, each with a data directory of its own under the system temp dir, killed (and the
+//! directory removed) when the test drops them.
+//!
+//! `etcd` comes from Debian's `etcd-server` package; `cargo xtask test` installs it.
+//! Keys are read through etcd's JSON gateway (`POST /v3/kv/range`), so the tests need no
+//! client of their own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use crate::{free_addr, http_get, http_post, Proc};
+
+/// How long a member may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One etcd member: its ports, its data directory, and its process while it runs.
+pub struct Member {
+    pub name: String,
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+/// An etcd cluster of one or more members on loopback.
+pub struct Cluster {
+    pub members: Vec<Member>,
+    token: String,
+}
+
+impl Cluster {
+    /// A one-member cluster, started and answering.
+    pub fn single() -> Cluster {
+        Cluster::start(1)
+    }
+
+    /// A cluster of `n` members, started and answering (with a leader).
+    pub fn start(n: usize) -> Cluster {
+        let run = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("tether-e2e-{}-{run}", std::process::id());
+        let members = (0..n)
+            .map(|i| {
+                let dir = std::env::temp_dir().join(format!("{token}-m{i}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("create the etcd data dir");
+                Member {
+                    name: format!("m{i}"),
+                    client: free_addr(),
+                    peer: free_addr(),
+                    dir,
+                    proc: None,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster { members, token };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// The client URLs, comma-separated: the value of `--etcd`.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts member `i` (again) with its ports and data directory.
+    pub fn spawn(&mut self, i: usize) {
+        let initial = self.initial_cluster();
+        let m = &mut self.members[i];
+        let log = std::fs::File::create(m.dir.join("etcd.log")).expect("etcd log file");
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", &m.name])
+            .args(["--data-dir", &m.dir.join("data").to_string_lossy()])
+            .args(["--listen-client-urls", &format!("http://{}", m.client)])
+            .args(["--advertise-client-urls", &format!("http://{}", m.client)])
+            .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", m.peer),
+            ])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--initial-cluster-state", "new"])
+            // Fast elections, so a lost member is replaced in well under a second.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start etcd ({e}): install Debian's etcd-server (cargo xtask test does)")
+        });
+        m.proc = Some(Proc {
+            child,
+            name: format!("etcd {}", m.name),
+        });
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut proc) = self.members[i].proc.take() {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+    }
+
+    /// Kills every member, wipes every data directory (leases and keys are gone) and starts
+    /// a new cluster on the same ports: what a total loss of etcd looks like to its clients.
+    pub fn restart_empty(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        for m in &self.members {
+            let _ = std::fs::remove_dir_all(m.dir.join("data"));
+        }
+        self.token.push('x');
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        self.wait_healthy();
+    }
+
+    /// Waits until every running member says it is healthy (it has a leader).
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        for m in self.members.iter().filter(|m| m.proc.is_some()) {
+            loop {
+                let healthy =
+                    std::net::TcpStream::connect_timeout(&m.client, Duration::from_millis(200))
+                        .is_ok()
+                        && http_get(m.client, "/health").1.contains("true");
+                if healthy {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let log = std::fs::read_to_string(m.dir.join("etcd.log")).unwrap_or_default();
+                    let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+                    panic!("etcd {} not healthy: {tail}", m.name);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The ids under `prefix` (e.g. `/tether/nodes/`) and their values, read from a running
+    /// member; None when none answers.
+    pub fn list(&self, prefix: &str) -> Option<Vec<(String, String)>> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().expect("a non-empty prefix") += 1;
+        let body = serde_json::json!({
+            "key": b64.encode(prefix),
+            "range_end": b64.encode(&end),
+        })
+        .to_string();
+        for m in self.members.iter().filter(|m| m.proc.is_some()) {
+            if std::net::TcpStream::connect_timeout(&m.client, Duration::from_millis(200)).is_err()
+            {
+                continue;
+            }
+            let (status, text) = http_post(m.client, "/v3/kv/range", body.as_bytes());
+            if status != 200 {
+                continue;
+            }
+            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let kvs = json["kvs"].as_array().cloned().unwrap_or_default();
+            let decode = |v: &serde_json::Value| {
+                String::from_utf8_lossy(&b64.decode(v.as_str().unwrap_or("")).unwrap_or_default())
+                    .into_owned()
+            };
+            return Some(
+                kvs.iter()
+                    .map(|kv| {
+                        let key = decode(&kv["key"]);
+                        let id = key.strip_prefix(prefix).unwrap_or(&key).to_string();
+                        (id, decode(&kv["value"]))
+                    })
+                    .collect(),
+            );
+        }
+        None
+    }
+
+    /// The sorted ids registered under `prefix` (empty when no member answers).
+    pub fn ids(&self, prefix: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .list(prefix)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        for m in &self.members {
+            let _ = std::fs::remove_dir_all(&m.dir);
+        }
+    }
+}
+
+/// The sorted gateway ids an ipconfig's `/ip_list` lists now (empty on a 503).
+pub fn listed(ipconfig: SocketAddr) -> Vec<String> {
+    let (status, body) = http_get(ipconfig, "/ip_list");
+    if status != 200 {
+        return Vec::new();
+    }
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let mut ids: Vec<String> = json["gateways"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// The node addresses a gateway's `/stats` lists.
+pub fn gateway_nodes(admin: SocketAddr) -> Vec<String> {
+    let mut nodes: Vec<String> = crate::stats(admin)["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["addr"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    nodes
+}
