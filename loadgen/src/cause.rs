@@ -19,6 +19,8 @@ pub enum Cause {
     FdLimit,
     /// EADDRNOTAVAIL: no free local port for this source address and target.
     NoSourcePorts,
+    /// ENOMEM / ENOBUFS: the kernel has no memory for another socket.
+    NoMemory,
     /// The established connection was reset by the peer.
     Reset,
     /// The server closed the connection.
@@ -55,6 +57,7 @@ impl Cause {
             Cause::ConnectError => "connect_error",
             Cause::FdLimit => "fd_limit",
             Cause::NoSourcePorts => "no_source_ports",
+            Cause::NoMemory => "no_memory",
             Cause::Reset => "reset",
             Cause::Eof => "eof",
             Cause::IoError => "io_error",
@@ -77,6 +80,7 @@ impl Cause {
             Some(libc::ETIMEDOUT) => Cause::ConnectTimeout,
             Some(libc::EMFILE | libc::ENFILE) => Cause::FdLimit,
             Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => Cause::NoSourcePorts,
+            Some(libc::ENOMEM | libc::ENOBUFS) => Cause::NoMemory,
             _ => match error.kind() {
                 io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
                 io::ErrorKind::TimedOut => Cause::ConnectTimeout,
@@ -87,6 +91,9 @@ impl Cause {
 
     /// Classifies an error from reading or writing an established connection.
     pub fn of_stream_error(error: &io::Error) -> Cause {
+        if matches!(error.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS)) {
+            return Cause::NoMemory;
+        }
         match error.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
@@ -122,6 +129,10 @@ mod tests {
         assert_eq!(
             Cause::of_connect_error(&os(libc::EADDRNOTAVAIL)).name(),
             "no_source_ports"
+        );
+        assert_eq!(
+            Cause::of_connect_error(&os(libc::ENOBUFS)).name(),
+            "no_memory"
         );
         assert_eq!(
             Cause::of_connect_error(&os(libc::EHOSTUNREACH)).name(),

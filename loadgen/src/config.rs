@@ -116,6 +116,7 @@ pub struct Args {
     #[arg(
         long,
         env = "TETHER_LOADGEN_DURATION",
+        conflicts_with = "hold",
         default_value_t = 10.0,
         allow_negative_numbers = true
     )]
@@ -131,8 +132,40 @@ pub struct Args {
     pub warmup: f64,
 
     /// Closed loop: DATA frames kept outstanding per connection [default: 1].
-    #[arg(long, env = "TETHER_LOADGEN_PIPELINE", conflicts_with = "rate")]
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_PIPELINE",
+        conflicts_with_all = ["rate", "hold"]
+    )]
     pub pipeline: Option<usize>,
+
+    /// Hold the connections this many seconds once every one is up (instead of
+    /// --duration): no DATA unless --rate is given (then only the --echo-fraction subset
+    /// sends it), heartbeats only; at the end every connection must answer a PING within
+    /// --connect-timeout, or it counts as dropped (`check_unanswered`).
+    #[arg(long, env = "TETHER_LOADGEN_HOLD", allow_negative_numbers = true)]
+    pub hold: Option<f64>,
+
+    /// The share of connections that send DATA (evenly spread over the connection
+    /// indices); the others only log in and heartbeat. 0 < F ≤ 1.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_ECHO_FRACTION",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub echo_fraction: f64,
+
+    /// Worker processes: the connections are dealt over K copies of this program, each
+    /// under its own open-files limit, and their counts and histograms merged into one
+    /// summary (percentiles exact, not averaged).
+    #[arg(long, env = "TETHER_LOADGEN_PROCS", default_value_t = 1)]
+    pub procs: usize,
+
+    /// Internal: run as worker process J of K (connections whose index ≡ J mod K), report
+    /// on stdout as JSON lines.
+    #[arg(long, hide = true, value_name = "J/K")]
+    pub worker_of: Option<String>,
 
     /// Open loop: DATA frames per second per connection, on a fixed timetable.
     #[arg(long, env = "TETHER_LOADGEN_RATE", allow_negative_numbers = true)]
@@ -142,9 +175,16 @@ pub struct Args {
     #[arg(long, env = "TETHER_LOADGEN_THREADS")]
     pub threads: Option<usize>,
 
-    /// Local addresses to bind before connecting, IP[,IP…], round-robin per connection.
-    #[arg(long, env = "TETHER_LOADGEN_SOURCE", value_delimiter = ',')]
-    pub source: Vec<IpAddr>,
+    /// Local addresses to bind before connecting (IP_BIND_ADDRESS_NO_PORT, so each
+    /// (source, target) pair has the whole ephemeral port range), IP[,IP…] or ranges
+    /// FIRST-LAST (e.g. 127.0.0.2-127.0.0.60), rotated per connection.
+    #[arg(
+        long,
+        visible_alias = "source-ips",
+        env = "TETHER_LOADGEN_SOURCE",
+        value_delimiter = ','
+    )]
+    pub source: Vec<String>,
 
     /// Seconds each step of setting a connection up may take: an /ip_list answer, a TCP
     /// connect (then the next gateway is tried), a LOGIN_OK.
@@ -181,6 +221,8 @@ pub enum Mode {
     /// Open loop: this many DATA frames per second per connection, latency measured from
     /// each frame's scheduled send time.
     Rate(f64),
+    /// `--hold` without `--rate`: no DATA at all, heartbeats only.
+    Hold,
 }
 
 impl Mode {
@@ -189,6 +231,7 @@ impl Mode {
         match self {
             Mode::Pipeline(_) => "pipeline",
             Mode::Rate(_) => "rate",
+            Mode::Hold => "hold",
         }
     }
 }
@@ -199,6 +242,78 @@ pub struct PushConfig {
     /// Pushes per second, all devices together.
     pub rate: f64,
     pub url: Url,
+}
+
+/// This process is worker `index` of `count` (`--procs`): it runs the connections whose
+/// global index ≡ `index` (mod `count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `J/K`.
+    pub fn parse(text: &str) -> Option<Shard> {
+        let (j, k) = text.split_once('/')?;
+        let (index, count) = (j.trim().parse().ok()?, k.trim().parse().ok()?);
+        (count >= 1 && index < count).then_some(Shard { index, count })
+    }
+
+    /// Whether global connection `i` belongs to this worker process.
+    pub fn owns(&self, i: usize) -> bool {
+        i % self.count == self.index
+    }
+}
+
+/// Whether global connection `i` is one of the `fraction` that send DATA: spread evenly,
+/// `floor((i + 1) f) > floor(i f)`, so any run of 1/f indices holds one.
+pub fn echoes(i: usize, fraction: f64) -> bool {
+    if fraction >= 1.0 {
+        return true;
+    }
+    ((i + 1) as f64 * fraction).floor() > (i as f64 * fraction).floor()
+}
+
+/// `--source` values: addresses or inclusive ranges `FIRST-LAST` of one family.
+pub fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, (String, String)> {
+    /// More than any sane run needs; guards against a typo expanding to millions.
+    const MAX: u128 = 65_536;
+    let mut out = Vec::new();
+    for spec in specs {
+        let spec = spec.trim();
+        let bad = |reason: &str| (spec.to_string(), reason.to_string());
+        match spec.split_once('-') {
+            None => out.push(
+                spec.parse::<IpAddr>()
+                    .map_err(|_| bad("not an IP address"))?,
+            ),
+            Some((a, b)) => {
+                let a: IpAddr = a.trim().parse().map_err(|_| bad("not FIRST-LAST"))?;
+                let b: IpAddr = b.trim().parse().map_err(|_| bad("not FIRST-LAST"))?;
+                let (lo, hi) = match (a, b) {
+                    (IpAddr::V4(a), IpAddr::V4(b)) => {
+                        (u128::from(u32::from(a)), u128::from(u32::from(b)))
+                    }
+                    (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
+                    _ => return Err(bad("FIRST and LAST are of different families")),
+                };
+                if hi < lo {
+                    return Err(bad("LAST is below FIRST"));
+                }
+                if hi - lo >= MAX {
+                    return Err(bad("more than 65,536 addresses"));
+                }
+                for n in lo..=hi {
+                    out.push(match a {
+                        IpAddr::V4(_) => IpAddr::from(std::net::Ipv4Addr::from(n as u32)),
+                        IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::from(n)),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A validated run description. Build one with [`Args::into_config`] or [`Config::new`].
@@ -227,6 +342,14 @@ pub struct Config {
     pub max_body: u32,
     pub json: Option<PathBuf>,
     pub quiet: bool,
+    /// `--hold`: `duration` is the hold; every connection is checked with a PING at the end.
+    pub hold: bool,
+    /// `--echo-fraction`: the share of connections that send DATA.
+    pub echo_fraction: f64,
+    /// `--procs`: worker processes (1 = this one does the work).
+    pub procs: usize,
+    /// Set in a worker process started by `--procs`.
+    pub shard: Option<Shard>,
 }
 
 /// One thing wrong with the flags.
@@ -272,6 +395,14 @@ pub enum ConfigError {
     NoThreads,
     #[error("--json {0:?}: its directory does not exist")]
     JsonDir(PathBuf),
+    #[error("--source {spec:?}: {reason}")]
+    BadSource { spec: String, reason: String },
+    #[error("--echo-fraction must be above 0 and at most 1, got {0}")]
+    BadEchoFraction(f64),
+    #[error("--procs must be at least 1")]
+    NoProcs,
+    #[error("--worker-of {0:?}: not J/K with J < K")]
+    BadShard(String),
 }
 
 /// Every problem found in the flags, reported together.
@@ -314,7 +445,10 @@ impl Args {
                 }
             }
         };
-        let duration = seconds("duration", self.duration, true);
+        let duration = match self.hold {
+            Some(hold) => seconds("hold", hold, true),
+            None => seconds("duration", self.duration, true),
+        };
         let warmup = seconds("warmup", self.warmup, false);
         let connect_timeout = seconds("connect-timeout", self.connect_timeout, true);
         let reconnect_timeout = seconds("reconnect-timeout", self.reconnect_timeout, true);
@@ -367,9 +501,27 @@ impl Args {
             None => Login::None,
         };
 
-        let mode = match (self.pipeline, self.rate) {
-            (_, Some(rate)) => Mode::Rate(rate),
-            (pipeline, None) => Mode::Pipeline(pipeline.unwrap_or(1)),
+        let mode = match (self.pipeline, self.rate, self.hold) {
+            (_, Some(rate), _) => Mode::Rate(rate),
+            (_, None, Some(_)) => Mode::Hold,
+            (pipeline, None, None) => Mode::Pipeline(pipeline.unwrap_or(1)),
+        };
+        let sources = match parse_sources(&self.source) {
+            Ok(sources) => sources,
+            Err((spec, reason)) => {
+                errors.push(ConfigError::BadSource { spec, reason });
+                Vec::new()
+            }
+        };
+        let shard = match self.worker_of.as_deref() {
+            Some(text) => match Shard::parse(text) {
+                Some(shard) => Some(shard),
+                None => {
+                    errors.push(ConfigError::BadShard(text.to_string()));
+                    None
+                }
+            },
+            None => None,
         };
         let threads = self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -392,12 +544,16 @@ impl Args {
             warmup,
             mode,
             threads,
-            sources: self.source,
+            sources,
             connect_timeout,
             connect_rate: self.connect_rate,
             max_body: self.max_body,
             json: self.json,
             quiet: self.quiet,
+            hold: self.hold.is_some(),
+            echo_fraction: self.echo_fraction,
+            procs: self.procs,
+            shard,
         };
         // The flag-level checks above already named bad seconds and unresolvable targets;
         // the config-level checks would only repeat them.
@@ -446,6 +602,10 @@ impl Config {
             max_body: tether_proto::DEFAULT_MAX_BODY,
             json: None,
             quiet: false,
+            hold: false,
+            echo_fraction: 1.0,
+            procs: 1,
+            shard: None,
         }
     }
 
@@ -528,6 +688,12 @@ impl Config {
         }
         if self.threads == 0 {
             errors.push(ConfigError::NoThreads);
+        }
+        if !(self.echo_fraction > 0.0 && self.echo_fraction <= 1.0) {
+            errors.push(ConfigError::BadEchoFraction(self.echo_fraction));
+        }
+        if self.procs == 0 {
+            errors.push(ConfigError::NoProcs);
         }
         if let Some(path) = &self.json {
             // Found out now rather than after the whole run.
@@ -797,5 +963,110 @@ mod tests {
             )),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn source_ranges_expand_and_bad_ones_are_named() {
+        let config = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--source-ips",
+            "127.0.0.2-127.0.0.4,127.0.0.9",
+        ])
+        .unwrap();
+        let got: Vec<String> = config.sources.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.9"]);
+        let config = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--source",
+            "127.0.0.255-127.0.1.1",
+        ])
+        .unwrap();
+        assert_eq!(config.sources.len(), 3, "ranges cross octets");
+        for bad in [
+            "127.0.0.5-127.0.0.2",
+            "x",
+            "127.0.0.1-::1",
+            "10.0.0.0-10.2.0.0",
+        ] {
+            let errors = parse(&["--target", "127.0.0.1:1", "--source", bad])
+                .unwrap_err()
+                .0;
+            assert!(
+                matches!(&errors[..], [ConfigError::BadSource { .. }]),
+                "{bad}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hold_replaces_duration_and_sends_no_data_unless_a_rate_is_given() {
+        let config = parse(&["--target", "127.0.0.1:1", "--hold", "60"]).unwrap();
+        assert!(config.hold);
+        assert_eq!(config.mode, Mode::Hold);
+        assert_eq!(config.duration, Duration::from_secs(60));
+        let config = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--hold",
+            "5",
+            "--rate",
+            "10",
+            "--echo-fraction",
+            "0.01",
+            "--procs",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            (config.mode, config.echo_fraction, config.procs),
+            (Mode::Rate(10.0), 0.01, 2)
+        );
+        for argv in [
+            &[
+                "tether-loadgen",
+                "--target",
+                "127.0.0.1:1",
+                "--hold",
+                "5",
+                "--duration",
+                "3",
+            ][..],
+            &[
+                "tether-loadgen",
+                "--target",
+                "127.0.0.1:1",
+                "--hold",
+                "5",
+                "--pipeline",
+                "3",
+            ],
+        ] {
+            assert!(Args::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+        let errors = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--echo-fraction",
+            "0",
+            "--procs",
+            "0",
+        ])
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            errors,
+            vec![ConfigError::BadEchoFraction(0.0), ConfigError::NoProcs]
+        );
+        let errors = parse(&["--target", "127.0.0.1:1", "--worker-of", "2/2"])
+            .unwrap_err()
+            .0;
+        assert_eq!(errors, vec![ConfigError::BadShard("2/2".into())]);
+        let shard = parse(&["--target", "127.0.0.1:1", "--worker-of", "1/2"])
+            .unwrap()
+            .shard
+            .unwrap();
+        assert!(shard.owns(3) && !shard.owns(4));
     }
 }

@@ -101,6 +101,8 @@ pub struct Conn {
     /// The `--target` this connection starts at; `None` with `--ipconfig`.
     pub target: Option<SocketAddr>,
     pub source: Option<IpAddr>,
+    /// Whether this connection sends DATA (`--echo-fraction`); the others only heartbeat.
+    pub echo: bool,
     pub state: State,
     pub stream: Option<TcpStream>,
     /// The gateway the socket is connected or connecting to (`None` while resolving).
@@ -133,6 +135,8 @@ pub struct Conn {
     pub phase_at: Option<Instant>,
     /// When the next PING is due.
     pub ping_at: Option<Instant>,
+    /// The id of the `--hold` check PING awaiting its PONG; 0 when none is.
+    pub check_id: u64,
     /// Whether the TCP connect to a gateway ever completed.
     pub ever_connected: bool,
     /// Whether the connection was ever ready (then a loss is a drop, not a failure).
@@ -150,6 +154,7 @@ impl Conn {
             global,
             target,
             source,
+            echo: true,
             state: State::Idle,
             stream: None,
             peer: None,
@@ -169,6 +174,7 @@ impl Conn {
             heartbeat: None,
             phase_at: None,
             ping_at: None,
+            check_id: 0,
             ever_connected: false,
             up: false,
             reconnect: None,
@@ -213,11 +219,18 @@ impl Conn {
         true
     }
 
-    /// Queues a PING.
-    pub fn queue_ping(&mut self, stats: &mut Stats) {
+    /// Queues a PING; returns its id.
+    pub fn queue_ping(&mut self, stats: &mut Stats) -> u64 {
         let id = self.take_id();
         encode::frame(&mut self.wbuf, Kind::Ping, id, &[]);
         stats.session.pings += 1;
+        id
+    }
+
+    /// Queues the `--hold` check: a PING whose PONG proves the connection still answers.
+    pub fn queue_check(&mut self, stats: &mut Stats) {
+        self.check_id = self.queue_ping(stats);
+        stats.session.checks_sent += 1;
     }
 
     /// Queues what a new socket starts with: LOGIN or RESUME (and waits for LOGIN_OK), or
@@ -331,7 +344,13 @@ impl Conn {
                 }
                 None => self.verify_failed(stats, frame.id, "id not in flight"),
             },
-            Kind::Pong => stats.session.pongs += 1,
+            Kind::Pong => {
+                stats.session.pongs += 1;
+                if self.check_id != 0 && frame.id == self.check_id {
+                    self.check_id = 0;
+                    stats.session.checks_answered += 1;
+                }
+            }
             Kind::LoginOk if self.awaits_login(frame.id) => self.on_login_ok(frame.body, stats),
             // The answer to a login abandoned at GOAWAY.
             Kind::LoginOk if self.state == State::Leaving => {}

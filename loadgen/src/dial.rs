@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -20,9 +19,7 @@ use crate::cause::Cause;
 pub fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Cause> {
     start(target, source).map_err(|e| {
         let cause = Cause::of_connect_error(&e);
-        if cause == Cause::FdLimit {
-            log_fd_limit_once(&e);
-        }
+        crate::limits::hit(cause, &e);
         cause
     })
 }
@@ -74,7 +71,11 @@ fn bind_address_no_port(_socket: &Socket) {}
 /// `Ok(false)` when the event was spurious and the connect is still under way.
 pub fn finished(stream: &TcpStream) -> Result<bool, Cause> {
     match stream.take_error() {
-        Ok(Some(e)) | Err(e) => return Err(Cause::of_connect_error(&e)),
+        Ok(Some(e)) | Err(e) => {
+            let cause = Cause::of_connect_error(&e);
+            crate::limits::hit(cause, &e);
+            return Err(cause);
+        }
         Ok(None) => {}
     }
     match stream.peer_addr() {
@@ -86,18 +87,6 @@ pub fn finished(stream: &TcpStream) -> Result<bool, Cause> {
             Ok(false)
         }
         Err(e) => Err(Cause::of_connect_error(&e)),
-    }
-}
-
-static FD_LIMIT_LOGGED: AtomicBool = AtomicBool::new(false);
-
-fn log_fd_limit_once(error: &io::Error) {
-    if !FD_LIMIT_LOGGED.swap(true, Ordering::Relaxed) {
-        tracing::error!(
-            %error,
-            "out of file descriptors: raise RLIMIT_NOFILE (ulimit -n) or spread --conns over \
-             more processes; further failures are only counted as fd_limit"
-        );
     }
 }
 

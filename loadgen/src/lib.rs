@@ -14,6 +14,11 @@
 //! checked against the deterministic payload of its id ([`payload`]). With `--push-rate`,
 //! one more thread POSTs pushes to the state daemon for the run's devices ([`pusher`]).
 //!
+//! With `--procs K` the work is spread over K copies of the program ([`procs`]), each under
+//! its own open-files limit; with `--hold` the connections idle (heartbeats, and DATA only
+//! on the `--echo-fraction` subset) and are checked at the end; [`limits`] names the limit
+//! a run runs into (RLIMIT_NOFILE, local ports, memory).
+//!
 //! [`run`] is the whole program minus argument parsing and printing; `main.rs` adds those.
 
 pub mod cause;
@@ -24,8 +29,10 @@ pub mod deadlines;
 pub mod dial;
 pub mod http;
 pub mod ip_list;
+pub mod limits;
 pub mod outstanding;
 pub mod payload;
+pub mod procs;
 pub mod progress;
 pub mod pusher;
 pub mod pushes;
@@ -50,7 +57,7 @@ pub use summary::Summary;
 
 use conn::Conn;
 use cpu::CpuTime;
-use progress::{Live, Reporter};
+use progress::{Live, Reporter, Totals};
 use start_line::StartLine;
 use stats::Stats;
 use worker::Shared;
@@ -66,7 +73,53 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// the [`Summary`].
 pub fn run(config: Config) -> anyhow::Result<Summary> {
     config.validate().context("invalid configuration")?;
-    let threads = config.threads.min(config.conns).max(1);
+    limits::preflight(&config, config.conns);
+    let mut reporter = Reporter::new(config.conns);
+    let quiet = config.quiet;
+    let outcome = run_here(&config, &mut |elapsed, totals| {
+        if !quiet {
+            eprintln!("{}", reporter.line(elapsed, totals));
+        }
+    })?;
+    let summary = Summary::new(
+        &config,
+        outcome.threads,
+        &outcome.stats,
+        outcome.push_api.as_ref(),
+        outcome.cpu,
+    );
+    finish(&config, summary)
+}
+
+/// Writes the JSON summary when asked to; returns the summary.
+fn finish(config: &Config, summary: Summary) -> anyhow::Result<Summary> {
+    if let Some(path) = &config.json {
+        summary
+            .write_json(path)
+            .with_context(|| format!("writing the JSON summary to {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// What this process's workers did.
+pub struct Outcome {
+    pub threads: usize,
+    pub stats: Stats,
+    pub push_api: Option<pusher::PushApi>,
+    pub cpu: CpuTime,
+}
+
+/// Runs this process's share of the connections (all of them, or a `--procs` shard) on
+/// its worker threads; `tick` gets the running totals once a second.
+pub fn run_here(
+    config: &Config,
+    tick: &mut dyn FnMut(Duration, Totals),
+) -> anyhow::Result<Outcome> {
+    let mine = match config.shard {
+        Some(shard) => (0..config.conns).filter(|&i| shard.owns(i)).count(),
+        None => config.conns,
+    };
+    let threads = config.threads.min(mine).max(1);
     let cpu_before = CpuTime::now();
 
     let shared = Arc::new(Shared {
@@ -78,7 +131,7 @@ pub fn run(config: Config) -> anyhow::Result<Summary> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut handles = Vec::with_capacity(threads);
     let mut spawn_error = None;
-    for (index, conns) in plan(&config, threads).into_iter().enumerate() {
+    for (index, conns) in plan(config, threads).into_iter().enumerate() {
         let tx = tx.clone();
         let for_worker = Arc::clone(&shared);
         let spawned = thread::Builder::new()
@@ -97,7 +150,11 @@ pub fn run(config: Config) -> anyhow::Result<Summary> {
         }
     }
     drop(tx);
-    let pusher = config.push.clone().and_then(|push| {
+    let pusher = config.push.clone().and_then(|mut push| {
+        // Every worker process pushes its share of the rate.
+        if let Some(shard) = config.shard {
+            push.rate /= shard.count as f64;
+        }
         let shared = Arc::clone(&shared);
         let devices = pusher::Devices {
             prefix: config.device_prefix.clone(),
@@ -127,16 +184,13 @@ pub fn run(config: Config) -> anyhow::Result<Summary> {
     });
 
     let began = Instant::now();
-    let mut reporter = Reporter::new(config.conns);
     let mut next_tick = began + PROGRESS_EVERY;
     let mut results = Vec::with_capacity(threads);
     loop {
         match rx.recv_deadline(next_tick) {
             Ok(result) => results.push(result),
             Err(RecvTimeoutError::Timeout) => {
-                if !config.quiet {
-                    eprintln!("{}", reporter.line(began.elapsed(), shared.live.totals()));
-                }
+                tick(began.elapsed(), shared.live.totals());
                 next_tick += PROGRESS_EVERY;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -177,32 +231,36 @@ pub fn run(config: Config) -> anyhow::Result<Summary> {
         }
     }
     let cpu = CpuTime::now().since(cpu_before);
-    let summary = Summary::new(&config, threads, &total, push_api.as_ref(), cpu);
-    if let Some(path) = &config.json {
-        summary
-            .write_json(path)
-            .with_context(|| format!("writing the JSON summary to {}", path.display()))?;
-    }
-    Ok(summary)
+    Ok(Outcome {
+        threads,
+        stats: total,
+        push_api,
+        cpu,
+    })
 }
 
-/// Deals connections out: global connection `i` goes to worker `i % threads`, starts at
-/// target `i % targets` (none with `--ipconfig`: the list decides), and comes from source
+/// Deals connections out: global connection `i` (of this process's shard, with `--procs`)
+/// goes to worker `n % threads` where `n` counts the shard's connections, starts at target
+/// `i % targets` (none with `--ipconfig`: the list decides), and comes from source
 /// `(i / targets) % sources`, so every source address cycles over every target (each
-/// (source, target) pair has its own ~28k local ports).
+/// (source, target) pair has its own ephemeral port range). Connection `i` sends DATA only
+/// if it is in the `--echo-fraction` subset.
 fn plan(config: &Config, threads: usize) -> Vec<Vec<Conn>> {
     let mut plans: Vec<Vec<Conn>> = (0..threads)
         .map(|_| Vec::with_capacity(config.conns / threads + 1))
         .collect();
     let targets = config.targets.len().max(1);
-    for i in 0..config.conns {
+    let mine = (0..config.conns).filter(|&i| config.shard.is_none_or(|s| s.owns(i)));
+    for (n, i) in mine.enumerate() {
         let target = config.targets.get(i % targets).copied();
         let source = match config.sources.len() {
             0 => None,
-            n => config.sources.get((i / targets) % n).copied(),
+            len => config.sources.get((i / targets) % len).copied(),
         };
-        if let Some(worker) = plans.get_mut(i % threads) {
-            worker.push(Conn::new(i, target, source));
+        if let Some(worker) = plans.get_mut(n % threads) {
+            let mut conn = Conn::new(i, target, source);
+            conn.echo = config::echoes(i, config.echo_fraction);
+            worker.push(conn);
         }
     }
     plans
@@ -236,6 +294,23 @@ mod tests {
         assert!(pairs.contains(&(2, "127.0.0.2".into())));
         assert!(pairs.contains(&(1, "127.0.0.3".into())));
         assert!(pairs.contains(&(2, "127.0.0.3".into())));
+    }
+
+    #[test]
+    fn a_shard_takes_every_kth_connection_and_the_echo_subset_is_spread() {
+        let mut config = Config::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        config.conns = 1000;
+        config.echo_fraction = 0.01;
+        config.shard = Some(config::Shard { index: 1, count: 2 });
+        let plans = plan(&config, 2);
+        let all: Vec<&Conn> = plans.iter().flatten().collect();
+        assert_eq!(all.len(), 500);
+        assert!(all.iter().all(|c| c.global % 2 == 1));
+        // 10 of 1000 echo, one in each run of 100 indices; all at odd indices here.
+        let echoing: Vec<usize> = all.iter().filter(|c| c.echo).map(|c| c.global).collect();
+        assert_eq!(echoing.len(), 10, "{echoing:?}");
+        assert_eq!((0..1000).filter(|&i| config::echoes(i, 0.01)).count(), 10);
+        assert!((0..1000).all(|i| config::echoes(i, 1.0)));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The once-a-second progress line on stderr:
-//! `t=3s conns=1000/1000 sent/s=… recv/s=… errors=… verify=…`.
+//! `t=3s conns=1000/1000 established=… failed=… dropped=… conn/s=… sent/s=… recv/s=…
+//! errors=… verify=…` — `conns` is how many are open now, `conn/s` the rate at which
+//! connections were established since the last line. With `--procs` the worker processes
+//! send their [`Totals`] to the parent, which prints one line for all of them.
 //!
 //! Each worker owns one cache-line-padded [`Slot`] of relaxed atomics and overwrites it with
 //! its running totals at most once per loop iteration; the main thread sums the slots and
@@ -8,6 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::stats::Stats;
 
 /// One worker's published totals, alone on its cache line.
@@ -15,6 +20,9 @@ use crate::stats::Stats;
 #[repr(align(128))]
 pub struct Slot {
     open: AtomicU64,
+    established: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
     errors: AtomicU64,
@@ -25,6 +33,9 @@ impl Slot {
     /// Publishes a worker's running totals and its currently open connections.
     pub fn publish(&self, stats: &Stats, open: u64) {
         self.open.store(open, Ordering::Relaxed);
+        self.established.store(stats.established, Ordering::Relaxed);
+        self.failed.store(stats.failed, Ordering::Relaxed);
+        self.dropped.store(stats.dropped, Ordering::Relaxed);
         self.sent.store(stats.total_sent, Ordering::Relaxed);
         self.received.store(stats.total_received, Ordering::Relaxed);
         self.errors.store(stats.error_total, Ordering::Relaxed);
@@ -39,13 +50,30 @@ pub struct Live {
 }
 
 /// The sum of every slot at one moment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub open: u64,
+    pub established: u64,
+    pub failed: u64,
+    pub dropped: u64,
     pub sent: u64,
     pub received: u64,
     pub errors: u64,
     pub verify: u64,
+}
+
+impl Totals {
+    /// Adds another process's totals (`--procs`).
+    pub fn add(&mut self, o: &Totals) {
+        self.open += o.open;
+        self.established += o.established;
+        self.failed += o.failed;
+        self.dropped += o.dropped;
+        self.sent += o.sent;
+        self.received += o.received;
+        self.errors += o.errors;
+        self.verify += o.verify;
+    }
 }
 
 impl Live {
@@ -65,6 +93,9 @@ impl Live {
         let mut t = Totals::default();
         for slot in self.slots.iter() {
             t.open += slot.open.load(Ordering::Relaxed);
+            t.established += slot.established.load(Ordering::Relaxed);
+            t.failed += slot.failed.load(Ordering::Relaxed);
+            t.dropped += slot.dropped.load(Ordering::Relaxed);
             t.sent += slot.sent.load(Ordering::Relaxed);
             t.received += slot.received.load(Ordering::Relaxed);
             t.errors += slot.errors.load(Ordering::Relaxed);
@@ -96,10 +127,14 @@ impl Reporter {
         let secs = now.saturating_sub(self.last_at).as_secs_f64().max(1e-3);
         let rate = |now: u64, before: u64| (now.saturating_sub(before) as f64 / secs).round();
         let line = format!(
-            "t={}s conns={}/{} sent/s={} recv/s={} errors={} verify={}",
+            "t={}s conns={}/{} established={} failed={} dropped={} conn/s={} sent/s={} recv/s={} errors={} verify={}",
             now.as_secs_f64().round(),
             totals.open,
             self.conns,
+            totals.established,
+            totals.failed,
+            totals.dropped,
+            rate(totals.established, self.last.established),
             rate(totals.sent, self.last.sent),
             rate(totals.received, self.last.received),
             totals.errors,
@@ -122,6 +157,8 @@ mod tests {
         stats.total_sent = 300;
         stats.total_received = 200;
         stats.error("reset");
+        stats.established = 10;
+        stats.dropped = 1;
         live.slot(0).publish(&stats, 10);
         live.slot(1).publish(&stats, 5);
         let totals = live.totals();
@@ -131,7 +168,7 @@ mod tests {
         let mut reporter = Reporter::new(20);
         assert_eq!(
             reporter.line(Duration::from_secs(1), totals),
-            "t=1s conns=15/20 sent/s=600 recv/s=400 errors=2 verify=0"
+            "t=1s conns=15/20 established=20 failed=0 dropped=2 conn/s=20 sent/s=600 recv/s=400 errors=2 verify=0"
         );
         let later = Totals {
             sent: 1600,
@@ -139,7 +176,7 @@ mod tests {
         };
         assert_eq!(
             reporter.line(Duration::from_secs(3), later),
-            "t=3s conns=15/20 sent/s=500 recv/s=0 errors=2 verify=0"
+            "t=3s conns=15/20 established=20 failed=0 dropped=2 conn/s=0 sent/s=500 recv/s=0 errors=2 verify=0"
         );
     }
 }

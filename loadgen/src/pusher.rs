@@ -40,7 +40,7 @@ pub fn settle(duration: Duration) -> Duration {
 }
 
 /// What the push driver did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PushApi {
     /// POSTs sent.
     pub posted: u64,
@@ -56,6 +56,18 @@ pub struct PushApi {
 }
 
 impl PushApi {
+    /// Adds another process's counts (`--procs`).
+    pub fn add(&mut self, o: &PushApi) {
+        self.posted += o.posted;
+        self.delivered += o.delivered;
+        self.queued += o.queued;
+        self.offline += o.offline;
+        self.failed += o.failed;
+        for (name, n) in &o.errors {
+            *self.errors.entry(name.clone()).or_insert(0) += n;
+        }
+    }
+
     fn fail(&mut self, cause: &str) {
         self.failed += 1;
         *self.errors.entry(format!("push_api_{cause}")).or_insert(0) += 1;

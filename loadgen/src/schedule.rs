@@ -47,12 +47,13 @@ impl Schedule {
     }
 }
 
-/// The order in which one worker's sends come due: its connections (given by global index,
-/// ascending, hence by phase) for frame 0, then all of them for frame 1, and so on.
+/// The order in which one worker's sends come due: its sending connections (given as
+/// (worker-local position, global index), global index ascending, hence by phase) for
+/// frame 0, then all of them for frame 1, and so on.
 #[derive(Debug, Clone)]
 pub struct Round {
     schedule: Schedule,
-    globals: Vec<usize>,
+    conns: Vec<(usize, usize)>,
     pos: usize,
     n: u64,
 }
@@ -66,22 +67,23 @@ pub struct Due {
 }
 
 impl Round {
-    /// `globals[pos]` is the global index of the worker's connection `pos`; it must ascend.
-    pub fn new(schedule: Schedule, globals: Vec<usize>) -> Round {
-        debug_assert!(globals.windows(2).all(|w| w[0] < w[1]));
+    /// `conns` lists (worker-local position, global index) of the connections that send;
+    /// the global indices must ascend.
+    pub fn new(schedule: Schedule, conns: Vec<(usize, usize)>) -> Round {
+        debug_assert!(conns.windows(2).all(|w| w[0].1 < w[1].1));
         Round {
             schedule,
-            globals,
+            conns,
             pos: 0,
             n: 0,
         }
     }
 
-    /// The next send, or `None` for a worker with no connections.
+    /// The next send, or `None` for a worker with no sending connections.
     pub fn peek(&self) -> Option<Due> {
-        let global = *self.globals.get(self.pos)?;
+        let &(pos, global) = self.conns.get(self.pos)?;
         Some(Due {
-            pos: self.pos,
+            pos,
             n: self.n,
             at: self.schedule.due(global, self.n),
         })
@@ -90,7 +92,7 @@ impl Round {
     /// Moves past the send [`Round::peek`] returned.
     pub fn advance(&mut self) {
         self.pos += 1;
-        if self.pos >= self.globals.len() {
+        if self.pos >= self.conns.len() {
             self.pos = 0;
             self.n += 1;
         }
@@ -142,7 +144,7 @@ mod tests {
         let start = Instant::now();
         let schedule = Schedule::new(start, 10.0, 4);
         // Worker 1 of 2 owns global connections 1 and 3.
-        let mut round = Round::new(schedule, vec![1, 3]);
+        let mut round = Round::new(schedule, vec![(0, 1), (1, 3)]);
         let mut seen = Vec::new();
         for _ in 0..5 {
             let due = round.peek().unwrap();
@@ -165,7 +167,7 @@ mod tests {
     #[test]
     fn due_times_never_go_backwards() {
         let schedule = Schedule::new(Instant::now(), 1000.0, 7);
-        let mut round = Round::new(schedule, vec![0, 2, 4, 6]);
+        let mut round = Round::new(schedule, vec![(0, 0), (1, 2), (2, 4), (3, 6)]);
         let mut last = round.peek().unwrap().at;
         for _ in 0..10_000 {
             round.advance();

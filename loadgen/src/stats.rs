@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::{AdditionError, CreationError, Histogram};
+use hdrhistogram::{AdditionError, CreationError, Histogram, RecordError};
+use serde::{Deserialize, Serialize};
 
 /// Latencies are recorded in microseconds from 1 µs to 60 s with 3 significant figures.
 pub const LATENCY_MAX_US: u64 = 60_000_000;
@@ -57,7 +58,7 @@ pub struct Stats {
 }
 
 /// Logins, resumes, reconnects and heartbeats.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionCounts {
     /// Connections whose first login succeeded.
     pub logged_in: u64,
@@ -85,6 +86,10 @@ pub struct SessionCounts {
     /// Open-loop sends that came due while their connection was not ready (reconnecting):
     /// not sent, not in `sent`.
     pub skipped: u64,
+    /// `--hold` check PINGs sent at the end of the hold.
+    pub checks_sent: u64,
+    /// Of those, answered by a PONG in time.
+    pub checks_answered: u64,
 }
 
 impl SessionCounts {
@@ -101,11 +106,13 @@ impl SessionCounts {
         self.pings += o.pings;
         self.pongs += o.pongs;
         self.skipped += o.skipped;
+        self.checks_sent += o.checks_sent;
+        self.checks_answered += o.checks_answered;
     }
 }
 
 /// PUSH frames received.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushCounts {
     /// Every PUSH frame, redeliveries included.
     pub received: u64,
@@ -223,6 +230,84 @@ impl Stats {
     }
 }
 
+/// A worker process's [`Stats`] as it travels to the parent (`--procs`): every counter,
+/// and each histogram as its non-empty buckets — (highest equivalent value, count) pairs —
+/// so that the parent's merge puts every sample back in the very bucket it came from, and
+/// the merged percentiles are those of one histogram over all samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireStats {
+    pub established: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub received_in_window: u64,
+    pub total_sent: u64,
+    pub total_received: u64,
+    pub verify_failures: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub latency: Vec<(u64, u64)>,
+    pub session: SessionCounts,
+    pub push: PushCounts,
+    pub push_latency: Vec<(u64, u64)>,
+}
+
+fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+fn refill(h: &mut Histogram<u64>, buckets: &[(u64, u64)]) -> Result<(), RecordError> {
+    for &(value, count) in buckets {
+        h.record_n(value, count)?;
+    }
+    Ok(())
+}
+
+impl WireStats {
+    pub fn of(s: &Stats) -> WireStats {
+        WireStats {
+            established: s.established,
+            failed: s.failed,
+            dropped: s.dropped,
+            sent: s.sent,
+            received: s.received,
+            received_in_window: s.received_in_window,
+            total_sent: s.total_sent,
+            total_received: s.total_received,
+            verify_failures: s.verify_failures,
+            errors: s.errors.clone(),
+            latency: buckets(&s.latency),
+            session: s.session,
+            push: s.push,
+            push_latency: buckets(&s.push_latency),
+        }
+    }
+
+    /// Back to [`Stats`]; fails only on a bucket value outside the histogram's range.
+    pub fn into_stats(self) -> anyhow::Result<Stats> {
+        let mut s = Stats::new()?;
+        s.established = self.established;
+        s.failed = self.failed;
+        s.dropped = self.dropped;
+        s.sent = self.sent;
+        s.received = self.received;
+        s.received_in_window = self.received_in_window;
+        s.total_sent = self.total_sent;
+        s.total_received = self.total_received;
+        s.verify_failures = self.verify_failures;
+        for (name, n) in &self.errors {
+            s.errors_n(name, *n);
+        }
+        s.session = self.session;
+        s.push = self.push;
+        refill(&mut s.latency, &self.latency)?;
+        refill(&mut s.push_latency, &self.push_latency)?;
+        Ok(s)
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -291,5 +376,38 @@ mod tests {
         assert_eq!(a.error_total, 5);
         assert_eq!(a.established, 2);
         assert_eq!(a.latency.len(), 1);
+    }
+
+    #[test]
+    fn stats_through_the_wire_merge_exactly() {
+        let (w, t0) = window();
+        let at = t0 + Duration::from_secs(2);
+        let (mut a, mut b, mut direct) = (
+            Stats::new().unwrap(),
+            Stats::new().unwrap(),
+            Stats::new().unwrap(),
+        );
+        for i in 0..5_000u64 {
+            let us = Duration::from_micros(1 + i * i % 977_777);
+            let s = if i % 3 == 0 { &mut a } else { &mut b };
+            s.reply(at, at + us, &w);
+            direct.reply(at, at + us, &w);
+        }
+        b.error("fd_limit");
+        b.session.checks_answered = 7;
+        let text = serde_json::to_string(&WireStats::of(&b)).unwrap();
+        let back: WireStats = serde_json::from_str(&text).unwrap();
+        let mut merged = WireStats::of(&a).into_stats().unwrap();
+        merged.merge(&back.into_stats().unwrap()).unwrap();
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.latency.value_at_quantile(q),
+                direct.latency.value_at_quantile(q),
+                "q {q}"
+            );
+        }
+        assert_eq!(merged.latency.len(), 5_000);
+        assert_eq!(merged.errors.get("fd_limit"), Some(&1));
+        assert_eq!(merged.session.checks_answered, 7);
     }
 }

@@ -10,7 +10,8 @@
 //! `heartbeats{sent,pongs}`,
 //! `push{received,unique,duplicates,out_of_order,unstamped,acked,latency_us{…}}`,
 //! `push_api{posted,delivered,queued,offline,failed}` (only with `--push-rate`),
-//! `cpu{user_s,sys_s,us_per_frame}`.
+//! `cpu{user_s,sys_s,us_per_frame}`, `procs`; with `--hold` also
+//! `hold{seconds,checked,answered}`; with `--echo-fraction` below 1, `echo_fraction`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -67,6 +68,29 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_api: Option<PushApiCounts>,
     pub cpu: Cpu,
+    /// Worker processes the run was spread over (`--procs`).
+    #[serde(default = "one")]
+    pub procs: usize,
+    /// `--echo-fraction`, when below 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_fraction: Option<f64>,
+    /// `--hold`: the end-of-hold check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The check at the end of `--hold`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub seconds: f64,
+    /// Connections that were ready at the end of the hold and were sent a check PING.
+    pub checked: u64,
+    /// Of those, the ones whose PONG came back within `--connect-timeout`.
+    pub answered: u64,
 }
 
 fn no_login() -> String {
@@ -211,6 +235,7 @@ impl Summary {
         let (pipeline, rate) = match config.mode {
             Mode::Pipeline(k) => (Some(k), None),
             Mode::Rate(r) => (None, Some(r)),
+            Mode::Hold => (None, None),
         };
         let measured = config.measured().as_secs_f64();
         let throughput = if measured > 0.0 {
@@ -286,6 +311,13 @@ impl Summary {
                 us_per_frame: (stats.total_received > 0)
                     .then(|| cpu_us / stats.total_received as f64),
             },
+            procs: config.procs,
+            echo_fraction: (config.echo_fraction < 1.0).then_some(config.echo_fraction),
+            hold: config.hold.then_some(Hold {
+                seconds: config.duration.as_secs_f64(),
+                checked: session.checks_sent,
+                answered: session.checks_answered,
+            }),
         }
     }
 
@@ -328,15 +360,21 @@ fn opt<T: fmt::Display>(v: Option<T>) -> String {
 /// The human table printed to stdout.
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shape = match (self.pipeline, self.rate) {
+        let mut shape = match (self.pipeline, self.rate) {
             (Some(k), _) => format!("closed loop, pipeline {k}"),
             (_, Some(r)) => format!("open loop, {r}/s per connection"),
-            _ => self.mode.clone(),
+            _ => "heartbeats only".to_string(),
         };
+        if let Some(fraction) = self.echo_fraction {
+            shape.push_str(&format!(" on {}% of connections", fraction * 100.0));
+        }
+        if self.hold.is_some() {
+            shape = format!("hold, {shape}");
+        }
         writeln!(
             f,
-            "tether-loadgen: {shape}, payload {} B, {} s (warmup {} s), {} threads",
-            self.payload, self.duration_s, self.warmup_s, self.threads
+            "tether-loadgen: {shape}, payload {} B, {} s (warmup {} s), {} threads in {} process(es)",
+            self.payload, self.duration_s, self.warmup_s, self.threads, self.procs
         )?;
         let c = &self.conns;
         writeln!(
@@ -403,6 +441,18 @@ impl fmt::Display for Summary {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             writeln!(f, "  errors       {}", list.join("  "))?;
+        }
+        if let Some(h) = &self.hold {
+            writeln!(
+                f,
+                "  hold         {} s, then {} of {} connections answered the check PING",
+                h.seconds, h.answered, h.checked
+            )?;
+        }
+        for name in self.errors.keys() {
+            if let Some(hint) = crate::limits::hint(name) {
+                writeln!(f, "  limit hit    {name}: {hint}")?;
+            }
         }
         writeln!(f, "  verify       {} failures", self.verify_failures)?;
         writeln!(

@@ -82,6 +82,9 @@ pub fn run(index: usize, conns: Vec<Conn>, shared: Arc<Shared>) -> Result<Stats,
     arrival.arrive();
     let start = worker.wait_for_start()?;
     worker.load(start)?;
+    if shared.config.hold {
+        worker.check()?;
+    }
     worker.drain()?;
     worker.close_all();
     Ok(worker.stats)
@@ -212,12 +215,20 @@ impl<'a> Worker<'a> {
             }
             Mode::Rate(rate) => {
                 let schedule = Schedule::new(start, rate, self.config.conns);
-                let globals = self.conns.iter().map(|c| c.global).collect();
+                let sending = self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.echo)
+                    .map(|(pos, c)| (pos, c.global))
+                    .collect();
                 self.timer = Timer::new(self.poll.registry())
                     .map_err(|e| tracing::debug!(error = %e, "no timerfd; sends keep to whole ms"))
                     .ok();
-                Some(Round::new(schedule, globals))
+                Some(Round::new(schedule, sending))
             }
+            // Heartbeats only: their timers bound the poll.
+            Mode::Hold => None,
         };
         loop {
             let now = Instant::now();
@@ -283,6 +294,40 @@ impl<'a> Worker<'a> {
         while let Some(k) = self.dirty.pop() {
             self.flush(k);
         }
+    }
+
+    /// `--hold`, after the hold: every ready connection PINGs once more and must have its
+    /// PONG within `--connect-timeout`; one that does not is given up as dropped
+    /// (`check_unanswered`).
+    fn check(&mut self) -> Result<(), WorkerError> {
+        for k in 0..self.conns.len() {
+            let Some(conn) = self.conns.get_mut(k) else {
+                continue;
+            };
+            if conn.is_ready() {
+                conn.queue_check(&mut self.stats);
+                self.flush(k);
+            }
+        }
+        let deadline = Instant::now() + self.config.connect_timeout;
+        loop {
+            let waiting = self.conns.iter().any(|c| c.check_id != 0 && c.is_ready());
+            if !waiting || Instant::now() >= deadline {
+                break;
+            }
+            self.poll_until(deadline)?;
+        }
+        for k in 0..self.conns.len() {
+            let unanswered = self
+                .conns
+                .get(k)
+                .is_some_and(|c| c.check_id != 0 && c.is_ready());
+            if unanswered {
+                self.stats.error("check_unanswered");
+                self.give_up(k);
+            }
+        }
+        Ok(())
     }
 
     /// Phase 4: wait up to [`DRAIN`] for the replies still outstanding and the connections
@@ -433,7 +478,7 @@ impl<'a> Worker<'a> {
         let Some(conn) = self.conns.get_mut(k) else {
             return;
         };
-        if !conn.is_ready() {
+        if !conn.is_ready() || !conn.echo {
             return;
         }
         while conn.outstanding.len() < pipeline {

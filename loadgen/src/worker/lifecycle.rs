@@ -409,7 +409,7 @@ impl Worker<'_> {
 
     /// The connection is over before the end of the run: dropped if it had been ready,
     /// failed otherwise. (Its cause is already counted.)
-    fn give_up(&mut self, k: usize) {
+    pub(super) fn give_up(&mut self, k: usize) {
         self.unhook(k);
         let Some(conn) = self.conns.get_mut(k) else {
             return;
