@@ -596,7 +596,9 @@ impl Store {
             route: s.route,
             state,
             login_unix_ms: s.login_unix_ms,
-            last_heartbeat_unix_ms: now.unix_of(s.last_heartbeat_ms),
+            // Converted from the monotonic clock, which can round a millisecond below the
+            // login's wall-clock time; a heartbeat never precedes the login.
+            last_heartbeat_unix_ms: now.unix_of(s.last_heartbeat_ms).max(s.login_unix_ms),
             resume_until_unix_ms,
             pending: s.pending(),
         })
