@@ -4,10 +4,12 @@
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
 //! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), and Prometheus text
-//! ([`prometheus`]).
+//! ([`prometheus`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
 
 pub mod cli;
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http_thread;
 pub mod logging;
 pub mod notify;
 pub mod prometheus;

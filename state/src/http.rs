@@ -5,10 +5,8 @@
 //! wake it, and wait for the answer. A push is answered only after its record is in the
 //! journal. Every error is a JSON `{"error": "..."}` with a status that says whose fault it is.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,6 +19,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
+use tether_daemon::http_thread::{HttpError, HttpThread};
 use tokio::sync::oneshot;
 
 use crate::config::MAX_TTL_S;
@@ -29,8 +28,6 @@ use crate::store::{PushRefused, PushStatus, SessionView};
 
 /// How long a handler waits for the event loop.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long open HTTP connections get to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub type PushResult = Result<(Option<u64>, PushStatus), PushRefused>;
 
@@ -83,9 +80,7 @@ struct PushRequest {
 
 /// The running HTTP listener; stops when dropped.
 pub struct Http {
-    local_addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: HttpThread,
 }
 
 impl Http {
@@ -95,72 +90,19 @@ impl Http {
         metrics: Arc<Metrics>,
         max_payload: usize,
         version: &'static str,
-    ) -> std::io::Result<Http> {
-        let std_listener = std::net::TcpListener::bind(addr)?;
-        let local_addr = std_listener.local_addr()?;
-        std_listener.set_nonblocking(true)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        let listener = {
-            let _enter = runtime.enter();
-            tokio::net::TcpListener::from_std(std_listener)?
-        };
+    ) -> Result<Http, HttpError> {
         let app = router(Arc::new(Shared {
             handle,
             metrics,
             max_payload,
             version,
         }));
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("tether-state-http".into())
-            .spawn(move || runtime.block_on(serve(listener, app, shutdown_rx)))?;
-        Ok(Http {
-            local_addr,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        })
+        let thread = HttpThread::start("push API listener", "tether-state-http", addr, app)?;
+        Ok(Http { thread })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("HTTP thread panicked");
-            }
-        }
-    }
-}
-
-async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: oneshot::Receiver<()>) {
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let notify = stop.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.await;
-            notify.notify_one();
-        })
-        .into_future();
-    tokio::select! {
-        result = server => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "HTTP listener failed");
-            }
-        }
-        () = async {
-            stop.notified().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("HTTP: connections still open after the grace period, dropping them"),
+        self.thread.local_addr()
     }
 }
 
