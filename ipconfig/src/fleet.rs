@@ -68,35 +68,19 @@ impl Fleet {
         let mut report = match Report::parse(&member.value) {
             Ok(report) => report,
             Err(e) => {
-                s.metrics.report_rejected(if e.is_malformed() {
-                    Rejection::Malformed
-                } else {
-                    Rejection::Invalid
-                });
+                s.metrics.report_rejected(Rejection::of(&e));
                 tracing::warn!(id = %member.id, error = %e, "etcd: gateway record refused");
                 return;
             }
         };
         // The key names the gateway: one key, one gateway, whatever the record says.
         report.id.clone_from(&member.id);
-        let now_ms = s.clock.now_ms();
-        let recorded = s
-            .registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .record(report, now_ms);
-        match recorded {
-            Ok(recorded) => {
-                s.metrics.report_accepted();
-                s.metrics.stale_dropped(recorded.evicted);
-                if recorded.new {
-                    tracing::info!(id = %member.id, addr = %member.addr, "new gateway (etcd)");
-                }
+        match s.accept_report(report, s.clock.now_ms()) {
+            Ok(recorded) if recorded.new => {
+                tracing::info!(id = %member.id, addr = %member.addr, "new gateway (etcd)");
             }
-            Err(e) => {
-                s.metrics.report_rejected(Rejection::Full);
-                tracing::warn!(id = %member.id, error = %e, "etcd: gateway not tracked");
-            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(id = %member.id, error = %e, "etcd: gateway not tracked"),
         }
     }
 

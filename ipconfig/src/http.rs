@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::metrics::{Endpoint, Metrics, Rejection};
-use crate::registry::{RecordError, Registry};
+use crate::registry::{RecordError, Recorded, Registry};
 use crate::report::Report;
 use crate::snapshot::{Dealer, Snapshot, SnapshotCell};
 
@@ -106,6 +106,24 @@ impl AppState {
             max_report_bytes: config.max_report_bytes,
             full_logged_at_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Records a parsed report (from `POST /v1/report` or etcd) at `now_ms`, counting it
+    /// accepted, or refused when `max_gateways` is reached, and the stale gateways it evicted.
+    pub fn accept_report(&self, report: Report, now_ms: u64) -> Result<Recorded, RecordError> {
+        let recorded = self
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(report, now_ms);
+        match &recorded {
+            Ok(recorded) => {
+                self.metrics.report_accepted();
+                self.metrics.stale_dropped(recorded.evicted);
+            }
+            Err(RecordError::Full { .. }) => self.metrics.report_rejected(Rejection::Full),
+        }
+        recorded
     }
 
     /// Rebuilds the list now: drops stale gateways, ranks the live ones (sorting outside the
@@ -222,27 +240,15 @@ async fn record(s: &AppState, request: Request) -> Response {
     let report = match Report::parse(&body) {
         Ok(report) => report,
         Err(e) => {
-            let why = if e.is_malformed() {
-                Rejection::Malformed
-            } else {
-                Rejection::Invalid
-            };
-            s.metrics.report_rejected(why);
+            s.metrics.report_rejected(Rejection::of(&e));
             tracing::debug!(error = %e, "report refused");
             return error(StatusCode::BAD_REQUEST, &e.to_string(), e.field());
         }
     };
     let id = report.id.clone();
     let now_ms = s.clock.now_ms();
-    let recorded = s
-        .registry
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .record(report, now_ms);
-    match recorded {
+    match s.accept_report(report, now_ms) {
         Ok(recorded) => {
-            s.metrics.report_accepted();
-            s.metrics.stale_dropped(recorded.evicted);
             if recorded.new {
                 tracing::info!(id = %id, "new gateway");
             }
@@ -255,7 +261,6 @@ async fn record(s: &AppState, request: Request) -> Response {
                 .into_response()
         }
         Err(e @ RecordError::Full { .. }) => {
-            s.metrics.report_rejected(Rejection::Full);
             // Once a minute at most: a flood of new ids must not flood the log too.
             let last = s.full_logged_at_ms.load(Ordering::Relaxed);
             if last == 0 || now_ms.saturating_sub(last) >= 60_000 {

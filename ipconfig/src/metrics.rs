@@ -80,6 +80,15 @@ impl Rejection {
         Rejection::Full,
     ];
 
+    /// A report that does not parse: malformed JSON, or a bad field.
+    pub fn of(e: &crate::report::ReportError) -> Rejection {
+        if e.is_malformed() {
+            Rejection::Malformed
+        } else {
+            Rejection::Invalid
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Rejection::Malformed => "malformed",
