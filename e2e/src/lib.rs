@@ -295,6 +295,21 @@ pub fn node_requests(admin: SocketAddr, node: SocketAddr) -> u64 {
         .unwrap_or(0)
 }
 
+/// The value of `series` (name and labels exactly as exposed) on `addr`'s `/metrics`, when
+/// exactly one sample has it.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let (_, text) = http_get(addr, "/metrics");
+    tether_daemon::prometheus::read_sample(&text, series)
+}
+
+/// Waits until `reactors` reactors of the gateway whose admin listener is `admin` have their
+/// link to the state daemon up.
+pub fn wait_for_state_links(admin: SocketAddr, reactors: usize, timeout: Duration) {
+    eventually(timeout, "state links up", || {
+        metric(admin, "tether_gateway_state_links_up") == Some(reactors as f64)
+    });
+}
+
 /// Waits until `check` holds, polling every 20 ms, or panics after `timeout`.
 pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -269,7 +269,7 @@ impl StateDaemon {
 
     /// The value of one series (name with its labels exactly as written) in `/metrics`.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        read_sample(&self.metrics(), series)
+        tether_daemon::prometheus::read_sample(&self.metrics(), series)
     }
 }
 
@@ -285,20 +285,6 @@ impl Drop for StateDaemon {
                 let _ = std::fs::remove_dir_all(&self.journal);
             }
         }
-    }
-}
-
-/// The value of `series` in a Prometheus text page, when exactly one sample has it.
-pub fn read_sample(text: &str, series: &str) -> Option<f64> {
-    let mut hits = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(s, _)| *s == series)
-        .map(|(_, v)| v.parse::<f64>());
-    match (hits.next(), hits.next()) {
-        (Some(Ok(value)), None) => Some(value),
-        _ => None,
     }
 }
 

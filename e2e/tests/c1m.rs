@@ -5,22 +5,16 @@
 //! throughout the hold. The echo subset's p99 goes to stderr and to
 //! `$CARGO_TARGET_TMPDIR/c1m-summary.json`.
 
-use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tether_e2e::state::{read_sample, StateDaemon, SECRET};
-use tether_e2e::{echo_node, eventually, gateway, http_get, loadgen};
+use tether_e2e::state::{StateDaemon, SECRET};
+use tether_e2e::{echo_node, eventually, gateway, loadgen, metric, wait_for_state_links};
 
 const CONNS: u64 = 15_000;
 const HOLD_S: u64 = 60;
 /// DATA per second per echoing connection (1% of them: 150 × 10 = 1,500/s).
 const RATE: u64 = 10;
-
-fn gateway_metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let (_, text) = http_get(admin, "/metrics");
-    read_sample(&text, series)
-}
 
 fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
@@ -38,9 +32,7 @@ fn fifteen_thousand_logged_in_connections_held_a_minute_with_heartbeats() {
         .expect("UTF-8 socket path")
         .to_string();
     let (_gw, listen, admin) = gateway(&[node], &["--state", &socket, "--id", "gw-c1m"]);
-    eventually(Duration::from_secs(10), "state links up", || {
-        gateway_metric(admin, "tether_gateway_state_links_up") == Some(2.0)
-    });
+    wait_for_state_links(admin, 2, Duration::from_secs(10));
 
     let args: Vec<String> = [
         "--target",
@@ -76,7 +68,7 @@ fn fifteen_thousand_logged_in_connections_held_a_minute_with_heartbeats() {
     });
 
     let online = || state.metric("tether_state_sessions{state=\"online\"}");
-    let open = || gateway_metric(admin, "tether_gateway_connections_open");
+    let open = || metric(admin, "tether_gateway_connections_open");
     eventually(Duration::from_secs(60), "15,000 logged in", || {
         online() == Some(CONNS as f64) && open() == Some(CONNS as f64)
     });

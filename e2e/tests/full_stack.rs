@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tether_e2e::state::{token, StateDaemon};
 use tether_e2e::{
-    echo_node, eventually, free_addr, http_get, ipconfig, wait_for_port, Client, Proc,
+    echo_node, eventually, free_addr, http_get, ipconfig, metric, wait_for_port,
+    wait_for_state_links, Client, Proc,
 };
 use tether_proto::Kind;
 
@@ -49,19 +50,8 @@ fn gateway(
     args.extend_from_slice(extra);
     let gw = Proc::spawn("tether-gateway", &args);
     wait_for_port(listen, Duration::from_secs(10));
-    eventually(Duration::from_secs(10), "state links up", || {
-        links_up(admin) == Some(2.0)
-    });
+    wait_for_state_links(admin, 2, Duration::from_secs(10));
     (gw, listen, admin)
-}
-
-fn links_up(admin: SocketAddr) -> Option<f64> {
-    let (_, text) = http_get(admin, "/metrics");
-    text.lines().find_map(|l| {
-        l.strip_prefix("tether_gateway_state_links_up ")?
-            .parse()
-            .ok()
-    })
 }
 
 fn login(addr: SocketAddr, device: &str) -> (Client, serde_json::Value) {
@@ -112,12 +102,12 @@ fn state_sigkilled_and_restarted_under_load_loses_no_session_and_no_request() {
     eventually(
         Duration::from_secs(5),
         "the gateway saw the daemon go",
-        || links_up(admin) == Some(0.0),
+        || metric(admin, "tether_gateway_state_links_up") == Some(0.0),
     );
     thread::sleep(Duration::from_millis(500));
     state.restart();
     eventually(Duration::from_secs(10), "links back", || {
-        links_up(admin) == Some(2.0)
+        metric(admin, "tether_gateway_state_links_up") == Some(2.0)
     });
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);

@@ -9,7 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tether_e2e::state::{token, StateDaemon};
-use tether_e2e::{echo_node, eventually, gateway, http_get, Client, Proc, Reply};
+use tether_e2e::{
+    echo_node, eventually, gateway, metric, wait_for_state_links, Client, Proc, Reply,
+};
 use tether_proto::Kind;
 
 /// A gateway in front of one echo node, logging in through `state`.
@@ -32,26 +34,13 @@ fn gateway_with_state(
     ];
     args.extend_from_slice(extra);
     let (gw, listen, admin) = gateway(&[node_addr], &args);
-    wait_for_state_links(admin);
+    state_links_up(admin);
     (node, gw, listen, admin)
 }
 
-fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let (_, text) = http_get(admin, "/metrics");
-    tether_daemon_sample(&text, series)
-}
-
-fn tether_daemon_sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
-}
-
 /// Both reactors' links to the state daemon are up.
-fn wait_for_state_links(admin: SocketAddr) {
-    eventually(Duration::from_secs(10), "state links up", || {
-        metric(admin, "tether_gateway_state_links_up") == 2.0
-    });
+fn state_links_up(admin: SocketAddr) {
+    wait_for_state_links(admin, 2, Duration::from_secs(10));
 }
 
 fn login(addr: SocketAddr, device: &str) -> (Client, serde_json::Value) {
@@ -162,7 +151,7 @@ fn pushes_reach_the_client_and_its_ack_empties_the_queue() {
     assert!(c.recv_timeout(Duration::from_millis(700)).is_none());
     assert_eq!(
         metric(admin, "tether_gateway_session_events_total{event=\"ack\"}"),
-        1.0
+        Some(1.0)
     );
 }
 
@@ -243,7 +232,7 @@ fn without_the_state_daemon_logged_in_clients_carry_on_and_logins_get_unavailabl
     let (mut c, json) = login(listen, "dev-stays");
     state.kill();
     eventually(Duration::from_secs(5), "state links down", || {
-        metric(admin, "tether_gateway_state_links_up") == 0.0
+        metric(admin, "tether_gateway_state_links_up") == Some(0.0)
     });
     c.send_frame(Kind::Data, 1, b"still here");
     assert_eq!(c.expect().body, b"still here");
@@ -260,7 +249,7 @@ fn without_the_state_daemon_logged_in_clients_carry_on_and_logins_get_unavailabl
     // Back on the same journal: the gateway reconnects and re-announces its routes, so the
     // old session is online again, and the newcomer's retry succeeds.
     state.restart();
-    wait_for_state_links(admin);
+    state_links_up(admin);
     let session = state.session_of("dev-stays");
     assert_eq!(session["state"], "online", "{session}");
     assert_eq!(session["session"], json["session"]);

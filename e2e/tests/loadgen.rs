@@ -10,7 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tether_e2e::state::{StateDaemon, SECRET};
-use tether_e2e::{binary, echo_node, eventually, gateway, http_get, ipconfig, loadgen, Proc};
+use tether_e2e::{
+    binary, echo_node, eventually, gateway, http_get, ipconfig, loadgen, wait_for_state_links, Proc,
+};
 
 fn run_loadgen(args: &[&str], json: &std::path::Path) -> (bool, serde_json::Value, String) {
     let out = Command::new(binary("tether-loadgen"))
@@ -152,15 +154,8 @@ fn gateway_with_state(
     let mut args = vec!["--state", socket, "--id", id];
     args.extend_from_slice(extra);
     let (proc, listen, admin) = gateway(nodes, &args);
-    eventually(Duration::from_secs(10), "state links up", || {
-        gateway_metric(admin, "tether_gateway_state_links_up") == Some(2.0)
-    });
+    wait_for_state_links(admin, 2, Duration::from_secs(10));
     (proc, listen, admin)
-}
-
-fn gateway_metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let (_, text) = http_get(admin, "/metrics");
-    tether_e2e::state::read_sample(&text, series)
 }
 
 /// Connections the gateway accepted so far, from `/stats`.
