@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use tether_daemon::prometheus::read_sample;
 
 const NODE_PORTS: [u16; 4] = [8890, 8891, 8892, 8893];
 /// (id, client port, admin port) of each gateway.
@@ -78,7 +79,7 @@ pub fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Resul
             "--stale-after-ms",
             "2000",
         ]),
-        Ready::Port(localhost(IPCONFIG_PORT)),
+        localhost(IPCONFIG_PORT),
     )?;
     let socket = work.join("state.sock");
     let state_http = localhost(STATE_HTTP_PORT);
@@ -92,7 +93,7 @@ pub fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Resul
             .args(["--http", &state_http.to_string()])
             .args(["--heartbeat-s", "10"])
             .env("TETHER_STATE_JWT_SECRET", SECRET),
-        Ready::Port(state_http),
+        state_http,
     )?;
     let mut node_list = Vec::new();
     for port in NODE_PORTS {
@@ -106,7 +107,7 @@ pub fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Resul
                 "--reactors",
                 "1",
             ]),
-            Ready::Port(addr),
+            addr,
         )?;
     }
     for (id, port, admin) in GATEWAYS {
@@ -120,7 +121,7 @@ pub fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Resul
                 .arg("--state")
                 .arg(&socket)
                 .args(["--ipconfig", &ipconfig_url, "--report-interval-ms", "500"]),
-            Ready::Port(localhost(port)),
+            localhost(port),
         )?;
     }
     wait_until(
@@ -250,7 +251,7 @@ pub fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Resul
     let state_metrics = http(state_http, "GET", "/metrics", None)
         .map(|(_, body)| body)
         .unwrap_or_default();
-    let link_errors = sample(&state_metrics, "tether_state_link_errors_total").unwrap_or(0.0);
+    let link_errors = read_sample(&state_metrics, "tether_state_link_errors_total").unwrap_or(0.0);
     if link_errors > 0.0 {
         failures.push(format!(
             "tether-state closed {link_errors} gateway links for bad input"
@@ -328,10 +329,10 @@ fn print_table(summary: &Value, gateways: &[(String, u64, u64, u64)], state: &st
     );
     println!(
         "  state daemon      {} logins, {} sessions detached as their clients left, {} acks, {} pushes still pending",
-        sample(state, "tether_state_logins_total{result=\"ok\"}").unwrap_or(0.0),
-        sample(state, "tether_state_sessions{state=\"detached\"}").unwrap_or(0.0),
-        sample(state, "tether_state_acks_total").unwrap_or(0.0),
-        sample(state, "tether_state_pushes_pending").unwrap_or(0.0)
+        read_sample(state, "tether_state_logins_total{result=\"ok\"}").unwrap_or(0.0),
+        read_sample(state, "tether_state_sessions{state=\"detached\"}").unwrap_or(0.0),
+        read_sample(state, "tether_state_acks_total").unwrap_or(0.0),
+        read_sample(state, "tether_state_pushes_pending").unwrap_or(0.0)
     );
     let errors = summary["errors"].as_object().map_or(0, |e| e.len());
     println!(
@@ -347,11 +348,6 @@ fn flag_value(args: &[String], flag: &str) -> Option<u64> {
     args.get(at + 1)?.parse().ok()
 }
 
-/// How to know a daemon is up.
-enum Ready {
-    Port(SocketAddr),
-}
-
 /// The stack's processes, stopped in reverse start order.
 #[derive(Default)]
 struct Stack {
@@ -359,7 +355,8 @@ struct Stack {
 }
 
 impl Stack {
-    fn start(&mut self, name: &str, command: &mut Command, ready: Ready) -> Result<()> {
+    /// Starts `command` and waits until something accepts on `listening`.
+    fn start(&mut self, name: &str, command: &mut Command, listening: SocketAddr) -> Result<()> {
         // Warnings and errors only: the summary table is the demo's output.
         let child = command
             .env(
@@ -373,10 +370,8 @@ impl Stack {
             child,
             name: name.to_string(),
         });
-        match ready {
-            Ready::Port(addr) => crate::wait_for_port(addr, Duration::from_secs(10))
-                .with_context(|| format!("{name} did not start")),
-        }
+        crate::wait_for_port(listening, Duration::from_secs(10))
+            .with_context(|| format!("{name} did not start"))
     }
 
     fn gateway_pids(&self) -> Vec<u32> {
@@ -460,18 +455,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Resul
 
 fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
     let (_, text) = http(admin, "GET", "/metrics", None).ok()?;
-    sample(&text, series)
-}
-
-/// The value of `series` in a Prometheus text page.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    read_sample(&text, series)
 }
 
 fn rss_kib(pid: u32) -> u64 {
