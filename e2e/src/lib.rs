@@ -273,8 +273,12 @@ pub fn gateway(nodes: &[SocketAddr], extra: &[&str]) -> (Proc, SocketAddr, Socke
 
 /// `GET path` on an HTTP/1.1 server; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    http_raw(addr, request.as_bytes())
+    http_raw(addr, get_request(addr, path).as_bytes())
+}
+
+/// A `GET path` request that closes the connection after the answer.
+fn get_request(addr: SocketAddr, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
 }
 
 /// The gateway's `/stats` as JSON.
@@ -296,9 +300,10 @@ pub fn node_requests(admin: SocketAddr, node: SocketAddr) -> u64 {
 }
 
 /// The value of `series` (name and labels exactly as exposed) on `addr`'s `/metrics`, when
-/// exactly one sample has it.
+/// the server answers and exactly one sample has it. `None` while nothing listens on `addr`
+/// yet, so a poll can begin before the admin listener is up.
 pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
-    let (_, text) = http_get(addr, "/metrics");
+    let (_, text) = try_http_raw(addr, get_request(addr, "/metrics").as_bytes()).ok()?;
     tether_daemon::prometheus::read_sample(&text, series)
 }
 
@@ -347,11 +352,15 @@ pub fn loadgen(args: &[&str]) -> (bool, serde_json::Value) {
 /// Sends `request` (raw bytes: a whole HTTP/1.1 request, ideally with `Connection: close`)
 /// on a fresh connection and returns (status, body) of the answer, read to EOF.
 pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream.write_all(request).expect("send request");
+    try_http_raw(addr, request).unwrap_or_else(|e| panic!("HTTP to {addr}: {e}"))
+}
+
+/// [`http_raw`], with a failure to connect or send as an error instead of a panic: for polls
+/// that may start before the server listens.
+pub fn try_http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(request)?;
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response).into_owned();
@@ -364,7 +373,7 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// `POST path` with a JSON `body` on an HTTP/1.1 server; returns (status, body).

@@ -49,6 +49,7 @@ fn gateway(
     ];
     args.extend_from_slice(extra);
     let gw = Proc::spawn("tether-gateway", &args);
+    wait_for_port(admin, Duration::from_secs(10));
     wait_for_port(listen, Duration::from_secs(10));
     wait_for_state_links(admin, 2, Duration::from_secs(10));
     (gw, listen, admin)
