@@ -1079,6 +1079,9 @@ impl Reactor {
         self.balancer.nodes_changed(&self.candidates);
         self.policy = policy_of(&settings);
         self.decoder = tether_proto::Decoder::new(settings.max_body);
+        if let Some(link) = self.state.as_mut() {
+            link.set_backoff(settings.reconnect_min, settings.reconnect_max);
+        }
         self.settings = settings;
         // Nodes no longer configured: their requests go elsewhere, their links close.
         for mut removed in old {

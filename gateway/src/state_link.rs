@@ -159,6 +159,14 @@ impl StateLink {
         }
     }
 
+    /// A reload changed `reconnect_min_ms` / `reconnect_max_ms`: the next delay uses them
+    /// (a delay already scheduled runs its course).
+    pub fn set_backoff(&mut self, min: Duration, max: Duration) {
+        self.min_backoff = min;
+        self.max_backoff = max;
+        self.backoff = self.backoff.clamp(min, max.max(min));
+    }
+
     pub fn is_up(&self) -> bool {
         self.phase == Phase::Up
     }
@@ -400,6 +408,39 @@ mod tests {
             link.phase,
             Phase::Down {
                 retry_at: now + Duration::from_millis(10)
+            }
+        );
+    }
+
+    #[test]
+    fn a_reload_changes_the_next_delay() {
+        let now = Instant::now();
+        let mut link = StateLink::new(
+            PathBuf::from("/nonexistent/state.sock"),
+            "gw/0".into(),
+            Duration::from_millis(100),
+            Duration::from_millis(5000),
+            now,
+        );
+        for _ in 0..4 {
+            link.down(now); // the next delay is now 1,600 ms
+        }
+        link.set_backoff(Duration::from_millis(10), Duration::from_millis(50));
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            link.down(now);
+            if let Phase::Down { retry_at } = link.phase {
+                delays.push(retry_at - now);
+            }
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(delays, [ms(50), ms(50), ms(50), ms(50)]);
+        link.set_backoff(Duration::from_millis(200), Duration::from_millis(1000));
+        link.down(now);
+        assert_eq!(
+            link.phase,
+            Phase::Down {
+                retry_at: now + ms(200)
             }
         );
     }
