@@ -30,6 +30,9 @@ const TICK_MS: u64 = 10;
 /// Longest gateway id.
 pub const MAX_GATEWAY_ID: usize = 128;
 
+/// Ids a millisecond the clock floor of [`Store::finish_replay`] allows for.
+pub const IDS_PER_MS: u64 = 1024;
+
 /// The clocks, read once per loop iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
@@ -919,7 +922,16 @@ impl Store {
 
     /// Arms every timer after a replay: online sessions get a full heartbeat deadline from
     /// now (their gateway re-announces them meanwhile), detached ones keep their window.
+    ///
+    /// Session and message ids then start at least at the wall clock × [`IDS_PER_MS`], so
+    /// they keep growing across a restart from an older copy of the journal (a restored
+    /// backup) or from an empty one: a client dropping ids it has seen never drops a new push.
+    /// That holds while fewer than `IDS_PER_MS` ids a millisecond are issued on average, and
+    /// keeps ids below 2^53 (exact in JavaScript) until the year 2248.
     pub fn finish_replay(&mut self, now: Now) {
+        let floor = now.unix_ms.saturating_mul(IDS_PER_MS);
+        self.next_session = self.next_session.max(floor);
+        self.next_msg = self.next_msg.max(floor);
         let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             self.arm_lifecycle(slot);

@@ -50,8 +50,11 @@ impl Rig {
             mono_ms: 1_000_000,
             unix_ms: T0_UNIX,
         };
+        // As the daemon starts: an (empty) replay first.
+        let mut store = Store::new(rules, Arc::new(Metrics::default()), now);
+        store.finish_replay(now);
         Rig {
-            store: Store::new(rules, Arc::new(Metrics::default()), now),
+            store,
             t: 0,
             journal: Vec::new(),
         }
@@ -514,4 +517,45 @@ fn replaying_the_journal_or_a_snapshot_rebuilds_the_same_sessions() {
     // Ids keep increasing across the restart: a new push gets a fresh message id.
     let (next, _) = restored.push("b", b"new", None, rig.now()).unwrap();
     assert!(next.unwrap() > m1.unwrap() + 2);
+}
+
+/// A daemon restarted from an older copy of its journal (a restored backup) never issues a
+/// message id it issued after that copy was taken: clients drop ids they have seen.
+#[test]
+fn ids_issued_after_restoring_an_older_journal_are_new() {
+    let mut rig = Rig::new(rules(|_| {}));
+    let gw = rig.hello("gw-a");
+    let first = rig.login(gw, 1, "a")["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let backup = rig.journal.clone();
+    let now = rig.now();
+    let mut issued = Vec::new();
+    for _ in 0..100 {
+        let (msg, status) = rig.store.push("a", b"after the backup", None, now).unwrap();
+        assert_eq!(status, PushStatus::Delivered);
+        issued.push(msg.unwrap());
+    }
+    rig.output();
+
+    rig.t += 1; // the daemon is down a millisecond, then restored from the backup
+    let mut restored = Store::new(rules(|_| {}), Arc::new(Metrics::default()), rig.now());
+    for record in &backup {
+        restored.replay(record, rig.now()).unwrap();
+    }
+    restored.finish_replay(rig.now());
+    let (msg, _) = restored
+        .push("a", b"after the restore", None, rig.now())
+        .unwrap();
+    let newest = *issued.iter().max().unwrap();
+    assert!(
+        msg.unwrap() > newest,
+        "{msg:?} was issued before (up to {newest})"
+    );
+    let view = serde_json::to_value(restored.view("a", rig.now())).unwrap();
+    assert_eq!(
+        view["session"], first,
+        "the backed-up session itself is kept"
+    );
 }
