@@ -156,8 +156,9 @@ fn replicas_agree_nodes_join_and_leave_live_and_a_draining_gateway_goes_at_once(
     // (staleness is a minute here, so nothing else could delist it this fast).
     let t0 = Instant::now();
     g2.signal(libc::SIGTERM);
+    // 8 s: still short of the 10 s lease TTL, let alone the minute of staleness.
     eventually(
-        Duration::from_secs(3),
+        Duration::from_secs(8),
         "gw-2 delisted by both replicas",
         || listed(ip1) == ["gw-1"] && listed(ip2) == ["gw-1"],
     );

@@ -165,6 +165,17 @@ fn accepted(admin: SocketAddr) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until the gateway has accepted the one start-up probe `gateway()` made on its client
+/// port (`wait_for_port`): the kernel completes that connection before the gateway's
+/// acceptors exist, and they take it only later.
+fn probe_accepted(admin: SocketAddr) {
+    eventually(
+        Duration::from_secs(10),
+        "the start-up probe accepted",
+        || accepted(admin) >= 1,
+    );
+}
+
 /// The ids `/ip_list` lists now (none when it answers otherwise than 200).
 fn listed(ipc: SocketAddr) -> Vec<String> {
     let (status, body) = http_get(ipc, "/ip_list");
@@ -277,6 +288,8 @@ fn ipconfig_spreads_connections_and_push_rate_pushes_arrive() {
     });
     let conns = 300;
     // The start-up probes (wait_for_port) were connections too.
+    probe_accepted(admin1);
+    probe_accepted(admin2);
     let before = (accepted(admin1), accepted(admin2));
     let push_url = format!("http://{}", state.http);
     let (ok, s) = loadgen(&[
@@ -336,7 +349,7 @@ fn goaway_clients_resume_on_the_other_gateway() {
         "--report-interval-ms",
         "100",
         "--drain-timeout-ms",
-        "5000",
+        "10000",
     ];
     let (mut leaving, _, admin_x) = gateway_with_state(&[node], &state.socket, "gw-x", &report);
     let (_staying, _, admin_y) = gateway_with_state(&[node], &state.socket, "gw-y", &report);
@@ -345,6 +358,8 @@ fn goaway_clients_resume_on_the_other_gateway() {
     });
     let conns: u64 = 400;
     // The start-up probes (wait_for_port) were connections too.
+    probe_accepted(admin_x);
+    probe_accepted(admin_y);
     let before = (accepted(admin_x), accepted(admin_y));
     let push_url = format!("http://{}", state.http);
     let load = loadgen_in_background(
@@ -380,11 +395,12 @@ fn goaway_clients_resume_on_the_other_gateway() {
     let signalled = Instant::now();
     leaving.signal(libc::SIGTERM);
     let status = leaving
-        .wait_timeout(Duration::from_secs(8))
+        .wait_timeout(Duration::from_secs(15))
         .expect("gw-x exits once its clients left");
     assert!(status.success(), "gw-x: {status}");
+    // Well short of the 10 s drain timeout.
     assert!(
-        signalled.elapsed() < Duration::from_secs(4),
+        signalled.elapsed() < Duration::from_secs(6),
         "the clients left at once, not at the drain timeout: {:?}",
         signalled.elapsed()
     );
