@@ -63,7 +63,7 @@ impl Acceptor {
                         drop(stream);
                     }
                     reserve = File::open("/dev/null").ok();
-                    self.info.rejected_at_accept.inc_shared();
+                    self.info.shed_out_of_descriptors.inc_shared();
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) if is_per_connection(&e) => {}

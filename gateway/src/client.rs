@@ -76,6 +76,8 @@ pub struct Client {
     pub login: Login,
     /// Sent a frame since the last HEARTBEAT batch.
     pub alive: bool,
+    /// Idle sweeps since the client last sent a byte (see `Reactor::sweep_idle`).
+    pub quiet: u8,
 }
 
 impl Client {
@@ -101,6 +103,7 @@ impl Client {
             watched: false,
             login,
             alive: false,
+            quiet: 0,
         }
     }
 

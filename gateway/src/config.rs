@@ -64,6 +64,9 @@ pub struct Config {
     pub state: Option<PathBuf>,
     /// With `state`: a connection that has not logged in within this is TIMEOUT.
     pub login_timeout_ms: u64,
+    /// A client that sends nothing for this long is ERROR TIMEOUT "idle" and closed (it is
+    /// checked every quarter of it, so it goes after 1 to 1.25 times this); 0 = never.
+    pub idle_timeout_ms: u64,
     /// ip-config services to report load to (`http://host:port`); none = no reporting.
     pub ipconfig: Vec<String>,
     /// This gateway's id in reports; empty = `<hostname>-<port>`.
@@ -110,6 +113,7 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             state: None,
             login_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
             ipconfig: Vec::new(),
             id: String::new(),
             advertise: String::new(),
@@ -176,6 +180,11 @@ impl Validate for Config {
             (100..=3_600_000).contains(&self.login_timeout_ms),
             "login_timeout_ms",
             "between 100 and 3600000",
+        );
+        need(
+            self.idle_timeout_ms == 0 || self.idle_timeout_ms >= 1000,
+            "idle_timeout_ms",
+            "0 (never) or at least 1000",
         );
         if let Some(path) = &self.state {
             need(
@@ -247,6 +256,7 @@ impl Config {
             max_inflight: self.max_inflight,
             rate_limit: self.rate_limit,
             login_timeout_ms: u32::try_from(self.login_timeout_ms).unwrap_or(u32::MAX / 2),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             rate_burst: if self.rate_burst == 0 {
                 self.rate_limit.max(1)
             } else {
@@ -315,6 +325,8 @@ pub struct Settings {
     pub rate_limit: u32,
     pub rate_burst: u32,
     pub login_timeout_ms: u32,
+    /// Zero = no idle timeout.
+    pub idle_timeout: Duration,
 }
 
 /// Command-line flags; each overrides the file's key and reads `TETHER_GATEWAY_<KEY>`.
@@ -396,6 +408,9 @@ pub struct Opts {
     /// With --state: no LOGIN within this many ms is TIMEOUT [default: 10000].
     #[arg(long, env = "TETHER_GATEWAY_LOGIN_TIMEOUT_MS")]
     pub login_timeout_ms: Option<u64>,
+    /// Nothing received for this many ms is TIMEOUT "idle", 0 = never [default: 300000].
+    #[arg(long, env = "TETHER_GATEWAY_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
     /// ip-config service to report to, http://host:port; repeat for several [default: none].
     #[arg(long, env = "TETHER_GATEWAY_IPCONFIG", value_delimiter = ',')]
     pub ipconfig: Option<Vec<String>>,

@@ -92,15 +92,12 @@ impl Gateway {
         let metrics: Vec<Arc<Metrics>> = (0..reactor_count)
             .map(|_| Arc::new(Metrics::new()))
             .collect();
-        let info = Arc::new(GatewayInfo {
-            version: env!("CARGO_PKG_VERSION"),
-            listen: local_addrs.iter().map(|a| a.to_string()).collect(),
-            reactors: reactor_count,
-            started: Instant::now(),
-            draining: AtomicBool::new(false),
-            max_connections: std::sync::atomic::AtomicU64::new(config.max_connections as u64),
-            rejected_at_accept: Default::default(),
-        });
+        let info = Arc::new(GatewayInfo::new(
+            env!("CARGO_PKG_VERSION"),
+            local_addrs.iter().map(|a| a.to_string()).collect(),
+            reactor_count,
+            config.max_connections as u64,
+        ));
         let admin = Admin::start(config.admin, metrics.clone(), info.clone())?;
 
         let etcd = if config.etcd.is_empty() {

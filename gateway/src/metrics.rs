@@ -123,8 +123,10 @@ pub enum CloseReason {
     FrameTooLarge,
     /// ERROR UNKNOWN_KIND sent, then closed.
     UnknownKind,
-    /// Heartbeat or request timeout.
+    /// Login, partial-frame or heartbeat timeout.
     Timeout,
+    /// Nothing received for `idle_timeout_ms` (ERROR TIMEOUT "idle" sent, then closed).
+    Idle,
     /// The client did not read its replies fast enough.
     SlowConsumer,
     /// The gateway was over its connection limit.
@@ -141,13 +143,14 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason; a reason's position here is its index in [`Metrics::closed`].
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::PeerClosed,
         CloseReason::Reset,
         CloseReason::BadFrame,
         CloseReason::FrameTooLarge,
         CloseReason::UnknownKind,
         CloseReason::Timeout,
+        CloseReason::Idle,
         CloseReason::SlowConsumer,
         CloseReason::Overloaded,
         CloseReason::Shutdown,
@@ -165,6 +168,7 @@ impl CloseReason {
             CloseReason::FrameTooLarge => "frame_too_large",
             CloseReason::UnknownKind => "unknown_kind",
             CloseReason::Timeout => "timeout",
+            CloseReason::Idle => "idle",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Overloaded => "overloaded",
             CloseReason::Shutdown => "shutdown",
@@ -359,7 +363,7 @@ pub struct Metrics {
     pub accepted: Counter,
     /// Connections closed, by [`CloseReason`] (index = position in [`CloseReason::ALL`]);
     /// write with [`Metrics::close`], read with [`Metrics::closed`].
-    pub closed: [Counter; 12],
+    pub closed: [Counter; CloseReason::ALL.len()],
     /// Frames received from clients.
     pub frames_in: Counter,
     /// Frames sent to clients.
@@ -519,7 +523,7 @@ pub struct Snapshot {
     pub open: u64,
     pub accepted: u64,
     /// Indexed like [`CloseReason::ALL`].
-    pub closed: [u64; 12],
+    pub closed: [u64; CloseReason::ALL.len()],
     pub frames_in: u64,
     pub frames_out: u64,
     pub bytes_in: u64,
@@ -606,9 +610,12 @@ pub struct GatewayInfo {
     pub draining: AtomicBool,
     /// Current connection limit (may change on SIGHUP).
     pub max_connections: AtomicU64,
-    /// Connections refused with OVERLOADED at accept. Acceptor threads are several writers:
-    /// bump with [`Counter::inc_shared`], not `inc`.
+    /// Connections refused with OVERLOADED at accept (past `max_connections`). Acceptor
+    /// threads are several writers: bump with [`Counter::inc_shared`], not `inc`.
     pub rejected_at_accept: Counter,
+    /// Connections taken off the listen queue and closed at once because the process was out
+    /// of file descriptors (EMFILE/ENFILE). Bumped like `rejected_at_accept`.
+    pub shed_out_of_descriptors: Counter,
 }
 
 impl GatewayInfo {
@@ -627,6 +634,7 @@ impl GatewayInfo {
             draining: AtomicBool::new(false),
             max_connections: AtomicU64::new(max_connections),
             rejected_at_accept: Counter::default(),
+            shed_out_of_descriptors: Counter::default(),
         }
     }
 }
@@ -726,6 +734,11 @@ pub fn render_prometheus(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Strin
         "connections_rejected_total",
         &[("reason", "overloaded")],
         info.rejected_at_accept.get(),
+    );
+    p.sample(
+        "connections_rejected_total",
+        &[("reason", "out_of_descriptors")],
+        info.shed_out_of_descriptors.get(),
     );
 
     p.single(
@@ -982,6 +995,7 @@ pub fn render_stats(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Value {
             "accepted": t.accepted,
             "closed": t.closed_total(),
             "rejected_at_accept": info.rejected_at_accept.get(),
+            "shed_out_of_descriptors": info.shed_out_of_descriptors.get(),
             "frames_in": t.frames_in,
             "frames_out": t.frames_out,
             "bytes_in": t.bytes_in,
@@ -1147,6 +1161,7 @@ mod tests {
         let r = two();
         let info = info();
         info.rejected_at_accept.add_shared(4);
+        info.shed_out_of_descriptors.add_shared(3);
         let text = render_prometheus(&r, &info);
         assert_eq!(
             value(&text, "tether_gateway_connections_accepted_total"),
@@ -1173,6 +1188,13 @@ mod tests {
                 r#"tether_gateway_connections_rejected_total{reason="overloaded"}"#
             ),
             4.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"tether_gateway_connections_rejected_total{reason="out_of_descriptors"}"#
+            ),
+            3.0
         );
         assert_eq!(value(&text, "tether_gateway_frames_received_total"), 17.0);
         assert_eq!(value(&text, "tether_gateway_sent_bytes_total"), 1024.0);
@@ -1417,7 +1439,11 @@ mod tests {
         assert_eq!(v["totals"]["bytes_out"], 1024);
         assert_eq!(v["totals"]["errors"], 3);
         assert_eq!(v["closed"]["peer_closed"], 2);
-        assert_eq!(v["closed"].as_object().unwrap().len(), 12);
+        assert_eq!(
+            v["closed"].as_object().unwrap().len(),
+            CloseReason::ALL.len()
+        );
+        assert_eq!(v["closed"]["idle"], 0);
         assert_eq!(v["errors"]["NO_BACKEND"], 2);
         assert_eq!(v["errors"]["KICKED"], 0);
         assert_eq!(v["errors"].as_object().unwrap().len(), 13);

@@ -45,6 +45,9 @@ const TICK: Duration = Duration::from_millis(50);
 const SCRATCH: usize = 64 * 1024;
 /// A client that cannot take its closing ERROR within this is dropped anyway.
 const CLOSE_LINGER_MS: u32 = 1000;
+/// Idle sweeps run every `idle_timeout / IDLE_SWEEPS`; a client silent through one more
+/// than that many is idle, so it goes after 1 to 1.25 times `idle_timeout`.
+const IDLE_SWEEPS: u8 = 4;
 /// The body of the GOAWAY every client gets when the gateway drains.
 const GOAWAY_BODY: &[u8] = br#"{"reason":"gateway shutting down"}"#;
 
@@ -111,6 +114,8 @@ pub struct Reactor {
     state: Option<StateLink>,
     /// Clients that must log in by a deadline, in accept order: (slot, generation, ms).
     logins: VecDeque<(usize, u32, u32)>,
+    /// When the next idle sweep is due (with an idle timeout).
+    next_idle_sweep: Instant,
 }
 
 impl Reactor {
@@ -154,6 +159,7 @@ impl Reactor {
                 )
             }),
             logins: VecDeque::new(),
+            next_idle_sweep: now,
         };
         reactor.apply(settings);
         reactor
@@ -284,6 +290,7 @@ impl Reactor {
                     break;
                 }
                 Ok(n) => {
+                    client.quiet = 0;
                     self.metrics.bytes_in.add(n as u64);
                     self.ingest(slot, &scratch[..n]);
                     if n < scratch.len() && !until_eagain {
@@ -989,10 +996,40 @@ impl Reactor {
             }
         }
         self.check_watched();
+        if !self.settings.idle_timeout.is_zero() && self.now >= self.next_idle_sweep {
+            self.next_idle_sweep = self.now + self.settings.idle_timeout / u32::from(IDLE_SWEEPS);
+            self.sweep_idle();
+        }
         if self.state.is_some() {
             self.tick_state();
         }
         self.publish_nodes();
+    }
+
+    /// Counts one more sweep of silence for every client and closes those silent for longer
+    /// than the idle timeout with ERROR TIMEOUT. A client waiting for replies from the nodes
+    /// is not idle. O(clients), a few times per `idle_timeout`.
+    fn sweep_idle(&mut self) {
+        let mut idle = Vec::new();
+        for (slot, client) in self.clients.iter_mut() {
+            if client.closing.is_some() {
+                continue;
+            }
+            if client.inflight > 0 {
+                client.quiet = 0;
+                continue;
+            }
+            client.quiet = client.quiet.saturating_add(1);
+            if client.quiet > IDLE_SWEEPS {
+                idle.push(slot);
+            }
+        }
+        for slot in idle {
+            self.client_error(slot, 0, ErrorCode::Timeout, "idle");
+            if let Some(client) = self.clients.get_mut(slot) {
+                client.closing = Some(CloseReason::Idle);
+            }
+        }
     }
 
     /// Times out stalled partial frames (slowloris) and closes clients that would not take
@@ -1079,6 +1116,9 @@ impl Reactor {
         self.balancer.nodes_changed(&self.candidates);
         self.policy = policy_of(&settings);
         self.decoder = tether_proto::Decoder::new(settings.max_body);
+        if settings.idle_timeout != self.settings.idle_timeout {
+            self.next_idle_sweep = self.now + settings.idle_timeout / u32::from(IDLE_SWEEPS);
+        }
         if let Some(link) = self.state.as_mut() {
             link.set_backoff(settings.reconnect_min, settings.reconnect_max);
         }
