@@ -36,9 +36,32 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// A loopback address with a port nobody listens on right now.
+///
+/// Not port 0: the kernel would pick from its ephemeral range, where the client sockets of
+/// tests running alongside (thousands in a load test) draw their source ports, and one of them
+/// could take the port between this check and the daemon's bind. Ports below that range are
+/// only bound by daemons; each is handed out once per test process, from a start that depends
+/// on the process id.
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&low| low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    let span = ephemeral_low - LOWEST;
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + start.wrapping_add(n) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port between {LOWEST} and {ephemeral_low}")
 }
 
 /// Waits until something accepts on `addr`.
