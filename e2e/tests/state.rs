@@ -1259,7 +1259,10 @@ fn a_compacted_journal_brings_everything_back_after_sigkill() {
             .filter(|n| n.starts_with("snapshot-") && n.ends_with(".snap"))
             .count()
     };
-    assert!(snapshots() >= 1, "no compaction happened");
+    // The snapshot is written on the daemon's compaction thread: it may land a little later.
+    eventually(Duration::from_secs(5), "a compaction's snapshot", || {
+        snapshots() >= 1
+    });
     let c3 = link.login_ok(R3, 3, "c3");
 
     d.kill();

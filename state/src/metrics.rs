@@ -64,6 +64,7 @@ pub struct Metrics {
     pub journal_bytes: Value,
     pub journal_generation: Value,
     pub compactions: Value,
+    pub compaction_failures: Value,
 }
 
 impl Metrics {
@@ -246,6 +247,12 @@ impl Metrics {
             "counter",
             "Snapshots written.",
             self.compactions.get(),
+        );
+        p.single(
+            "journal_compaction_failures_total",
+            "counter",
+            "Compactions whose snapshot could not be written; nothing was lost, the next one retries.",
+            self.compaction_failures.get(),
         );
         p.finish()
     }

@@ -4,7 +4,9 @@
 //! One iteration: wait for readiness or the next timer; read and apply what arrived; fire
 //! due timers; append this iteration's records to the journal and `tick` it; only then write
 //! the frames and HTTP answers that acknowledge those records. So a SIGKILL never loses
-//! anything a gateway or an HTTP client was told about (see `doc/state.md`).
+//! anything a gateway or an HTTP client was told about (see `doc/state.md`). Compaction takes
+//! the loop only for encoding the state into memory and switching journals; the snapshot is
+//! written on the journal's compaction thread, and `tick` says when it is done.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -18,7 +20,7 @@ use slab::Slab;
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind};
 
 use crate::http::{Command, PushResult};
-use crate::journal::Journal;
+use crate::journal::{Compacted, Journal};
 use crate::link::{Link, ReadEnd, MAX_BODY, MAX_OUT};
 use crate::metrics::Metrics;
 use crate::store::{LinkFault, Now, Store, MAX_GATEWAY_ID};
@@ -77,6 +79,9 @@ pub struct Server {
     pub clock: Clock,
     /// Set by the signal thread: [`STOP`] or [`RELOAD`].
     pub signal: Arc<AtomicU8>,
+    /// Journal size past which the next compaction starts: `compact_bytes`, or more after a
+    /// compaction that could not even start (so that it is not retried every iteration).
+    compact_at: u64,
     links: Slab<Link>,
     /// Gateway index → the link (token) currently speaking for it.
     gateway_links: Vec<Option<usize>>,
@@ -114,6 +119,7 @@ impl Server {
             metrics,
             clock,
             signal,
+            compact_at: compact_bytes,
             links: Slab::new(),
             gateway_links: Vec::new(),
             decoder: Decoder::new(MAX_BODY),
@@ -362,21 +368,30 @@ impl Server {
             self.journal.append(record).context("journal append")?;
         }
         self.store.clear_records();
-        self.journal.tick(now.mono_ms).context("journal write")?;
-        if self.journal.size_bytes() > self.compact_bytes {
-            let started = Instant::now();
-            let done = self
-                .journal
-                .compact(self.store.snapshot(now))
-                .context("journal compaction")?;
-            self.metrics.compactions.inc();
-            tracing::info!(
-                generation = done.generation,
-                records = done.records,
-                bytes = done.bytes,
-                ms = started.elapsed().as_millis() as u64,
-                "journal compacted"
-            );
+        match self.journal.tick(now.mono_ms).context("journal write")? {
+            Some(Compacted::Done { compaction, ms }) => {
+                self.metrics.compactions.inc();
+                tracing::info!(
+                    generation = compaction.generation,
+                    records = compaction.records,
+                    bytes = compaction.bytes,
+                    ms,
+                    "journal compacted"
+                );
+            }
+            Some(Compacted::Failed { compaction, error }) => {
+                self.metrics.compaction_failures.inc();
+                tracing::warn!(
+                    generation = compaction.generation,
+                    error = %error,
+                    "journal compaction failed; nothing is lost (the journals since the \
+                     previous snapshot are kept), the next one tries again"
+                );
+            }
+            None => {}
+        }
+        if self.journal.size_bytes() > self.compact_at && !self.journal.is_compacting() {
+            self.start_compaction(now)?;
         }
         self.metrics.journal_bytes.set(self.journal.size_bytes());
         self.metrics
@@ -384,6 +399,38 @@ impl Server {
             .set(self.journal.generation());
         self.store.publish();
         Ok(())
+    }
+
+    /// Encodes the state and switches journals here; the snapshot is written in the
+    /// background and `tick` reports it.
+    fn start_compaction(&mut self, now: Now) -> anyhow::Result<()> {
+        let started = Instant::now();
+        match self.journal.start_compaction(self.store.snapshot(now)) {
+            Ok(compaction) => {
+                self.compact_at = self.compact_bytes;
+                tracing::info!(
+                    generation = compaction.generation,
+                    records = compaction.records,
+                    bytes = compaction.bytes,
+                    loop_ms = started.elapsed().as_millis() as u64,
+                    "journal compaction started; the snapshot is written in the background"
+                );
+                Ok(())
+            }
+            // A failed fdatasync of the journal: it cannot be trusted any more.
+            Err(e) if self.journal.is_poisoned() => Err(e).context("journal compaction"),
+            Err(error) => {
+                self.metrics.compaction_failures.inc();
+                self.compact_at = self.journal.size_bytes().saturating_add(self.compact_bytes);
+                tracing::warn!(
+                    generation = self.journal.generation(),
+                    error = %error,
+                    retry_past_bytes = self.compact_at,
+                    "journal compaction could not start; carrying on in the current journal"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Writes what the store queued for each gateway, and answers the pushes.

@@ -33,18 +33,27 @@ pub enum JournalError {
         damage: Damage,
     },
 
-    /// A journal newer than the newest snapshot. Compaction creates `journal-<g>.log` only
-    /// after `snapshot-<g>.snap` is durable, so this means a snapshot was deleted or lost;
-    /// replaying the journal without it would build wrong state.
+    /// The chain of journals after the newest complete snapshot has a hole: `missing` is not
+    /// there although `found`, newer, is. Every journal of the chain exists from the moment
+    /// compaction starts it until a newer snapshot is complete, so a missing one was deleted
+    /// or lost, and replaying the journals after it would build wrong state. Nothing was
+    /// applied and nothing was changed on disk.
     #[error(
-        "{} has no matching snapshot (newest snapshot generation: {newest_snapshot:?}); \
-         refusing to guess the state it builds on",
-        path.display()
+        "{} is missing but the newer {} exists (newest complete snapshot generation: \
+         {newest_snapshot:?}); refusing to replay across the gap (restore the missing journal)",
+        missing.display(),
+        found.display()
     )]
-    OrphanJournal {
-        path: PathBuf,
+    JournalGap {
+        missing: PathBuf,
+        found: PathBuf,
         newest_snapshot: Option<u64>,
     },
+
+    /// [`Journal::start_compaction`](super::Journal::start_compaction) while the previous
+    /// compaction is still being written. Nothing was changed.
+    #[error("a compaction is already being written")]
+    CompactionInFlight,
 
     /// `append` or `compact` was given a record longer than [`MAX_RECORD_LEN`].
     #[error("a record of {len} bytes exceeds the journal's {max}-byte limit")]
@@ -55,11 +64,10 @@ pub enum JournalError {
     Locked { path: PathBuf },
 
     /// An earlier failure left the file in a state the journal cannot vouch for (an fdatasync
-    /// failed, a failed write could not be rolled back, or compaction failed after its snapshot
-    /// was renamed into place). Every later call fails; drop the journal and reopen the
-    /// directory to recover from what is on disk.
+    /// failed, or a failed write could not be rolled back). Every later call fails; drop the
+    /// journal and reopen the directory to recover from what is on disk.
     #[error(
-        "the journal is unusable after an earlier write, fsync or compaction failure; \
+        "the journal is unusable after an earlier write or fsync failure; \
          reopen it to recover from disk"
     )]
     Poisoned,

@@ -8,6 +8,9 @@
 //! DIR/snapshot-<g>.tmp     a snapshot being written; never read
 //! ```
 //!
+//! Which of these make up the state (the newest snapshot and the chain of journals after it)
+//! is recovery's business (`recover.rs`); this file only names and lists them.
+//!
 //! `<g>` is a decimal u64 without leading zeros. Any other name in the directory is left alone.
 
 use std::collections::BTreeSet;

@@ -10,14 +10,17 @@
 //! # fn main() -> Result<(), tether_state::journal::JournalError> {
 //! let (mut journal, replay) = Journal::open("/var/lib/tether-state", FsyncPolicy::EverySec)?;
 //! for record in &replay {
-//!     // apply(record): the newest snapshot's records, then the journal's, in order
+//!     // apply(record): the newest snapshot's records, then the journals', in order
 //! #   let _ = record;
 //! }
 //! journal.append(b"session 42 logged in")?;
-//! journal.tick(1_000)?; // once per event-loop iteration, before replying
-//! if journal.size_bytes() > 64 << 20 {
+//! // Once per event-loop iteration, before replying; it also reports a finished compaction.
+//! if let Some(compacted) = journal.tick(1_000)? {
+//!     println!("{compacted:?}");
+//! }
+//! if journal.size_bytes() > 64 << 20 && !journal.is_compacting() {
 //!     let state: Vec<Vec<u8>> = Vec::new(); // the daemon's whole state, one record per item
-//!     journal.compact(&state)?;
+//!     journal.start_compaction(&state)?; // the snapshot is written on a thread of its own
 //! }
 //! # Ok(())
 //! # }
@@ -31,6 +34,12 @@
 //! DIR/journal-<g>.log      the records appended during generation g
 //! DIR/snapshot-<g>.tmp     a snapshot being written; never read, removed at open
 //! ```
+//!
+//! The state is the newest snapshot `snapshot-<s>.snap` (or nothing, `s` = 0, before the first
+//! one) followed by a **chain** of journals, `journal-<s>.log`, `journal-<s+1>.log`, … up to
+//! the newest, which is the one appended to. Usually the chain is one journal long: it is
+//! longer only while a compaction's snapshot is being written (or after one failed), because
+//! a compaction starts the next journal at once and only writes its snapshot afterwards.
 //!
 //! Snapshots and journals are both a plain sequence of records, nothing else (no file header):
 //!
@@ -70,43 +79,69 @@
 //! # Compaction
 //!
 //! The daemon decides when (say, when [`Journal::size_bytes`] passes a threshold) and passes
-//! its whole current state, as records, to [`Journal::compact`], which moves from generation
-//! `g` to `g + 1`:
+//! its whole current state, as records, to [`Journal::start_compaction`], which moves from
+//! generation `g` to `g + 1`. On the caller's thread, which waits for the disk here only for
+//! the fdatasync of the journal it leaves (what `EverySec` had not synced yet) and for one
+//! directory fsync:
 //!
-//! 1. write `snapshot-<g+1>.tmp`, fsync it;
-//! 2. rename it to `snapshot-<g+1>.snap`, fsync the directory — the commit point;
-//! 3. create `journal-<g+1>.log`, fsync the directory; later appends go there;
-//! 4. delete `journal-<g>.log`, `snapshot-<g>.snap` and anything older.
+//! 1. encode the records into one buffer in memory, framed as the snapshot file will hold
+//!    them (`image.rs`; CPU only — the checksums are left to the compaction thread);
+//! 2. write out and fdatasync `journal-<g>.log`, under every policy: recovery will replay it
+//!    before `journal-<g+1>.log`, so a newer journal must never outlive a crash that this
+//!    one's tail did not;
+//! 3. create `journal-<g+1>.log`, fsync the directory; every later append goes there.
+//!
+//! Then on a thread of its own (`compactor.rs`; one compaction at a time):
+//!
+//! 4. checksum the buffer, write it to `snapshot-<g+1>.tmp`, fdatasync it;
+//! 5. rename it to `snapshot-<g+1>.snap`, fsync the directory — the commit point;
+//! 6. delete `journal-<g>.log`, `snapshot-<g>.snap` and anything older.
+//!
+//! [`Journal::tick`] reports the outcome once the thread is done, without blocking;
+//! [`Journal::flush`] and drop wait for it. Until step 5 is durable the directory holds the
+//! old snapshot and a chain of two journals (or more, if compactions failed), which is all
+//! recovery needs: a crash at any instant, or a failed step 4–6, loses nothing. A failure is
+//! reported as [`Compacted::Failed`]; the journal carries on in `g + 1` and the next
+//! compaction tries again. The buffer of step 1 is held until step 4 has written it: memory
+//! about the size of the snapshot, for as long as the write takes.
 //!
 //! # Recovery
 //!
 //! [`Journal::open`] applies these rules to whatever a crash left behind:
 //!
-//! 1. **Which generation.** The newest `snapshot-<g>.snap` wins; with no snapshot at all the
-//!    generation is 0 and the initial state is empty. A `.snap` only appears through an atomic
-//!    rename after its contents were fsynced, so one that exists is complete.
-//! 2. **Nothing newer than that.** A `journal-<h>.log` with `h` above the chosen generation is
-//!    [`JournalError::OrphanJournal`]: compaction creates it only after its snapshot is
-//!    durable, so its snapshot was lost, and replaying it on older state would be wrong.
+//! 1. **Which snapshot.** The newest `snapshot-<s>.snap` is the starting state; with no
+//!    snapshot at all `s` is 0 and the initial state is empty. A `.snap` only appears through
+//!    an atomic rename after its contents were fsynced, so one that exists is complete.
+//! 2. **Which journals.** Every `journal-<h>.log` with `h ≥ s` is replayed, in order: the chain
+//!    `journal-<s>.log`, `journal-<s+1>.log`, … must have no hole. A missing one with a newer
+//!    one present is [`JournalError::JournalGap`]: a journal is created before its snapshot is
+//!    written and deleted only after a newer snapshot is durable, so a hole means a file was
+//!    lost, and replaying the journals after it would be wrong. With no journal at all from
+//!    `s` on (a fresh directory, or a crash inside an older version's compaction, which
+//!    created the journal after the snapshot), `journal-<s>.log` is created empty.
 //! 3. **Check everything before touching anything.** The snapshot is read and checked
-//!    completely; any damage in it is [`JournalError::Corrupt`]. The chosen generation's
-//!    journal is read and checked completely. A damaged record is a *torn tail* when it is cut
-//!    short (short header or short payload), or fails its checksum while being the last record
-//!    in the file, or is followed by nothing but zero bytes; any other damage — a bad record
-//!    with data after it, or a length field above the 16 MiB limit — is `Corrupt`, naming the
-//!    file and byte offset. After an error nothing on disk has been changed.
+//!    completely; any damage in it is [`JournalError::Corrupt`]. Every journal of the chain is
+//!    read and checked completely. A damaged record in the newest journal is a *torn tail*
+//!    when it is cut short (short header or short payload), or fails its checksum while being
+//!    the last record in the file, or is followed by nothing but zero bytes; any other damage
+//!    — a bad record with data after it, a length field above the 16 MiB limit, or any damage
+//!    at all in a journal that is not the newest (each was fdatasynced before the next one
+//!    was started) — is `Corrupt`, naming the file and byte offset. After an error nothing on
+//!    disk has been changed.
 //! 4. **Repair.** A torn tail is logged (`warn!` with path, generation, offset and bytes
 //!    dropped), reported in [`Replay::torn_tail`], and cut off (`ftruncate` + fsync) so new
-//!    records follow the last good one; every record before it is replayed. A missing journal
-//!    for the chosen generation (a crash between steps 2 and 3 of compaction) is created empty.
-//! 5. **Clean up.** Leftover `snapshot-*.tmp` files (a crash during step 1) and all files of
-//!    older generations (a crash during step 4) are ignored and removed: the chosen snapshot
-//!    already contains them, so every record is applied exactly once.
+//!    records follow the last good one; every record before it is replayed. Appends continue
+//!    in the newest journal.
+//! 5. **Clean up.** Leftover `snapshot-*.tmp` files (a crash during compaction step 4) and all
+//!    files of generations before `s` (a crash during step 6) are ignored and removed: the
+//!    chosen snapshot already contains them, so every record is applied exactly once.
 
+mod compactor;
 mod crc32c;
 mod error;
 mod files;
 mod frame;
+mod image;
 mod lock;
 mod policy;
 mod recover;
@@ -115,16 +150,19 @@ mod syncer;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub use compactor::Compacted;
 pub use error::JournalError;
 pub use frame::{Damage, HEADER_LEN, MAX_RECORD_LEN};
 pub use policy::{FsyncPolicy, ParseFsyncPolicyError};
 pub use replay::{Records, Replay, TornTail};
 
+use compactor::Compactor;
 use error::io_err;
-use files::{journal_path, snapshot_path, snapshot_tmp_path};
+use files::journal_path;
+use image::Image;
 use lock::DirLock;
 use syncer::Syncer;
 
@@ -154,17 +192,23 @@ pub struct Journal {
     poisoned: bool,
     /// `EverySec`'s background fdatasync (none under the other policies).
     syncer: Option<Syncer>,
+    /// The snapshot being written in the background, if any. Declared before the lock so that
+    /// it is joined before the lock is released.
+    compactor: Compactor,
+    /// The last snapshot's size: what the next one reserves up front.
+    last_snapshot_bytes: u64,
     _lock: DirLock,
 }
 
-/// What a successful [`Journal::compact`] wrote.
+/// A compaction: the snapshot that [`Journal::start_compaction`] encoded and hands to the
+/// compaction thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compaction {
     /// The new generation.
     pub generation: u64,
     /// Records in the new snapshot.
     pub records: u64,
-    /// Size of the new snapshot in bytes.
+    /// Size of the new snapshot in bytes (and of the buffer held until it is written).
     pub bytes: u64,
 }
 
@@ -191,6 +235,8 @@ impl Journal {
             last_sync_ms: None,
             poisoned: false,
             syncer: None,
+            compactor: Compactor::default(),
+            last_snapshot_bytes: 0,
             _lock: lock,
         };
         journal.start_syncer();
@@ -221,8 +267,11 @@ impl Journal {
 
     /// The daemon's periodic call, with the same millisecond clock it gives the timer wheel:
     /// writes buffered records to the file and, under `EverySec`, starts a background
-    /// fdatasync if a second has passed since the last one (and it has finished). Call it once per event-loop iteration, before replying.
-    pub fn tick(&mut self, now_ms: u64) -> Result<(), JournalError> {
+    /// fdatasync if a second has passed since the last one (and it has finished). Call it
+    /// once per event-loop iteration, before replying.
+    ///
+    /// Returns how the compaction in flight ended, once it has (never blocking for it).
+    pub fn tick(&mut self, now_ms: u64) -> Result<Option<Compacted>, JournalError> {
         self.check()?;
         self.write_out()?;
         if self.policy == FsyncPolicy::EverySec && self.unsynced {
@@ -234,7 +283,7 @@ impl Journal {
                 self.last_sync_ms = Some(now_ms);
             }
         }
-        Ok(())
+        Ok(self.compactor.poll())
     }
 
     /// Hands the fdatasync to the syncer thread; `false` when it is still busy with the last
@@ -270,8 +319,10 @@ impl Journal {
         }
     }
 
-    /// Writes buffered records to the file and, unless the policy is `No`, fdatasyncs.
-    /// Dropping the journal does the same (logging instead of returning an error).
+    /// Writes buffered records to the file and, unless the policy is `No`, fdatasyncs; then
+    /// waits for a compaction in flight to end (its outcome is still reported by the next
+    /// [`tick`](Self::tick)). Dropping the journal does the same (logging instead of
+    /// returning an error).
     pub fn flush(&mut self) -> Result<(), JournalError> {
         self.check()?;
         self.write_out()?;
@@ -282,61 +333,73 @@ impl Journal {
             }
             self.sync()?;
         }
+        self.compactor.finish();
         Ok(())
     }
 
-    /// Replaces everything recorded so far with `snapshot`, the daemon's complete current
-    /// state, and starts a new generation (steps in the [module documentation](self#compaction)).
+    /// Starts replacing everything recorded so far with `snapshot`, the daemon's complete
+    /// current state, and moves to a new generation (steps 1–3 of the
+    /// [module documentation](self#compaction) here; the snapshot is written on the
+    /// compaction thread, and [`tick`](Self::tick) reports how that ended).
     ///
-    /// If this fails before the snapshot is renamed into place, the journal carries on in the
-    /// current generation as if nothing happened. If it fails after, the journal is poisoned:
-    /// recovery will pick one of the two generations consistently, so reopen it.
-    pub fn compact<I>(&mut self, snapshot: I) -> Result<Compaction, JournalError>
+    /// Returns what will be written. An error leaves the journal in the current generation
+    /// as if nothing had happened — unless it is the fdatasync of the current journal, which
+    /// poisons it as any failed fdatasync does. [`JournalError::CompactionInFlight`] while the
+    /// previous compaction has not ended, or has but `tick` has not reported it yet.
+    pub fn start_compaction<I>(&mut self, snapshot: I) -> Result<Compaction, JournalError>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
         self.check()?;
+        if self.compactor.busy() {
+            return Err(JournalError::CompactionInFlight);
+        }
         let next = self
             .generation
             .checked_add(1)
             .ok_or(JournalError::GenerationExhausted)?;
-        // Until the rename below, recovery still uses this generation's journal: make it as
-        // complete as the policy promises.
-        self.flush()?;
-
-        let tmp = snapshot_tmp_path(&self.dir, next);
-        let (records, bytes) = match write_snapshot(&tmp, snapshot) {
-            Ok(counts) => counts,
-            Err(e) => {
-                files::remove_quietly(&tmp, "unfinished snapshot");
-                return Err(e);
-            }
-        };
-        let snap = snapshot_path(&self.dir, next);
-        if let Err(e) = fs::rename(&tmp, &snap) {
-            files::remove_quietly(&tmp, "unfinished snapshot");
-            return Err(io_err("rename snapshot into place", &snap)(e));
-        }
-
-        // From here recovery may already prefer the new snapshot: switch to its journal, or
-        // accept nothing more that recovery might not replay.
-        if let Err(e) = self.start_generation(next) {
-            self.poisoned = true;
-            return Err(e);
-        }
-        self.remove_older_generations();
-        tracing::info!(
-            generation = next,
-            records,
-            bytes,
-            "journal: compacted into a snapshot"
-        );
-        Ok(Compaction {
+        let reserve = self.last_snapshot_bytes + self.last_snapshot_bytes / 8;
+        let image = Image::encode(snapshot, usize::try_from(reserve).unwrap_or(0))?;
+        let compaction = Compaction {
             generation: next,
-            records,
-            bytes,
-        })
+            records: image.records(),
+            bytes: image.len(),
+        };
+        // Recovery replays this journal before the next one until the snapshot is durable:
+        // make it complete on disk before anything can reach the next one, whatever the
+        // policy (a background sync may still be running: sync here regardless).
+        self.write_out()?;
+        self.unsynced = true;
+        self.sync()?;
+        self.start_generation(next)?;
+        self.last_snapshot_bytes = compaction.bytes;
+        self.compactor.start(&self.dir, compaction, image);
+        Ok(compaction)
+    }
+
+    /// [`start_compaction`](Self::start_compaction), then waits for the snapshot to be
+    /// written: for tests and tools. A daemon's loop calls `start_compaction` and learns the
+    /// outcome from [`tick`](Self::tick).
+    ///
+    /// If writing the snapshot fails, the error is returned but the journal has moved to the
+    /// new generation all the same, and nothing is lost (see [`Compacted::Failed`]).
+    pub fn compact<I>(&mut self, snapshot: I) -> Result<Compaction, JournalError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        self.start_compaction(snapshot)?;
+        match self.compactor.wait() {
+            Some(Compacted::Done { compaction, .. }) => Ok(compaction),
+            Some(Compacted::Failed { error, .. }) => Err(error),
+            None => Err(JournalError::CompactionInFlight), // unreachable: one was started
+        }
+    }
+
+    /// A compaction was started and [`tick`](Self::tick) has not reported its end yet.
+    pub fn is_compacting(&self) -> bool {
+        self.compactor.busy()
     }
 
     /// Bytes in the current generation's journal, buffered ones included: what compaction
@@ -428,16 +491,19 @@ impl Journal {
         Ok(())
     }
 
-    /// Compaction steps 2 (the directory fsync) and 3.
+    /// Compaction step 3. On failure the journal stays in the current generation, with no
+    /// new file left behind if it can help it.
     fn start_generation(&mut self, next: u64) -> Result<(), JournalError> {
-        files::sync_dir(&self.dir)?;
         let path = journal_path(&self.dir, next);
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
             .open(&path)
             .map_err(io_err("create journal", &path))?;
-        files::sync_dir(&self.dir)?;
+        if let Err(e) = files::sync_dir(&self.dir) {
+            files::remove_quietly(&path, "journal that could not be made durable");
+            return Err(e);
+        }
         self.file = file;
         self.path = path;
         self.generation = next;
@@ -446,37 +512,34 @@ impl Journal {
         self.buf.clear();
         Ok(())
     }
-
-    /// Compaction step 4. Failures are only logged: recovery ignores and removes these files.
-    fn remove_older_generations(&self) {
-        let listing = match files::list(&self.dir) {
-            Ok(listing) => listing,
-            Err(e) => {
-                tracing::warn!(error = %e, "journal: could not list old generations to remove");
-                return;
-            }
-        };
-        let older = ..self.generation;
-        for &g in listing.journals.range(older) {
-            files::remove_quietly(&journal_path(&self.dir, g), "old journal");
-        }
-        for &g in listing.snapshots.range(older) {
-            files::remove_quietly(&snapshot_path(&self.dir, g), "old snapshot");
-        }
-    }
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        if self.poisoned {
-            return;
+        if !self.poisoned {
+            if let Err(e) = self.flush() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "journal: flush on drop failed; records appended since the last successful tick may be lost"
+                );
+            }
         }
-        if let Err(e) = self.flush() {
-            tracing::error!(
-                path = %self.path.display(),
-                error = %e,
-                "journal: flush on drop failed; records appended since the last successful tick may be lost"
-            );
+        // Whatever happened above, the compaction thread is done before the lock goes.
+        match self.compactor.wait() {
+            Some(Compacted::Done { compaction, ms }) => tracing::info!(
+                generation = compaction.generation,
+                records = compaction.records,
+                bytes = compaction.bytes,
+                ms,
+                "journal: compacted into a snapshot"
+            ),
+            Some(Compacted::Failed { compaction, error }) => tracing::warn!(
+                generation = compaction.generation,
+                error = %error,
+                "journal: compaction failed; the journals since the previous snapshot still hold every record"
+            ),
+            None => {}
         }
     }
 }
@@ -491,6 +554,7 @@ impl fmt::Debug for Journal {
             .field("buffered", &self.buf.len())
             .field("unsynced", &self.unsynced)
             .field("poisoned", &self.poisoned)
+            .field("compacting", &self.compactor.busy())
             .finish()
     }
 }
@@ -501,29 +565,4 @@ fn record_len(record: &[u8]) -> Result<u32, JournalError> {
         .ok()
         .filter(|&len| len <= MAX_RECORD_LEN)
         .ok_or_else(|| JournalError::too_large(record.len()))
-}
-
-/// Compaction step 1: writes and fsyncs a snapshot file; returns (records, bytes).
-fn write_snapshot<I>(path: &Path, records: I) -> Result<(u64, u64), JournalError>
-where
-    I: IntoIterator,
-    I::Item: AsRef<[u8]>,
-{
-    let file = File::create(path).map_err(io_err("create snapshot", path))?;
-    let mut out = BufWriter::with_capacity(256 * 1024, file);
-    let (mut count, mut bytes) = (0u64, 0u64);
-    for record in records {
-        let record = record.as_ref();
-        let len = record_len(record)?;
-        out.write_all(&frame::header(len, record))
-            .and_then(|()| out.write_all(record))
-            .map_err(io_err("write snapshot", path))?;
-        count += 1;
-        bytes += (HEADER_LEN + record.len()) as u64;
-    }
-    let file = out
-        .into_inner()
-        .map_err(|e| io_err("write snapshot", path)(e.into_error()))?;
-    file.sync_all().map_err(io_err("fsync snapshot", path))?;
-    Ok((count, bytes))
 }

@@ -1,10 +1,10 @@
-//! Recovery: turning whatever a crash left in the directory into one consistent state.
+//! Recovery: turning whatever a crash left in the directory into one consistent state — the
+//! newest complete snapshot and the chain of journals after it.
 //!
 //! This carries out the rules listed under "Recovery" in the [module documentation](super),
 //! step by step; the numbered comments below are those rules.
 
 use std::fs::{self, File, OpenOptions};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use super::error::{io_err, JournalError};
@@ -24,15 +24,20 @@ pub struct Recovered {
 pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     let listing = files::list(dir)?;
 
-    // 1 and 2: the generation.
+    // 1: the snapshot.
     let newest_snapshot = listing.snapshots.last().copied();
-    let generation = newest_snapshot.unwrap_or(0);
-    let newer = (Bound::Excluded(generation), Bound::Unbounded);
-    if let Some(&orphan) = listing.journals.range(newer).next() {
-        return Err(JournalError::OrphanJournal {
-            path: journal_path(dir, orphan),
-            newest_snapshot,
-        });
+    let base = newest_snapshot.unwrap_or(0);
+
+    // 2: the chain of journals after it, without a hole.
+    let chain: Vec<u64> = listing.journals.range(base..).copied().collect();
+    for (expected, &found) in (base..).zip(&chain) {
+        if found != expected {
+            return Err(JournalError::JournalGap {
+                missing: journal_path(dir, expected),
+                found: journal_path(dir, found),
+                newest_snapshot,
+            });
+        }
     }
 
     // 3: read and check, changing nothing.
@@ -40,33 +45,37 @@ pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         Some(g) => read_snapshot(&snapshot_path(dir, g))?,
         None => (Vec::new(), 0),
     };
-    let path = journal_path(dir, generation);
-    let journal = if listing.journals.contains(&generation) {
+    let mut journals = Vec::with_capacity(chain.len());
+    for (i, &g) in chain.iter().enumerate() {
+        let newest = i + 1 == chain.len();
+        let path = journal_path(dir, g);
         let bytes = fs::read(&path).map_err(io_err("read journal", &path))?;
         let scan = frame::scan(&bytes);
-        if let Some(stop) = scan.stop.filter(|stop| !stop.at_tail) {
+        if let Some(stop) = scan.stop.filter(|stop| !(newest && stop.at_tail)) {
             return Err(JournalError::Corrupt {
                 path,
                 offset: stop.offset as u64,
                 damage: stop.damage,
             });
         }
-        Some((bytes, scan))
-    } else {
-        None
-    };
+        journals.push((g, bytes, scan));
+    }
 
-    // 4: repair.
-    let (file, journal, torn_tail) = match journal {
-        Some((bytes, scan)) => open_and_cut_tail(&path, generation, bytes, scan)?,
+    // 4: repair, and open the newest journal for appending.
+    let (generation, file, torn_tail) = match journals.last_mut() {
+        Some((g, bytes, scan)) => {
+            let (file, torn_tail) = open_and_cut_tail(&journal_path(dir, *g), *g, bytes, scan)?;
+            (*g, file, torn_tail)
+        }
         None => {
+            let path = journal_path(dir, base);
             let file = OpenOptions::new()
                 .append(true)
                 .create_new(true)
                 .open(&path)
                 .map_err(io_err("create journal", &path))?;
             files::sync_dir(dir)?;
-            (file, (Vec::new(), 0), None)
+            (base, file, None)
         }
     };
 
@@ -80,31 +89,48 @@ pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     }
     let stale = listing
         .journals
-        .range(..generation)
+        .range(..base)
         .map(|&g| journal_path(dir, g));
     let stale = stale.chain(
         listing
             .snapshots
-            .range(..generation)
+            .range(..base)
             .map(|&g| snapshot_path(dir, g)),
     );
     for path in stale {
         tracing::info!(
             path = %path.display(),
-            generation,
+            generation = base,
             "journal: removing a file of an older generation that an interrupted compaction \
-             left behind; the snapshot of generation {generation} already contains it"
+             left behind; the snapshot of generation {base} already contains it"
         );
         files::remove_quietly(&path, "file of an older generation");
     }
+    if chain.len() > 1 {
+        tracing::info!(
+            snapshot = ?newest_snapshot,
+            journals = chain.len(),
+            first = base,
+            newest = generation,
+            "journal: replaying a chain of journals (a compaction was interrupted or failed; \
+             the next one removes them)"
+        );
+    }
 
-    let file_len = journal.0.len() as u64;
+    let path = journal_path(dir, generation);
+    let file_len = journals
+        .last()
+        .map_or(0, |(_, _, scan)| scan.valid_len as u64);
+    let journals = journals
+        .into_iter()
+        .map(|(_, bytes, scan)| (bytes, scan.records))
+        .collect();
     Ok(Recovered {
         generation,
         path,
         file,
         file_len,
-        replay: Replay::new(generation, snapshot, journal, torn_tail),
+        replay: Replay::new(generation, newest_snapshot, snapshot, journals, torn_tail),
     })
 }
 
@@ -122,15 +148,14 @@ fn read_snapshot(path: &Path) -> Result<(Vec<u8>, usize), JournalError> {
     Ok((bytes, scan.records))
 }
 
-type OpenedJournal = (File, (Vec<u8>, usize), Option<TornTail>);
-
-/// Opens a checked journal for appending, cutting off its torn tail if it has one.
+/// Opens the newest journal, checked, for appending, cutting off its torn tail (in the file
+/// and in `bytes`) if it has one.
 fn open_and_cut_tail(
     path: &Path,
     generation: u64,
-    mut bytes: Vec<u8>,
-    scan: Scan,
-) -> Result<OpenedJournal, JournalError> {
+    bytes: &mut Vec<u8>,
+    scan: &Scan,
+) -> Result<(File, Option<TornTail>), JournalError> {
     let file = OpenOptions::new()
         .append(true)
         .open(path)
@@ -160,5 +185,5 @@ fn open_and_cut_tail(
             Some(torn)
         }
     };
-    Ok((file, (bytes, scan.records), torn_tail))
+    Ok((file, torn_tail))
 }

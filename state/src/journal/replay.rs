@@ -1,34 +1,35 @@
 //! What [`Journal::open`](super::Journal::open) hands back for the daemon to rebuild its state
-//! from: every record of the newest snapshot, then every record of its journal, in order.
+//! from: every record of the newest snapshot, then every record of each journal of the chain
+//! after it (usually one), in order.
 //!
-//! Both files are read and checked completely before `open` returns, so a corrupt record
+//! All the files are read and checked completely before `open` returns, so a corrupt record
 //! anywhere is reported before the daemon has applied a single record — there is no
-//! half-applied state to undo. The price is memory: a `Replay` holds both files' bytes (the
+//! half-applied state to undo. The price is memory: a `Replay` holds the files' bytes (the
 //! records are borrowed from them, never copied) until it is dropped — drop it as soon as the
 //! state is rebuilt.
 
 use std::fmt;
-use std::iter::Chain;
 
 use super::frame::{Damage, Frames};
 
-/// The records to apply, in order: the snapshot's, then the journal's.
+/// The records to apply, in order: the snapshot's, then the journals'.
 pub struct Replay {
-    /// Set when the journal ended in a torn record (a crash mid-append) that recovery dropped
-    /// and truncated away. Everything before it is in this replay.
+    /// Set when the newest journal ended in a torn record (a crash mid-append) that recovery
+    /// dropped and truncated away. Everything before it is in this replay.
     pub torn_tail: Option<TornTail>,
     generation: u64,
+    snapshot_generation: Option<u64>,
     snapshot: Vec<u8>,
     snapshot_records: usize,
-    journal: Vec<u8>,
-    journal_records: usize,
+    /// The chain's journals, oldest first, each with its record count.
+    journals: Vec<(Vec<u8>, usize)>,
 }
 
 /// A torn record dropped from the end of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TornTail {
-    /// Byte offset in `journal-<generation>.log` where the torn record began; the file was
-    /// truncated to this length.
+    /// Byte offset in `journal-<generation>.log` (the newest journal, [`Replay::generation`])
+    /// where the torn record began; the file was truncated to this length.
     pub offset: u64,
     /// How many bytes were cut off.
     pub bytes_dropped: u64,
@@ -37,26 +38,39 @@ pub struct TornTail {
 }
 
 impl Replay {
-    /// `snapshot` and `journal` must be exactly the bytes `frame::scan` found good.
+    /// `snapshot` and every journal must be exactly the bytes `frame::scan` found good.
     pub(crate) fn new(
         generation: u64,
+        snapshot_generation: Option<u64>,
         (snapshot, snapshot_records): (Vec<u8>, usize),
-        (journal, journal_records): (Vec<u8>, usize),
+        journals: Vec<(Vec<u8>, usize)>,
         torn_tail: Option<TornTail>,
     ) -> Self {
         Replay {
             torn_tail,
             generation,
+            snapshot_generation,
             snapshot,
             snapshot_records,
-            journal,
-            journal_records,
+            journals,
         }
     }
 
-    /// The generation recovered: the snapshot's, or 0 when there is no snapshot.
+    /// The generation recovered: the newest journal's, which appends continue in. It is the
+    /// snapshot's (or 0 without one) unless a compaction was interrupted or failed.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The generation of the snapshot replayed, `None` when there is none.
+    pub fn snapshot_generation(&self) -> Option<u64> {
+        self.snapshot_generation
+    }
+
+    /// Journals replayed after the snapshot: 1 unless a compaction was interrupted or failed
+    /// (0 for a directory without any).
+    pub fn journal_files(&self) -> usize {
+        self.journals.len()
     }
 
     /// Records in the snapshot (0 without one).
@@ -64,14 +78,14 @@ impl Replay {
         self.snapshot_records
     }
 
-    /// Records in the journal after the snapshot.
+    /// Records in the journals after the snapshot.
     pub fn journal_len(&self) -> usize {
-        self.journal_records
+        self.journals.iter().map(|(_, records)| records).sum()
     }
 
     /// All records.
     pub fn len(&self) -> usize {
-        self.snapshot_records + self.journal_records
+        self.snapshot_records + self.journal_len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,7 +95,8 @@ impl Replay {
     /// The records in the order to apply them.
     pub fn iter(&self) -> Records<'_> {
         Records {
-            inner: Frames::new(&self.snapshot).chain(Frames::new(&self.journal)),
+            current: Frames::new(&self.snapshot),
+            rest: self.journals.iter(),
         }
     }
 }
@@ -99,8 +114,10 @@ impl fmt::Debug for Replay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replay")
             .field("generation", &self.generation)
+            .field("snapshot_generation", &self.snapshot_generation)
             .field("snapshot_records", &self.snapshot_records)
-            .field("journal_records", &self.journal_records)
+            .field("journal_files", &self.journals.len())
+            .field("journal_records", &self.journal_len())
             .field("torn_tail", &self.torn_tail)
             .finish()
     }
@@ -109,13 +126,20 @@ impl fmt::Debug for Replay {
 /// Iterator over a [`Replay`]'s records.
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
-    inner: Chain<Frames<'a>, Frames<'a>>,
+    current: Frames<'a>,
+    rest: std::slice::Iter<'a, (Vec<u8>, usize)>,
 }
 
 impl<'a> Iterator for Records<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        self.inner.next()
+        loop {
+            if let Some(record) = self.current.next() {
+                return Some(record);
+            }
+            let (next, _) = self.rest.next()?;
+            self.current = Frames::new(next);
+        }
     }
 }
