@@ -20,7 +20,7 @@ use slab::Slab;
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind};
 
 use crate::http::{Command, PushResult};
-use crate::journal::{Compacted, Journal};
+use crate::journal::{Compacted, ImageWriter, Journal};
 use crate::link::{Link, ReadEnd, MAX_BODY, MAX_OUT};
 use crate::metrics::Metrics;
 use crate::store::{LinkFault, Now, Store, MAX_GATEWAY_ID};
@@ -405,7 +405,11 @@ impl Server {
     /// background and `tick` reports it.
     fn start_compaction(&mut self, now: Now) -> anyhow::Result<()> {
         let started = Instant::now();
-        match self.journal.start_compaction(self.store.snapshot(now)) {
+        let store = &self.store;
+        let snapshot = |image: &mut ImageWriter| {
+            store.snapshot(now, |record| image.record(|out| record.encode(out)));
+        };
+        match self.journal.start_compaction_with(snapshot) {
             Ok(compaction) => {
                 self.compact_at = self.compact_bytes;
                 tracing::info!(

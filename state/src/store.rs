@@ -939,25 +939,21 @@ impl Store {
         }
     }
 
-    /// The whole state as records, for [`crate::journal::Journal::compact`].
-    pub fn snapshot(&self, now: Now) -> impl Iterator<Item = Vec<u8>> + '_ {
-        let encode = |record: Record<'_>| {
-            let mut bytes = Vec::new();
-            record.encode(&mut bytes);
-            bytes
-        };
-        let counters = encode(Record::Counters {
+    /// The whole state as records, each handed to `emit` in the order a replay needs them
+    /// (for [`crate::journal::Journal::start_compaction_with`], which encodes them in place).
+    pub fn snapshot(&self, now: Now, mut emit: impl FnMut(&Record<'_>)) {
+        emit(&Record::Counters {
             next_session: self.next_session,
             next_msg: self.next_msg,
         });
-        let gateways = self.gateways.iter().enumerate().map(move |(i, g)| {
-            encode(Record::Gateway {
+        for (i, g) in self.gateways.iter().enumerate() {
+            emit(&Record::Gateway {
                 index: i as u16,
                 name: &g.name,
-            })
-        });
-        let sessions = self.sessions.iter().flat_map(move |(_, s)| {
-            let login = encode(Record::Login {
+            });
+        }
+        for (_, s) in self.sessions.iter() {
+            emit(&Record::Login {
                 session: s.id,
                 replaces: 0,
                 gateway: s.gateway,
@@ -966,24 +962,21 @@ impl Store {
                 secret: s.secret,
                 device: &s.device,
             });
-            let detach = match s.presence {
-                Presence::Online => None,
-                Presence::Detached { since_ms } => Some(encode(Record::Detach {
+            if let Presence::Detached { since_ms } = s.presence {
+                emit(&Record::Detach {
                     session: s.id,
                     at_unix_ms: now.unix_of(since_ms),
-                })),
-            };
-            let pushes = s.pushes.iter().flat_map(|p| p.queue.iter()).map(move |p| {
-                encode(Record::Push {
+                });
+            }
+            for p in s.pushes.iter().flat_map(|p| p.queue.iter()) {
+                emit(&Record::Push {
                     session: s.id,
                     msg: p.msg,
                     expires_unix_ms: p.expires_unix_ms,
                     payload: &p.payload,
-                })
-            });
-            std::iter::once(login).chain(detach).chain(pushes)
-        });
-        std::iter::once(counters).chain(gateways).chain(sessions)
+                });
+            }
+        }
     }
 
     // ---------------------------------------------------------------- output

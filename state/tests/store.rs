@@ -506,7 +506,12 @@ fn replaying_the_journal_or_a_snapshot_rebuilds_the_same_sessions() {
     replayed.finish_replay(rig.now());
     assert_eq!(views(&replayed, rig.now()), expected);
 
-    let snapshot: Vec<Vec<u8>> = rig.store.snapshot(rig.now()).collect();
+    let mut snapshot: Vec<Vec<u8>> = Vec::new();
+    rig.store.snapshot(rig.now(), |record| {
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        snapshot.push(bytes);
+    });
     let mut restored = Store::new(rules(|_| {}), Arc::new(Metrics::default()), rig.now());
     for record in &snapshot {
         restored.replay(record, rig.now()).unwrap();

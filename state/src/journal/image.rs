@@ -1,10 +1,12 @@
 //! A snapshot as one buffer in memory, exactly the bytes its file will hold.
 //!
 //! Compaction has to capture the daemon's state at one instant, so the records are copied on
-//! the caller's thread — the event loop — while nothing else changes them: [`Image::encode`]
-//! lays them out as framed records (length, checksum, payload), CPU only, no system call. The
+//! the caller's thread — the event loop — while nothing else changes them: an [`ImageWriter`]
+//! has each record encoded in place, behind room for its header, and fills in the length (no
+//! buffer per record); the result is laid out as framed records (length, checksum, payload),
+//! CPU only, no system call. The
 //! checksums are the one part that needs no particular instant, and at one pass over every
-//! byte they are a good share of the work: `encode` leaves them zero and [`Image::seal`]
+//! byte they are a good share of the work: the writer leaves them zero and [`Image::seal`]
 //! fills them in on the compaction thread, just before the bytes are written.
 //!
 //! The buffer lives until the snapshot is written: it costs memory about the size of the
@@ -21,28 +23,57 @@ pub struct Image {
     records: u64,
 }
 
-impl Image {
-    /// Frames every record into one buffer, `capacity` bytes reserved up front (a guess: the
-    /// last snapshot's size). Fails, having changed nothing, on a record over the size limit.
-    pub fn encode<I>(records: I, capacity: usize) -> Result<Image, JournalError>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<[u8]>,
-    {
-        let mut bytes = Vec::with_capacity(capacity);
-        let mut count = 0u64;
-        for record in records {
-            let record = record.as_ref();
-            let len = record_len(record)?;
-            bytes.extend_from_slice(&len.to_le_bytes());
-            bytes.extend_from_slice(&[0; HEADER_LEN - 4]);
-            bytes.extend_from_slice(record);
-            count += 1;
+/// Lays records out in an [`Image`], each encoded straight into it.
+pub struct ImageWriter {
+    bytes: Vec<u8>,
+    records: u64,
+    /// The first record over the size limit; the image is refused.
+    refused: Option<JournalError>,
+}
+
+impl ImageWriter {
+    /// Appends one record: `encode` appends its payload to the vector it is given (and must
+    /// not touch what is already there).
+    pub fn record(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.refused.is_some() {
+            return;
         }
-        Ok(Image {
-            bytes,
-            records: count,
-        })
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; HEADER_LEN]);
+        encode(&mut self.bytes);
+        match record_len(&self.bytes[start + HEADER_LEN..]) {
+            Ok(len) => {
+                self.bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
+                self.records += 1;
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                self.refused = Some(e);
+            }
+        }
+    }
+}
+
+impl Image {
+    /// The image `write` lays out with an [`ImageWriter`], `capacity` bytes reserved up front
+    /// (a guess: the last snapshot's size). Fails on a record over the size limit.
+    pub fn build(
+        capacity: usize,
+        write: impl FnOnce(&mut ImageWriter),
+    ) -> Result<Image, JournalError> {
+        let mut writer = ImageWriter {
+            bytes: Vec::with_capacity(capacity),
+            records: 0,
+            refused: None,
+        };
+        write(&mut writer);
+        match writer.refused {
+            Some(e) => Err(e),
+            None => Ok(Image {
+                bytes: writer.bytes,
+                records: writer.records,
+            }),
+        }
     }
 
     /// Records in the image.
@@ -77,12 +108,18 @@ impl Image {
 
 #[cfg(test)]
 mod tests {
+    use super::super::MAX_RECORD_LEN;
     use super::*;
 
     #[test]
     fn sealed_image_is_what_append_writes() {
         let records: Vec<Vec<u8>> = vec![b"one".to_vec(), Vec::new(), vec![7; 300]];
-        let image = Image::encode(&records, 0).unwrap();
+        let image = Image::build(0, |w| {
+            for r in &records {
+                w.record(|out| out.extend_from_slice(r));
+            }
+        })
+        .unwrap();
         assert_eq!(image.records(), 3);
         let mut expected = Vec::new();
         for r in &records {
@@ -90,9 +127,16 @@ mod tests {
         }
         assert_eq!(image.len(), expected.len() as u64);
         assert_eq!(image.seal(), expected);
-        assert!(Image::encode(std::iter::empty::<&[u8]>(), 16)
-            .unwrap()
-            .seal()
-            .is_empty());
+        assert!(Image::build(16, |_| {}).unwrap().seal().is_empty());
+    }
+
+    #[test]
+    fn a_record_over_the_limit_refuses_the_image() {
+        let too_big = Image::build(0, |w| {
+            w.record(|out| out.extend_from_slice(b"fine"));
+            w.record(|out| out.resize(out.len() + MAX_RECORD_LEN as usize + 1, 0));
+            w.record(|out| out.extend_from_slice(b"never"));
+        });
+        assert!(too_big.is_err());
     }
 }

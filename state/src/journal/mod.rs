@@ -163,6 +163,7 @@ use compactor::Compactor;
 use error::io_err;
 use files::journal_path;
 use image::Image;
+pub use image::ImageWriter;
 use lock::DirLock;
 use syncer::Syncer;
 
@@ -351,6 +352,19 @@ impl Journal {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
+        self.start_compaction_with(|writer| {
+            for record in snapshot {
+                writer.record(|out| out.extend_from_slice(record.as_ref()));
+            }
+        })
+    }
+
+    /// [`start_compaction`](Self::start_compaction) with the state written by `snapshot`,
+    /// record by record, straight into the snapshot's image: no buffer per record.
+    pub fn start_compaction_with(
+        &mut self,
+        snapshot: impl FnOnce(&mut ImageWriter),
+    ) -> Result<Compaction, JournalError> {
         self.check()?;
         if self.compactor.busy() {
             return Err(JournalError::CompactionInFlight);
@@ -360,7 +374,7 @@ impl Journal {
             .checked_add(1)
             .ok_or(JournalError::GenerationExhausted)?;
         let reserve = self.last_snapshot_bytes + self.last_snapshot_bytes / 8;
-        let image = Image::encode(snapshot, usize::try_from(reserve).unwrap_or(0))?;
+        let image = Image::build(usize::try_from(reserve).unwrap_or(0), snapshot)?;
         let compaction = Compaction {
             generation: next,
             records: image.records(),
