@@ -3,14 +3,15 @@
 //! a TOML config layered under env vars and flags with a `check` that lists every error
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
-//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), and Prometheus text
-//! ([`prometheus`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
+//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), Prometheus text
+//! ([`prometheus`]) and the write loop of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
 
 pub mod cli;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http_thread;
 pub mod logging;
+pub mod nonblocking;
 pub mod notify;
 pub mod prometheus;
 pub mod rlimit;

@@ -6,10 +6,11 @@
 //! with one `write` call. Once written, it is kept for the next replies (a node's peers are
 //! few and busy gateways) unless it grew past 64 KiB.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use mio::net::TcpStream;
 use mio::Interest;
+use tether_daemon::nonblocking::write_queued;
 use tether_proto::{encode, Decoder, Frame};
 
 /// A peer socket with its buffers and lifecycle flags.
@@ -141,15 +142,7 @@ impl Connection {
 
     /// Writes queued replies until done or the socket would block.
     pub fn flush(&mut self) -> io::Result<()> {
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        write_queued(&mut self.stream, &self.out, &mut self.written)?;
         if self.written == self.out.len() {
             self.written = 0;
             if self.out.capacity() > SMALL_BUFFER {

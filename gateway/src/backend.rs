@@ -3,13 +3,14 @@
 //!
 //! Every reactor has its own link to every node, so nothing here is shared.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::Token;
 use rustc_hash::FxHashMap;
+use tether_daemon::nonblocking::write_queued;
 
 use crate::health::Health;
 
@@ -104,15 +105,7 @@ impl Backend {
         let Link::Connected { stream } = &mut self.link else {
             return Ok(());
         };
-        while self.written < self.out.len() {
-            match stream.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        write_queued(stream, &self.out, &mut self.written)?;
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;

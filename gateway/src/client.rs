@@ -5,9 +5,10 @@
 //! has not taken — is borrowed from the reactor's pool while either is non-empty and handed
 //! back once both are.
 
-use std::io::{self, Write};
+use std::io;
 
 use mio::net::TcpStream;
+use tether_daemon::nonblocking::write_queued;
 
 use crate::metrics::CloseReason;
 use crate::rate_limit::TokenBucket;
@@ -121,19 +122,9 @@ impl Client {
         let Some(io) = self.io.as_mut() else {
             return Ok(0);
         };
-        let mut total = 0;
-        while io.written < io.out.len() {
-            match self.stream.write(&io.out[io.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    io.written += n;
-                    total += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let before = io.written;
+        write_queued(&mut self.stream, &io.out, &mut io.written)?;
+        let total = io.written - before;
         if io.written == io.out.len() {
             io.out.clear();
             io.written = 0;

@@ -5,11 +5,12 @@
 //! daemon's frames into [`StateEvent`]s ([`parse`], sans-IO). What an event does to a client
 //! is the reactor's business. The protocol is "State kinds" in `doc/protocol.md`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
+use tether_daemon::nonblocking::write_queued;
 use tether_proto::{encode, ErrorBody, Frame, Kind, NodeErrorBody, Routed};
 
 /// Largest frame body the daemon sends (its own limit).
@@ -237,15 +238,7 @@ impl StateLink {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(true);
         };
-        while self.written < self.out.len() {
-            match stream.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        write_queued(stream, &self.out, &mut self.written)?;
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;

@@ -2,9 +2,10 @@
 //! decoded, and what waits to be written. The event loop owns the links; this file only
 //! moves bytes.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use mio::net::UnixStream;
+use tether_daemon::nonblocking::write_queued;
 
 /// Largest frame body on a state link (STATE_PUSH carries a route and a payload).
 pub const MAX_BODY: u32 = 1 << 20;
@@ -79,15 +80,7 @@ impl Link {
 
     /// Writes as much of `out` as the socket takes; `Ok(true)` when all of it went.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        write_queued(&mut self.stream, &self.out, &mut self.written)?;
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
