@@ -226,25 +226,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The sorted gateway ids an ipconfig's `/ip_list` lists now (empty on a 503).
-pub fn listed(ipconfig: SocketAddr) -> Vec<String> {
-    let (status, body) = http_get(ipconfig, "/ip_list");
-    if status != 200 {
-        return Vec::new();
-    }
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let mut ids: Vec<String> = json["gateways"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|g| g["id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
-}
-
 /// The node addresses a gateway's `/stats` lists.
 pub fn gateway_nodes(admin: SocketAddr) -> Vec<String> {
     let mut nodes: Vec<String> = crate::stats(admin)["nodes"]

@@ -294,6 +294,22 @@ pub fn gateway(nodes: &[SocketAddr], extra: &[&str]) -> (Proc, SocketAddr, Socke
     (proc, listen, admin)
 }
 
+/// [`gateway`] logging clients in through the state daemon on `socket` as gateway `id`;
+/// returns once both reactors' state links are up.
+pub fn gateway_with_state(
+    nodes: &[SocketAddr],
+    socket: &std::path::Path,
+    id: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr, SocketAddr) {
+    let socket = socket.to_str().expect("UTF-8 socket path");
+    let mut args = vec!["--state", socket, "--id", id];
+    args.extend_from_slice(extra);
+    let (proc, listen, admin) = gateway(nodes, &args);
+    wait_for_state_links(admin, 2, Duration::from_secs(10));
+    (proc, listen, admin)
+}
+
 /// `GET path` on an HTTP/1.1 server; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_raw(addr, get_request(addr, path).as_bytes())
@@ -427,4 +443,23 @@ pub fn ipconfig(extra: &[&str]) -> (Proc, SocketAddr) {
     let proc = Proc::spawn("tether-ipconfig", &args);
     wait_for_port(addr, Duration::from_secs(10));
     (proc, addr)
+}
+
+/// The gateway ids an ipconfig's `/ip_list` lists now, sorted (empty on a 503).
+pub fn listed(ipconfig: SocketAddr) -> Vec<String> {
+    let (status, body) = http_get(ipconfig, "/ip_list");
+    if status != 200 {
+        return Vec::new();
+    }
+    let list: serde_json::Value = serde_json::from_str(&body).expect("ip_list is JSON");
+    let mut ids: Vec<String> = list["gateways"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
 }

@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tether_e2e::etcd::{gateway_nodes, listed, Cluster};
-use tether_e2e::{echo_node, eventually, gateway, ipconfig, node_requests, Client, Proc};
+use tether_e2e::etcd::{gateway_nodes, Cluster};
+use tether_e2e::{echo_node, eventually, gateway, ipconfig, listed, node_requests, Client, Proc};
 use tether_proto::Kind;
 
 /// Lease TTL of a registration (tether_discovery::LEASE_TTL).

@@ -11,48 +11,20 @@ use std::thread;
 use std::time::Duration;
 
 use tether_e2e::state::{token, StateDaemon};
-use tether_e2e::{
-    echo_node, eventually, free_addr, http_get, ipconfig, metric, wait_for_port,
-    wait_for_state_links, Client, Proc,
-};
+use tether_e2e::{echo_node, eventually, http_get, ipconfig, metric, Client, Proc};
 use tether_proto::Kind;
 
-/// A gateway (2 reactors) in front of `node`, logging in through `socket`, with `extra` flags.
+/// A gateway (2 reactors) in front of `node`, logging in through `socket`, with quick
+/// reconnects to it and `extra` flags.
 fn gateway(
     node: SocketAddr,
     socket: &Path,
     id: &str,
     extra: &[&str],
 ) -> (Proc, SocketAddr, SocketAddr) {
-    let (listen, admin) = (free_addr(), free_addr());
-    let (listen_s, admin_s, node_s) = (listen.to_string(), admin.to_string(), node.to_string());
-    let socket_s = socket.to_str().expect("UTF-8 path").to_string();
-    let mut args = vec![
-        "--listen",
-        &listen_s,
-        "--admin",
-        &admin_s,
-        "--node",
-        &node_s,
-        "--reactors",
-        "2",
-        "--pin-cores",
-        "false",
-        "--state",
-        &socket_s,
-        "--id",
-        id,
-        "--reconnect-min-ms",
-        "50",
-        "--reconnect-max-ms",
-        "200",
-    ];
+    let mut args = vec!["--reconnect-min-ms", "50", "--reconnect-max-ms", "200"];
     args.extend_from_slice(extra);
-    let gw = Proc::spawn("tether-gateway", &args);
-    wait_for_port(admin, Duration::from_secs(10));
-    wait_for_port(listen, Duration::from_secs(10));
-    wait_for_state_links(admin, 2, Duration::from_secs(10));
-    (gw, listen, admin)
+    tether_e2e::gateway_with_state(&[node], socket, id, &args)
 }
 
 fn login(addr: SocketAddr, device: &str) -> (Client, serde_json::Value) {

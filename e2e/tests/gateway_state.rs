@@ -9,32 +9,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tether_e2e::state::{token, StateDaemon};
-use tether_e2e::{
-    echo_node, eventually, gateway, metric, wait_for_state_links, Client, Proc, Reply,
-};
+use tether_e2e::{echo_node, eventually, metric, wait_for_state_links, Client, Proc, Reply};
 use tether_proto::Kind;
 
-/// A gateway in front of one echo node, logging in through `state`.
+/// A gateway in front of one echo node of its own, logging in through `state`, with quick
+/// reconnects to it.
 fn gateway_with_state(
     socket: &Path,
     id: &str,
     extra: &[&str],
 ) -> (Proc, Proc, SocketAddr, SocketAddr) {
     let (node, node_addr) = echo_node(&["--reactors", "1"]);
-    let socket = socket.to_str().expect("UTF-8 socket path").to_string();
-    let mut args = vec![
-        "--state",
-        socket.as_str(),
-        "--id",
-        id,
-        "--reconnect-min-ms",
-        "50",
-        "--reconnect-max-ms",
-        "200",
-    ];
+    let mut args = vec!["--reconnect-min-ms", "50", "--reconnect-max-ms", "200"];
     args.extend_from_slice(extra);
-    let (gw, listen, admin) = gateway(&[node_addr], &args);
-    state_links_up(admin);
+    let (gw, listen, admin) = tether_e2e::gateway_with_state(&[node_addr], socket, id, &args);
     (node, gw, listen, admin)
 }
 

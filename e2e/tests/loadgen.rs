@@ -4,15 +4,12 @@
 //! tether-ipconfig, and a gateway's GOAWAY followed by RESUME on the other one.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tether_e2e::state::{StateDaemon, SECRET};
-use tether_e2e::{
-    binary, echo_node, eventually, gateway, http_get, ipconfig, loadgen, wait_for_state_links, Proc,
-};
+use tether_e2e::{binary, echo_node, eventually, gateway_with_state, ipconfig, listed, loadgen};
 
 fn run_loadgen(args: &[&str], json: &std::path::Path) -> (bool, serde_json::Value, String) {
     let out = Command::new(binary("tether-loadgen"))
@@ -142,22 +139,6 @@ fn a_dead_node_is_reported_not_hidden() {
     let _ = std::fs::remove_file(json);
 }
 
-/// A gateway in front of `nodes`, logging clients in through the state daemon on `socket`,
-/// started with `extra` flags; returns once both reactors' state links are up.
-fn gateway_with_state(
-    nodes: &[SocketAddr],
-    socket: &Path,
-    id: &str,
-    extra: &[&str],
-) -> (Proc, SocketAddr, SocketAddr) {
-    let socket = socket.to_str().expect("UTF-8 socket path");
-    let mut args = vec!["--state", socket, "--id", id];
-    args.extend_from_slice(extra);
-    let (proc, listen, admin) = gateway(nodes, &args);
-    wait_for_state_links(admin, 2, Duration::from_secs(10));
-    (proc, listen, admin)
-}
-
 /// Connections the gateway accepted so far, from `/stats`.
 fn accepted(admin: SocketAddr) -> u64 {
     tether_e2e::stats(admin)["totals"]["accepted"]
@@ -174,25 +155,6 @@ fn probe_accepted(admin: SocketAddr) {
         "the start-up probe accepted",
         || accepted(admin) >= 1,
     );
-}
-
-/// The ids `/ip_list` lists now (none when it answers otherwise than 200).
-fn listed(ipc: SocketAddr) -> Vec<String> {
-    let (status, body) = http_get(ipc, "/ip_list");
-    if status != 200 {
-        return Vec::new();
-    }
-    let list: serde_json::Value = serde_json::from_str(&body).expect("ip_list is JSON");
-    let mut ids: Vec<String> = list["gateways"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|g| g["id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
 }
 
 /// Runs tether-loadgen on a thread, so a test can act on the stack while it runs.
