@@ -1,0 +1,129 @@
+//! What the HTTP API asks of the store: `POST /v1/push` queues a push for a device's session
+//! (and sends it when the session is online), `GET /v1/sessions/{device}` shows a session.
+
+use serde::Serialize;
+
+use super::{Now, Store};
+use crate::record::Record;
+use crate::session::{Presence, Push};
+
+/// What `POST /v1/push` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushStatus {
+    /// Sent to the session's gateway.
+    Delivered,
+    /// Kept for the session, which is detached or whose gateway is not connected.
+    Queued,
+    /// No session for the device; nothing kept.
+    Offline,
+}
+
+/// A push that was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushRefused {
+    /// The session already holds `max_pending` unacknowledged pushes.
+    QueueFull { pending: usize },
+    /// The payload is over `max_payload`.
+    TooLarge { max: usize },
+}
+
+/// A session as `GET /v1/sessions/{device}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionView {
+    pub session: String,
+    pub device_id: String,
+    pub gateway: String,
+    pub route: u64,
+    pub state: &'static str,
+    pub login_unix_ms: u64,
+    pub last_heartbeat_unix_ms: u64,
+    /// When a detached session stops being resumable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_until_unix_ms: Option<u64>,
+    pub pending: usize,
+}
+
+impl Store {
+    /// `POST /v1/push`: queue `payload` for `device`'s session, and send it if it is online.
+    pub fn push(
+        &mut self,
+        device: &str,
+        payload: &[u8],
+        ttl_s: Option<u64>,
+        now: Now,
+    ) -> Result<(Option<u64>, PushStatus), PushRefused> {
+        if payload.len() > self.rules.max_payload {
+            return Err(PushRefused::TooLarge {
+                max: self.rules.max_payload,
+            });
+        }
+        let Some(slot) = self.find_device(device) else {
+            self.metrics.pushes_offline.inc();
+            return Ok((None, PushStatus::Offline));
+        };
+        let pending = self.sessions[slot].pending();
+        if pending >= self.rules.max_pending {
+            self.metrics.pushes_full.inc();
+            return Err(PushRefused::QueueFull { pending });
+        }
+        let msg = self.next_msg;
+        self.next_msg += 1;
+        let ttl_ms = ttl_s.unwrap_or(self.rules.push_ttl_s).saturating_mul(1000);
+        let expires_unix_ms = now.unix_ms.saturating_add(ttl_ms);
+        let session = self.sessions[slot].id;
+        self.log(Record::Push {
+            session,
+            msg,
+            expires_unix_ms,
+            payload,
+        });
+        self.pending += 1;
+        let deliver = self.reachable(slot);
+        let s = &mut self.sessions[slot];
+        let pushes = s.pushes.get_or_insert_with(Box::default);
+        pushes.queue.push_back(Push {
+            msg,
+            payload: payload.into(),
+            expires_unix_ms,
+            sends: 0,
+            next_send_ms: now.mono_ms,
+        });
+        let status = if deliver {
+            let index = pushes.queue.len() - 1;
+            self.send_push(slot, index, now);
+            self.metrics.pushes_delivered.inc();
+            PushStatus::Delivered
+        } else {
+            self.metrics.pushes_queued.inc();
+            PushStatus::Queued
+        };
+        self.arm_pushes(slot, now);
+        Ok((Some(msg), status))
+    }
+
+    /// `GET /v1/sessions/{device}`.
+    pub fn view(&self, device: &str, now: Now) -> Option<SessionView> {
+        let s = &self.sessions[self.find_device(device)?];
+        let (state, resume_until_unix_ms) = match s.presence {
+            Presence::Online => ("online", None),
+            Presence::Detached { since_ms } => (
+                "detached",
+                Some(now.unix_of(since_ms + self.rules.resume_window_ms())),
+            ),
+        };
+        Some(SessionView {
+            session: format!("{:016x}", s.id),
+            device_id: s.device.to_string(),
+            gateway: self.gateways[s.gateway as usize].name.to_string(),
+            route: s.route,
+            state,
+            login_unix_ms: s.login_unix_ms,
+            // Converted from the monotonic clock, which can round a millisecond below the
+            // login's wall-clock time; a heartbeat never precedes the login.
+            last_heartbeat_unix_ms: now.unix_of(s.last_heartbeat_ms).max(s.login_unix_ms),
+            resume_until_unix_ms,
+            pending: s.pending(),
+        })
+    }
+}

@@ -1,0 +1,59 @@
+//! The rules sessions live by, taken from the configuration (and replaced by a reload):
+//! the token secret, timings, limits and the push retry schedule.
+
+use crate::config::{Config, DuplicateLogin};
+use crate::wheel::backoff_ms;
+
+/// The rules sessions live by, from the configuration (and changed by a reload).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub secret: Vec<u8>,
+    pub leeway_s: u64,
+    pub heartbeat_s: u64,
+    pub resume_window_s: u64,
+    pub duplicate_login: DuplicateLogin,
+    pub max_sessions: usize,
+    pub max_pending: usize,
+    pub max_payload: usize,
+    pub push_ttl_s: u64,
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    pub retry_max: u32,
+}
+
+impl Rules {
+    pub fn new(config: &Config, secret: Vec<u8>) -> Rules {
+        Rules {
+            secret,
+            leeway_s: config.jwt_leeway_s,
+            heartbeat_s: config.heartbeat_s,
+            resume_window_s: config.resume_window_s,
+            duplicate_login: config.duplicate_login,
+            max_sessions: config.max_sessions,
+            max_pending: config.max_pending,
+            max_payload: config.max_payload,
+            push_ttl_s: config.push_ttl_s,
+            retry_base_ms: config.push_retry_base_ms,
+            retry_cap_ms: config.push_retry_cap_ms,
+            retry_max: config.push_retry_max,
+        }
+    }
+
+    pub(super) fn heartbeat_deadline_ms(&self) -> u64 {
+        3 * self.heartbeat_s * 1000
+    }
+
+    pub(super) fn resume_window_ms(&self) -> u64 {
+        self.resume_window_s * 1000
+    }
+
+    /// Delay after send number `sends` (1-based) before the next, or `None` when it was the last.
+    pub(super) fn retry_after(&self, sends: u32) -> Option<u64> {
+        backoff_ms(
+            sends.saturating_sub(1),
+            self.retry_base_ms,
+            self.retry_cap_ms,
+            self.retry_max.saturating_sub(1),
+        )
+    }
+}

@@ -1,0 +1,48 @@
+//! The whole state as journal records, in the order a replay needs them: what a compaction
+//! writes as the new snapshot.
+
+use super::{Now, Store};
+use crate::record::Record;
+use crate::session::Presence;
+
+impl Store {
+    /// The whole state as records, each handed to `emit` in the order a replay needs them
+    /// (for [`crate::journal::Journal::start_compaction_with`], which encodes them in place).
+    pub fn snapshot(&self, now: Now, mut emit: impl FnMut(&Record<'_>)) {
+        emit(&Record::Counters {
+            next_session: self.next_session,
+            next_msg: self.next_msg,
+        });
+        for (i, g) in self.gateways.iter().enumerate() {
+            emit(&Record::Gateway {
+                index: i as u16,
+                name: &g.name,
+            });
+        }
+        for (_, s) in self.sessions.iter() {
+            emit(&Record::Login {
+                session: s.id,
+                replaces: 0,
+                gateway: s.gateway,
+                route: s.route,
+                login_unix_ms: s.login_unix_ms,
+                secret: s.secret,
+                device: &s.device,
+            });
+            if let Presence::Detached { since_ms } = s.presence {
+                emit(&Record::Detach {
+                    session: s.id,
+                    at_unix_ms: now.unix_of(since_ms),
+                });
+            }
+            for p in s.pushes.iter().flat_map(|p| p.queue.iter()) {
+                emit(&Record::Push {
+                    session: s.id,
+                    msg: p.msg,
+                    expires_unix_ms: p.expires_unix_ms,
+                    payload: &p.payload,
+                });
+            }
+        }
+    }
+}
