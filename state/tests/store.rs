@@ -1,18 +1,26 @@
 //! The session store driven with frames and a fake clock, no sockets: login, heartbeat
 //! deadlines, resume windows, pushes with acknowledgement and retransmit backoff, duplicate
-//! logins, gateway re-announcement, and rebuilding the same state from its journal records
-//! and from a snapshot.
+//! logins, gateway re-announcement, rebuilding the same state from its journal records and
+//! from a snapshot, and refusing what a journal the daemon did not write can hold (unknown
+//! gateways, ids at the end of u64) without a panic.
 
 use std::sync::Arc;
 
+use proptest::prelude::*;
 use tether_proto::{encode, Decoder, Frame, Kind, NodeErrorBody, Routed};
 use tether_state::config::{Config, DuplicateLogin};
 use tether_state::metrics::Metrics;
+use tether_state::record::Record;
 use tether_state::store::{Now, PushRefused, PushStatus, Rules, Store};
 use tether_state::token;
 
 const SECRET: &[u8] = b"store test secret";
 const T0_UNIX: u64 = 1_800_000_000_000;
+/// The clocks when a rig's store starts.
+const START: Now = Now {
+    mono_ms: 1_000_000,
+    unix_ms: T0_UNIX,
+};
 
 fn rules(tweak: impl FnOnce(&mut Config)) -> Rules {
     let mut config = Config {
@@ -46,12 +54,17 @@ struct Rig {
 
 impl Rig {
     fn new(rules: Rules) -> Rig {
-        let now = Now {
-            mono_ms: 1_000_000,
-            unix_ms: T0_UNIX,
-        };
         // As the daemon starts: an (empty) replay first.
+        Rig::replayed(rules, &[])
+    }
+
+    /// A store rebuilt from `journal`, as the daemon starts.
+    fn replayed(rules: Rules, journal: &[Vec<u8>]) -> Rig {
+        let now = START;
         let mut store = Store::new(rules, Arc::new(Metrics::default()), now);
+        for record in journal {
+            store.replay(record, now).expect("a record the store takes");
+        }
         store.finish_replay(now);
         Rig {
             store,
@@ -62,8 +75,8 @@ impl Rig {
 
     fn now(&self) -> Now {
         Now {
-            mono_ms: 1_000_000 + self.t,
-            unix_ms: T0_UNIX + self.t,
+            mono_ms: START.mono_ms + self.t,
+            unix_ms: START.unix_ms + self.t,
         }
     }
 
@@ -459,6 +472,21 @@ fn malformed_bodies_and_wrong_kinds_are_link_faults() {
     }
 }
 
+/// What `GET /v1/sessions/{device}` shows for devices a, b and c, without the last heartbeat
+/// (a replay gives every session a fresh one).
+fn views(store: &Store, now: Now) -> Vec<serde_json::Value> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|d| {
+            let mut v = serde_json::to_value(store.view(d, now)).unwrap();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("last_heartbeat_unix_ms");
+            }
+            v
+        })
+        .collect()
+}
+
 /// The state rebuilt from the journal records, and from a snapshot, equals the original.
 #[test]
 fn replaying_the_journal_or_a_snapshot_rebuilds_the_same_sessions() {
@@ -482,18 +510,6 @@ fn replaying_the_journal_or_a_snapshot_rebuilds_the_same_sessions() {
     rig.routed(gw, Kind::Closed, 0, 2, b"");
     rig.login(gw, 3, "a"); // takes over a's session and its one pending push
 
-    let views = |store: &Store, now: Now| -> Vec<serde_json::Value> {
-        ["a", "b", "c"]
-            .iter()
-            .map(|d| {
-                let mut v = serde_json::to_value(store.view(d, now)).unwrap();
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("last_heartbeat_unix_ms");
-                }
-                v
-            })
-            .collect()
-    };
     let expected = views(&rig.store, rig.now());
     assert_eq!(expected[0]["pending"], 1);
     assert_eq!(expected[1]["route"], 9);
@@ -563,4 +579,337 @@ fn ids_issued_after_restoring_an_older_journal_are_new() {
         view["session"], first,
         "the backed-up session itself is kept"
     );
+}
+
+/// A store's whole state as snapshot records, encoded.
+fn snapshot_of(store: &Store, now: Now) -> Vec<Vec<u8>> {
+    let mut snapshot = Vec::new();
+    store.snapshot(now, |record| {
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        snapshot.push(bytes);
+    });
+    snapshot
+}
+
+/// A detached session and a newer online one on the same gateway route (a gateway that
+/// restarted hands out its routes again), the online one in the lower slab slot: the snapshot
+/// brings both back as they were, the online one still online.
+#[test]
+fn a_snapshot_keeps_an_online_session_on_the_route_of_a_detached_one() {
+    let mut rig = Rig::new(rules(|_| {}));
+    let gw = rig.hello("gw-a");
+    rig.login(gw, 5, "c"); // slot 0, freed below
+    rig.login(gw, 1, "a"); // slot 1
+    rig.routed(gw, Kind::Closed, 0, 5, b"");
+    rig.wait(1000);
+    rig.heartbeat(gw, &[1]);
+    rig.wait(1100); // c's resume window is over: slot 0 is free
+    assert!(rig.view("c").is_none());
+    rig.routed(gw, Kind::Closed, 0, 1, b"");
+    rig.login(gw, 1, "b"); // slot 0, on a's route
+    let expected = views(&rig.store, rig.now());
+    assert_eq!(expected[0]["state"], "detached");
+    assert_eq!(
+        (expected[1]["state"].as_str(), expected[1]["route"].as_u64()),
+        (Some("online"), Some(1))
+    );
+
+    let snapshot = snapshot_of(&rig.store, rig.now());
+    let mut restored = Store::new(rules(|_| {}), Arc::new(Metrics::default()), rig.now());
+    for record in &snapshot {
+        restored.replay(record, rig.now()).unwrap();
+    }
+    restored.finish_replay(rig.now());
+    assert_eq!(views(&restored, rig.now()), expected);
+}
+
+fn encoded(record: Record<'_>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    record.encode(&mut bytes);
+    bytes
+}
+
+/// The journal of gateway 0, "gw-a", through which device `a` logged in as session 5, route 1.
+fn one_session() -> Vec<Vec<u8>> {
+    vec![
+        encoded(Record::Gateway {
+            index: 0,
+            name: "gw-a",
+        }),
+        encoded(Record::Login {
+            session: 5,
+            replaces: 0,
+            gateway: 0,
+            route: 1,
+            login_unix_ms: T0_UNIX,
+            secret: [7; 16],
+            device: "a",
+        }),
+    ]
+}
+
+fn replayed(journal: &[Vec<u8>], now: Now) -> Store {
+    let mut store = Store::new(rules(|_| {}), Arc::new(Metrics::default()), now);
+    for record in journal {
+        store.replay(record, now).unwrap();
+    }
+    store
+}
+
+/// A journal the daemon did not write (damaged past its checksums, or forged) can name a
+/// gateway index no GATEWAY record registered: the record is refused, saying which index, and
+/// changes nothing.
+#[test]
+fn a_record_naming_an_unregistered_gateway_is_refused_and_changes_nothing() {
+    let mut store = replayed(&one_session(), START);
+    let attach = encoded(Record::Attach {
+        session: 5,
+        gateway: 7,
+        route: 2,
+    });
+    let login = encoded(Record::Login {
+        session: 6,
+        replaces: 5,
+        gateway: 3,
+        route: 1,
+        login_unix_ms: T0_UNIX,
+        secret: [8; 16],
+        device: "a",
+    });
+    for (record, index) in [(attach, 7), (login, 3)] {
+        let refused = store.replay(&record, START).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains(&format!("gateway index {index}")),
+            "{refused}"
+        );
+    }
+    store.finish_replay(START);
+    store.publish();
+    let view = &views(&store, START)[0];
+    assert_eq!(
+        (
+            view["session"].as_str(),
+            view["gateway"].as_str(),
+            view["route"].as_u64(),
+            view["state"].as_str()
+        ),
+        (
+            Some("0000000000000005"),
+            Some("gw-a"),
+            Some(1),
+            Some("online")
+        )
+    );
+}
+
+/// Ids come from the journal too. One that leaves no next id (u64::MAX) is refused; counters
+/// that run out while the daemon runs refuse the login or push that needs a new id, and
+/// never wrap (to ids already handed out) or panic.
+#[test]
+fn ids_at_the_end_of_u64_are_refused_never_wrapped() {
+    let mut store = replayed(&one_session(), START);
+    for record in [
+        Record::Login {
+            session: u64::MAX,
+            replaces: 0,
+            gateway: 0,
+            route: 2,
+            login_unix_ms: T0_UNIX,
+            secret: [8; 16],
+            device: "b",
+        },
+        Record::Push {
+            session: 5,
+            msg: u64::MAX,
+            expires_unix_ms: T0_UNIX + 60_000,
+            payload: b"p",
+        },
+    ] {
+        let refused = store.replay(&encoded(record), START).unwrap_err();
+        assert!(
+            refused.to_string().contains(&u64::MAX.to_string()),
+            "{refused}"
+        );
+    }
+    store.finish_replay(START);
+    assert_eq!(store.len(), 1);
+    assert_eq!(views(&store, START)[0]["pending"], 0);
+
+    // Counters one below the end: one more login and one more push, then none.
+    let mut journal = one_session();
+    journal.push(encoded(Record::Counters {
+        next_session: u64::MAX - 1,
+        next_msg: u64::MAX - 1,
+    }));
+    let mut rig = Rig::replayed(rules(|_| {}), &journal);
+    let gw = rig.hello("gw-a");
+    assert_eq!(rig.login(gw, 2, "b")["session"], "fffffffffffffffe");
+    let token = rig.token("c");
+    let got = rig.routed(gw, Kind::StateLogin, 9, 3, token.as_bytes());
+    assert_eq!(
+        (got.len(), got[0].kind, got[0].id, got[0].code),
+        (1, Kind::LoginFail, 9, Some(13))
+    );
+    assert!(rig.view("c").is_none());
+    let now = rig.now();
+    assert_eq!(
+        rig.store.push("b", b"last", None, now),
+        Ok((Some(u64::MAX - 1), PushStatus::Delivered))
+    );
+    assert!(rig.store.push("b", b"one too many", None, now).is_err());
+    assert_eq!(rig.view("b").unwrap()["pending"], 1);
+}
+
+/// Times in the journal are wall-clock milliseconds a record can set to anything, and the
+/// wall clock itself can read 1970 (no RTC) behind a monotonic clock that has run for hours:
+/// deadlines saturate instead of overflowing.
+#[test]
+fn times_at_the_ends_of_the_clock_never_overflow_a_deadline() {
+    let now = Now {
+        mono_ms: 5_000_000,
+        unix_ms: 1_000,
+    };
+    let mut journal = one_session();
+    journal.extend([
+        encoded(Record::Login {
+            session: 6,
+            replaces: 0,
+            gateway: 0,
+            route: 2,
+            login_unix_ms: u64::MAX,
+            secret: [9; 16],
+            device: "b",
+        }),
+        encoded(Record::Detach {
+            session: 5,
+            at_unix_ms: u64::MAX,
+        }),
+        encoded(Record::Detach {
+            session: 6,
+            at_unix_ms: 0,
+        }),
+        encoded(Record::Push {
+            session: 5,
+            msg: 9,
+            expires_unix_ms: u64::MAX,
+            payload: b"kept",
+        }),
+        encoded(Record::Push {
+            session: 6,
+            msg: 10,
+            expires_unix_ms: 0,
+            payload: b"expired",
+        }),
+    ]);
+    let mut store = replayed(&journal, now);
+    store.finish_replay(now);
+    let a = &views(&store, now)[0];
+    assert_eq!(
+        (
+            a["state"].as_str(),
+            a["resume_until_unix_ms"].as_u64(),
+            a["pending"].as_u64()
+        ),
+        (Some("detached"), Some(u64::MAX), Some(1))
+    );
+    // b was detached at the epoch, a second before `now`: its 2 s window ends a second on.
+    let later = Now {
+        mono_ms: now.mono_ms + 2_000,
+        unix_ms: now.unix_ms + 2_000,
+    };
+    store.advance(later);
+    store.publish();
+    let after = views(&store, later);
+    assert_eq!(after[1], serde_json::Value::Null);
+    assert_eq!(after[0]["pending"], 1);
+    assert_eq!(snapshot_of(&store, later).len(), 4);
+}
+
+/// Records of every kind over a few ids, gateways, routes and devices, so that they collide,
+/// with ids and times at the ends of their range; and arbitrary bytes.
+fn any_record() -> impl Strategy<Value = Vec<u8>> {
+    let id = || prop_oneof![0..4u64, Just(u64::MAX - 1), Just(u64::MAX)];
+    let time = || prop_oneof![Just(T0_UNIX), Just(0), Just(u64::MAX), any::<u64>()];
+    let device = || prop::sample::select(&["a", "b", "c"][..]);
+    prop_oneof![
+        (id(), id()).prop_map(|(next_session, next_msg)| encoded(Record::Counters {
+            next_session,
+            next_msg
+        })),
+        (0..4u16, prop::sample::select(&["gw-a", "gw-b", ""][..]))
+            .prop_map(|(index, name)| encoded(Record::Gateway { index, name })),
+        (id(), id(), 0..4u16, 0..3u64, time(), device()).prop_map(
+            |(session, replaces, gateway, route, login_unix_ms, device)| encoded(Record::Login {
+                session,
+                replaces,
+                gateway,
+                route,
+                login_unix_ms,
+                secret: [1; 16],
+                device,
+            })
+        ),
+        (id(), time()).prop_map(|(session, at_unix_ms)| encoded(Record::Detach {
+            session,
+            at_unix_ms
+        })),
+        (id(), 0..4u16, 0..3u64).prop_map(|(session, gateway, route)| encoded(Record::Attach {
+            session,
+            gateway,
+            route
+        })),
+        id().prop_map(|session| encoded(Record::Remove { session })),
+        (id(), id(), time()).prop_map(|(session, msg, expires_unix_ms)| encoded(Record::Push {
+            session,
+            msg,
+            expires_unix_ms,
+            payload: b"p",
+        })),
+        (id(), id()).prop_map(|(session, msg)| encoded(Record::Ack { session, msg })),
+        prop::collection::vec(any::<u8>(), 0..40),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever a journal holds, replay takes or refuses each record without a panic; the
+    /// store then runs (a gateway links, timers fire, sessions are viewed); and its snapshot
+    /// replays without a single refusal into the same sessions.
+    #[test]
+    fn any_journal_replays_without_a_panic_and_snapshots_faithfully(
+        journal in prop::collection::vec(any_record(), 0..40)
+    ) {
+        let mut store = Store::new(rules(|_| {}), Arc::new(Metrics::default()), START);
+        for record in &journal {
+            let _ = store.replay(record, START);
+        }
+        store.finish_replay(START);
+        store.publish();
+        let expected = views(&store, START);
+
+        let snapshot = snapshot_of(&store, START);
+        let mut restored = Store::new(rules(|_| {}), Arc::new(Metrics::default()), START);
+        for record in &snapshot {
+            prop_assert_eq!(restored.replay(record, START), Ok(()));
+        }
+        restored.finish_replay(START);
+        prop_assert_eq!(views(&restored, START), expected);
+
+        let later = Now {
+            mono_ms: START.mono_ms + 86_400_000,
+            unix_ms: START.unix_ms + 86_400_000,
+        };
+        let gw = store.hello("gw-a");
+        let end = Frame::new(Kind::AnnounceEnd, 0, b"");
+        prop_assert_eq!(store.on_frame(gw, &end, START), Ok(()));
+        store.advance(later);
+        store.publish();
+        store.drain_out(|_, _| {});
+        prop_assert_eq!(store.len(), 0);
+        views(&store, later);
+    }
 }
