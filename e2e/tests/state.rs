@@ -7,10 +7,10 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -20,6 +20,8 @@ use tether_e2e::state::{
 };
 use tether_e2e::{binary, eventually, free_addr, http_get, Reply};
 use tether_proto::{encode, Kind};
+use tether_state::journal::{FsyncPolicy, Journal};
+use tether_state::record::Record;
 
 /// Timers long enough never to fire during a test that is not about them.
 const QUIET: [&str; 6] = [
@@ -1060,6 +1062,63 @@ fn a_torn_journal_tail_is_dropped_at_restart() {
         );
     }
     assert_eq!(pending_of(&d, "j1"), 1);
+}
+
+/// A record with a good checksum that the daemon never writes (a journal from another
+/// program, or edited by hand): an ATTACH to a gateway index that no GATEWAY record
+/// registered. The daemon refuses to start and names the record; it does not panic.
+#[test]
+fn a_record_naming_an_unregistered_gateway_refuses_the_start() {
+    let mut d = StateDaemon::start(&QUIET);
+    let login = d.link("gw-forged").login_ok(R1, 1, "forged");
+    assert!(d.stop().success());
+    let session = u64::from_str_radix(&login.session, 16).expect("a hex session id");
+    let (mut journal, replay) =
+        Journal::open(&d.journal, FsyncPolicy::Always).expect("open the journal");
+    drop(replay);
+    let mut attach = Vec::new();
+    Record::Attach {
+        session,
+        gateway: 7,
+        route: R2,
+    }
+    .encode(&mut attach);
+    journal.append(&attach).expect("append");
+    drop(journal);
+
+    let args = StateDaemon::args(&d.socket, free_addr(), &d.journal, &[]);
+    let mut child = Command::new(binary("tether-state"))
+        .args(&args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tether-state");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tether-state") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tether-state started on a journal naming an unregistered gateway");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("replaying the journal: record")
+            && stderr.contains("names gateway index 7"),
+        "{stderr}"
+    );
 }
 
 #[test]

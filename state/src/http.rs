@@ -195,6 +195,10 @@ async fn push(State(shared): State<Arc<Shared>>, body: Body) -> Response {
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("payload over max_payload ({max} bytes)"),
         ),
+        Ok(Ok(Err(PushRefused::IdsExhausted))) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "every message id was issued; the journal's counters are at their end",
+        ),
         Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,

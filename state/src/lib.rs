@@ -46,10 +46,14 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the journal in {}", config.journal.display()))?;
     let now = clock.now();
     let mut store = store::Store::new(store::Rules::new(&config, secret), metrics.clone(), now);
-    for record in &replay {
-        store
-            .replay(record, now)
-            .context("replaying the journal: a record does not parse")?;
+    for (i, record) in replay.iter().enumerate() {
+        store.replay(record, now).with_context(|| {
+            format!(
+                "replaying the journal: record {} of {} (snapshot first) is refused",
+                i + 1,
+                replay.len()
+            )
+        })?;
     }
     store.finish_replay(now);
     tracing::info!(

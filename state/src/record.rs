@@ -17,12 +17,16 @@
 //! 8 ACK       session u64, msg u64                              acknowledged or expired
 //! ```
 //!
+//! A record is exactly its fields: one of fixed size with bytes after it does not parse.
+//!
 //! Heartbeats are not journaled: they would be most of the journal, and after a restart every
 //! session gets a fresh deadline and its gateway re-announces it (see doc/state.md).
 
 use thiserror::Error;
 
-/// A journal record that does not parse: the journal was written by something else.
+/// A journal record that does not parse, or that the state it is replayed onto cannot take:
+/// either way the journal was not written by this daemon (or was damaged past its checksums),
+/// and the daemon refuses to start on it rather than guess.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RecordError {
     #[error("empty record")]
@@ -33,6 +37,20 @@ pub enum RecordError {
     TooShort { tag: u8, len: usize },
     #[error("record with tag {0} holds a name that is not UTF-8")]
     NotUtf8(u8),
+    /// A record of fixed size with bytes after its last field.
+    #[error("record with tag {tag} has {extra} bytes after its last field")]
+    TrailingBytes { tag: u8, extra: usize },
+    /// A record naming a gateway index that no GATEWAY record before it registered.
+    #[error(
+        "record with tag {tag} names gateway index {gateway}, which no GATEWAY record registered"
+    )]
+    UnknownGateway { tag: u8, gateway: u16 },
+    /// A LOGIN or PUSH whose id is u64::MAX: there would be no next id to issue.
+    #[error("record with tag {tag} holds id {id}, which leaves no next id")]
+    IdOverflow { tag: u8, id: u64 },
+    /// A LOGIN of a session id that a session already holds.
+    #[error("record with tag {tag} logs in session {session}, which is already in use")]
+    SessionInUse { tag: u8, session: u64 },
 }
 
 /// One change, borrowed from the bytes it was decoded from.
@@ -80,19 +98,32 @@ pub enum Record<'a> {
 }
 
 impl Record<'_> {
+    /// The record's tag, its first byte.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Record::Counters { .. } => 1,
+            Record::Gateway { .. } => 2,
+            Record::Login { .. } => 3,
+            Record::Detach { .. } => 4,
+            Record::Attach { .. } => 5,
+            Record::Remove { .. } => 6,
+            Record::Push { .. } => 7,
+            Record::Ack { .. } => 8,
+        }
+    }
+
     /// Appends the encoded record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.tag());
         match *self {
             Record::Counters {
                 next_session,
                 next_msg,
             } => {
-                out.push(1);
                 put(out, next_session);
                 put(out, next_msg);
             }
             Record::Gateway { index, name } => {
-                out.push(2);
                 out.extend_from_slice(&index.to_le_bytes());
                 out.extend_from_slice(name.as_bytes());
             }
@@ -105,7 +136,6 @@ impl Record<'_> {
                 secret,
                 device,
             } => {
-                out.push(3);
                 put(out, session);
                 put(out, replaces);
                 out.extend_from_slice(&gateway.to_le_bytes());
@@ -118,7 +148,6 @@ impl Record<'_> {
                 session,
                 at_unix_ms,
             } => {
-                out.push(4);
                 put(out, session);
                 put(out, at_unix_ms);
             }
@@ -127,13 +156,11 @@ impl Record<'_> {
                 gateway,
                 route,
             } => {
-                out.push(5);
                 put(out, session);
                 out.extend_from_slice(&gateway.to_le_bytes());
                 put(out, route);
             }
             Record::Remove { session } => {
-                out.push(6);
                 put(out, session);
             }
             Record::Push {
@@ -142,14 +169,12 @@ impl Record<'_> {
                 expires_unix_ms,
                 payload,
             } => {
-                out.push(7);
                 put(out, session);
                 put(out, msg);
                 put(out, expires_unix_ms);
                 out.extend_from_slice(payload);
             }
             Record::Ack { session, msg } => {
-                out.push(8);
                 put(out, session);
                 put(out, msg);
             }
@@ -192,7 +217,7 @@ impl Record<'_> {
                 session: r.u64()?,
                 msg: r.u64()?,
                 expires_unix_ms: r.u64()?,
-                payload: r.rest,
+                payload: r.rest(),
             },
             8 => Record::Ack {
                 session: r.u64()?,
@@ -200,6 +225,7 @@ impl Record<'_> {
             },
             other => return Err(RecordError::UnknownTag(other)),
         };
+        r.finish()?;
         Ok(record)
     }
 }
@@ -236,9 +262,23 @@ impl<'a> Reader<'a> {
     }
 
     fn text(&mut self) -> Result<&'a str, RecordError> {
-        let text = std::str::from_utf8(self.rest).map_err(|_| RecordError::NotUtf8(self.tag))?;
-        self.rest = &[];
-        Ok(text)
+        std::str::from_utf8(self.rest()).map_err(|_| RecordError::NotUtf8(self.tag))
+    }
+
+    /// Everything left: the last field of a record that ends in a name or a payload.
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.rest)
+    }
+
+    /// A record is exactly its fields: anything after the last one is damage.
+    fn finish(self) -> Result<(), RecordError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            extra => Err(RecordError::TrailingBytes {
+                tag: self.tag,
+                extra,
+            }),
+        }
     }
 }
 
@@ -318,5 +358,48 @@ mod tests {
             Record::decode(&[4, 1, 2]),
             Err(RecordError::TooShort { tag: 4, .. })
         ));
+    }
+
+    #[test]
+    fn a_fixed_size_record_with_bytes_after_it_is_refused() {
+        for record in all() {
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes);
+            bytes.push(0);
+            let decoded = Record::decode(&bytes);
+            match record {
+                // The name or payload takes the byte.
+                Record::Gateway { .. } | Record::Login { .. } | Record::Push { .. } => {
+                    assert!(decoded.is_ok(), "{record:?}: {decoded:?}")
+                }
+                _ => assert_eq!(
+                    decoded,
+                    Err(RecordError::TrailingBytes {
+                        tag: record.tag(),
+                        extra: 1
+                    })
+                ),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes decode to a record or an error, never a panic, and a record decoded
+        /// encodes back to exactly the bytes it came from.
+        #[test]
+        fn arbitrary_bytes_never_panic_and_what_decodes_round_trips(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            tag in 0u8..10,
+        ) {
+            let mut bytes = bytes;
+            if let Some(first) = bytes.first_mut() {
+                *first = tag; // mostly tags that exist
+            }
+            if let Ok(record) = Record::decode(&bytes) {
+                let mut again = Vec::new();
+                record.encode(&mut again);
+                proptest::prop_assert_eq!(again, bytes);
+            }
+        }
     }
 }

@@ -21,8 +21,9 @@ impl Store {
     pub(super) fn lifecycle_due(&mut self, slot: usize, now: Now) {
         match self.sessions[slot].presence {
             Presence::Online => {
-                let deadline =
-                    self.sessions[slot].last_heartbeat_ms + self.rules.heartbeat_deadline_ms();
+                let deadline = self.sessions[slot]
+                    .last_heartbeat_ms
+                    .saturating_add(self.rules.heartbeat_deadline_ms());
                 if now.mono_ms >= deadline {
                     let s = &self.sessions[slot];
                     let (gw, route) = (s.gateway, s.route);
@@ -33,7 +34,7 @@ impl Store {
                 }
             }
             Presence::Detached { since_ms } => {
-                if now.mono_ms >= since_ms + self.rules.resume_window_ms() {
+                if now.mono_ms >= since_ms.saturating_add(self.rules.resume_window_ms()) {
                     self.metrics.sessions_expired.inc();
                     let session = self.sessions[slot].id;
                     self.log(Record::Remove { session });
@@ -51,8 +52,12 @@ impl Store {
             self.wheel.cancel(timer);
         }
         let at = match s.presence {
-            Presence::Online => s.last_heartbeat_ms + self.rules.heartbeat_deadline_ms(),
-            Presence::Detached { since_ms } => since_ms + self.rules.resume_window_ms(),
+            Presence::Online => s
+                .last_heartbeat_ms
+                .saturating_add(self.rules.heartbeat_deadline_ms()),
+            Presence::Detached { since_ms } => {
+                since_ms.saturating_add(self.rules.resume_window_ms())
+            }
         };
         s.timer = Some(self.wheel.insert(at, (slot as u64) << 1 | LIFECYCLE));
     }

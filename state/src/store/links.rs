@@ -136,6 +136,10 @@ impl Store {
         let Some(secret) = self.random.secret() else {
             return self.fail(gw, id, route, ErrorCode::Internal, "no randomness");
         };
+        let session = self.next_session;
+        let Some(next_session) = session.checked_add(1) else {
+            return self.fail(gw, id, route, ErrorCode::Internal, "session ids exhausted");
+        };
         if let Some(old) = self.find_route(gw, route) {
             self.detach(old, now, Cause::Closed);
         }
@@ -146,8 +150,7 @@ impl Store {
             replaces = self.sessions[old].id;
             pushes = self.remove(old, false);
         }
-        let session = self.next_session;
-        self.next_session += 1;
+        self.next_session = next_session;
         self.log(Record::Login {
             session,
             replaces,

@@ -26,6 +26,8 @@ pub enum PushRefused {
     QueueFull { pending: usize },
     /// The payload is over `max_payload`.
     TooLarge { max: usize },
+    /// Every message id up to u64::MAX was issued (the journal's counters say so).
+    IdsExhausted,
 }
 
 /// A session as `GET /v1/sessions/{device}` shows it.
@@ -68,7 +70,7 @@ impl Store {
             return Err(PushRefused::QueueFull { pending });
         }
         let msg = self.next_msg;
-        self.next_msg += 1;
+        self.next_msg = msg.checked_add(1).ok_or(PushRefused::IdsExhausted)?;
         let ttl_ms = ttl_s.unwrap_or(self.rules.push_ttl_s).saturating_mul(1000);
         let expires_unix_ms = now.unix_ms.saturating_add(ttl_ms);
         let session = self.sessions[slot].id;
@@ -109,7 +111,7 @@ impl Store {
             Presence::Online => ("online", None),
             Presence::Detached { since_ms } => (
                 "detached",
-                Some(now.unix_of(since_ms + self.rules.resume_window_ms())),
+                Some(now.unix_of(since_ms.saturating_add(self.rules.resume_window_ms()))),
             ),
         };
         Some(SessionView {

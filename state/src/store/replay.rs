@@ -9,8 +9,14 @@ use crate::session::{Presence, Push, Session};
 impl Store {
     /// Rebuilds state from one journal record. Nothing is sent and nothing is journaled;
     /// call [`Store::finish_replay`] after the last one.
+    ///
+    /// A record that does not parse, names a gateway index no GATEWAY record registered,
+    /// logs in a session id already in use, or holds an id that leaves no next one (u64::MAX)
+    /// is refused, and changes nothing: every check comes before the first change.
     pub fn replay(&mut self, bytes: &[u8], now: Now) -> Result<(), RecordError> {
-        match Record::decode(bytes)? {
+        let record = Record::decode(bytes)?;
+        let tag = record.tag();
+        match record {
             Record::Counters {
                 next_session,
                 next_msg,
@@ -39,7 +45,14 @@ impl Store {
                 secret,
                 device,
             } => {
-                self.next_session = self.next_session.max(session + 1);
+                self.known_gateway(tag, gateway)?;
+                let next = session
+                    .checked_add(1)
+                    .ok_or(RecordError::IdOverflow { tag, id: session })?;
+                if self.find_id(session).is_some() {
+                    return Err(RecordError::SessionInUse { tag, session });
+                }
+                self.next_session = self.next_session.max(next);
                 let mut pushes = None;
                 if let Some(old) = self.find_id(replaces).filter(|_| replaces != 0) {
                     pushes = self.remove(old, false);
@@ -49,9 +62,6 @@ impl Store {
                 }
                 if let Some(old) = self.find_route(gateway, route) {
                     self.detach_quietly(old, now);
-                }
-                if self.gateways.len() <= gateway as usize {
-                    return Err(RecordError::TooShort { tag: 3, len: 0 });
                 }
                 self.insert(Session {
                     id: session,
@@ -85,6 +95,7 @@ impl Store {
                 gateway,
                 route,
             } => {
+                self.known_gateway(tag, gateway)?;
                 if let Some(slot) = self.find_id(session) {
                     if let Some(other) = self.find_route(gateway, route) {
                         self.detach_quietly(other, now);
@@ -113,7 +124,10 @@ impl Store {
                 expires_unix_ms,
                 payload,
             } => {
-                self.next_msg = self.next_msg.max(msg + 1);
+                let next = msg
+                    .checked_add(1)
+                    .ok_or(RecordError::IdOverflow { tag, id: msg })?;
+                self.next_msg = self.next_msg.max(next);
                 if let Some(slot) = self.find_id(session) {
                     let pushes = self.sessions[slot].pushes.get_or_insert_with(Box::default);
                     pushes.queue.push_back(Push {
@@ -141,6 +155,14 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a record of `tag` that names a gateway index no GATEWAY record registered.
+    fn known_gateway(&self, tag: u8, gateway: u16) -> Result<(), RecordError> {
+        match self.gateways.get(gateway as usize) {
+            Some(_) => Ok(()),
+            None => Err(RecordError::UnknownGateway { tag, gateway }),
+        }
     }
 
     /// Arms every timer after a replay: online sessions get a full heartbeat deadline from

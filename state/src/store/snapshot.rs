@@ -19,7 +19,11 @@ impl Store {
                 name: &g.name,
             });
         }
-        for (_, s) in self.sessions.iter() {
+        // Detached sessions first: a LOGIN record puts its session online, on its route,
+        // until the DETACH record after it, and must not take the route of an online one.
+        let detached = self.sessions.iter().filter(|(_, s)| !s.is_online());
+        let online = self.sessions.iter().filter(|(_, s)| s.is_online());
+        for (_, s) in detached.chain(online) {
             emit(&Record::Login {
                 session: s.id,
                 replaces: 0,
