@@ -16,6 +16,9 @@
 //! and never allocates per frame: decoding borrows the body from the caller's buffer, and
 //! encoding appends to a caller's `Vec<u8>`. Sockets, buffers and their pooling live in the
 //! daemons.
+//!
+//! [`ws`] carries the same frames over WebSocket (RFC 6455), just as sans-IO: the upgrade
+//! handshake, WebSocket framing and message assembly.
 
 pub mod body;
 pub mod decode;
@@ -23,6 +26,7 @@ pub mod encode;
 pub mod error_code;
 pub mod frame;
 pub mod kind;
+pub mod ws;
 
 pub use body::{routes, BodyError, ErrorBody, NodeErrorBody, Routed};
 pub use decode::{drain_frames, feed, DecodeError, Decoder};
