@@ -1,12 +1,14 @@
 //! The `main` every daemon shares: `NAME [flags]` loads the configuration, sets up logging
 //! and runs; `NAME check [flags]` prints the effective configuration (secrets redacted), or
-//! every error in it, and exits 1 on errors.
+//! every error in it, and exits 1 on errors. `--help` shows each flag's default as `check`
+//! prints it, taken from the config's `Default`.
 
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::config::help::NoDefault;
 use crate::config::ConfigErrors;
 use crate::logging::LogFormat;
 
@@ -14,10 +16,10 @@ use crate::logging::LogFormat;
 pub trait Daemon {
     /// Its flags (clap), each overriding the config file's key of the same name.
     type Opts: Args;
-    /// Its configuration.
-    type Config: Serialize;
-    /// Keys whose values are never printed.
-    const SECRET_KEYS: &'static [&'static str] = &[];
+    /// Its configuration; its `Default` is what `--help` shows.
+    type Config: Serialize + Default;
+    /// Keys with no value by default, and what that means, for `--help`.
+    const NO_DEFAULT: &'static [NoDefault] = &[];
 
     fn load(opts: &Self::Opts) -> Result<Self::Config, ConfigErrors>;
     fn log_format(config: &Self::Config) -> LogFormat;
@@ -46,6 +48,7 @@ pub fn main<D: Daemon>(name: &'static str, version: &'static str, about: &'stati
         .bin_name(name)
         .version(version)
         .about(about);
+    let command = crate::config::help::with_defaults::<D::Config>(command, D::NO_DEFAULT);
     let cli = match Cli::<D::Opts>::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -53,7 +56,7 @@ pub fn main<D: Daemon>(name: &'static str, version: &'static str, about: &'stati
     match cli.command {
         Some(Command::Check(opts)) => match D::load(&opts) {
             Ok(config) => {
-                print!("{}", crate::config::render(&config, D::SECRET_KEYS));
+                print!("{}", crate::config::render(&config));
                 eprintln!("configuration ok");
                 ExitCode::SUCCESS
             }

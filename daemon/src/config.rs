@@ -7,10 +7,18 @@
 //!
 //! When that fails, [`load`] finds *every* bad key instead of stopping at the first: it tries
 //! each key on its own, then asks the config's [`Validate`] for cross-field problems. The
-//! `check` subcommand prints the whole list. Values of secret keys never appear in messages.
+//! `check` subcommand prints the whole list. Secrets are a type,
+//! [`Secret`](crate::secret::Secret), whose values never appear in messages or renderings.
+//!
+//! - [`validate`]: the rules for values several daemons take (ids, dial addresses, etcd
+//!   endpoints, socket paths) and [`Checks`](validate::Checks), which collects errors.
+//! - [`help`]: `--help`'s `[default: …]`, generated from the config's `Default`.
+
+pub mod help;
+pub mod validate;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -71,12 +79,8 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Loads a config from an optional TOML file with `overrides` (the clap flags and env vars
-/// that were given) laid over it. `secret_keys` name keys whose values must never be echoed.
-pub fn load<C, O>(
-    file: Option<&Path>,
-    overrides: &O,
-    secret_keys: &[&str],
-) -> Result<C, ConfigErrors>
+/// that were given) laid over it.
+pub fn load<C, O>(file: Option<&Path>, overrides: &O) -> Result<C, ConfigErrors>
 where
     C: DeserializeOwned + Validate,
     O: Serialize,
@@ -94,19 +98,17 @@ where
         Some(path) => read_table(path).map_err(|e| fail(vec![e]))?,
         None => toml::Table::new(),
     };
-    let flags = toml::Table::try_from(overrides)
+    // The flags' secrets are laid over the file's as values, not as "<redacted>".
+    let flags = crate::secret::with_values(|| toml::Table::try_from(overrides))
         .map_err(|e| fail(vec![ConfigError::new("", format!("flags: {e}"))]))?;
     table.extend(flags);
 
     let config: C = match C::deserialize(toml::Value::Table(table.clone())) {
         Ok(config) => config,
         Err(whole) => {
-            let mut errors = per_key_errors::<C>(&table, secret_keys);
+            let mut errors = per_key_errors::<C>(&table);
             if errors.is_empty() {
-                errors.push(ConfigError::new(
-                    "",
-                    redact(&whole.to_string(), secret_keys),
-                ));
+                errors.push(ConfigError::new("", whole.to_string()));
             } else {
                 // Range and cross-key checks on what did parse, so one run lists everything.
                 let mut good = table.clone();
@@ -128,26 +130,12 @@ where
     }
 }
 
-/// Renders a config as TOML with secret values replaced, for `check` and startup logs.
-pub fn render<C: Serialize>(config: &C, secret_keys: &[&str]) -> String {
-    let Ok(mut table) = toml::Table::try_from(config) else {
+/// Renders a config as TOML, for `check` and startup logs (secrets show as `<redacted>`).
+pub fn render<C: Serialize>(config: &C) -> String {
+    let Ok(table) = toml::Table::try_from(config) else {
         return String::from("# (config could not be rendered)\n");
     };
-    for key in secret_keys {
-        // An empty secret is shown as empty: "<redacted>" would claim one is set.
-        let set = table
-            .get(*key)
-            .is_some_and(|v| v.as_str().is_none_or(|s| !s.is_empty()));
-        if set {
-            table.insert(key.to_string(), toml::Value::String("<redacted>".into()));
-        }
-    }
     toml::to_string(&table).unwrap_or_default()
-}
-
-/// The path given with `--config`, or none.
-pub fn file_arg(path: &Option<PathBuf>) -> Option<&Path> {
-    path.as_deref()
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
@@ -158,37 +146,22 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
 }
 
 /// Tries each key alone (every other key at its default) to name every key that is wrong.
-fn per_key_errors<C: DeserializeOwned>(
-    table: &toml::Table,
-    secret_keys: &[&str],
-) -> Vec<ConfigError> {
+fn per_key_errors<C: DeserializeOwned>(table: &toml::Table) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for (key, value) in table {
         let mut single = toml::Table::new();
         single.insert(key.clone(), value.clone());
         if let Err(e) = C::deserialize(toml::Value::Table(single)) {
-            let message = if secret_keys.contains(&key.as_str()) {
-                "invalid value (not shown: secret)".to_string()
-            } else {
-                redact(e.message(), secret_keys)
-            };
-            errors.push(ConfigError::new(key.clone(), message));
+            errors.push(ConfigError::new(key.clone(), e.message()));
         }
     }
     errors
 }
 
-fn redact(message: &str, secret_keys: &[&str]) -> String {
-    if secret_keys.iter().any(|k| message.contains(k)) {
-        "invalid configuration involving a secret key (value not shown)".to_string()
-    } else {
-        message.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize, Serialize, PartialEq)]
@@ -196,7 +169,7 @@ mod tests {
     struct Sample {
         port: u16,
         workers: usize,
-        secret: String,
+        secret: Secret,
     }
 
     impl Default for Sample {
@@ -204,7 +177,7 @@ mod tests {
             Sample {
                 port: 80,
                 workers: 1,
-                secret: String::new(),
+                secret: Secret::default(),
             }
         }
     }
@@ -258,16 +231,16 @@ mod tests {
             port: Some(82),
             workers: None,
         };
-        let c: Sample = load(Some(&file.0), &flags, &[]).unwrap();
+        let c: Sample = load(Some(&file.0), &flags).unwrap();
         assert_eq!((c.port, c.workers), (82, 4));
-        let c: Sample = load(None, &Flags::default(), &[]).unwrap();
+        let c: Sample = load(None, &Flags::default()).unwrap();
         assert_eq!(c, Sample::default());
     }
 
     #[test]
     fn every_bad_key_is_reported_at_once() {
         let file = write("port = \"eighty\"\ncolour = \"blue\"\nworkers = -1\n");
-        let err = load::<Sample, _>(Some(&file.0), &Flags::default(), &[]).unwrap_err();
+        let err = load::<Sample, _>(Some(&file.0), &Flags::default()).unwrap_err();
         let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, vec!["colour", "port", "workers"], "{err}");
     }
@@ -275,7 +248,7 @@ mod tests {
     #[test]
     fn type_errors_and_range_errors_are_listed_together() {
         let file = write("port = \"eighty\"\nworkers = 0\n");
-        let err = load::<Sample, _>(Some(&file.0), &Flags::default(), &[]).unwrap_err();
+        let err = load::<Sample, _>(Some(&file.0), &Flags::default()).unwrap_err();
         let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, vec!["port", "workers"], "{err}");
     }
@@ -286,7 +259,7 @@ mod tests {
             port: None,
             workers: Some(0),
         };
-        let err = load::<Sample, _>(None, &flags, &[]).unwrap_err();
+        let err = load::<Sample, _>(None, &flags).unwrap_err();
         assert_eq!(
             err.errors,
             vec![ConfigError::new("workers", "must be at least 1")]
@@ -296,15 +269,12 @@ mod tests {
     #[test]
     fn secrets_are_never_echoed() {
         let file = write("secret = 12345\n");
-        let err = load::<Sample, _>(Some(&file.0), &Flags::default(), &["secret"]).unwrap_err();
+        let err = load::<Sample, _>(Some(&file.0), &Flags::default()).unwrap_err();
         assert!(!err.to_string().contains("12345"), "{err}");
-        let rendered = render(
-            &Sample {
-                secret: "hunter2".into(),
-                ..Sample::default()
-            },
-            &["secret"],
-        );
+        let rendered = render(&Sample {
+            secret: Secret::from("hunter2".to_string()),
+            ..Sample::default()
+        });
         assert!(!rendered.contains("hunter2"));
         assert!(rendered.contains("<redacted>"));
     }
@@ -312,8 +282,8 @@ mod tests {
     #[test]
     fn unreadable_or_invalid_files_are_errors() {
         let missing = Path::new("/nonexistent/tether.toml");
-        assert!(load::<Sample, _>(Some(missing), &Flags::default(), &[]).is_err());
+        assert!(load::<Sample, _>(Some(missing), &Flags::default()).is_err());
         let file = write("port = [");
-        assert!(load::<Sample, _>(Some(&file.0), &Flags::default(), &[]).is_err());
+        assert!(load::<Sample, _>(Some(&file.0), &Flags::default()).is_err());
     }
 }

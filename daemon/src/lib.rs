@@ -1,7 +1,8 @@
 //! What every Tether daemon shares, so each follows design.md's conventions the same way:
 //! one `main` with a `check` subcommand ([`cli`]),
-//! a TOML config layered under env vars and flags with a `check` that lists every error
-//! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
+//! a TOML config layered under env vars and flags with a `check` that lists every error, the
+//! validators its keys share and `--help` defaults taken from `Default` ([`config`]), secrets
+//! that never print ([`secret`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
 //! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), Prometheus text
 //! ([`prometheus`]) and the write loop of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
@@ -15,5 +16,6 @@ pub mod nonblocking;
 pub mod notify;
 pub mod prometheus;
 pub mod rlimit;
+pub mod secret;
 pub mod signals;
 pub mod watchdog;

@@ -1,5 +1,7 @@
 //! `--etcd URL[,URL…]`: the etcd cluster's client URLs.
 
+use tether_daemon::config::validate::etcd_endpoint;
+
 use crate::error::DiscoveryError;
 
 /// The client URLs of one etcd cluster (`http://host:port`; a bare `host:port` means http).
@@ -8,14 +10,16 @@ use crate::error::DiscoveryError;
 pub struct Endpoints(Vec<String>);
 
 impl Endpoints {
-    /// Parses each URL; every one must be `http://host:port` or `host:port` with a port.
+    /// Parses each URL; every one must be an
+    /// [`etcd_endpoint`](tether_daemon::config::validate::etcd_endpoint): `http://host:port`
+    /// or `host:port`.
     pub fn parse<S: AsRef<str>>(urls: &[S]) -> Result<Endpoints, DiscoveryError> {
         if urls.is_empty() {
             return Err(DiscoveryError::NoEndpoint);
         }
         let mut out = Vec::with_capacity(urls.len());
         for url in urls {
-            out.push(parse_one(url.as_ref())?);
+            out.push(etcd_endpoint(url.as_ref())?);
         }
         Ok(Endpoints(out))
     }
@@ -24,31 +28,6 @@ impl Endpoints {
     pub fn urls(&self) -> &[String] {
         &self.0
     }
-}
-
-fn parse_one(url: &str) -> Result<String, DiscoveryError> {
-    let bad = |why| DiscoveryError::Endpoint {
-        url: url.to_string(),
-        why,
-    };
-    if url.starts_with("https://") {
-        return Err(bad(
-            "TLS is not supported: use http:// on a private network",
-        ));
-    }
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let host_port = rest.strip_suffix('/').unwrap_or(rest);
-    if host_port.contains('/') || host_port.contains("://") {
-        return Err(bad("expected http://host:port, with no path"));
-    }
-    let (host, port) = host_port.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    if !port.parse::<u16>().is_ok_and(|p| p > 0) {
-        return Err(bad("the port is not 1-65535"));
-    }
-    Ok(format!("http://{host_port}"))
 }
 
 #[cfg(test)]

@@ -1,19 +1,27 @@
 //! What can go wrong in discovery.
 
+use tether_daemon::config::validate::{BadEndpoint, Invalid};
 use thiserror::Error;
 
 /// Why discovery or registration could not start, or a record could not be read.
 #[derive(Debug, Error)]
 pub enum DiscoveryError {
     /// An `--etcd` value that is not `http://host:port` (or `host:port`).
-    #[error("{url:?} is not an etcd endpoint (http://host:port): {why}")]
-    Endpoint { url: String, why: &'static str },
+    #[error(transparent)]
+    Endpoint(#[from] BadEndpoint),
     /// No endpoint was given.
     #[error("no etcd endpoint given")]
     NoEndpoint,
     /// A record's value is not JSON with an `addr` string.
     #[error("the record of {id:?} is not JSON with an \"addr\": {why}")]
     Record { id: String, why: String },
+    /// A record's id or `addr` that ipconfig would refuse in a report.
+    #[error("the record of {id:?}: {field}: {why}")]
+    Invalid {
+        id: String,
+        field: &'static str,
+        why: Invalid,
+    },
     /// A key under the prefix with no id after it.
     #[error("key {0:?} has no member id")]
     Key(String),

@@ -10,6 +10,7 @@
 //! later). Readers need only `addr`; other fields are carried as they are.
 
 use serde::Deserialize;
+use tether_daemon::config::validate::{dial_addr, member_id};
 
 use crate::error::DiscoveryError;
 
@@ -65,19 +66,21 @@ impl Member {
         }
     }
 
-    /// The member a key under `prefix` and its value describe.
+    /// The member a key under `prefix` and its value describe; its id and `addr` must be
+    /// what ipconfig accepts in a report ([`member_id`], [`dial_addr`]).
     pub fn from_kv(prefix: &str, key: &[u8], value: &[u8]) -> Result<Member, DiscoveryError> {
         let id = id_of(prefix, key)?;
         let parsed: Addr = serde_json::from_slice(value).map_err(|e| DiscoveryError::Record {
             id: id.clone(),
             why: e.to_string(),
         })?;
-        if parsed.addr.is_empty() {
-            return Err(DiscoveryError::Record {
-                id,
-                why: "empty addr".into(),
-            });
-        }
+        let invalid = |field, why| DiscoveryError::Invalid {
+            id: id.clone(),
+            field,
+            why,
+        };
+        member_id(&id).map_err(|why| invalid("id", why))?;
+        dial_addr(&parsed.addr).map_err(|why| invalid("addr", why))?;
         Ok(Member {
             id,
             addr: parsed.addr,
@@ -116,6 +119,8 @@ mod tests {
         assert!(Member::from_kv(p, b"/tether/nodes/n1", b"not json").is_err());
         assert!(Member::from_kv(p, b"/tether/nodes/n1", b"{\"addr\":\"\"}").is_err());
         assert!(Member::from_kv(p, b"/tether/nodes/n1", b"{\"id\":\"n1\"}").is_err());
+        assert!(Member::from_kv(p, b"/tether/nodes/n1", b"{\"addr\":\"0.0.0.0:1\"}").is_err());
+        assert!(Member::from_kv(p, b"/tether/nodes/n 1", b"{\"addr\":\"a:1\"}").is_err());
         let extra = br#"{"addr":"a:1","connections":3}"#;
         let m = Member::from_kv(p, b"/tether/nodes/n1", extra).unwrap();
         assert_eq!((m.id.as_str(), m.addr.as_str()), ("n1", "a:1"));

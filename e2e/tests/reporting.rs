@@ -1,10 +1,13 @@
 //! Gateways report to ipconfig: both show up in /ip_list, and a draining one drops out at
-//! once, before its clients are told to reconnect.
+//! once, before its clients are told to reconnect; a gateway whose id or advertised address
+//! ipconfig would refuse does not pass `check`.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tether_e2e::{
-    echo_node, eventually, free_addr, http_get, ipconfig, listed, wait_for_port, Client, Proc,
+    binary, echo_node, eventually, free_addr, http_get, http_post, ipconfig, listed, wait_for_port,
+    Client, Proc,
 };
 use tether_proto::Kind;
 
@@ -73,4 +76,72 @@ fn gateways_report_and_a_draining_one_is_delisted_at_once() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A report of an idle gateway with this `id` and `addr`.
+fn report(id: &str, addr: &str) -> Vec<u8> {
+    serde_json::json!({
+        "id": id, "addr": addr, "connections": 0, "max_connections": 100,
+        "bytes_in_per_s": 0, "bytes_out_per_s": 0, "bandwidth_bytes_per_s": 1e9,
+        "cpu": 1.0, "draining": false,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// ipconfig's answer to a report with this `id` and `addr`: (status, the problem with the
+/// field named, without the field's name).
+fn refusal(ipc: std::net::SocketAddr, field: &str, id: &str, addr: &str) -> (u16, String) {
+    let (status, body) = http_post(ipc, "/v1/report", &report(id, addr));
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(answer["field"], field, "{body}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    let problem = error.strip_prefix(&format!("{field}: ")).unwrap_or(error);
+    (status, problem.to_string())
+}
+
+#[test]
+fn check_refuses_an_id_or_advertise_that_ipconfig_would_refuse_with_its_words() {
+    let (_ipc, ipc) = ipconfig(&[]);
+    let (status, bad_addr) = refusal(ipc, "addr", "gw-1", "0.0.0.0:8900");
+    assert_eq!(status, 400, "{bad_addr}");
+    let (status, bad_id) = refusal(ipc, "id", "gw 1", "127.0.0.1:8900");
+    assert_eq!(status, 400, "{bad_id}");
+
+    let check = |args: &[&str]| {
+        let out = Command::new(binary("tether-gateway"))
+            .arg("check")
+            .args(args)
+            .env_remove("TETHER_GATEWAY_ID")
+            .env_remove("TETHER_GATEWAY_ADVERTISE")
+            .output()
+            .expect("run tether-gateway check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = check(&["--advertise", "0.0.0.0:8900"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("  - advertise: {bad_addr}\n")),
+        "ipconfig says {bad_addr:?}; check says {stderr}"
+    );
+    let (code, stderr) = check(&["--id", "gw 1", "--advertise", "[::]:8900"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("  - id: {bad_id}\n")),
+        "ipconfig says {bad_id:?}; check says {stderr}"
+    );
+    assert!(
+        stderr.contains("  - advertise: :: is not an address clients can dial\n"),
+        "{stderr}"
+    );
+
+    // What check passes, ipconfig accepts.
+    let (code, stderr) = check(&["--id", "gw-1", "--advertise", "gw-1.example:8900"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (status, body) = http_post(ipc, "/v1/report", &report("gw-1", "gw-1.example:8900"));
+    assert_eq!(status, 200, "{body}");
 }

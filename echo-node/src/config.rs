@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use tether_daemon::config::validate::{self, Checks};
 use tether_daemon::config::{ConfigError, Validate};
 use tether_daemon::logging::LogFormat;
 use tether_proto::DEFAULT_MAX_BODY;
@@ -61,45 +62,29 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        if self.queue == 0 {
-            errors.push(ConfigError::new("queue", "must be at least 1"));
+        let mut c = Checks::new();
+        c.need(self.queue >= 1, "queue", "must be at least 1");
+        c.need(
+            self.max_queued_bytes >= 64 * 1024,
+            "max_queued_bytes",
+            "must be at least 65536",
+        );
+        c.need(self.reactors <= 1024, "reactors", "at most 1024");
+        c.need(self.workers <= 4096, "workers", "at most 4096");
+        c.need(
+            self.work_us <= 10_000_000,
+            "work_us",
+            "at most 10000000 (10 s)",
+        );
+        c.etcd("etcd", &self.etcd);
+        // What discovery accepts in a record (empty: the node derives one).
+        if !self.id.is_empty() {
+            c.check("id", validate::member_id(&self.id));
         }
-        if self.max_queued_bytes < 64 * 1024 {
-            errors.push(ConfigError::new(
-                "max_queued_bytes",
-                "must be at least 65536",
-            ));
+        if !self.advertise.is_empty() {
+            c.check("advertise", validate::dial_addr(&self.advertise));
         }
-        if self.reactors > 1024 {
-            errors.push(ConfigError::new("reactors", "at most 1024"));
-        }
-        if self.workers > 4096 {
-            errors.push(ConfigError::new("workers", "at most 4096"));
-        }
-        if self.work_us > 10_000_000 {
-            errors.push(ConfigError::new("work_us", "at most 10000000 (10 s)"));
-        }
-        if !self.etcd.is_empty() {
-            if let Err(e) = tether_discovery::Endpoints::parse(&self.etcd) {
-                errors.push(ConfigError::new("etcd", e.to_string()));
-            }
-        }
-        if self.id.len() > 128 || self.id.contains('/') || self.id.contains(char::is_whitespace) {
-            errors.push(ConfigError::new(
-                "id",
-                "at most 128 bytes, no '/' and no spaces",
-            ));
-        }
-        if !self.advertise.is_empty()
-            && !self
-                .advertise
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
-        {
-            errors.push(ConfigError::new("advertise", "host:port"));
-        }
-        errors
+        c.into_errors()
     }
 }
 
@@ -124,47 +109,48 @@ fn resolve_threads(n: usize) -> usize {
 }
 
 /// Command-line flags; each overrides the file's key of the same name and reads
-/// `TETHER_NODE_<KEY>` from the environment when not given.
+/// `TETHER_NODE_<KEY>` from the environment when not given. Their help says no default:
+/// `--help` appends the one `Config::default()` has.
 #[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct Opts {
     /// TOML config file.
     #[arg(long, env = "TETHER_NODE_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8890].
+    /// Address to listen on.
     #[arg(long, env = "TETHER_NODE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Event-loop threads, 0 = one per core [default: 0].
+    /// Event-loop threads, 0 = one per core.
     #[arg(long, env = "TETHER_NODE_REACTORS")]
     pub reactors: Option<usize>,
-    /// Compute threads for --work-us, 0 = one per core [default: 0].
+    /// Compute threads for --work-us, 0 = one per core.
     #[arg(long, env = "TETHER_NODE_WORKERS")]
     pub workers: Option<usize>,
-    /// Simulated CPU per request in µs, 0 = answer inline [default: 0].
+    /// Simulated CPU per request in µs, 0 = answer inline.
     #[arg(long, env = "TETHER_NODE_WORK_US")]
     pub work_us: Option<u64>,
-    /// Requests waiting for a worker before OVERLOADED [default: 1024].
+    /// Requests waiting for a worker before OVERLOADED.
     #[arg(long, env = "TETHER_NODE_QUEUE")]
     pub queue: Option<usize>,
-    /// Largest frame body accepted [default: 65536].
+    /// Largest frame body accepted.
     #[arg(long, env = "TETHER_NODE_MAX_BODY")]
     pub max_body: Option<u32>,
-    /// Unread replies per peer before the node stops reading from it [default: 4194304].
+    /// Unread replies per peer before the node stops reading from it.
     #[arg(long, env = "TETHER_NODE_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
-    /// Listen backlog [default: 4096].
+    /// Listen backlog.
     #[arg(long, env = "TETHER_NODE_BACKLOG")]
     pub backlog: Option<u32>,
-    /// etcd client URLs, comma-separated: register there [default: none].
+    /// etcd client URLs, comma-separated: register there; none = not registered.
     #[arg(long, env = "TETHER_NODE_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
-    /// Node id in etcd [default: <hostname>-<port>].
+    /// Node id in etcd; empty = <hostname>-<port>.
     #[arg(long, env = "TETHER_NODE_ID")]
     pub id: Option<String>,
-    /// host:port gateways dial, registered in etcd [default: the listen address].
+    /// host:port gateways dial, registered in etcd; empty = the listen address.
     #[arg(long, env = "TETHER_NODE_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Log format: text or json [default: text].
+    /// Log format: text or json.
     #[arg(long, env = "TETHER_NODE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 }
@@ -172,7 +158,7 @@ pub struct Opts {
 impl Opts {
     /// The config these flags, their env vars and the `--config` file describe.
     pub fn load(&self) -> Result<Config, tether_daemon::config::ConfigErrors> {
-        tether_daemon::config::load(self.config.as_deref(), self, &[])
+        tether_daemon::config::load(self.config.as_deref(), self)
     }
 }
 
@@ -205,5 +191,34 @@ mod tests {
         };
         let err = bad.load().unwrap_err();
         assert_eq!(err.errors.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn ids_and_addresses_are_judged_as_discovery_judges_them() {
+        let opts = Opts {
+            id: Some("node 1".into()),
+            advertise: Some("0.0.0.0:8890".into()),
+            ..Opts::default()
+        };
+        let got: Vec<String> = opts
+            .load()
+            .unwrap_err()
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "id: only printable ASCII characters, no spaces",
+                "advertise: 0.0.0.0 is not an address clients can dial",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_flag_is_a_key_and_its_help_shows_its_default() {
+        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(&[]);
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }

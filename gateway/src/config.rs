@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use tether_daemon::config::help::NoDefault;
+use tether_daemon::config::validate::{self, Checks};
 use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
 use tether_daemon::logging::LogFormat;
 use tether_proto::DEFAULT_MAX_BODY;
@@ -127,105 +129,89 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        let mut need = |ok: bool, key: &str, message: &str| {
-            if !ok {
-                errors.push(ConfigError::new(key, message));
-            }
-        };
-        need(!self.listen.is_empty(), "listen", "at least one address");
-        need(self.acceptors >= 1, "acceptors", "at least 1");
-        need(self.acceptors <= 64, "acceptors", "at most 64");
-        need(
+        let mut c = Checks::new();
+        c.need(!self.listen.is_empty(), "listen", "at least one address");
+        c.need(self.acceptors >= 1, "acceptors", "at least 1");
+        c.need(self.acceptors <= 64, "acceptors", "at most 64");
+        c.need(
             self.reactors <= MAX_REACTORS,
             "reactors",
-            &format!("at most {MAX_REACTORS} (the route key holds 8 bits of reactor)"),
+            format!("at most {MAX_REACTORS} (the route key holds 8 bits of reactor)"),
         );
-        need(!self.nodes.is_empty(), "nodes", "at least one node");
+        c.need(!self.nodes.is_empty(), "nodes", "at least one node");
         let mut unique = self.nodes.clone();
         unique.sort();
         unique.dedup();
-        need(
+        c.need(
             unique.len() == self.nodes.len(),
             "nodes",
             "a node is listed twice",
         );
-        need(
+        c.need(
             self.health_interval_ms >= 10,
             "health_interval_ms",
             "at least 10",
         );
-        need(
+        c.need(
             self.health_timeout_ms >= 10,
             "health_timeout_ms",
             "at least 10",
         );
-        need(self.fall >= 1, "fall", "at least 1");
-        need(self.rise >= 1, "rise", "at least 1");
-        need(self.reconnect_min_ms >= 1, "reconnect_min_ms", "at least 1");
-        need(
+        c.need(self.fall >= 1, "fall", "at least 1");
+        c.need(self.rise >= 1, "rise", "at least 1");
+        c.need(self.reconnect_min_ms >= 1, "reconnect_min_ms", "at least 1");
+        c.need(
             self.reconnect_max_ms >= self.reconnect_min_ms,
             "reconnect_max_ms",
             "at least reconnect_min_ms",
         );
-        need(self.max_connections >= 1, "max_connections", "at least 1");
-        need(self.frame_timeout_ms >= 1, "frame_timeout_ms", "at least 1");
-        need(
+        c.need(self.max_connections >= 1, "max_connections", "at least 1");
+        c.need(self.frame_timeout_ms >= 1, "frame_timeout_ms", "at least 1");
+        c.need(
             self.max_queued_bytes >= 65_536,
             "max_queued_bytes",
             "at least 65536",
         );
-        need(self.max_inflight >= 1, "max_inflight", "at least 1");
-        need(
+        c.need(self.max_inflight >= 1, "max_inflight", "at least 1");
+        c.need(
             (100..=3_600_000).contains(&self.login_timeout_ms),
             "login_timeout_ms",
             "between 100 and 3600000",
         );
-        need(
+        c.need(
             self.idle_timeout_ms == 0 || self.idle_timeout_ms >= 1000,
             "idle_timeout_ms",
             "0 (never) or at least 1000",
         );
         if let Some(path) = &self.state {
-            need(
-                !path.as_os_str().is_empty() && path.as_os_str().len() <= 107,
-                "state",
-                "a socket path of 1 to 107 bytes",
-            );
+            c.check("state", validate::socket_path(path));
         }
         for url in &self.ipconfig {
-            need(
+            c.need(
                 crate::reporter::Endpoint::parse(url).is_ok(),
                 "ipconfig",
-                &format!("{url:?} is not http://host:port[/prefix]"),
+                format!("{url:?} is not http://host:port[/prefix]"),
             );
         }
-        need(self.id.len() <= 128, "id", "at most 128 bytes");
-        need(
-            self.advertise.is_empty()
-                || self
-                    .advertise
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)),
-            "advertise",
-            "host:port",
-        );
-        need(
+        // What ipconfig accepts in a report (empty: the gateway derives one).
+        if !self.id.is_empty() {
+            c.check("id", validate::member_id(&self.id));
+        }
+        if !self.advertise.is_empty() {
+            c.check("advertise", validate::dial_addr(&self.advertise));
+        }
+        c.need(
             self.bandwidth_bytes_per_s >= 1,
             "bandwidth_bytes_per_s",
             "at least 1",
         );
-        need(
+        c.need(
             self.report_interval_ms >= 100,
             "report_interval_ms",
             "at least 100",
         );
-        if !self.etcd.is_empty() {
-            if let Err(e) = tether_discovery::Endpoints::parse(&self.etcd) {
-                errors.push(ConfigError::new("etcd", e.to_string()));
-            }
-        }
-        errors
+        c.etcd("etcd", &self.etcd);
+        c.into_errors()
     }
 }
 
@@ -329,108 +315,112 @@ pub struct Settings {
     pub idle_timeout: Duration,
 }
 
-/// Command-line flags; each overrides the file's key and reads `TETHER_GATEWAY_<KEY>`.
+/// Keys with no value by default, for `--help`.
+pub const NO_DEFAULT: &[NoDefault] = &[("state", "anonymous logins")];
+
+/// Command-line flags; each overrides the file's key and reads `TETHER_GATEWAY_<KEY>`. Their
+/// help says no default: `--help` appends the one `Config::default()` has.
 #[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct Opts {
     /// TOML config file.
     #[arg(long, env = "TETHER_GATEWAY_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Client listener; repeat or comma-separate for several [default: 0.0.0.0:8900].
+    /// Client listener; repeat or comma-separate for several.
     #[arg(long, env = "TETHER_GATEWAY_LISTEN", value_delimiter = ',')]
     pub listen: Option<Vec<SocketAddr>>,
-    /// Listen backlog [default: 4096].
+    /// Listen backlog.
     #[arg(long, env = "TETHER_GATEWAY_BACKLOG")]
     pub backlog: Option<u32>,
-    /// Accepting threads per listener [default: 2].
+    /// Accepting threads per listener.
     #[arg(long, env = "TETHER_GATEWAY_ACCEPTORS")]
     pub acceptors: Option<usize>,
-    /// Event-loop threads, 0 = one per core [default: 0].
+    /// Event-loop threads, 0 = one per core.
     #[arg(long, env = "TETHER_GATEWAY_REACTORS")]
     pub reactors: Option<usize>,
-    /// Pin reactors to cores [default: true].
+    /// Pin reactors to cores.
     #[arg(long, env = "TETHER_GATEWAY_PIN_CORES")]
     pub pin_cores: Option<bool>,
-    /// Admin listener for /metrics, /stats, /healthz [default: 127.0.0.1:8901].
+    /// Admin listener for /metrics, /stats, /healthz.
     #[arg(long, env = "TETHER_GATEWAY_ADMIN")]
     pub admin: Option<SocketAddr>,
-    /// Echo nodes, comma-separated or repeated [default: 127.0.0.1:8890-8893].
+    /// Echo nodes, comma-separated or repeated.
     #[arg(long = "node", env = "TETHER_GATEWAY_NODES", value_delimiter = ',')]
     pub nodes: Option<Vec<SocketAddr>>,
-    /// round-robin, random, least-outstanding or ip-hash [default: round-robin].
+    /// round-robin, random, least-outstanding or ip-hash.
     #[arg(long, env = "TETHER_GATEWAY_BALANCE")]
     pub balance: Option<Balance>,
-    /// Health probe interval, ms [default: 1000].
+    /// Health probe interval, ms.
     #[arg(long, env = "TETHER_GATEWAY_HEALTH_INTERVAL_MS")]
     pub health_interval_ms: Option<u64>,
-    /// Health probe timeout, ms [default: 1000].
+    /// Health probe timeout, ms.
     #[arg(long, env = "TETHER_GATEWAY_HEALTH_TIMEOUT_MS")]
     pub health_timeout_ms: Option<u64>,
-    /// Failed probes before a node is down [default: 3].
+    /// Failed probes before a node is down.
     #[arg(long, env = "TETHER_GATEWAY_FALL")]
     pub fall: Option<u32>,
-    /// Good probes before a node is up again [default: 2].
+    /// Good probes before a node is up again.
     #[arg(long, env = "TETHER_GATEWAY_RISE")]
     pub rise: Option<u32>,
-    /// First reconnect delay, ms [default: 100].
+    /// First reconnect delay, ms.
     #[arg(long, env = "TETHER_GATEWAY_RECONNECT_MIN_MS")]
     pub reconnect_min_ms: Option<u64>,
-    /// Largest reconnect delay, ms [default: 5000].
+    /// Largest reconnect delay, ms.
     #[arg(long, env = "TETHER_GATEWAY_RECONNECT_MAX_MS")]
     pub reconnect_max_ms: Option<u64>,
-    /// Open client connections before OVERLOADED [default: 100000].
+    /// Open client connections before OVERLOADED.
     #[arg(long, env = "TETHER_GATEWAY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Largest client frame body [default: 65536].
+    /// Largest client frame body.
     #[arg(long, env = "TETHER_GATEWAY_MAX_BODY")]
     pub max_body: Option<u32>,
-    /// Partial-frame timeout, ms [default: 10000].
+    /// Partial-frame timeout, ms.
     #[arg(long, env = "TETHER_GATEWAY_FRAME_TIMEOUT_MS")]
     pub frame_timeout_ms: Option<u64>,
-    /// Unread reply bytes per client before SLOW_CONSUMER [default: 1048576].
+    /// Unread reply bytes per client before SLOW_CONSUMER.
     #[arg(long, env = "TETHER_GATEWAY_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
-    /// Requests in flight per client before reading pauses [default: 1024].
+    /// Requests in flight per client before reading pauses.
     #[arg(long, env = "TETHER_GATEWAY_MAX_INFLIGHT")]
     pub max_inflight: Option<u32>,
-    /// DATA frames/s per connection, 0 = off [default: 0].
+    /// DATA frames/s per connection, 0 = off.
     #[arg(long, env = "TETHER_GATEWAY_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
-    /// Rate-limit burst, 0 = one second's worth [default: 0].
+    /// Rate-limit burst, 0 = one second's worth.
     #[arg(long, env = "TETHER_GATEWAY_RATE_BURST")]
     pub rate_burst: Option<u32>,
-    /// Drain time after SIGTERM, ms [default: 10000].
+    /// Drain time after SIGTERM, ms.
     #[arg(long, env = "TETHER_GATEWAY_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
-    /// State daemon socket; set, clients must LOGIN [default: none: anonymous logins].
+    /// State daemon socket; set, clients must LOGIN.
     #[arg(long, env = "TETHER_GATEWAY_STATE")]
     pub state: Option<PathBuf>,
-    /// With --state: no LOGIN within this many ms is TIMEOUT [default: 10000].
+    /// With --state: no LOGIN within this many ms is TIMEOUT.
     #[arg(long, env = "TETHER_GATEWAY_LOGIN_TIMEOUT_MS")]
     pub login_timeout_ms: Option<u64>,
-    /// Nothing received for this many ms is TIMEOUT "idle", 0 = never [default: 300000].
+    /// Nothing received for this many ms is TIMEOUT "idle", 0 = never.
     #[arg(long, env = "TETHER_GATEWAY_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
-    /// ip-config service to report to, http://host:port; repeat for several [default: none].
+    /// ip-config service to report to, http://host:port; repeat for several; none = no reports.
     #[arg(long, env = "TETHER_GATEWAY_IPCONFIG", value_delimiter = ',')]
     pub ipconfig: Option<Vec<String>>,
-    /// Gateway id in reports [default: <hostname>-<port>].
+    /// Gateway id in reports; empty = <hostname>-<port>.
     #[arg(long, env = "TETHER_GATEWAY_ID")]
     pub id: Option<String>,
-    /// host:port clients dial, in reports [default: the first listener].
+    /// host:port clients dial, in reports; empty = the first listener.
     #[arg(long, env = "TETHER_GATEWAY_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Network capacity for scoring, bytes/s [default: 1250000000].
+    /// Network capacity for scoring, bytes/s.
     #[arg(long, env = "TETHER_GATEWAY_BANDWIDTH_BYTES_PER_S")]
     pub bandwidth_bytes_per_s: Option<u64>,
-    /// Report interval, ms [default: 1000].
+    /// Report interval, ms.
     #[arg(long, env = "TETHER_GATEWAY_REPORT_INTERVAL_MS")]
     pub report_interval_ms: Option<u64>,
-    /// etcd client URLs, comma-separated: register there and take the nodes from there
-    /// [default: none: the --node list].
+    /// etcd client URLs, comma-separated: register there and take the nodes from there;
+    /// none = the --node list.
     #[arg(long, env = "TETHER_GATEWAY_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
-    /// Log format: text or json [default: text].
+    /// Log format: text or json.
     #[arg(long, env = "TETHER_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 }
@@ -438,7 +428,7 @@ pub struct Opts {
 impl Opts {
     /// The config these flags, their env vars and the `--config` file describe.
     pub fn load(&self) -> Result<Config, ConfigErrors> {
-        tether_daemon::config::load(self.config.as_deref(), self, &[])
+        tether_daemon::config::load(self.config.as_deref(), self)
     }
 }
 
@@ -482,6 +472,43 @@ mod tests {
             vec!["reactors", "nodes", "fall", "max_queued_bytes"],
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_id_or_address_ipconfig_would_refuse_is_refused() {
+        let opts = Opts {
+            id: Some("gw 1".into()),
+            advertise: Some("0.0.0.0:8900".into()),
+            ..Opts::default()
+        };
+        let err = opts.load().unwrap_err();
+        let got: Vec<String> = err.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "id: only printable ASCII characters, no spaces",
+                "advertise: 0.0.0.0 is not an address clients can dial",
+            ]
+        );
+        for advertise in ["[::]:8900", "gw.example:0", "gw.example"] {
+            let opts = Opts {
+                advertise: Some(advertise.into()),
+                ..Opts::default()
+            };
+            assert!(opts.load().is_err(), "{advertise}");
+        }
+        let opts = Opts {
+            id: Some("gw-1".into()),
+            advertise: Some("gw-1.example:8900".into()),
+            ..Opts::default()
+        };
+        assert!(opts.load().is_ok());
+    }
+
+    #[test]
+    fn every_flag_is_a_key_and_its_help_shows_its_default() {
+        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(NO_DEFAULT);
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use tether_daemon::cli::Daemon;
+use tether_daemon::config::help::NoDefault;
 use tether_daemon::config::ConfigErrors;
 use tether_daemon::logging::LogFormat;
 use tether_gateway::{Config, Opts};
@@ -12,6 +13,7 @@ struct Gateway;
 impl Daemon for Gateway {
     type Opts = Opts;
     type Config = Config;
+    const NO_DEFAULT: &'static [NoDefault] = tether_gateway::config::NO_DEFAULT;
 
     fn load(opts: &Opts) -> Result<Config, ConfigErrors> {
         opts.load()

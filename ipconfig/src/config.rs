@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use tether_daemon::config::validate::Checks;
 use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
 use tether_daemon::logging::LogFormat;
 
@@ -65,55 +66,46 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        let mut need = |ok: bool, key: &str, message: String| {
-            if !ok {
-                errors.push(ConfigError::new(key, message));
-            }
-        };
-        need(
+        let mut c = Checks::new();
+        c.need(
             (1..=MAX_WINDOW).contains(&self.window),
             "window",
             format!("between 1 and {MAX_WINDOW}"),
         );
-        need(
+        c.need(
             (10..=86_400_000).contains(&self.stale_after_ms),
             "stale_after_ms",
-            "between 10 and 86400000 (one day)".into(),
+            "between 10 and 86400000 (one day)",
         );
-        need(
+        c.need(
             (1..=MAX_TOP_N).contains(&self.top_n),
             "top_n",
             format!("between 1 and {MAX_TOP_N}"),
         );
-        need(
+        c.need(
             (1..=60_000).contains(&self.rebuild_interval_ms),
             "rebuild_interval_ms",
-            "between 1 and 60000".into(),
+            "between 1 and 60000",
         );
-        need(
+        c.need(
             self.rebuild_interval_ms <= self.stale_after_ms,
             "rebuild_interval_ms",
-            "at most stale_after_ms (or stale gateways stay listed for longer)".into(),
+            "at most stale_after_ms (or stale gateways stay listed for longer)",
         );
-        need(
+        c.need(
             (1..=MAX_GATEWAYS).contains(&self.max_gateways),
             "max_gateways",
             format!("between 1 and {MAX_GATEWAYS}"),
         );
         let (lo, hi) = REPORT_BYTES_RANGE;
-        need(
+        c.need(
             (lo..=hi).contains(&self.max_report_bytes),
             "max_report_bytes",
             format!("between {lo} and {hi}"),
         );
-        need(self.workers <= 1024, "workers", "at most 1024".into());
-        if !self.etcd.is_empty() {
-            if let Err(e) = tether_discovery::Endpoints::parse(&self.etcd) {
-                errors.push(ConfigError::new("etcd", e.to_string()));
-            }
-        }
-        errors
+        c.need(self.workers <= 1024, "workers", "at most 1024");
+        c.etcd("etcd", &self.etcd);
+        c.into_errors()
     }
 }
 
@@ -137,41 +129,42 @@ impl Config {
 }
 
 /// Command-line flags; each overrides the file's key of the same name and reads
-/// `TETHER_IPCONFIG_<KEY>` from the environment when not given.
+/// `TETHER_IPCONFIG_<KEY>` from the environment when not given. Their help says no default:
+/// `--help` appends the one `Config::default()` has.
 #[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct Opts {
     /// TOML config file.
     #[arg(long, env = "TETHER_IPCONFIG_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// HTTP listener [default: 0.0.0.0:6789].
+    /// HTTP listener.
     #[arg(long, env = "TETHER_IPCONFIG_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Reports per gateway the scores average over [default: 5].
+    /// Reports per gateway the scores average over.
     #[arg(long, env = "TETHER_IPCONFIG_WINDOW")]
     pub window: Option<usize>,
-    /// Drop a gateway after this long without a report, ms [default: 3000].
+    /// Drop a gateway after this long without a report, ms.
     #[arg(long, env = "TETHER_IPCONFIG_STALE_AFTER_MS")]
     pub stale_after_ms: Option<u64>,
-    /// Gateways in an /ip_list answer [default: 5].
+    /// Gateways in an /ip_list answer.
     #[arg(long, env = "TETHER_IPCONFIG_TOP_N")]
     pub top_n: Option<usize>,
-    /// Shortest time between two rebuilds of the list, ms [default: 100].
+    /// Shortest time between two rebuilds of the list, ms.
     #[arg(long, env = "TETHER_IPCONFIG_REBUILD_INTERVAL_MS")]
     pub rebuild_interval_ms: Option<u64>,
-    /// Gateways tracked at once [default: 10000].
+    /// Gateways tracked at once.
     #[arg(long, env = "TETHER_IPCONFIG_MAX_GATEWAYS")]
     pub max_gateways: Option<usize>,
-    /// Largest report body in bytes [default: 16384].
+    /// Largest report body in bytes.
     #[arg(long, env = "TETHER_IPCONFIG_MAX_REPORT_BYTES")]
     pub max_report_bytes: Option<usize>,
-    /// Tokio worker threads, 0 = one per core [default: 0].
+    /// Tokio worker threads, 0 = one per core.
     #[arg(long, env = "TETHER_IPCONFIG_WORKERS")]
     pub workers: Option<usize>,
-    /// etcd client URLs, comma-separated: watch the gateways registered there [default: none].
+    /// etcd client URLs, comma-separated: watch the gateways registered there; none = HTTP only.
     #[arg(long, env = "TETHER_IPCONFIG_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
-    /// Log format: text or json [default: text].
+    /// Log format: text or json.
     #[arg(long, env = "TETHER_IPCONFIG_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 }
@@ -179,7 +172,7 @@ pub struct Opts {
 impl Opts {
     /// The config these flags, their env vars and the `--config` file describe.
     pub fn load(&self) -> Result<Config, ConfigErrors> {
-        tether_daemon::config::load(self.config.as_deref(), self, &[])
+        tether_daemon::config::load(self.config.as_deref(), self)
     }
 }
 
@@ -236,5 +229,11 @@ mod tests {
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_flag_is_a_key_and_its_help_shows_its_default() {
+        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(&[]);
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Every field is required; unknown fields are ignored (a newer gateway may send more). The
-//! body is checked field by field so that a rejection names the field at fault:
+//! body is checked field by field so that a rejection names the field at fault. `id` and
+//! `addr` are judged by the rules every daemon's `check` uses for its own id and advertised
+//! address ([`member_id`], [`dial_addr`]), so a gateway that passes `check` is not refused:
 //!
 //! | field | accepted |
 //! |---|---|
@@ -20,13 +22,10 @@
 //! | `cpu` | a number, 0 ..= 100 (percent of the whole host) |
 //! | `draining` | `true` or `false` |
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use serde_json::{Map, Value};
+use tether_daemon::config::validate::{dial_addr, member_id};
 use thiserror::Error;
 
-/// Longest `id`, in bytes (= characters: ids are ASCII).
-pub const MAX_ID_LEN: usize = 128;
 /// Largest `connections` / `max_connections`.
 pub const MAX_COUNT: u64 = 1 << 40;
 /// Largest byte rate (1 PB/s).
@@ -99,9 +98,9 @@ impl Report {
     /// Validates the fields of an already parsed object, in the order of the table above.
     pub fn from_object(o: &Map<String, Value>) -> Result<Report, ReportError> {
         let id = string(o, "id")?;
-        check_id(&id).map_err(|p| bad("id", p))?;
+        member_id(&id).map_err(|p| bad("id", p.to_string()))?;
         let addr = string(o, "addr")?;
-        check_addr(&addr).map_err(|p| bad("addr", p))?;
+        dial_addr(&addr).map_err(|p| bad("addr", p.to_string()))?;
         Ok(Report {
             id,
             addr,
@@ -181,86 +180,6 @@ fn number(o: &Map<String, Value>, name: &'static str, max: f64) -> Result<f64, R
         // -0.0 passes `x < 0.0`; adding +0.0 stores it as +0.0.
         Some(x) => Ok(x + 0.0),
     }
-}
-
-/// 1–128 printable ASCII characters, no spaces.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(format!("longer than {MAX_ID_LEN} characters"));
-    }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("only printable ASCII characters, no spaces".into());
-    }
-    Ok(())
-}
-
-/// `host:port` a client can dial: IPv4, `[IPv6]` or a DNS name, port 1–65535.
-pub fn check_addr(addr: &str) -> Result<(), String> {
-    if let Ok(socket) = addr.parse::<SocketAddr>() {
-        if socket.port() == 0 {
-            return Err("port must be 1-65535".into());
-        }
-        if socket.ip().is_unspecified() {
-            return Err(format!(
-                "{} is not an address clients can dial",
-                socket.ip()
-            ));
-        }
-        if socket.ip().is_multicast() {
-            return Err("a multicast address".into());
-        }
-        return Ok(());
-    }
-    if addr.starts_with('[') {
-        return Err("not a valid [IPv6]:port".into());
-    }
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err("must be host:port".into());
-    };
-    if host.contains("://") {
-        return Err("must be host:port, without a scheme".into());
-    }
-    if host.contains(':') {
-        return Err("an IPv6 address must be in brackets, e.g. [2001:db8::1]:8900".into());
-    }
-    let port_ok = !port.is_empty()
-        && port.len() <= 5
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p > 0);
-    if !port_ok {
-        return Err("port must be 1-65535".into());
-    }
-    check_dns_name(host)
-}
-
-/// A DNS host name: labels of letters, digits and hyphens (not at either end), 1–63
-/// characters each, 253 in all; a final dot is allowed; the last label is not all digits
-/// (that would be a mistyped IPv4 address).
-fn check_dns_name(host: &str) -> Result<(), String> {
-    let name = host.strip_suffix('.').unwrap_or(host);
-    let invalid = || Err("host is not a valid IP address or DNS name".to_string());
-    if name.is_empty() || name.len() > 253 {
-        return invalid();
-    }
-    for label in name.split('.') {
-        let ok = (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return invalid();
-        }
-    }
-    let last = name.rsplit('.').next().unwrap_or(name);
-    if last.bytes().all(|b| b.is_ascii_digit()) && name.parse::<Ipv4Addr>().is_err() {
-        return invalid();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -480,26 +399,6 @@ mod tests {
     }
 
     #[test]
-    fn good_addresses_pass() {
-        for addr in [
-            "127.0.0.1:8900",
-            "10.0.0.7:1",
-            "[::1]:8900",
-            "[2001:db8::7]:65535",
-            "gw-1.example.com:8900",
-            "gw-1.example.com.:8900",
-            "localhost:8900",
-            "x:1",
-            "1gw.example:8900",
-        ] {
-            assert_eq!(check_addr(addr), Ok(()), "{addr}");
-        }
-        let label63 = "a".repeat(63);
-        assert_eq!(check_addr(&format!("{label63}.example:1")), Ok(()));
-        assert!(check_addr(&format!("{}a.example:1", label63)).is_err());
-    }
-
-    #[test]
     fn boundaries_are_inclusive() {
         assert!(Report::parse(&with("cpu", json!(100))).is_ok());
         assert!(Report::parse(&with("cpu", json!(0))).is_ok());
@@ -516,8 +415,8 @@ mod tests {
         #[test]
         fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             if let Ok(r) = Report::parse(&body) {
-                proptest::prop_assert!(check_id(&r.id).is_ok());
-                proptest::prop_assert!(check_addr(&r.addr).is_ok());
+                proptest::prop_assert!(member_id(&r.id).is_ok());
+                proptest::prop_assert!(dial_addr(&r.addr).is_ok());
             }
         }
 

@@ -2,18 +2,20 @@
 //! [`Config`] that [`crate::run`] can trust.
 //!
 //! [`Args`] is what clap parses; [`Args::into_config`] resolves the targets and URLs, reads
-//! the JWT key, applies the defaults that depend on the machine (`--threads`) and reports
-//! every problem at once. The JWT key is never printed (see [`crate::session::Secret`]).
+//! the JWT key, applies the defaults that depend on the machine (`--threads`) and judges
+//! every flag once, in one pass, reporting every problem at once. The JWT key is a
+//! [`Secret`]: it is never printed.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use tether_daemon::secret::Secret;
 use thiserror::Error;
 
 use crate::http::Url;
-use crate::session::{Login, Secret};
+use crate::session::Login;
 
 /// The longest `--device-prefix`: device ids must stay within the 128 bytes a token's `sub`
 /// may hold, index included.
@@ -55,7 +57,7 @@ pub struct Args {
         hide_env_values = true,
         conflicts_with = "jwt_secret_file"
     )]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// Read the JWT key from this file (a trailing newline is ignored).
     #[arg(long, env = "TETHER_LOADGEN_JWT_SECRET_FILE")]
@@ -316,7 +318,8 @@ pub fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, (String, String)> 
     Ok(out)
 }
 
-/// A validated run description. Build one with [`Args::into_config`] or [`Config::new`].
+/// A validated run description. Build one with [`Args::into_config`], which judges every
+/// flag, or with [`Config::new`] (tests: a config built by hand is trusted as it is).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `--target`s; empty with `--ipconfig`.
@@ -419,10 +422,14 @@ fn list(errors: &[ConfigError]) -> String {
 }
 
 impl Args {
-    /// Resolves targets and checks every flag; all problems are returned at once.
+    /// Converts and checks every flag in one pass, each once; all problems are returned
+    /// together, in the order of the flags.
     pub fn into_config(self) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
 
+        if self.target.is_empty() && self.ipconfig.is_none() {
+            errors.push(ConfigError::NoTarget);
+        }
         let mut targets = Vec::new();
         for target in &self.target {
             match resolve(target) {
@@ -433,79 +440,98 @@ impl Args {
                 }),
             }
         }
+        let ipconfig = self
+            .ipconfig
+            .as_deref()
+            .and_then(|u| url("ipconfig", u, &mut errors));
 
+        let login = match self.login(&mut errors) {
+            Some(key) if key.is_empty() => {
+                errors.push(ConfigError::EmptySecret);
+                Login::None
+            }
+            Some(key) => Login::Jwt(key),
+            None if self.login => Login::Anonymous,
+            None => Login::None,
+        };
+        if self.device_prefix.is_empty() || self.device_prefix.len() > MAX_DEVICE_PREFIX {
+            errors.push(ConfigError::BadDevicePrefix);
+        }
+
+        // Each seconds flag: None when it is not a number of seconds in its range.
         let mut seconds = |flag, value: f64, positive: bool| {
             let bound = if positive { "above 0" } else { "of 0 or more" };
             let ok = value.is_finite() && (value > 0.0 || (!positive && value == 0.0));
             match Duration::try_from_secs_f64(value) {
-                Ok(d) if ok => d,
+                Ok(d) if ok => Some(d),
                 _ => {
                     errors.push(ConfigError::BadSeconds { flag, bound, value });
-                    Duration::ZERO
+                    None
                 }
             }
         };
+        let heartbeat = match self.heartbeat {
+            Some(h) => seconds("heartbeat", h, true).map(Some),
+            None => Some(None),
+        };
+        let reconnect_timeout = seconds("reconnect-timeout", self.reconnect_timeout, true);
         let duration = match self.hold {
             Some(hold) => seconds("hold", hold, true),
             None => seconds("duration", self.duration, true),
         };
         let warmup = seconds("warmup", self.warmup, false);
         let connect_timeout = seconds("connect-timeout", self.connect_timeout, true);
-        let reconnect_timeout = seconds("reconnect-timeout", self.reconnect_timeout, true);
-        let heartbeat = self.heartbeat.map(|h| seconds("heartbeat", h, true));
 
-        let mut url = |flag, text: &str| match Url::parse(text) {
-            Ok(url) => Some(url),
-            Err(e) => {
-                errors.push(ConfigError::BadUrl {
-                    flag,
-                    url: text.to_string(),
-                    reason: e.to_string(),
-                });
-                None
-            }
-        };
-        let ipconfig = self.ipconfig.as_deref().and_then(|u| url("ipconfig", u));
         let push = match self.push_rate {
-            Some(rate) => url("push-url", &self.push_url).map(|url| PushConfig { rate, url }),
+            Some(rate) => {
+                if !(rate.is_finite() && rate > 0.0) {
+                    errors.push(ConfigError::BadPushRate(rate));
+                }
+                url("push-url", &self.push_url, &mut errors).map(|url| PushConfig { rate, url })
+            }
             None => None,
         };
-        if let Some(rate) = self.push_rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                errors.push(ConfigError::BadPushRate(rate));
+
+        if self.conns == 0 {
+            errors.push(ConfigError::NoConns);
+        }
+        if self.max_body > MAX_WIRE_BODY {
+            errors.push(ConfigError::MaxBodyTooLarge(self.max_body));
+        }
+        if self.payload > self.max_body as usize {
+            errors.push(ConfigError::PayloadTooLarge {
+                payload: self.payload,
+                max_body: self.max_body,
+            });
+        }
+        if let (Some(warmup), Some(duration)) = (warmup, duration) {
+            if warmup >= duration {
+                errors.push(ConfigError::WarmupTooLong {
+                    warmup: warmup.as_secs_f64(),
+                    duration: duration.as_secs_f64(),
+                });
             }
         }
-
-        let secret = match (self.jwt_secret, &self.jwt_secret_file) {
-            (Some(key), _) => Some(key.into_bytes()),
-            (None, Some(path)) => match std::fs::read(path) {
-                Ok(mut key) => {
-                    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        key.pop();
-                    }
-                    Some(key)
-                }
-                Err(e) => {
-                    errors.push(ConfigError::SecretFile {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    });
-                    None
-                }
-            },
-            (None, None) => None,
-        };
-        let login = match secret {
-            Some(key) => Login::Jwt(Secret(key)),
-            None if self.login => Login::Anonymous,
-            None => Login::None,
-        };
-
         let mode = match (self.pipeline, self.rate, self.hold) {
             (_, Some(rate), _) => Mode::Rate(rate),
             (_, None, Some(_)) => Mode::Hold,
             (pipeline, None, None) => Mode::Pipeline(pipeline.unwrap_or(1)),
         };
+        match mode {
+            Mode::Pipeline(0) => errors.push(ConfigError::NoPipeline),
+            Mode::Rate(rate) if !(rate.is_finite() && rate > 0.0) => {
+                errors.push(ConfigError::BadRate(rate))
+            }
+            _ => {}
+        }
+        let threads = self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+        });
+        if threads == 0 {
+            errors.push(ConfigError::NoThreads);
+        }
         let sources = match parse_sources(&self.source) {
             Ok(sources) => sources,
             Err((spec, reason)) => {
@@ -513,6 +539,12 @@ impl Args {
                 Vec::new()
             }
         };
+        if !(self.echo_fraction > 0.0 && self.echo_fraction <= 1.0) {
+            errors.push(ConfigError::BadEchoFraction(self.echo_fraction));
+        }
+        if self.procs == 0 {
+            errors.push(ConfigError::NoProcs);
+        }
         let shard = match self.worker_of.as_deref() {
             Some(text) => match Shard::parse(text) {
                 Some(shard) => Some(shard),
@@ -523,13 +555,37 @@ impl Args {
             },
             None => None,
         };
-        let threads = self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(1)
-        });
+        if let Some(path) = &self.json {
+            // Found out now rather than after the whole run.
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                errors.push(ConfigError::JsonDir(path.clone()));
+            }
+        }
 
-        let config = Config {
+        let (
+            Some(heartbeat),
+            Some(reconnect_timeout),
+            Some(duration),
+            Some(warmup),
+            Some(connect_timeout),
+        ) = (
+            heartbeat,
+            reconnect_timeout,
+            duration,
+            warmup,
+            connect_timeout,
+        )
+        else {
+            return Err(ConfigErrors(errors));
+        };
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Config {
             targets,
             ipconfig,
             login,
@@ -554,24 +610,30 @@ impl Args {
             echo_fraction: self.echo_fraction,
             procs: self.procs,
             shard,
-        };
-        // The flag-level checks above already named bad seconds and unresolvable targets;
-        // the config-level checks would only repeat them.
-        let bad_target = errors.iter().any(|e| {
-            matches!(
-                e,
-                ConfigError::BadTarget { .. } | ConfigError::BadUrl { .. }
-            )
-        });
-        errors.extend(config.problems().into_iter().filter(|e| match e {
-            ConfigError::BadSeconds { .. } | ConfigError::BadPushRate(_) => false,
-            ConfigError::NoTarget => !bad_target,
-            _ => true,
-        }));
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(errors))
+        })
+    }
+
+    /// The JWT key: `--jwt-secret`, or `--jwt-secret-file`'s contents without a trailing
+    /// newline; None without either, or when the file cannot be read (then an error).
+    fn login(&self, errors: &mut Vec<ConfigError>) -> Option<Secret> {
+        match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(path)) => match std::fs::read(path) {
+                Ok(mut key) => {
+                    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        key.pop();
+                    }
+                    Some(Secret::new(key))
+                }
+                Err(e) => {
+                    errors.push(ConfigError::SecretFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    });
+                    None
+                }
+            },
+            (None, None) => None,
         }
     }
 }
@@ -609,108 +671,24 @@ impl Config {
         }
     }
 
-    /// Checks a config built by hand the way [`Args::into_config`] checks flags.
-    pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let problems = self.problems();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(problems))
-        }
-    }
-
-    fn problems(&self) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        if self.targets.is_empty() && self.ipconfig.is_none() {
-            errors.push(ConfigError::NoTarget);
-        }
-        if matches!(&self.login, Login::Jwt(key) if key.0.is_empty()) {
-            errors.push(ConfigError::EmptySecret);
-        }
-        if self.device_prefix.is_empty() || self.device_prefix.len() > MAX_DEVICE_PREFIX {
-            errors.push(ConfigError::BadDevicePrefix);
-        }
-        for (flag, value) in [
-            ("reconnect-timeout", Some(self.reconnect_timeout)),
-            ("heartbeat", self.heartbeat),
-        ] {
-            if value.is_some_and(|v| v.is_zero()) {
-                errors.push(ConfigError::BadSeconds {
-                    flag,
-                    bound: "above 0",
-                    value: 0.0,
-                });
-            }
-        }
-        if let Some(push) = &self.push {
-            if !(push.rate.is_finite() && push.rate > 0.0) {
-                errors.push(ConfigError::BadPushRate(push.rate));
-            }
-        }
-        if self.conns == 0 {
-            errors.push(ConfigError::NoConns);
-        }
-        if self.max_body > MAX_WIRE_BODY {
-            errors.push(ConfigError::MaxBodyTooLarge(self.max_body));
-        }
-        if self.payload > self.max_body as usize {
-            errors.push(ConfigError::PayloadTooLarge {
-                payload: self.payload,
-                max_body: self.max_body,
-            });
-        }
-        if self.duration.is_zero() {
-            errors.push(ConfigError::BadSeconds {
-                flag: "duration",
-                bound: "above 0",
-                value: 0.0,
-            });
-        }
-        if self.connect_timeout.is_zero() {
-            errors.push(ConfigError::BadSeconds {
-                flag: "connect-timeout",
-                bound: "above 0",
-                value: 0.0,
-            });
-        }
-        if !self.duration.is_zero() && self.warmup >= self.duration {
-            errors.push(ConfigError::WarmupTooLong {
-                warmup: self.warmup.as_secs_f64(),
-                duration: self.duration.as_secs_f64(),
-            });
-        }
-        match self.mode {
-            Mode::Pipeline(0) => errors.push(ConfigError::NoPipeline),
-            Mode::Rate(rate) if !(rate.is_finite() && rate > 0.0) => {
-                errors.push(ConfigError::BadRate(rate))
-            }
-            _ => {}
-        }
-        if self.threads == 0 {
-            errors.push(ConfigError::NoThreads);
-        }
-        if !(self.echo_fraction > 0.0 && self.echo_fraction <= 1.0) {
-            errors.push(ConfigError::BadEchoFraction(self.echo_fraction));
-        }
-        if self.procs == 0 {
-            errors.push(ConfigError::NoProcs);
-        }
-        if let Some(path) = &self.json {
-            // Found out now rather than after the whole run.
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            if !dir.is_dir() {
-                errors.push(ConfigError::JsonDir(path.clone()));
-            }
-        }
-        errors
-    }
-
     /// The window whose frames and latencies are recorded: `duration - warmup`.
     pub fn measured(&self) -> Duration {
         self.duration.saturating_sub(self.warmup)
+    }
+}
+
+/// `--flag URL` parsed, or None and an error.
+fn url(flag: &'static str, text: &str, errors: &mut Vec<ConfigError>) -> Option<Url> {
+    match Url::parse(text) {
+        Ok(url) => Some(url),
+        Err(e) => {
+            errors.push(ConfigError::BadUrl {
+                flag,
+                url: text.to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
     }
 }
 
@@ -904,7 +882,7 @@ mod tests {
             "1000",
         ])
         .unwrap();
-        assert_eq!(config.login, Login::Jwt(Secret(b"k".to_vec())));
+        assert_eq!(config.login, Login::Jwt(Secret::new(b"k".to_vec())));
         assert_eq!(
             (config.device_prefix.as_str(), config.device_offset),
             ("demo", 1000)
@@ -922,7 +900,7 @@ mod tests {
         std::fs::write(&path, "s3cret\n").unwrap();
         let file = path.to_str().unwrap();
         let config = parse(&["--target", "127.0.0.1:1", "--jwt-secret-file", file]).unwrap();
-        assert_eq!(config.login, Login::Jwt(Secret(b"s3cret".to_vec())));
+        assert_eq!(config.login, Login::Jwt(Secret::new(b"s3cret".to_vec())));
         std::fs::write(&path, "\n").unwrap();
         let errors = parse(&["--target", "127.0.0.1:1", "--jwt-secret-file", file])
             .unwrap_err()

@@ -65,14 +65,13 @@ use worker::Shared;
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs the load described by `config` to the end and returns the merged results; writes
-/// the JSON summary when `config.json` is set. Printing the table is the caller's choice.
+/// Runs the load described by `config` (judged by [`Args::into_config`], or built by hand) to
+/// the end and returns the merged results; writes the JSON summary when `config.json` is
+/// set. Printing the table is the caller's choice.
 ///
-/// An `Err` means the run itself could not be carried out (bad config, no threads, no
-/// poll); connection failures, server errors and verify failures are results, counted in
+/// An `Err` means the run itself could not be carried out (no threads, no poll); connection failures, server errors and verify failures are results, counted in
 /// the [`Summary`].
 pub fn run(config: Config) -> anyhow::Result<Summary> {
-    config.validate().context("invalid configuration")?;
     limits::preflight(&config, config.conns);
     let mut reporter = Reporter::new(config.conns);
     let quiet = config.quiet;

@@ -48,7 +48,6 @@ pub enum Line {
 
 /// Runs as worker process (`--worker-of J/K`): the shard's connections, reported on stdout.
 pub fn run_worker(config: &Config) -> anyhow::Result<()> {
-    config.validate().context("invalid configuration")?;
     let per_process = config
         .shard
         .map_or(config.conns, |s| config.conns.div_ceil(s.count));
@@ -107,7 +106,6 @@ enum Event {
 /// Runs `config` over `config.procs` worker processes started from this binary with
 /// `args` (this process's flags, program name excluded); merges their results.
 pub fn run_parent(config: &Config, args: &[OsString]) -> anyhow::Result<Summary> {
-    config.validate().context("invalid configuration")?;
     let count = config.procs;
     crate::limits::preflight(config, config.conns.div_ceil(count));
     let exe = std::env::current_exe().context("finding this program to start worker processes")?;

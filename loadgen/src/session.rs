@@ -6,10 +6,10 @@
 //! load generator processes with different offsets never log in as the same device. A token
 //! is an HS256 JWT with `sub` = the device id and `exp` = now + one day.
 
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use tether_daemon::secret::Secret;
 use thiserror::Error;
 
 /// How long a minted token is valid.
@@ -17,17 +17,7 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// PING interval when neither `--heartbeat` nor LOGIN_OK names one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
-/// A JWT signing key; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub Vec<u8>);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// Whether and how connections log in.
+/// Whether and how connections log in. The JWT key is a [`Secret`]: it never prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Login {
     /// No LOGIN: DATA straight away (echo nodes, gateways without a state daemon).
@@ -97,7 +87,7 @@ pub fn hello(login: &Login, session: Option<&Session>, device: &str, now: Durati
         Login::Anonymous => Hello::Login(Vec::new()),
         Login::Jwt(secret) => {
             let exp = now.saturating_add(TOKEN_LIFETIME).as_secs();
-            Hello::Login(tether_state::token::sign(&secret.0, device, exp).into_bytes())
+            Hello::Login(tether_state::token::sign(secret.expose(), device, exp).into_bytes())
         }
     }
 }
@@ -142,7 +132,7 @@ mod tests {
     use super::*;
 
     fn jwt() -> Login {
-        Login::Jwt(Secret(b"k".to_vec()))
+        Login::Jwt(Secret::new(b"k".to_vec()))
     }
 
     #[test]
@@ -217,7 +207,7 @@ mod tests {
 
     #[test]
     fn secrets_are_not_printed() {
-        let text = format!("{:?}", Login::Jwt(Secret(b"hunter2".to_vec())));
+        let text = format!("{:?}", Login::Jwt(Secret::new(b"hunter2".to_vec())));
         assert!(!text.contains("hunter2") && !text.contains("104"), "{text}");
         assert!(text.contains("redacted"));
     }

@@ -6,13 +6,16 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use tether_daemon::config::help::NoDefault;
+use tether_daemon::config::validate::{self, Checks};
 use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
 use tether_daemon::logging::LogFormat;
+use tether_daemon::secret::Secret;
 
 use crate::journal::FsyncPolicy;
 
-/// Keys never printed by `check` or the startup log.
-pub const SECRET_KEYS: &[&str] = &["jwt_secret"];
+/// Keys with no value by default, for `--help`.
+pub const NO_DEFAULT: &[NoDefault] = &[("jwt_secret_file", "")];
 /// Largest message TTL a push may ask for: 30 days.
 pub const MAX_TTL_S: u64 = 30 * 86_400;
 
@@ -42,7 +45,7 @@ pub struct Config {
     /// Compact (snapshot) the journal once it grows past this many bytes.
     pub compact_bytes: u64,
     /// HS256 key login tokens are signed with. Never printed.
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// A file holding the key (trailing newline ignored), instead of `jwt_secret`.
     pub jwt_secret_file: Option<PathBuf>,
     /// Clock skew allowed on `exp` and `nbf`, seconds.
@@ -79,7 +82,7 @@ impl Default for Config {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/tether-state")),
             journal_fsync: FsyncPolicy::EverySec,
             compact_bytes: 64 << 20,
-            jwt_secret: String::new(),
+            jwt_secret: Secret::default(),
             jwt_secret_file: None,
             jwt_leeway_s: 30,
             heartbeat_s: 30,
@@ -106,88 +109,78 @@ fn runtime_dir() -> PathBuf {
 
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        let mut need = |ok: bool, key: &str, message: &str| {
-            if !ok {
-                errors.push(ConfigError::new(key, message));
-            }
-        };
-        need(
+        let mut c = Checks::new();
+        c.need(
             !self.jwt_secret.is_empty() || self.jwt_secret_file.is_some(),
             "jwt_secret",
             "required (or jwt_secret_file): logins cannot be checked without it",
         );
-        need(
+        c.need(
             self.jwt_secret.is_empty() || self.jwt_secret_file.is_none(),
             "jwt_secret_file",
             "give jwt_secret or jwt_secret_file, not both",
         );
         if let Some(path) = &self.jwt_secret_file {
-            need(
+            c.need(
                 std::fs::metadata(path).is_ok_and(|m| m.is_file()),
                 "jwt_secret_file",
                 "not a readable file",
             );
         }
-        // sun_path holds 108 bytes including the terminating NUL.
-        need(
-            !self.socket.as_os_str().is_empty() && self.socket.as_os_str().len() <= 107,
-            "socket",
-            "a path of 1 to 107 bytes",
-        );
-        need(
+        c.check("socket", validate::socket_path(&self.socket));
+        c.need(
             self.compact_bytes >= 1 << 20,
             "compact_bytes",
             "at least 1048576 (1 MiB)",
         );
-        need(self.jwt_leeway_s <= 3600, "jwt_leeway_s", "at most 3600");
-        need(
+        c.need(self.jwt_leeway_s <= 3600, "jwt_leeway_s", "at most 3600");
+        c.need(
             (1..=3600).contains(&self.heartbeat_s),
             "heartbeat_s",
             "between 1 and 3600",
         );
-        need(
+        c.need(
             self.resume_window_s <= 86_400,
             "resume_window_s",
             "at most 86400 (one day)",
         );
-        need(
+        c.need(
             (1..=100_000_000).contains(&self.max_sessions),
             "max_sessions",
             "between 1 and 100000000",
         );
-        need(
+        c.need(
             (1..=1_000_000).contains(&self.max_pending),
             "max_pending",
             "between 1 and 1000000",
         );
-        need(
+        c.need(
             (1..=crate::link::MAX_PAYLOAD).contains(&self.max_payload),
             "max_payload",
             "between 1 and 1048000",
         );
-        need(
+        c.need(
             (1..=MAX_TTL_S).contains(&self.push_ttl_s),
             "push_ttl_s",
             "between 1 and 2592000 (30 days)",
         );
-        need(
+        c.need(
             (1..=3_600_000).contains(&self.push_retry_base_ms),
             "push_retry_base_ms",
             "between 1 and 3600000",
         );
-        need(
+        c.need(
             self.push_retry_cap_ms >= self.push_retry_base_ms
                 && self.push_retry_cap_ms <= 86_400_000,
             "push_retry_cap_ms",
             "at least push_retry_base_ms and at most 86400000",
         );
-        need(
+        c.need(
             (1..=64).contains(&self.push_retry_max),
             "push_retry_max",
             "between 1 and 64",
         );
-        errors
+        c.into_errors()
     }
 }
 
@@ -209,74 +202,75 @@ impl Config {
                 }
                 Ok(bytes)
             }
-            None => Ok(self.jwt_secret.as_bytes().to_vec()),
+            None => Ok(self.jwt_secret.expose().to_vec()),
         }
     }
 }
 
 /// Command-line flags; each overrides the file's key of the same name and reads
-/// `TETHER_STATE_<KEY>` from the environment when not given.
+/// `TETHER_STATE_<KEY>` from the environment when not given. Their help says no default:
+/// `--help` appends the one `Config::default()` has.
 #[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct Opts {
     /// TOML config file.
     #[arg(long, env = "TETHER_STATE_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Unix socket gateways connect to [default: $RUNTIME_DIRECTORY/state.sock, else /run/tether/state.sock].
+    /// Unix socket gateways connect to, by default in $RUNTIME_DIRECTORY (else /run/tether).
     #[arg(long, env = "TETHER_STATE_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// HTTP listener for the push API and metrics [default: 127.0.0.1:8902].
+    /// HTTP listener for the push API and metrics.
     #[arg(long, env = "TETHER_STATE_HTTP")]
     pub http: Option<SocketAddr>,
-    /// Journal directory [default: $STATE_DIRECTORY, else /var/lib/tether-state].
+    /// Journal directory, by default $STATE_DIRECTORY (else /var/lib/tether-state).
     #[arg(long, env = "TETHER_STATE_JOURNAL")]
     pub journal: Option<PathBuf>,
-    /// Journal fsync policy: always, everysec or no [default: everysec].
+    /// Journal fsync policy: always, everysec or no.
     #[arg(long, env = "TETHER_STATE_JOURNAL_FSYNC")]
     pub journal_fsync: Option<FsyncPolicy>,
-    /// Compact the journal past this many bytes [default: 67108864].
+    /// Compact the journal past this many bytes.
     #[arg(long, env = "TETHER_STATE_COMPACT_BYTES")]
     pub compact_bytes: Option<u64>,
     /// HS256 key for login tokens (prefer the env var or a file: flags show in `ps`).
     #[arg(long, env = "TETHER_STATE_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// File holding the HS256 key.
     #[arg(long, env = "TETHER_STATE_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
-    /// Clock skew allowed on exp and nbf, seconds [default: 30].
+    /// Clock skew allowed on exp and nbf, seconds.
     #[arg(long, env = "TETHER_STATE_JWT_LEEWAY_S")]
     pub jwt_leeway_s: Option<u64>,
-    /// Heartbeat interval, seconds; 3 × this without one is a KICK [default: 30].
+    /// Heartbeat interval, seconds; 3 × this without one is a KICK.
     #[arg(long, env = "TETHER_STATE_HEARTBEAT_S")]
     pub heartbeat_s: Option<u64>,
-    /// How long a closed session can be resumed, seconds [default: 30].
+    /// How long a closed session can be resumed, seconds.
     #[arg(long, env = "TETHER_STATE_RESUME_WINDOW_S")]
     pub resume_window_s: Option<u64>,
-    /// A device logging in again: kick the old connection or refuse the new [default: kick].
+    /// A device logging in again: kick the old connection or refuse the new.
     #[arg(long, env = "TETHER_STATE_DUPLICATE_LOGIN")]
     pub duplicate_login: Option<DuplicateLogin>,
-    /// Sessions held at once [default: 2000000].
+    /// Sessions held at once.
     #[arg(long, env = "TETHER_STATE_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
-    /// Unacknowledged pushes per session [default: 1024].
+    /// Unacknowledged pushes per session.
     #[arg(long, env = "TETHER_STATE_MAX_PENDING")]
     pub max_pending: Option<usize>,
-    /// Largest push payload in bytes [default: 65536].
+    /// Largest push payload in bytes.
     #[arg(long, env = "TETHER_STATE_MAX_PAYLOAD")]
     pub max_payload: Option<usize>,
-    /// TTL of a push that names none, seconds [default: 3600].
+    /// TTL of a push that names none, seconds.
     #[arg(long, env = "TETHER_STATE_PUSH_TTL_S")]
     pub push_ttl_s: Option<u64>,
-    /// First retransmit delay, ms; doubles per send [default: 1000].
+    /// First retransmit delay, ms; doubles per send.
     #[arg(long, env = "TETHER_STATE_PUSH_RETRY_BASE_MS")]
     pub push_retry_base_ms: Option<u64>,
-    /// Longest retransmit delay, ms [default: 30000].
+    /// Longest retransmit delay, ms.
     #[arg(long, env = "TETHER_STATE_PUSH_RETRY_CAP_MS")]
     pub push_retry_cap_ms: Option<u64>,
-    /// Sends of one push before it waits for a resume or its TTL [default: 8].
+    /// Sends of one push before it waits for a resume or its TTL.
     #[arg(long, env = "TETHER_STATE_PUSH_RETRY_MAX")]
     pub push_retry_max: Option<u32>,
-    /// Log format: text or json [default: text].
+    /// Log format: text or json.
     #[arg(long, env = "TETHER_STATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 }
@@ -284,7 +278,7 @@ pub struct Opts {
 impl Opts {
     /// The config these flags, their env vars and the `--config` file describe.
     pub fn load(&self) -> Result<Config, ConfigErrors> {
-        tether_daemon::config::load(self.config.as_deref(), self, SECRET_KEYS)
+        tether_daemon::config::load(self.config.as_deref(), self)
     }
 }
 
@@ -297,7 +291,7 @@ mod tests {
         let errors = Opts::default().load().unwrap_err().to_string();
         assert!(errors.contains("jwt_secret"), "{errors}");
         let opts = Opts {
-            jwt_secret: Some("s3cret".into()),
+            jwt_secret: Some(Secret::from("s3cret".to_string())),
             ..Opts::default()
         };
         let config = opts.load().unwrap();
@@ -310,7 +304,7 @@ mod tests {
     #[test]
     fn every_error_is_listed_at_once_and_the_secret_never_shows() {
         let opts = Opts {
-            jwt_secret: Some("do-not-print-me".into()),
+            jwt_secret: Some(Secret::from("do-not-print-me".to_string())),
             heartbeat_s: Some(0),
             push_retry_base_ms: Some(5000),
             push_retry_cap_ms: Some(10),
@@ -323,12 +317,23 @@ mod tests {
         }
         assert!(!errors.contains("do-not-print-me"));
         let config = Opts {
-            jwt_secret: Some("do-not-print-me".into()),
+            jwt_secret: Some(Secret::from("do-not-print-me".to_string())),
             ..Opts::default()
         }
         .load()
         .unwrap();
-        let rendered = tether_daemon::config::render(&config, SECRET_KEYS);
+        let rendered = tether_daemon::config::render(&config);
         assert!(!rendered.contains("do-not-print-me"), "{rendered}");
+        assert!(
+            rendered.contains("jwt_secret = \"<redacted>\""),
+            "{rendered}"
+        );
+        assert!(!format!("{config:?}").contains("do-not-print-me"));
+    }
+
+    #[test]
+    fn every_flag_is_a_key_and_its_help_shows_its_default() {
+        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(NO_DEFAULT);
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }

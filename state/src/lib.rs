@@ -33,7 +33,7 @@ pub use config::{Config, Opts};
 /// Runs the daemon until SIGTERM; `opts` is kept to re-read the configuration on SIGHUP.
 pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
     tracing::info!(
-        config = %tether_daemon::config::render(&config, config::SECRET_KEYS),
+        config = %tether_daemon::config::render(&config),
         "starting tether-state"
     );
     let secret = config.secret().context("reading the JWT secret")?;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use tether_daemon::cli::Daemon;
+use tether_daemon::config::help::NoDefault;
 use tether_daemon::config::ConfigErrors;
 use tether_daemon::logging::LogFormat;
 use tether_state::{Config, Opts};
@@ -12,7 +13,7 @@ struct State;
 impl Daemon for State {
     type Opts = Opts;
     type Config = Config;
-    const SECRET_KEYS: &'static [&'static str] = tether_state::config::SECRET_KEYS;
+    const NO_DEFAULT: &'static [NoDefault] = tether_state::config::NO_DEFAULT;
 
     fn load(opts: &Opts) -> Result<Config, ConfigErrors> {
         opts.load()
