@@ -5,7 +5,7 @@
 //! that never print ([`secret`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
 //! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), Prometheus text
-//! ([`prometheus`]) and the write loop of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
+//! ([`prometheus`]) and the read and write loops of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
 
 pub mod cli;
 pub mod config;

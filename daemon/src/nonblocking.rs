@@ -1,7 +1,13 @@
-//! Writing a queued buffer to a nonblocking socket: the loop every connection's `flush`
-//! shares, whatever it then does with the written part of its buffer.
+//! The two loops of a nonblocking socket: writing a queued buffer ([`write_queued`], the
+//! loop every connection's `flush` shares, whatever it then does with the written part of
+//! its buffer) and reading frames until the socket would block ([`read_frames`], see
+//! [`read`]).
+
+pub mod read;
 
 use std::io::{self, Write};
+
+pub use read::{read_chunks, read_frames, ReadEnd, Reading};
 
 /// Writes `out[*written..]` until all of it is written or the socket would block, advancing
 /// `written` by what the socket took. A write that takes nothing is `WriteZero`; EINTR is

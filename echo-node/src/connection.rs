@@ -6,11 +6,12 @@
 //! with one `write` call. Once written, it is kept for the next replies (a node's peers are
 //! few and busy gateways) unless it grew past 64 KiB.
 
-use std::io::{self, Read};
+use std::io;
+use std::ops::ControlFlow;
 
 use mio::net::TcpStream;
 use mio::Interest;
-use tether_daemon::nonblocking::write_queued;
+use tether_daemon::nonblocking::{read_frames, write_queued, ReadEnd};
 use tether_proto::{encode, Decoder, Frame};
 
 /// A peer socket with its buffers and lifecycle flags.
@@ -77,11 +78,9 @@ impl Connection {
 
     /// Reads until the socket is drained, handing every complete frame to `on_frame`
     /// (which appends replies to the output buffer and returns `false` when it queued a
-    /// closing error). Stops early once `max_queued` bytes of replies wait.
-    ///
-    /// A read shorter than `scratch` means the queue was empty then (later data raises a new
-    /// edge), so it stops there without the read that would only say EAGAIN — unless
-    /// `until_eagain` (the peer closed, or reading resumes after a pause: no new edge comes).
+    /// closing error); a decode error queues its ERROR and closes. Stops early once
+    /// `max_queued` bytes of replies wait. `until_eagain`: the peer closed, or reading
+    /// resumes after a pause, so no new edge comes (see [`read_frames`]' short-read rule).
     pub fn read_frames<F>(
         &mut self,
         scratch: &mut [u8],
@@ -93,51 +92,61 @@ impl Connection {
     where
         F: FnMut(Frame<'_>, &mut Vec<u8>) -> bool,
     {
-        loop {
-            if self.closing || self.peer_closed || self.broken {
-                return ReadStop::Done;
-            }
-            if self.pending() >= max_queued {
-                self.read_paused = true;
-                return ReadStop::Paused;
-            }
-            match self.stream.read(scratch) {
-                Ok(0) => self.peer_closed = true,
-                Ok(n) => {
-                    self.ingest(&scratch[..n], decoder, &mut on_frame);
-                    if n < scratch.len() && !until_eagain {
-                        return ReadStop::Drained;
-                    }
+        let mut partial = std::mem::take(&mut self.partial);
+        let reading = read_frames(
+            self,
+            |conn| {
+                if conn.closing || conn.peer_closed || conn.broken {
+                    return None;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStop::Drained,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => self.broken = true,
+                if conn.pending() >= max_queued {
+                    conn.read_paused = true;
+                    return None;
+                }
+                Some(&mut conn.stream)
+            },
+            scratch,
+            &mut partial,
+            decoder,
+            until_eagain,
+            |conn, frame| {
+                if on_frame(frame, &mut conn.out) {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            },
+        );
+        let stop = match reading.end {
+            ReadEnd::Drained => ReadStop::Drained,
+            // Withheld but not done: at `max_queued`.
+            ReadEnd::Withheld if !(self.closing || self.peer_closed || self.broken) => {
+                ReadStop::Paused
             }
+            ReadEnd::Withheld => ReadStop::Done,
+            ReadEnd::Eof => {
+                self.peer_closed = true;
+                ReadStop::Done
+            }
+            ReadEnd::Failed(_) => {
+                self.broken = true;
+                ReadStop::Done
+            }
+            ReadEnd::Stopped(()) => {
+                self.closing = true;
+                ReadStop::Done
+            }
+            ReadEnd::Malformed(e) => {
+                encode::error(&mut self.out, e.offending_id(), e.code(), &e.to_string());
+                self.closing = true;
+                ReadStop::Done
+            }
+        };
+        // An idle connection holds no buffer, nor does a closing one.
+        if !self.closing && !partial.is_empty() {
+            self.partial = partial;
         }
-    }
-
-    /// Decodes newly read bytes (see [`tether_proto::feed`]: complete frames in place, only
-    /// a frame split across reads buffered); a decode error queues its ERROR and closes.
-    fn ingest<F>(&mut self, data: &[u8], decoder: &Decoder, on_frame: &mut F)
-    where
-        F: FnMut(Frame<'_>, &mut Vec<u8>) -> bool,
-    {
-        let out = &mut self.out;
-        let mut closing = false;
-        let result = tether_proto::feed(decoder, &mut self.partial, data, |frame| {
-            closing = !on_frame(frame, out);
-            !closing
-        });
-        if let Err(e) = result {
-            encode::error(out, e.offending_id(), e.code(), &e.to_string());
-            closing = true;
-        }
-        if closing {
-            self.closing = true;
-            self.partial = Vec::new();
-        } else if self.partial.is_empty() && self.partial.capacity() > 0 {
-            self.partial = Vec::new(); // an idle connection holds no buffer
-        }
+        stop
     }
 
     /// Writes queued replies until done or the socket would block.

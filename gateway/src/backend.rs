@@ -3,7 +3,7 @@
 //!
 //! Every reactor has its own link to every node, so nothing here is shared.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -116,11 +116,11 @@ impl Backend {
         Ok(())
     }
 
-    /// One read from a connected socket.
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// The socket, while the link is connected (what reads take frames from).
+    pub fn connected(&mut self) -> Option<&mut TcpStream> {
         match &mut self.link {
-            Link::Connected { stream } => stream.read(buf),
-            _ => Err(io::ErrorKind::NotConnected.into()),
+            Link::Connected { stream } => Some(stream),
+            _ => None,
         }
     }
 

@@ -12,6 +12,7 @@ mod sessions;
 
 use std::collections::VecDeque;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{encode, ErrorCode, Frame, Kind, NodeErrorBody, Routed};
 
 use crate::backend::{Backend, InFlight, Link, MAX_BACKEND_QUEUE};
@@ -268,67 +270,71 @@ impl Reactor {
         }
     }
 
-    /// Reads everything the client has sent, handling each complete frame.
-    ///
-    /// A read shorter than the buffer means the socket's queue was empty at that moment, and
-    /// data arriving later raises a new edge, so the loop stops there without the extra read
-    /// that would only say EAGAIN — unless the peer also closed (`until_eagain`), whose EOF
-    /// raises no new edge and must be read now.
+    /// Reads everything the client has sent, handling each complete frame (complete frames
+    /// in place, only a frame split across reads buffered: see [`read_frames`], which also
+    /// states the short-read rule `until_eagain` is for). Reading stops once the client is
+    /// closing, and pauses at `max_inflight` until replies come back. An incomplete tail is
+    /// kept in a pooled buffer only while a frame is split.
     fn read_client(&mut self, slot: usize, until_eagain: bool) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        while let Some(client) = self.clients.get_mut(slot) {
-            if client.closing.is_some() {
-                break;
-            }
-            if client.inflight >= self.settings.max_inflight {
-                client.paused = true;
-                break;
-            }
-            match io::Read::read(&mut client.stream, &mut scratch) {
-                Ok(0) => {
-                    self.close_client(slot, CloseReason::PeerClosed);
-                    break;
-                }
-                Ok(n) => {
-                    client.quiet = 0;
-                    self.metrics.bytes_in.add(n as u64);
-                    self.ingest(slot, &scratch[..n]);
-                    if n < scratch.len() && !until_eagain {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.close_client(slot, CloseReason::Reset);
-                    break;
-                }
-            }
-        }
-        self.scratch = scratch;
-    }
-
-    /// Decodes newly read bytes (see [`tether_proto::feed`]: complete frames in place, only
-    /// a frame split across reads buffered); keeps an incomplete tail in a pooled buffer.
-    fn ingest(&mut self, slot: usize, data: &[u8]) {
-        let mut partial = match self.clients.get_mut(slot) {
-            Some(client) => match client.io.as_mut() {
-                Some(io) => std::mem::take(&mut io.partial),
-                None => Vec::new(),
-            },
-            None => return,
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
         };
+        let mut partial = match client.io.as_mut() {
+            Some(io) => std::mem::take(&mut io.partial),
+            None => Vec::new(),
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
         let decoder = self.decoder;
+        let max_inflight = self.settings.max_inflight;
         let mut completed = false;
-        let result = tether_proto::feed(&decoder, &mut partial, data, |frame| {
-            completed = true;
-            self.metrics.frames_in.inc();
-            self.on_client_frame(slot, frame);
-            self.clients.get(slot).is_some_and(|c| c.closing.is_none())
-        });
-        if let Err(e) = result {
+        let reading = read_frames(
+            self,
+            |r| {
+                let client = r.clients.get_mut(slot)?;
+                if client.closing.is_some() {
+                    return None;
+                }
+                if client.inflight >= max_inflight {
+                    client.paused = true;
+                    return None;
+                }
+                Some(&mut client.stream)
+            },
+            &mut scratch,
+            &mut partial,
+            &decoder,
+            until_eagain,
+            |r, frame| {
+                completed = true;
+                r.metrics.frames_in.inc();
+                r.on_client_frame(slot, frame);
+                match r.clients.get(slot) {
+                    Some(client) if client.closing.is_none() => ControlFlow::Continue(()),
+                    _ => ControlFlow::Break(()),
+                }
+            },
+        );
+        self.scratch = scratch;
+        if reading.bytes > 0 {
+            if let Some(client) = self.clients.get_mut(slot) {
+                client.quiet = 0;
+            }
+            self.metrics.bytes_in.add(reading.bytes as u64);
+        }
+        if let ReadEnd::Malformed(e) = &reading.end {
             self.client_error(slot, e.offending_id(), e.code(), &e.to_string());
         }
+        self.keep_partial(slot, partial, completed);
+        match reading.end {
+            ReadEnd::Eof => self.close_client(slot, CloseReason::PeerClosed),
+            ReadEnd::Failed(_) => self.close_client(slot, CloseReason::Reset),
+            _ => {}
+        }
+    }
+
+    /// After a read: keeps an incomplete tail in a pooled buffer (watched, so a stalled one
+    /// times out), or gives the buffers back once nothing is pending.
+    fn keep_partial(&mut self, slot: usize, partial: Vec<u8>, completed: bool) {
         let now_ms = self.now_ms();
         let Some(client) = self.clients.get_mut(slot) else {
             return;
@@ -781,49 +787,45 @@ impl Reactor {
         }
     }
 
+    /// Reads everything the node has sent, handling each complete frame, until the socket
+    /// would block (no short-read shortcut on node links) or the link fails.
     fn read_backend(&mut self, node: usize) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            if !self.backends[node].is_connected() {
-                break;
-            }
-            match self.backends[node].read(&mut scratch) {
-                Ok(0) => {
-                    self.link_failed(node, "node closed the link");
-                    break;
-                }
-                Ok(n) => self.ingest_backend(node, &scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let reason = e.to_string();
-                    self.link_failed(node, &reason);
-                    break;
-                }
-            }
-        }
-        self.scratch = scratch;
-    }
-
-    fn ingest_backend(&mut self, node: usize, data: &[u8]) {
         let token = self.backends[node].token;
         let mut partial = std::mem::take(&mut self.backends[node].partial);
+        let mut scratch = std::mem::take(&mut self.scratch);
         // Node replies carry a route before the client's payload.
         let decoder = tether_proto::Decoder::new(self.settings.max_body.saturating_add(8 + 64));
-        let result = tether_proto::feed(&decoder, &mut partial, data, |frame| {
-            self.on_backend_frame(node, frame);
-            self.backends[node].is_connected()
-        });
-        if let Err(e) = result {
-            self.metrics.drop_backend(BackendDrop::Malformed);
-            let reason = format!("bad frame from node: {e}");
-            self.link_failed(node, &reason);
-            return;
-        }
-        // Keep the tail only if this is still the same, live link.
-        if let Some(b) = self.backends.get_mut(node).filter(|b| b.token == token) {
-            if b.is_connected() {
-                b.partial = partial;
+        let reading = read_frames(
+            self,
+            |r| r.backends[node].connected(),
+            &mut scratch,
+            &mut partial,
+            &decoder,
+            true,
+            |r, frame| {
+                r.on_backend_frame(node, frame);
+                if r.backends[node].is_connected() {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            },
+        );
+        self.scratch = scratch;
+        match reading.end {
+            ReadEnd::Eof => self.link_failed(node, "node closed the link"),
+            ReadEnd::Failed(e) => self.link_failed(node, &e.to_string()),
+            ReadEnd::Malformed(e) => {
+                self.metrics.drop_backend(BackendDrop::Malformed);
+                self.link_failed(node, &format!("bad frame from node: {e}"));
+            }
+            ReadEnd::Drained | ReadEnd::Withheld | ReadEnd::Stopped(()) => {
+                // Keep the tail only if this is still the same, live link.
+                if let Some(b) = self.backends.get_mut(node).filter(|b| b.token == token) {
+                    if b.is_connected() {
+                        b.partial = partial;
+                    }
+                }
             }
         }
     }

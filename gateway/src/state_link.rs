@@ -5,7 +5,7 @@
 //! daemon's frames into [`StateEvent`]s ([`parse`], sans-IO). What an event does to a client
 //! is the reactor's business. The protocol is "State kinds" in `doc/protocol.md`.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,6 @@ use tether_proto::{encode, ErrorBody, Frame, Kind, NodeErrorBody, Routed};
 pub const MAX_BODY: u32 = 1 << 20;
 /// Routes per HEARTBEAT or ANNOUNCE frame (64 KiB bodies).
 const ROUTES_PER_FRAME: usize = 8192;
-const READ_CHUNK: usize = 64 * 1024;
 /// Output a daemon that stopped reading may leave queued before the link is reset.
 pub const MAX_OUT: usize = 64 << 20;
 
@@ -128,7 +127,8 @@ pub struct StateLink {
     backoff: Duration,
     min_backoff: Duration,
     max_backoff: Duration,
-    pub inbuf: Vec<u8>,
+    /// An incomplete frame from the daemon (the reactor reads the socket).
+    pub partial: Vec<u8>,
     pub out: Vec<u8>,
     written: usize,
     /// WRITABLE interest is registered.
@@ -150,7 +150,7 @@ impl StateLink {
             backoff: min,
             min_backoff: min,
             max_backoff: max,
-            inbuf: Vec::new(),
+            partial: Vec::new(),
             out: Vec::new(),
             written: 0,
             writable: false,
@@ -176,7 +176,7 @@ impl StateLink {
     /// and HELLO is queued.
     pub fn connect(&mut self) -> io::Result<&mut UnixStream> {
         let stream = UnixStream::connect(&self.path)?;
-        self.inbuf.clear();
+        self.partial.clear();
         self.out.clear();
         self.written = 0;
         self.writable = false;
@@ -201,36 +201,10 @@ impl StateLink {
         };
         self.backoff = (self.backoff * 2).min(self.max_backoff);
         self.out = Vec::new();
-        self.inbuf = Vec::new();
+        self.partial = Vec::new();
         self.written = 0;
         self.writable = false;
         self.stream.take()
-    }
-
-    /// Reads everything available into `inbuf`; `Ok(false)` at EOF.
-    pub fn read(&mut self) -> io::Result<bool> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(true);
-        };
-        loop {
-            let start = self.inbuf.len();
-            self.inbuf.resize(start + READ_CHUNK, 0);
-            match stream.read(&mut self.inbuf[start..]) {
-                Ok(0) => {
-                    self.inbuf.truncate(start);
-                    return Ok(false);
-                }
-                Ok(n) => self.inbuf.truncate(start + n),
-                Err(e) => {
-                    self.inbuf.truncate(start);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return Ok(true),
-                        io::ErrorKind::Interrupted => {}
-                        _ => return Err(e),
-                    }
-                }
-            }
-        }
     }
 
     /// Writes what the socket takes; `Ok(true)` when nothing is left.

@@ -819,28 +819,48 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere_decode_the_same() {
+        use std::io::Write;
+
         let (mut conn, env, window, mut stats, t0) = setup();
         let mut wire = Vec::new();
         for id in 1..=3 {
             encode::frame(&mut wire, Kind::Data, id, &reply(id, 16));
         }
+        let frame_len = wire.len() / 3;
+        // The server's side of a loopback connection writes each part; `read` takes it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        conn.stream = Some(TcpStream::from_std(socket));
+        let mut scratch = vec![0; 64 * 1024];
         let cuts = [1, 5, 14, 29, 31, 60];
         for cut in cuts {
             conn.outstanding.clear();
             for id in 1..=3 {
                 conn.outstanding.push(id, t0);
             }
-            let mut rbuf = Vec::new();
-            let mut handled = 0;
-            for part in [&wire[..cut], &wire[cut..]] {
-                rbuf.extend_from_slice(part);
-                let used = conn
-                    .handle_frames(&rbuf, &env, t0, &window, &mut stats)
-                    .unwrap();
-                rbuf.drain(..used);
-                handled += used;
+            let before = stats.received;
+            for (part, frames, tail) in [
+                (&wire[..cut], cut / frame_len, cut % frame_len),
+                (&wire[cut..], 3, 0),
+            ] {
+                server.write_all(part).unwrap();
+                // Loopback delivers at once, but read until the part is in.
+                for _ in 0..100 {
+                    conn.read(&mut scratch, &env, t0, &window, &mut stats)
+                        .unwrap();
+                    if stats.received - before == frames as u64 && conn.rbuf.len() == tail {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                assert_eq!(
+                    (stats.received - before, conn.rbuf.len()),
+                    (frames as u64, tail),
+                    "cut at {cut}"
+                );
             }
-            assert_eq!(handled, wire.len(), "cut at {cut}");
         }
         assert_eq!(stats.verify_failures, 0);
         assert_eq!(stats.received, 3 * cuts.len() as u64);

@@ -1,8 +1,8 @@
-//! One gateway's connection to the daemon: its socket, what has been read and not yet
-//! decoded, and what waits to be written. The event loop owns the links; this file only
-//! moves bytes.
+//! One gateway's connection to the daemon: its socket, the start of a frame that has not
+//! all arrived, and what waits to be written. The event loop owns the links and reads them
+//! (`tether_daemon::nonblocking::read_frames`); this file only writes.
 
-use std::io::{self, Read};
+use std::io;
 
 use mio::net::UnixStream;
 use tether_daemon::nonblocking::write_queued;
@@ -14,8 +14,8 @@ pub const MAX_PAYLOAD: usize = 1_048_000;
 /// A gateway that lets this much output pile up unread is cut off (its pushes stay queued
 /// and are sent again when it reconnects and re-announces).
 pub const MAX_OUT: usize = 64 << 20;
-/// Bytes read per `read(2)`.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read per `read(2)` (the event loop's read buffer).
+pub const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Link {
     pub stream: UnixStream,
@@ -23,22 +23,13 @@ pub struct Link {
     pub gateway: Option<u16>,
     /// The gateway id, for logs.
     pub name: String,
-    /// Read, not yet decoded (at most one partial frame after each read).
-    pub inbuf: Vec<u8>,
+    /// An incomplete frame: what has arrived of it.
+    pub partial: Vec<u8>,
     /// Encoded frames not yet written; `written` of them went out already.
     pub out: Vec<u8>,
     written: usize,
     /// WRITABLE interest is registered (output is waiting for the socket).
     pub wants_write: bool,
-}
-
-/// What a read found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadEnd {
-    /// The socket has nothing more for now.
-    WouldBlock,
-    /// The gateway closed its side.
-    Eof,
 }
 
 impl Link {
@@ -47,34 +38,10 @@ impl Link {
             stream,
             gateway: None,
             name: String::new(),
-            inbuf: Vec::new(),
+            partial: Vec::new(),
             out: Vec::new(),
             written: 0,
             wants_write: false,
-        }
-    }
-
-    /// Reads everything the socket holds into `inbuf`.
-    pub fn read(&mut self) -> io::Result<ReadEnd> {
-        loop {
-            let start = self.inbuf.len();
-            self.inbuf.resize(start + READ_CHUNK, 0);
-            let result = self.stream.read(&mut self.inbuf[start..]);
-            let n = match result {
-                Ok(n) => n,
-                Err(e) => {
-                    self.inbuf.truncate(start);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return Ok(ReadEnd::WouldBlock),
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return Err(e),
-                    }
-                }
-            };
-            self.inbuf.truncate(start + n);
-            if n == 0 {
-                return Ok(ReadEnd::Eof);
-            }
         }
     }
 

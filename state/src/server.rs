@@ -9,6 +9,7 @@
 //! written on the journal's compaction thread, and `tick` says when it is done.
 
 use std::io;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,11 +18,12 @@ use anyhow::Context;
 use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
+use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind};
 
 use crate::http::{Command, PushResult};
 use crate::journal::{Compacted, ImageWriter, Journal};
-use crate::link::{Link, ReadEnd, MAX_BODY, MAX_OUT};
+use crate::link::{Link, MAX_BODY, MAX_OUT, READ_CHUNK};
 use crate::metrics::Metrics;
 use crate::store::{LinkFault, Now, Store, MAX_GATEWAY_ID};
 
@@ -86,6 +88,8 @@ pub struct Server {
     /// Gateway index → the link (token) currently speaking for it.
     gateway_links: Vec<Option<usize>>,
     decoder: Decoder,
+    /// What every link's reads go into (complete frames are applied from here).
+    scratch: Vec<u8>,
     push_replies: Vec<(tokio::sync::oneshot::Sender<PushResult>, PushResult)>,
     dirty: Vec<usize>,
     /// Loop iterations so far; see [`Server::loops`].
@@ -123,6 +127,7 @@ impl Server {
             links: Slab::new(),
             gateway_links: Vec::new(),
             decoder: Decoder::new(MAX_BODY),
+            scratch: vec![0; READ_CHUNK],
             push_replies: Vec::new(),
             dirty: Vec::new(),
             loops: Arc::new(AtomicU64::new(0)),
@@ -213,53 +218,57 @@ impl Server {
         }
     }
 
+    /// Reads everything the gateway has sent, applying each frame, until the socket would
+    /// block; bad input is refused with STATE_ERROR, EOF and failed reads close the link.
     fn read_link(&mut self, slot: usize, now: Now) {
         let Some(link) = self.links.get_mut(slot) else {
             return;
         };
-        let end = match link.read() {
-            Ok(end) => end,
-            Err(e) => {
-                tracing::warn!(gateway = %link.name, error = %e, "gateway link read failed");
-                return self.close(slot);
-            }
-        };
-        let mut inbuf = std::mem::take(&mut link.inbuf);
-        let mut used = 0;
-        let mut fault = None;
-        loop {
-            match self.decoder.decode(&inbuf[used..]) {
-                Ok(Some((frame, len))) => {
-                    used += len;
-                    self.metrics.frames_in.inc();
-                    if let Err(f) = self.on_frame(slot, &frame, now) {
-                        fault = Some(f);
-                        break;
-                    }
+        let mut partial = std::mem::take(&mut link.partial);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let decoder = self.decoder;
+        let reading = read_frames(
+            self,
+            |s| s.links.get_mut(slot).map(|l| &mut l.stream),
+            &mut scratch,
+            &mut partial,
+            &decoder,
+            true,
+            |s, frame| {
+                s.metrics.frames_in.inc();
+                match s.on_frame(slot, &frame, now) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(fault) => ControlFlow::Break(fault),
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    fault = Some(LinkFault {
-                        code: e.code(),
-                        id: e.offending_id(),
-                        reason: e.to_string(),
-                    });
-                    break;
-                }
-            }
-        }
-        inbuf.drain(..used);
+            },
+        );
+        self.scratch = scratch;
         if let Some(link) = self.links.get_mut(slot) {
-            link.inbuf = inbuf;
+            link.partial = partial;
         }
-        if let Some(fault) = fault {
-            return self.refuse(slot, fault);
-        }
-        if end == ReadEnd::Eof {
-            if let Some(link) = self.links.get(slot) {
-                tracing::info!(gateway = %link.name, "gateway link closed by the gateway");
+        match reading.end {
+            ReadEnd::Stopped(fault) => self.refuse(slot, fault),
+            ReadEnd::Malformed(e) => self.refuse(
+                slot,
+                LinkFault {
+                    code: e.code(),
+                    id: e.offending_id(),
+                    reason: e.to_string(),
+                },
+            ),
+            ReadEnd::Failed(e) => {
+                if let Some(link) = self.links.get(slot) {
+                    tracing::warn!(gateway = %link.name, error = %e, "gateway link read failed");
+                }
+                self.close(slot);
             }
-            self.close(slot);
+            ReadEnd::Eof => {
+                if let Some(link) = self.links.get(slot) {
+                    tracing::info!(gateway = %link.name, "gateway link closed by the gateway");
+                }
+                self.close(slot);
+            }
+            ReadEnd::Drained | ReadEnd::Withheld => {}
         }
     }
 

@@ -4,9 +4,11 @@
 //! ACKs and closes go back. While the link is down, logged-in clients carry on and new logins
 //! are answered UNAVAILABLE; when it comes back, the reactor re-announces its logged-in routes.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use mio::Interest;
+use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{ErrorCode, Frame, Kind};
 
 use super::{Reactor, STATE};
@@ -110,49 +112,49 @@ impl Reactor {
         }
     }
 
+    /// Reads everything the daemon has sent, acting on each frame, until the socket would
+    /// block; a bad frame, EOF or a failed read take the link down.
     fn read_state(&mut self) {
         let Some(link) = self.state.as_mut() else {
             return;
         };
-        let open = match link.read() {
-            Ok(open) => open,
-            Err(e) => return self.state_down(&format!("read failed: {e}")),
-        };
-        let mut inbuf = std::mem::take(&mut link.inbuf);
+        let mut partial = std::mem::take(&mut link.partial);
+        let mut scratch = std::mem::take(&mut self.scratch);
         let decoder = tether_proto::Decoder::new(state_link::MAX_BODY);
-        let mut used = 0;
-        let mut failure = None;
-        loop {
-            match decoder.decode(&inbuf[used..]) {
-                Ok(Some((frame, len))) => {
-                    used += len;
-                    match state_link::parse(&frame) {
-                        Ok(event) => self.on_state_event(event),
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
-                    if self.state.as_ref().is_none_or(|l| l.stream.is_none()) {
-                        return; // the event took the link down
-                    }
+        let reading = read_frames(
+            self,
+            |r| r.state.as_mut().and_then(|l| l.stream.as_mut()),
+            &mut scratch,
+            &mut partial,
+            &decoder,
+            true,
+            |r, frame| {
+                match state_link::parse(&frame) {
+                    Ok(event) => r.on_state_event(event),
+                    Err(e) => return ControlFlow::Break(Some(e)),
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
+                if r.state.as_ref().is_none_or(|l| l.stream.is_none()) {
+                    return ControlFlow::Break(None); // the event took the link down
+                }
+                ControlFlow::Continue(())
+            },
+        );
+        self.scratch = scratch;
+        match reading.end {
+            ReadEnd::Stopped(None) => {}
+            ReadEnd::Stopped(Some(e)) => {
+                self.state_down(&format!("bad frame from the state daemon: {e}"))
+            }
+            ReadEnd::Malformed(e) => {
+                self.state_down(&format!("bad frame from the state daemon: {e}"))
+            }
+            ReadEnd::Failed(e) => self.state_down(&format!("read failed: {e}")),
+            ReadEnd::Eof => self.state_down("the state daemon closed the link"),
+            ReadEnd::Drained | ReadEnd::Withheld => {
+                if let Some(link) = self.state.as_mut() {
+                    link.partial = partial;
                 }
             }
-        }
-        if let Some(e) = failure {
-            return self.state_down(&format!("bad frame from the state daemon: {e}"));
-        }
-        if !open {
-            return self.state_down("the state daemon closed the link");
-        }
-        inbuf.drain(..used);
-        if let Some(link) = self.state.as_mut() {
-            link.inbuf = inbuf;
         }
     }
 
