@@ -4,10 +4,12 @@
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
 //! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), Prometheus text
-//! ([`prometheus`]) and the write loop of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
+//! ([`prometheus`]) and the write loop of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]); for tests, pages
+//! compared with committed copies ([`golden`]).
 
 pub mod cli;
 pub mod config;
+pub mod golden;
 #[cfg(feature = "http")]
 pub mod http_thread;
 pub mod logging;
