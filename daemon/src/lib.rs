@@ -3,8 +3,10 @@
 //! a TOML config layered under env vars and flags with a `check` that lists every error
 //! ([`config`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
-//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), Prometheus text
-//! ([`prometheus`]) and the write loop of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]); for tests, pages
+//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), counters, gauges,
+//! histograms and their one declaration per daemon ([`metrics`], [`metric_set!`]), Prometheus
+//! text ([`prometheus`]) and the write loop of a nonblocking socket ([`nonblocking`]); with
+//! the `http` feature, an axum app on its own thread ([`http_thread`]); for tests, pages
 //! compared with committed copies ([`golden`]).
 
 pub mod cli;
@@ -13,6 +15,7 @@ pub mod golden;
 #[cfg(feature = "http")]
 pub mod http_thread;
 pub mod logging;
+pub mod metrics;
 pub mod nonblocking;
 pub mod notify;
 pub mod prometheus;
