@@ -4,14 +4,19 @@
 //! validators its keys share and `--help` defaults taken from `Default` ([`config`]), secrets
 //! that never print ([`secret`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
-//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), Prometheus text
-//! ([`prometheus`]) and the read and write loops of a nonblocking socket ([`nonblocking`]); with the `http` feature, an axum app on its own thread ([`http_thread`]).
+//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), counters, gauges,
+//! histograms and their one declaration per daemon ([`metrics`], [`metric_set!`]), Prometheus
+//! text ([`prometheus`]) and the read and write loops of a nonblocking socket
+//! ([`nonblocking`]); with the `http` feature, an axum app on its own thread
+//! ([`http_thread`]); for tests, pages compared with committed copies ([`golden`]).
 
 pub mod cli;
 pub mod config;
+pub mod golden;
 #[cfg(feature = "http")]
 pub mod http_thread;
 pub mod logging;
+pub mod metrics;
 pub mod nonblocking;
 pub mod notify;
 pub mod prometheus;

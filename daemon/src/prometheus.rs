@@ -86,6 +86,27 @@ pub fn read_sample(text: &str, series: &str) -> Option<f64> {
     }
 }
 
+/// `text` with the value of every sample of `series` (name and `{labels}` exactly as written,
+/// prefix included) replaced by `<masked>`, for comparing pages that hold a moving value
+/// (uptime). Returns `None` if no such sample is there or one's value is not a number.
+pub fn mask_sample(text: &str, series: &str) -> Option<String> {
+    let mut found = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        match line.rsplit_once(' ') {
+            Some((s, v)) if !line.starts_with('#') && s == series => {
+                v.parse::<f64>().ok()?;
+                found = true;
+                out.push_str(s);
+                out.push_str(" <masked>");
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    found.then_some(out)
+}
+
 /// Escapes a label value: backslash, double quote and newline.
 fn escape_label(out: &mut String, v: &str) {
     for ch in v.chars() {
@@ -123,5 +144,16 @@ mod tests {
         assert_eq!(read_sample(page, "x_b"), Some(1.5));
         assert_eq!(read_sample(page, "x_a"), None);
         assert_eq!(read_sample(page, "x_c"), None, "two samples of one series");
+    }
+
+    #[test]
+    fn masks_a_moving_value() {
+        let page = "# HELP x_up Up.\nx_up 12.5\nx_b{k=\"v\"} 2\n";
+        assert_eq!(
+            mask_sample(page, "x_up").as_deref(),
+            Some("# HELP x_up Up.\nx_up <masked>\nx_b{k=\"v\"} 2\n")
+        );
+        assert_eq!(mask_sample(page, "x_b"), None, "the series has labels");
+        assert_eq!(mask_sample("x_up nope\n", "x_up"), None, "not a number");
     }
 }

@@ -5,19 +5,20 @@
 //! after a short pause, so the thread never spins.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use tether_daemon::metrics::{Counter, Gauge};
 
 /// How the acceptor reaches one reactor.
 pub struct ReactorHandle {
     pub incoming: Sender<TcpStream>,
     pub waker: Arc<Waker>,
-    pub open: Arc<AtomicUsize>,
+    pub open: Arc<Gauge>,
 }
 
 pub const LISTENER: Token = Token(0);
@@ -30,7 +31,7 @@ pub fn run(
     mut listener: TcpListener,
     reactors: Vec<ReactorHandle>,
     stop: Arc<AtomicBool>,
-    loops: Arc<AtomicU64>,
+    loops: Arc<Counter>,
 ) {
     if let Err(e) = poll
         .registry()
@@ -49,7 +50,7 @@ pub fn run(
             tracing::error!(error = %e, "acceptor poll failed");
             return;
         }
-        loops.fetch_add(1, Ordering::Relaxed);
+        loops.inc();
         if stop.load(Ordering::Acquire) {
             return;
         }
@@ -65,7 +66,7 @@ pub fn run(
                         last_complaint = Some(Instant::now());
                     }
                     std::thread::sleep(Duration::from_millis(20));
-                    loops.fetch_add(1, Ordering::Relaxed); // retrying is alive, not stuck
+                    loops.inc(); // retrying is alive, not stuck
                     if stop.load(Ordering::Acquire) {
                         return;
                     }
@@ -77,15 +78,12 @@ pub fn run(
 
 fn hand_over(stream: TcpStream, reactors: &[ReactorHandle]) {
     let _ = stream.set_nodelay(true);
-    let Some(target) = reactors
-        .iter()
-        .min_by_key(|r| r.open.load(Ordering::Relaxed))
-    else {
+    let Some(target) = reactors.iter().min_by_key(|r| r.open.get()) else {
         return;
     };
-    target.open.fetch_add(1, Ordering::Relaxed);
+    target.open.add_shared(1);
     if target.incoming.send(stream).is_err() {
-        target.open.fetch_sub(1, Ordering::Relaxed);
+        target.open.sub_shared(1);
         return;
     }
     let _ = target.waker.wake();

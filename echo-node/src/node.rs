@@ -2,13 +2,14 @@
 //! the compute pool, and tears them down on stop.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
+use tether_daemon::metrics::{Counter, Gauge};
 use tether_discovery::{DiscoveryError, Endpoints, Member, Registration, Role, LEASE_TTL};
 use tether_proto::Decoder;
 use thiserror::Error;
@@ -38,7 +39,7 @@ pub struct Node {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     /// Loop iterations of each reactor, then of the acceptor (same order as `wakers`).
-    loops: Vec<Arc<AtomicU64>>,
+    loops: Vec<Arc<Counter>>,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -90,7 +91,7 @@ impl Node {
         let decoder = Decoder::new(config.max_body);
         for (index, (poll, results)) in polls.into_iter().zip(result_receivers).enumerate() {
             let (tx, rx) = crossbeam_channel::unbounded();
-            let open = Arc::new(AtomicUsize::new(0));
+            let open = Arc::new(Gauge::default());
             handles.push(ReactorHandle {
                 incoming: tx,
                 waker: wakers[index].clone(),
@@ -122,7 +123,7 @@ impl Node {
             Waker::new(accept_poll.registry(), acceptor::STOP).map_err(NodeError::Poll)?;
         wakers.push(Arc::new(accept_waker));
         let accept_stop = stop.clone();
-        let accept_loops = Arc::new(AtomicU64::new(0));
+        let accept_loops = Arc::new(Counter::default());
         loops.push(accept_loops.clone());
         let listener = mio::net::TcpListener::from_std(listener);
         threads.push(
@@ -157,12 +158,7 @@ impl Node {
     pub fn liveness(&self) -> impl FnMut() -> bool + Send + 'static {
         let loops = self.loops.clone();
         let wakers = self.wakers.clone();
-        let counts = move || {
-            loops
-                .iter()
-                .map(|l| l.load(Ordering::Relaxed))
-                .collect::<Vec<_>>()
-        };
+        let counts = move || loops.iter().map(|l| l.get()).collect::<Vec<_>>();
         let mut progress = tether_daemon::watchdog::Progress::new(counts());
         let wake = move || {
             for waker in &wakers {

@@ -4,13 +4,14 @@
 //! the compute pool, or the stop flag. Nothing here is shared with other reactors except the
 //! open-connection count the acceptor balances on.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use tether_daemon::metrics::{Counter, Gauge};
 use tether_proto::{Decoder, Frame};
 
 use crate::connection::{Connection, ReadStop};
@@ -29,12 +30,13 @@ pub struct Reactor {
     pub incoming: Receiver<TcpStream>,
     pub results: Receiver<Job>,
     pub pool: Option<PoolHandle>,
-    pub open: Arc<AtomicUsize>,
+    /// Open connections, shared with the acceptor (which adds, while this reactor takes away).
+    pub open: Arc<Gauge>,
     pub stop: Arc<AtomicBool>,
     pub decoder: Decoder,
     pub max_queued: usize,
     /// Loop iterations so far, read by the systemd watchdog (see [`crate::node`]).
-    pub loops: Arc<AtomicU64>,
+    pub loops: Arc<Counter>,
     conns: Slab<Connection>,
     echo: Echo,
     scratch: Vec<u8>,
@@ -49,7 +51,7 @@ impl Reactor {
         incoming: Receiver<TcpStream>,
         results: Receiver<Job>,
         pool: Option<PoolHandle>,
-        open: Arc<AtomicUsize>,
+        open: Arc<Gauge>,
         stop: Arc<AtomicBool>,
         decoder: Decoder,
         max_queued: usize,
@@ -65,7 +67,7 @@ impl Reactor {
             stop,
             decoder,
             max_queued,
-            loops: Arc::new(AtomicU64::new(0)),
+            loops: Arc::new(Counter::default()),
             conns: Slab::new(),
             echo: Echo::new(index, compute),
             scratch: vec![0; SCRATCH],
@@ -84,7 +86,7 @@ impl Reactor {
                 tracing::error!(reactor = self.index, error = %e, "poll failed; reactor stops");
                 break;
             }
-            self.loops.fetch_add(1, Ordering::Relaxed);
+            self.loops.inc();
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -105,8 +107,7 @@ impl Reactor {
                 self.deliver_results();
             }
         }
-        let open = self.conns.len();
-        self.open.fetch_sub(open, Ordering::Relaxed);
+        self.open.sub_shared(self.conns.len() as u64);
     }
 
     fn adopt_new_connections(&mut self) {
@@ -119,7 +120,7 @@ impl Reactor {
                     .register(&mut stream, Token(slot), Interest::READABLE)
             {
                 tracing::warn!(error = %e, "cannot register a new connection; dropping it");
-                self.open.fetch_sub(1, Ordering::Relaxed);
+                self.open.sub_shared(1);
                 continue;
             }
             self.generations += 1;
@@ -241,7 +242,7 @@ impl Reactor {
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.try_remove(slot) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.open.sub_shared(1);
         }
     }
 }

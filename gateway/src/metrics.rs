@@ -6,6 +6,13 @@
 //! when scraped: [`render_prometheus`] for `GET /metrics` (Prometheus text format 0.0.4) and
 //! [`render_stats`] for `GET /stats` (JSON). Both are pure functions of the counters.
 //!
+//! Every family the reactors count is declared once, in page order, in the
+//! [`tether_daemon::metric_set!`] below: its field, name, help, labels and `/stats` key. The
+//! label values are the [`label_set!`](tether_daemon::label_set) enums ([`CloseReason`],
+//! [`SessionEvent`], [`BackendDrop`], [`Refusal`]) and the wire's [`ErrorCode`]s
+//! ([`ErrorCodes`]). The render functions add what no reactor counts: build info, the
+//! acceptors' refusals ([`GatewayInfo`]), the node table, reactors, limits, draining, uptime.
+//!
 //! A reader may see one counter a few increments ahead of another (relaxed loads of different
 //! atomics); every value is exact once the writer is quiet, and derived values (open connections)
 //! saturate instead of wrapping.
@@ -15,169 +22,68 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
+pub use tether_daemon::metrics::{Counter, Gauge, Histogram, HistogramSnapshot};
+use tether_daemon::metrics::{Derived, Family, FamilySnapshot, LabelSet};
 use tether_proto::ErrorCode;
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "tether_gateway_";
 
-/// A counter with one writer (its reactor) and any number of readers.
-///
-/// `inc` and `add` are a relaxed load and store: cheap, and correct only while a single thread
-/// writes. A counter written by several threads must use [`Counter::inc_shared`] /
-/// [`Counter::add_shared`].
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one. Single writer only.
-    #[inline]
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Adds `n` (wrapping). Single writer only.
-    #[inline]
-    pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    /// Adds one with an atomic read-modify-write; see [`Counter::add_shared`].
-    #[inline]
-    pub fn inc_shared(&self) {
-        self.add_shared(1);
-    }
-
-    /// Adds `n` with an atomic read-modify-write, for a counter that several threads write
-    /// (e.g. [`GatewayInfo::rejected_at_accept`], bumped by every acceptor thread).
-    #[inline]
-    pub fn add_shared(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-
-    /// The current value.
-    #[inline]
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+tether_daemon::label_set! {
+    /// What passed between clients and the state daemon. Used as the `event` label of
+    /// `tether_gateway_session_events_total`.
+    pub enum SessionEvent: "event" {
+        /// LOGIN_OK relayed to a client (login or resume).
+        LoginOk = "login_ok",
+        /// LOGIN_FAIL relayed to a client as ERROR.
+        LoginFailed = "login_failed",
+        /// LOGIN or RESUME answered UNAVAILABLE: no link to the state daemon.
+        Unavailable = "unavailable",
+        /// KICK from the daemon closed a client.
+        Kicked = "kicked",
+        /// STATE_PUSH delivered to a client as PUSH.
+        Push = "push",
+        /// A client's ACK passed on to the daemon.
+        Ack = "ack",
+        /// CLOSED sent for a logged-in connection that closed.
+        Closed = "closed",
     }
 }
 
-/// What passed between clients and the state daemon. Used as the `event` label of
-/// `tether_gateway_session_events_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionEvent {
-    /// LOGIN_OK relayed to a client (login or resume).
-    LoginOk,
-    /// LOGIN_FAIL relayed to a client as ERROR.
-    LoginFailed,
-    /// LOGIN or RESUME answered UNAVAILABLE: no link to the state daemon.
-    Unavailable,
-    /// KICK from the daemon closed a client.
-    Kicked,
-    /// STATE_PUSH delivered to a client as PUSH.
-    Push,
-    /// A client's ACK passed on to the daemon.
-    Ack,
-    /// CLOSED sent for a logged-in connection that closed.
-    Closed,
-}
-
-impl SessionEvent {
-    pub const ALL: [SessionEvent; 7] = [
-        SessionEvent::LoginOk,
-        SessionEvent::LoginFailed,
-        SessionEvent::Unavailable,
-        SessionEvent::Kicked,
-        SessionEvent::Push,
-        SessionEvent::Ack,
-        SessionEvent::Closed,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            SessionEvent::LoginOk => "login_ok",
-            SessionEvent::LoginFailed => "login_failed",
-            SessionEvent::Unavailable => "unavailable",
-            SessionEvent::Kicked => "kicked",
-            SessionEvent::Push => "push",
-            SessionEvent::Ack => "ack",
-            SessionEvent::Closed => "closed",
-        }
+tether_daemon::label_set! {
+    /// Why a client connection closed. Used as the `reason` label of
+    /// `tether_gateway_connections_closed_total`.
+    pub enum CloseReason: "reason" {
+        /// The client closed its side (read returned 0).
+        PeerClosed = "peer_closed",
+        /// A socket error: reset, broken pipe, …
+        Reset = "reset",
+        /// ERROR BAD_FRAME sent, then closed.
+        BadFrame = "bad_frame",
+        /// ERROR FRAME_TOO_LARGE sent, then closed.
+        FrameTooLarge = "frame_too_large",
+        /// ERROR UNKNOWN_KIND sent, then closed.
+        UnknownKind = "unknown_kind",
+        /// Login, partial-frame or heartbeat timeout.
+        Timeout = "timeout",
+        /// Nothing received for `idle_timeout_ms` (ERROR TIMEOUT "idle" sent, then closed).
+        Idle = "idle",
+        /// The client did not read its replies fast enough.
+        SlowConsumer = "slow_consumer",
+        /// The gateway was over its connection limit.
+        Overloaded = "overloaded",
+        /// The gateway drained or stopped.
+        Shutdown = "shutdown",
+        /// The state daemon kicked the session.
+        Kicked = "kicked",
+        /// A request arrived before LOGIN.
+        NotLoggedIn = "not_logged_in",
+        /// LOGIN or RESUME was refused.
+        AuthFailed = "auth_failed",
     }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Why a client connection closed. Used as the `reason` label of
-/// `tether_gateway_connections_closed_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloseReason {
-    /// The client closed its side (read returned 0).
-    PeerClosed,
-    /// A socket error: reset, broken pipe, …
-    Reset,
-    /// ERROR BAD_FRAME sent, then closed.
-    BadFrame,
-    /// ERROR FRAME_TOO_LARGE sent, then closed.
-    FrameTooLarge,
-    /// ERROR UNKNOWN_KIND sent, then closed.
-    UnknownKind,
-    /// Login, partial-frame or heartbeat timeout.
-    Timeout,
-    /// Nothing received for `idle_timeout_ms` (ERROR TIMEOUT "idle" sent, then closed).
-    Idle,
-    /// The client did not read its replies fast enough.
-    SlowConsumer,
-    /// The gateway was over its connection limit.
-    Overloaded,
-    /// The gateway drained or stopped.
-    Shutdown,
-    /// The state daemon kicked the session.
-    Kicked,
-    /// A request arrived before LOGIN.
-    NotLoggedIn,
-    /// LOGIN or RESUME was refused.
-    AuthFailed,
 }
 
 impl CloseReason {
-    /// Every reason; a reason's position here is its index in [`Metrics::closed`].
-    pub const ALL: [CloseReason; 13] = [
-        CloseReason::PeerClosed,
-        CloseReason::Reset,
-        CloseReason::BadFrame,
-        CloseReason::FrameTooLarge,
-        CloseReason::UnknownKind,
-        CloseReason::Timeout,
-        CloseReason::Idle,
-        CloseReason::SlowConsumer,
-        CloseReason::Overloaded,
-        CloseReason::Shutdown,
-        CloseReason::Kicked,
-        CloseReason::NotLoggedIn,
-        CloseReason::AuthFailed,
-    ];
-
-    /// The `reason` label value (snake_case).
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::PeerClosed => "peer_closed",
-            CloseReason::Reset => "reset",
-            CloseReason::BadFrame => "bad_frame",
-            CloseReason::FrameTooLarge => "frame_too_large",
-            CloseReason::UnknownKind => "unknown_kind",
-            CloseReason::Timeout => "timeout",
-            CloseReason::Idle => "idle",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::Overloaded => "overloaded",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::Kicked => "kicked",
-            CloseReason::NotLoggedIn => "not_logged_in",
-            CloseReason::AuthFailed => "auth_failed",
-        }
-    }
-
     /// The reason for closing after sending ERROR `code`, or `None` for the codes that answer
     /// one request and leave the connection open (NO_BACKEND, RATE_LIMITED, UNAVAILABLE,
     /// INTERNAL).
@@ -198,143 +104,67 @@ impl CloseReason {
             | ErrorCode::Internal => None,
         }
     }
+}
 
-    /// Position in [`CloseReason::ALL`].
-    fn index(self) -> usize {
-        self as usize
+tether_daemon::label_set! {
+    /// Why a frame from a node was dropped. Used as the `reason` label of
+    /// `tether_gateway_backend_dropped_frames_total`.
+    pub enum BackendDrop: "reason" {
+        /// Undecodable body (e.g. shorter than the route key).
+        Malformed = "malformed",
+        /// The route key names no reactor/slot this gateway knows.
+        UnknownRoute = "unknown_route",
+        /// The route key's connection has closed (its slot generation moved on).
+        StaleRoute = "stale_route",
+        /// A kind a node must not send.
+        UnexpectedKind = "unexpected_kind",
     }
 }
 
-/// Why a frame from a node was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendDrop {
-    /// Undecodable body (e.g. shorter than the route key).
-    Malformed,
-    /// The route key names no reactor/slot this gateway knows.
-    UnknownRoute,
-    /// The route key's connection has closed (its slot generation moved on).
-    StaleRoute,
-    /// A kind a node must not send.
-    UnexpectedKind,
-}
-
-impl BackendDrop {
-    /// Every reason; a reason's position here is its index in [`Metrics::backend_dropped`].
-    pub const ALL: [BackendDrop; 4] = [
-        BackendDrop::Malformed,
-        BackendDrop::UnknownRoute,
-        BackendDrop::StaleRoute,
-        BackendDrop::UnexpectedKind,
-    ];
-
-    /// The `reason` label value (snake_case).
-    pub fn label(self) -> &'static str {
-        match self {
-            BackendDrop::Malformed => "malformed",
-            BackendDrop::UnknownRoute => "unknown_route",
-            BackendDrop::StaleRoute => "stale_route",
-            BackendDrop::UnexpectedKind => "unexpected_kind",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
+tether_daemon::label_set! {
+    /// Why an acceptor refused a connection. Used as the `reason` label of
+    /// `tether_gateway_connections_rejected_total`; counted in [`GatewayInfo`].
+    pub enum Refusal: "reason" {
+        /// Past `max_connections`: the client got ERROR OVERLOADED.
+        Overloaded = "overloaded",
+        /// The process was out of file descriptors: closed unanswered.
+        OutOfDescriptors = "out_of_descriptors",
     }
 }
 
-/// Upper bounds (seconds) of the latency histogram's buckets; `+Inf` is implicit.
-pub const LATENCY_BUCKETS_S: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
-];
+/// The `code` label of `tether_gateway_errors_total`: every [`ErrorCode`] by its wire name,
+/// in code order.
+#[derive(Debug, Clone, Copy)]
+pub enum ErrorCodes {}
 
-/// [`LATENCY_BUCKETS_S`] in microseconds, which is what the data path records.
-const LATENCY_BUCKETS_US: [u64; 16] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000,
-];
+impl LabelSet for ErrorCodes {
+    type Label = ErrorCode;
+    const NAME: &'static str = "code";
+    const ALL: &'static [ErrorCode] = &ErrorCode::ALL;
+    type Array<T> = [T; ErrorCode::ALL.len()];
 
-/// Number of histogram slots: one per finite bucket plus the `+Inf` overflow.
-const HISTOGRAM_SLOTS: usize = LATENCY_BUCKETS_US.len() + 1;
-
-/// A latency histogram with fixed, explicit buckets (upper bounds in [`LATENCY_BUCKETS_S`]),
-/// single writer. Slots hold per-bucket (not cumulative) counts; the count is their sum, so a
-/// scrape's `_count` always equals its `+Inf` bucket.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    slots: [Counter; HISTOGRAM_SLOTS],
-    sum_us: Counter,
-}
-
-impl Histogram {
-    pub fn new() -> Histogram {
-        Histogram::default()
+    fn array<T>(f: impl FnMut(usize) -> T) -> [T; ErrorCode::ALL.len()] {
+        std::array::from_fn(f)
     }
 
-    /// Records one observation of `us` microseconds. Single writer only.
+    /// `ErrorCode::ALL` lists the codes in order from 1, so a code's index is its value − 1.
     #[inline]
-    pub fn record_us(&self, us: u64) {
-        // First bucket whose upper bound is >= us (Prometheus `le`); len() means +Inf.
-        let slot = LATENCY_BUCKETS_US.partition_point(|&bound| bound < us);
-        self.slots[slot].inc();
-        self.sum_us.add(us);
+    fn index(code: ErrorCode) -> usize {
+        usize::from(code.as_u16()) - 1
     }
 
-    /// A copy of the current counts.
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        HistogramSnapshot {
-            slots: std::array::from_fn(|i| self.slots[i].get()),
-            sum_us: self.sum_us.get(),
-        }
+    fn label(code: ErrorCode) -> &'static str {
+        code.name()
     }
 }
 
-/// The counts of a [`Histogram`] at one moment, or summed over several.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HistogramSnapshot {
-    /// Per-bucket (non-cumulative) counts; the last slot is the `+Inf` overflow.
-    pub slots: [u64; HISTOGRAM_SLOTS],
-    /// Sum of all observations, in microseconds.
-    pub sum_us: u64,
-}
-
-impl HistogramSnapshot {
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.slots.iter().fold(0u64, |a, &n| a.wrapping_add(n))
-    }
-
-    /// Cumulative counts, one per bucket of [`LATENCY_BUCKETS_S`] then `+Inf`.
-    pub fn cumulative(&self) -> [u64; HISTOGRAM_SLOTS] {
-        let mut acc = 0u64;
-        self.slots.map(|n| {
-            acc = acc.wrapping_add(n);
-            acc
-        })
-    }
-
-    /// Estimated `q` quantile (0 < q ≤ 1) in microseconds: the upper bound of the bucket holding
-    /// it. `None` when there are no observations, or when the quantile lies in the `+Inf`
-    /// bucket (above the largest bound).
-    pub fn quantile_us(&self, q: f64) -> Option<u64> {
-        let count = self.count();
-        if count == 0 {
-            return None;
-        }
-        let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
-        // Rank of the observation wanted, 1-based: ceil(q * count), at least 1.
-        let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
-        let cumulative = self.cumulative();
-        let slot = cumulative.iter().position(|&c| c >= rank)?;
-        LATENCY_BUCKETS_US.get(slot).copied()
-    }
-
-    fn merge(&mut self, other: &HistogramSnapshot) {
-        for (a, b) in self.slots.iter_mut().zip(other.slots.iter()) {
-            *a = a.wrapping_add(*b);
-        }
-        self.sum_us = self.sum_us.wrapping_add(other.sum_us);
-    }
+tether_daemon::buckets! {
+    /// Upper bounds of the request-latency buckets, in microseconds (what the data path
+    /// records): 50 µs … 5 s, printed in seconds; `+Inf` is implicit.
+    pub enum LatencyUs: Micros = [
+        50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+        500_000, 1_000_000, 2_500_000, 5_000_000,
+    ];
 }
 
 /// What the admin endpoints report about one node, as seen by one reactor.
@@ -352,119 +182,133 @@ pub struct NodeStatus {
     pub requests: u64,
 }
 
-/// One reactor's metrics. The reactor is the only writer; the admin thread reads.
-///
-/// Aligned to 128 bytes (two cache lines, the adjacent-line prefetch unit) so that two reactors'
-/// counters never share a line, nor share one with the `Arc` reference counts.
-#[derive(Debug)]
-#[repr(align(128))]
-pub struct Metrics {
-    /// Connections handed to this reactor.
-    pub accepted: Counter,
-    /// Connections closed, by [`CloseReason`] (index = position in [`CloseReason::ALL`]);
-    /// write with [`Metrics::close`], read with [`Metrics::closed`].
-    pub closed: [Counter; CloseReason::ALL.len()],
-    /// Frames received from clients.
-    pub frames_in: Counter,
-    /// Frames sent to clients.
-    pub frames_out: Counter,
-    /// Bytes received from clients.
-    pub bytes_in: Counter,
-    /// Bytes sent to clients.
-    pub bytes_out: Counter,
-    /// REQUEST frames sent to nodes (retries included).
-    pub backend_requests: Counter,
-    /// RESPONSE/NODE_ERROR frames matched to a client.
-    pub backend_responses: Counter,
-    /// Requests re-sent after their node failed.
-    pub retries: Counter,
-    /// ERROR frames sent to clients, index = code (1..=13; 0 unused); write with
-    /// [`Metrics::error`].
-    pub errors: [Counter; 14],
-    /// Frames from nodes dropped, by [`BackendDrop`]; write with [`Metrics::drop_backend`].
-    pub backend_dropped: [Counter; 4],
-    /// Client DATA in → reply out: request latency through the gateway.
-    pub latency: Histogram,
-    /// Indexed like [`SessionEvent::ALL`]; write with [`Metrics::session`].
-    pub sessions: [Counter; 7],
-    /// 1 while this reactor's link to the state daemon is up (0 without `--state`).
-    pub state_link_up: Counter,
-    /// Timer ticks run (one per 50 ms): the systemd watchdog pings only while every
-    /// reactor's count moves. Not exported.
-    pub ticks: Counter,
-    /// Replaced by the reactor on health changes only (rare), never per frame.
-    nodes: Mutex<Vec<NodeStatus>>,
-}
+tether_daemon::metric_set! {
+    /// One reactor's metrics. The reactor is the only writer; the admin thread reads.
+    ///
+    /// Aligned to 128 bytes (two cache lines, the adjacent-line prefetch unit) so that two
+    /// reactors' counters never share a line, nor share one with the `Arc` reference counts.
+    #[derive(Debug)]
+    #[repr(align(128))]
+    pub struct Metrics;
 
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
+    /// The counters of one [`Metrics`] at one moment, or summed over several reactors.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Snapshot, derived by Metrics::fill_derived;
+
+    families {
+        /// Nothing stored: a snapshot works it out ([`Metrics::open`]); summed over reactors.
+        open: Derived<Gauge>
+            => "connections_open", "Client connections currently open.", json "open";
+        /// Connections handed to this reactor.
+        pub accepted: Counter
+            => "connections_accepted_total", "Client connections handed to a reactor.",
+               json "accepted";
+        /// Connections closed, by [`CloseReason`]; write with [`Metrics::close`], read with
+        /// [`Metrics::closed`].
+        pub closed: Family<CloseReason>
+            => "connections_closed_total", "Client connections closed, by reason.",
+               json "closed";
+        /// Counted by the acceptors, in [`GatewayInfo`]; [`render_prometheus`] fills it in.
+        rejected: Derived<Family<Refusal>>
+            => "connections_rejected_total", "Client connections refused at accept, by reason.";
+        /// Frames received from clients.
+        pub frames_in: Counter
+            => "frames_received_total", "Frames received from clients.", json "frames_in";
+        /// Frames sent to clients.
+        pub frames_out: Counter
+            => "frames_sent_total", "Frames sent to clients.", json "frames_out";
+        /// Bytes received from clients.
+        pub bytes_in: Counter
+            => "received_bytes_total", "Bytes received from clients.", json "bytes_in";
+        /// Bytes sent to clients.
+        pub bytes_out: Counter
+            => "sent_bytes_total", "Bytes sent to clients.", json "bytes_out";
+        /// 1 while this reactor's link to the state daemon is up (0 without `--state`).
+        pub state_link_up: Gauge
+            => "state_links_up",
+               "Reactors whose link to the state daemon is up (one link per reactor).";
+        /// By [`SessionEvent`]; write with [`Metrics::session`].
+        pub sessions: Family<SessionEvent>
+            => "session_events_total",
+               "Logins, kicks, pushes and acks passed between clients and the state daemon.";
+        /// REQUEST frames sent to nodes (retries included).
+        pub backend_requests: Counter
+            => "backend_requests_total", "REQUEST frames sent to nodes, retries included.",
+               json "backend_requests";
+        /// RESPONSE/NODE_ERROR frames matched to a client.
+        pub backend_responses: Counter
+            => "backend_responses_total",
+               "RESPONSE and NODE_ERROR frames from nodes matched to a client.",
+               json "backend_responses";
+        /// Requests re-sent after their node failed.
+        pub retries: Counter
+            => "backend_retries_total",
+               "Requests re-sent to another node after their node failed.", json "retries";
+        /// ERROR frames sent to clients, by code; write with [`Metrics::error`].
+        pub errors: Family<ErrorCodes>
+            => "errors_total", "ERROR frames sent to clients, by code.", json "errors";
+        /// Frames from nodes dropped, by [`BackendDrop`]; write with [`Metrics::drop_backend`].
+        pub backend_dropped: Family<BackendDrop>
+            => "backend_dropped_frames_total", "Frames from nodes dropped, by reason.",
+               json "backend_dropped";
+        /// Client DATA in → reply out: request latency through the gateway.
+        pub latency: Histogram<LatencyUs>
+            => "request_duration_seconds",
+               "Request latency through the gateway: client DATA in to reply out.",
+               json "requests";
+    }
+
+    unexported {
+        /// Timer ticks run (one per 50 ms): the systemd watchdog pings only while every
+        /// reactor's count moves.
+        pub ticks: Counter,
+        /// Replaced by the reactor on health changes only (rare), never per frame.
+        nodes: Mutex<Vec<NodeStatus>>,
     }
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        Metrics {
-            accepted: Counter::default(),
-            closed: Default::default(),
-            frames_in: Counter::default(),
-            frames_out: Counter::default(),
-            bytes_in: Counter::default(),
-            bytes_out: Counter::default(),
-            backend_requests: Counter::default(),
-            backend_responses: Counter::default(),
-            retries: Counter::default(),
-            errors: Default::default(),
-            backend_dropped: Default::default(),
-            latency: Histogram::new(),
-            sessions: Default::default(),
-            state_link_up: Counter::default(),
-            ticks: Counter::default(),
-            nodes: Mutex::new(Vec::new()),
-        }
+        Metrics::default()
     }
 
     /// Counts one session event.
     #[inline]
     pub fn session(&self, event: SessionEvent) {
-        self.sessions[event.index()].inc();
+        self.sessions.inc(event);
     }
 
     /// Counts one connection closed for `reason`.
     #[inline]
     pub fn close(&self, reason: CloseReason) {
-        self.closed[reason.index()].inc();
+        self.closed.inc(reason);
     }
 
     /// Connections closed for `reason` so far.
     pub fn closed(&self, reason: CloseReason) -> u64 {
-        self.closed[reason.index()].get()
+        self.closed.value(reason)
     }
 
     /// Counts one ERROR frame with `code` sent to a client.
     #[inline]
     pub fn error(&self, code: ErrorCode) {
-        if let Some(c) = self.errors.get(usize::from(code.as_u16())) {
-            c.inc();
-        }
+        self.errors.inc(code);
     }
 
     /// ERROR frames with `code` sent so far.
     pub fn errors_sent(&self, code: ErrorCode) -> u64 {
-        self.errors
-            .get(usize::from(code.as_u16()))
-            .map_or(0, Counter::get)
+        self.errors.value(code)
     }
 
     /// Counts one frame from a node dropped for `why`.
     #[inline]
     pub fn drop_backend(&self, why: BackendDrop) {
-        self.backend_dropped[why.index()].inc();
+        self.backend_dropped.inc(why);
     }
 
     /// Frames from nodes dropped for `why` so far.
     pub fn backend_dropped(&self, why: BackendDrop) -> u64 {
-        self.backend_dropped[why.index()].get()
+        self.backend_dropped.value(why)
     }
 
     /// Replaces this reactor's view of the nodes. Call on health changes only, never per frame.
@@ -484,115 +328,21 @@ impl Metrics {
     pub fn open(&self) -> u64 {
         // Closed first: the writer counts a connection's accept before its close, so reading
         // closed before accepted keeps the difference from going negative on a quiet writer.
-        let closed = self.closed_total();
+        let closed = self.closed.total();
         self.accepted.get().saturating_sub(closed)
     }
 
-    fn closed_total(&self) -> u64 {
-        self.closed
-            .iter()
-            .fold(0u64, |a, c| a.wrapping_add(c.get()))
+    /// The snapshot's [`Derived`] entry a reactor can work out: its open connections.
+    fn fill_derived(&self, snapshot: &mut Snapshot) {
+        snapshot.open = self.open();
     }
-
-    /// A copy of every counter (not the nodes).
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            open: self.open(),
-            accepted: self.accepted.get(),
-            closed: std::array::from_fn(|i| self.closed[i].get()),
-            frames_in: self.frames_in.get(),
-            frames_out: self.frames_out.get(),
-            bytes_in: self.bytes_in.get(),
-            bytes_out: self.bytes_out.get(),
-            backend_requests: self.backend_requests.get(),
-            backend_responses: self.backend_responses.get(),
-            retries: self.retries.get(),
-            errors: std::array::from_fn(|i| self.errors[i].get()),
-            backend_dropped: std::array::from_fn(|i| self.backend_dropped[i].get()),
-            latency: self.latency.snapshot(),
-            sessions: std::array::from_fn(|i| self.sessions[i].get()),
-            state_links_up: self.state_link_up.get(),
-        }
-    }
-}
-
-/// The counters of one [`Metrics`] at one moment, or summed over several reactors.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Open connections (sum of the per-reactor saturating values).
-    pub open: u64,
-    pub accepted: u64,
-    /// Indexed like [`CloseReason::ALL`].
-    pub closed: [u64; CloseReason::ALL.len()],
-    pub frames_in: u64,
-    pub frames_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub backend_requests: u64,
-    pub backend_responses: u64,
-    pub retries: u64,
-    /// Indexed by error code (0 unused).
-    pub errors: [u64; 14],
-    /// Indexed like [`BackendDrop::ALL`].
-    pub backend_dropped: [u64; 4],
-    pub latency: HistogramSnapshot,
-    /// Indexed like [`SessionEvent::ALL`].
-    pub sessions: [u64; 7],
-    /// Reactors whose state link is up.
-    pub state_links_up: u64,
 }
 
 impl Snapshot {
     /// The sum of every reactor's counters.
     pub fn sum(reactors: &[Arc<Metrics>]) -> Snapshot {
-        let mut total = Snapshot::default();
-        for m in reactors {
-            total.merge(&m.snapshot());
-        }
-        total
+        reactors.iter().map(|m| m.snapshot()).sum()
     }
-
-    /// Connections closed, all reasons.
-    pub fn closed_total(&self) -> u64 {
-        sum(&self.closed)
-    }
-
-    /// ERROR frames sent, all codes.
-    pub fn errors_total(&self) -> u64 {
-        sum(&self.errors)
-    }
-
-    /// Frames from nodes dropped, all reasons.
-    pub fn backend_dropped_total(&self) -> u64 {
-        sum(&self.backend_dropped)
-    }
-
-    fn merge(&mut self, o: &Snapshot) {
-        fn add_all(a: &mut [u64], b: &[u64]) {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x = x.wrapping_add(*y);
-            }
-        }
-        self.open = self.open.wrapping_add(o.open);
-        self.accepted = self.accepted.wrapping_add(o.accepted);
-        add_all(&mut self.closed, &o.closed);
-        self.frames_in = self.frames_in.wrapping_add(o.frames_in);
-        self.frames_out = self.frames_out.wrapping_add(o.frames_out);
-        self.bytes_in = self.bytes_in.wrapping_add(o.bytes_in);
-        self.bytes_out = self.bytes_out.wrapping_add(o.bytes_out);
-        self.backend_requests = self.backend_requests.wrapping_add(o.backend_requests);
-        self.backend_responses = self.backend_responses.wrapping_add(o.backend_responses);
-        self.retries = self.retries.wrapping_add(o.retries);
-        add_all(&mut self.errors, &o.errors);
-        add_all(&mut self.backend_dropped, &o.backend_dropped);
-        self.latency.merge(&o.latency);
-        add_all(&mut self.sessions, &o.sessions);
-        self.state_links_up = self.state_links_up.wrapping_add(o.state_links_up);
-    }
-}
-
-fn sum(values: &[u64]) -> u64 {
-    values.iter().fold(0u64, |a, &n| a.wrapping_add(n))
 }
 
 /// Process-wide facts the admin endpoints also report.
@@ -636,6 +386,14 @@ impl GatewayInfo {
             rejected_at_accept: Counter::default(),
             shed_out_of_descriptors: Counter::default(),
         }
+    }
+
+    /// The acceptors' refusals, by [`Refusal`].
+    pub fn refusals(&self) -> FamilySnapshot<Refusal> {
+        FamilySnapshot::from_fn(|why| match why {
+            Refusal::Overloaded => self.rejected_at_accept.get(),
+            Refusal::OutOfDescriptors => self.shed_out_of_descriptors.get(),
+        })
     }
 }
 
@@ -687,205 +445,57 @@ pub fn summarize_nodes(reactors: &[Arc<Metrics>]) -> Vec<NodeSummary> {
     out
 }
 
-/// Seconds from microseconds, for `_sum` and the like.
-fn us_to_s(us: u64) -> f64 {
-    us as f64 / 1_000_000.0
-}
+/// The node families: name, type, help, and each node's value.
+type NodeFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&NodeSummary) -> u64,
+);
+
+const NODE_FAMILIES: [NodeFamily; 4] = [
+    (
+        "node_up",
+        "gauge",
+        "1 if every reactor sees the node up (health checks pass), else 0.",
+        |n| u64::from(n.up),
+    ),
+    (
+        "node_up_reactors",
+        "gauge",
+        "Number of reactors that see the node up.",
+        |n| n.up_reactors as u64,
+    ),
+    (
+        "node_outstanding",
+        "gauge",
+        "Requests sent to the node and not yet answered, summed over reactors.",
+        |n| n.outstanding,
+    ),
+    (
+        "node_requests_total",
+        "counter",
+        "REQUEST frames sent to the node, retries included, summed over reactors.",
+        |n| n.requests,
+    ),
+];
 
 /// The Prometheus text exposition (format 0.0.4) of every reactor's metrics summed, plus the
 /// process-wide facts in `info`.
 pub fn render_prometheus(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> String {
-    let t = Snapshot::sum(reactors);
+    let mut t = Snapshot::sum(reactors);
+    t.rejected = info.refusals();
     let nodes = summarize_nodes(reactors);
     let mut p = tether_daemon::prometheus::Text::new(PREFIX, 8 * 1024);
 
     p.build_info(info.version);
-
-    p.single(
-        "connections_open",
-        "gauge",
-        "Client connections currently open.",
-        t.open,
-    );
-    p.single(
-        "connections_accepted_total",
-        "counter",
-        "Client connections handed to a reactor.",
-        t.accepted,
-    );
-    p.header(
-        "connections_closed_total",
-        "counter",
-        "Client connections closed, by reason.",
-    );
-    for r in CloseReason::ALL {
-        p.sample(
-            "connections_closed_total",
-            &[("reason", r.label())],
-            t.closed[r.index()],
-        );
+    t.write_prometheus(&mut p);
+    for (name, kind, help, value) in NODE_FAMILIES {
+        p.header(name, kind, help);
+        for n in &nodes {
+            p.sample(name, &[("node", &n.addr)], value(n));
+        }
     }
-    p.header(
-        "connections_rejected_total",
-        "counter",
-        "Client connections refused at accept, by reason.",
-    );
-    p.sample(
-        "connections_rejected_total",
-        &[("reason", "overloaded")],
-        info.rejected_at_accept.get(),
-    );
-    p.sample(
-        "connections_rejected_total",
-        &[("reason", "out_of_descriptors")],
-        info.shed_out_of_descriptors.get(),
-    );
-
-    p.single(
-        "frames_received_total",
-        "counter",
-        "Frames received from clients.",
-        t.frames_in,
-    );
-    p.single(
-        "frames_sent_total",
-        "counter",
-        "Frames sent to clients.",
-        t.frames_out,
-    );
-    p.single(
-        "received_bytes_total",
-        "counter",
-        "Bytes received from clients.",
-        t.bytes_in,
-    );
-    p.single(
-        "sent_bytes_total",
-        "counter",
-        "Bytes sent to clients.",
-        t.bytes_out,
-    );
-
-    p.single(
-        "state_links_up",
-        "gauge",
-        "Reactors whose link to the state daemon is up (one link per reactor).",
-        t.state_links_up,
-    );
-    p.header(
-        "session_events_total",
-        "counter",
-        "Logins, kicks, pushes and acks passed between clients and the state daemon.",
-    );
-    for e in SessionEvent::ALL {
-        p.sample(
-            "session_events_total",
-            &[("event", e.label())],
-            t.sessions[e.index()],
-        );
-    }
-
-    p.single(
-        "backend_requests_total",
-        "counter",
-        "REQUEST frames sent to nodes, retries included.",
-        t.backend_requests,
-    );
-    p.single(
-        "backend_responses_total",
-        "counter",
-        "RESPONSE and NODE_ERROR frames from nodes matched to a client.",
-        t.backend_responses,
-    );
-    p.single(
-        "backend_retries_total",
-        "counter",
-        "Requests re-sent to another node after their node failed.",
-        t.retries,
-    );
-
-    p.header(
-        "errors_total",
-        "counter",
-        "ERROR frames sent to clients, by code.",
-    );
-    for code in ErrorCode::ALL {
-        let n = t
-            .errors
-            .get(usize::from(code.as_u16()))
-            .copied()
-            .unwrap_or(0);
-        p.sample("errors_total", &[("code", code.name())], n);
-    }
-
-    p.header(
-        "backend_dropped_frames_total",
-        "counter",
-        "Frames from nodes dropped, by reason.",
-    );
-    for d in BackendDrop::ALL {
-        p.sample(
-            "backend_dropped_frames_total",
-            &[("reason", d.label())],
-            t.backend_dropped[d.index()],
-        );
-    }
-
-    p.header(
-        "request_duration_seconds",
-        "histogram",
-        "Request latency through the gateway: client DATA in to reply out.",
-    );
-    let cumulative = t.latency.cumulative();
-    for (bound, n) in LATENCY_BUCKETS_S.iter().zip(cumulative.iter()) {
-        p.sample(
-            "request_duration_seconds_bucket",
-            &[("le", &bound.to_string())],
-            n,
-        );
-    }
-    let count = cumulative[HISTOGRAM_SLOTS - 1];
-    p.sample("request_duration_seconds_bucket", &[("le", "+Inf")], count);
-    p.sample(
-        "request_duration_seconds_sum",
-        &[],
-        us_to_s(t.latency.sum_us),
-    );
-    p.sample("request_duration_seconds_count", &[], count);
-
-    p.header(
-        "node_up",
-        "gauge",
-        "1 if every reactor sees the node up (health checks pass), else 0.",
-    );
-    for n in &nodes {
-        p.sample("node_up", &[("node", &n.addr)], u8::from(n.up));
-    }
-    p.header(
-        "node_up_reactors",
-        "gauge",
-        "Number of reactors that see the node up.",
-    );
-    for n in &nodes {
-        p.sample("node_up_reactors", &[("node", &n.addr)], n.up_reactors);
-    }
-    p.header(
-        "node_outstanding",
-        "gauge",
-        "Requests sent to the node and not yet answered, summed over reactors.",
-    );
-    for n in &nodes {
-        p.sample("node_outstanding", &[("node", &n.addr)], n.outstanding);
-    }
-    p.header(
-        "node_requests_total",
-        "counter",
-        "REQUEST frames sent to the node, retries included, summed over reactors.",
-    );
-    for n in &nodes {
-        p.sample("node_requests_total", &[("node", &n.addr)], n.requests);
-    }
-
     p.single(
         "reactors",
         "gauge",
@@ -913,61 +523,45 @@ pub fn render_prometheus(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Strin
     p.finish()
 }
 
+/// A snapshot's entries with a `/stats` key, each with its total.
+fn totals_json(s: &Snapshot) -> Map<String, Value> {
+    s.totals()
+        .into_iter()
+        .map(|(key, n)| (key.to_string(), Value::from(n)))
+        .collect()
+}
+
 /// The same numbers as [`render_prometheus`], as JSON for humans and scripts (`GET /stats`).
+///
+/// `reactors[i]` and `totals` hold every family with a `/stats` key (a family's total over
+/// its labels, the latency histogram's count as `requests`); the labelled ones are also given
+/// by label at the top level (`closed`, `errors`, `backend_dropped`).
 ///
 /// Latency quantiles are estimated from the histogram: the upper bound (µs) of the bucket that
 /// holds the quantile; `null` when nothing was recorded or when the quantile is above the
 /// largest bound.
 pub fn render_stats(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Value {
     let per_reactor: Vec<Snapshot> = reactors.iter().map(|m| m.snapshot()).collect();
-    let mut t = Snapshot::default();
-    for s in &per_reactor {
-        t.merge(s);
-    }
+    let t: Snapshot = per_reactor.iter().cloned().sum();
 
     let reactors_json: Vec<Value> = per_reactor
         .iter()
         .enumerate()
         .map(|(index, s)| {
-            json!({
-                "index": index,
-                "open": s.open,
-                "accepted": s.accepted,
-                "closed": s.closed_total(),
-                "frames_in": s.frames_in,
-                "frames_out": s.frames_out,
-                "bytes_in": s.bytes_in,
-                "bytes_out": s.bytes_out,
-                "backend_requests": s.backend_requests,
-                "backend_responses": s.backend_responses,
-                "retries": s.retries,
-                "errors": s.errors_total(),
-                "backend_dropped": s.backend_dropped_total(),
-                "requests": s.latency.count(),
-            })
+            let mut reactor = totals_json(s);
+            reactor.insert("index".into(), Value::from(index));
+            Value::Object(reactor)
         })
         .collect();
-
-    let closed: Map<String, Value> = CloseReason::ALL
-        .iter()
-        .map(|r| (r.label().to_string(), Value::from(t.closed[r.index()])))
-        .collect();
-    let errors: Map<String, Value> = ErrorCode::ALL
-        .iter()
-        .map(|c| {
-            let n = t.errors.get(usize::from(c.as_u16())).copied().unwrap_or(0);
-            (c.name().to_string(), Value::from(n))
-        })
-        .collect();
-    let dropped: Map<String, Value> = BackendDrop::ALL
-        .iter()
-        .map(|d| {
-            (
-                d.label().to_string(),
-                Value::from(t.backend_dropped[d.index()]),
-            )
-        })
-        .collect();
+    let mut totals = totals_json(&t);
+    totals.insert(
+        "rejected_at_accept".into(),
+        Value::from(info.rejected_at_accept.get()),
+    );
+    totals.insert(
+        "shed_out_of_descriptors".into(),
+        Value::from(info.shed_out_of_descriptors.get()),
+    );
     let nodes: Vec<Value> = summarize_nodes(reactors)
         .into_iter()
         .map(|n| {
@@ -983,48 +577,38 @@ pub fn render_stats(reactors: &[Arc<Metrics>], info: &GatewayInfo) -> Value {
         .collect();
 
     let lat = &t.latency;
-    json!({
+    let mut page = json!({
         "version": info.version,
         "listen": info.listen,
         "uptime_s": info.started.elapsed().as_secs_f64(),
         "draining": info.draining.load(Relaxed),
         "max_connections": info.max_connections.load(Relaxed),
         "reactors": reactors_json,
-        "totals": {
-            "open": t.open,
-            "accepted": t.accepted,
-            "closed": t.closed_total(),
-            "rejected_at_accept": info.rejected_at_accept.get(),
-            "shed_out_of_descriptors": info.shed_out_of_descriptors.get(),
-            "frames_in": t.frames_in,
-            "frames_out": t.frames_out,
-            "bytes_in": t.bytes_in,
-            "bytes_out": t.bytes_out,
-            "backend_requests": t.backend_requests,
-            "backend_responses": t.backend_responses,
-            "retries": t.retries,
-            "errors": t.errors_total(),
-            "backend_dropped": t.backend_dropped_total(),
-            "requests": lat.count(),
-        },
-        "closed": closed,
-        "errors": errors,
-        "backend_dropped": dropped,
+        "totals": totals,
         "nodes": nodes,
         "latency_us": {
             "count": lat.count(),
-            "mean": if lat.count() == 0 { Value::Null } else { Value::from(lat.sum_us / lat.count()) },
-            "p50": lat.quantile_us(0.50),
-            "p90": lat.quantile_us(0.90),
-            "p99": lat.quantile_us(0.99),
-            "p999": lat.quantile_us(0.999),
+            "mean": if lat.count() == 0 { Value::Null } else { Value::from(lat.sum() / lat.count()) },
+            "p50": lat.quantile(0.50),
+            "p90": lat.quantile(0.90),
+            "p99": lat.quantile(0.99),
+            "p999": lat.quantile(0.999),
         },
-    })
+    });
+    for (key, by_label) in t.by_label() {
+        let by_label: Map<String, Value> = by_label
+            .into_iter()
+            .map(|(label, n)| (label.to_string(), Value::from(n)))
+            .collect();
+        page[key] = Value::Object(by_label);
+    }
+    page
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_daemon::metrics::{Buckets, Metric};
 
     fn info() -> GatewayInfo {
         GatewayInfo::new("0.1.0", vec!["0.0.0.0:8900".into()], 2, 1000)
@@ -1080,16 +664,6 @@ mod tests {
     }
 
     #[test]
-    fn counter_single_writer_and_shared() {
-        let c = Counter::default();
-        c.inc();
-        c.add(41);
-        c.add_shared(8);
-        c.inc_shared();
-        assert_eq!(c.get(), 51);
-    }
-
-    #[test]
     fn metrics_is_cache_line_isolated() {
         assert_eq!(std::mem::align_of::<Metrics>(), 128);
         assert_eq!(std::mem::size_of::<Metrics>() % 128, 0);
@@ -1097,11 +671,12 @@ mod tests {
 
     #[test]
     fn bucket_bounds_agree() {
-        assert_eq!(LATENCY_BUCKETS_S.len(), LATENCY_BUCKETS_US.len());
-        for (s, us) in LATENCY_BUCKETS_S.iter().zip(LATENCY_BUCKETS_US) {
+        assert_eq!(LatencyUs::SLOTS, LatencyUs::BOUNDS.len() + 1);
+        for (i, &us) in LatencyUs::BOUNDS.iter().enumerate() {
+            let s: f64 = LatencyUs::le(i).parse().unwrap();
             assert_eq!((s * 1e6).round() as u64, us);
         }
-        assert!(LATENCY_BUCKETS_US.windows(2).all(|w| w[0] < w[1]));
+        assert!(LatencyUs::BOUNDS.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
@@ -1129,15 +704,19 @@ mod tests {
         assert_eq!(m.open(), 0);
         m.error(ErrorCode::Internal);
         assert_eq!(m.errors_sent(ErrorCode::Internal), 1);
-        assert_eq!(m.errors[13].get(), 1);
+        assert_eq!(m.errors.get(ErrorCode::Internal).get(), 1);
+        // A code's slot is its place in ErrorCode::ALL.
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(ErrorCodes::index(code), i, "{code:?}");
+        }
         m.drop_backend(BackendDrop::Malformed);
         assert_eq!(m.backend_dropped(BackendDrop::Malformed), 1);
     }
 
     #[test]
     fn histogram_quantiles() {
-        let h = Histogram::new();
-        assert_eq!(h.snapshot().quantile_us(0.5), None);
+        let h = Histogram::<LatencyUs>::default();
+        assert_eq!(h.snapshot().quantile(0.5), None);
         for _ in 0..90 {
             h.record_us(80); // 100 µs bucket
         }
@@ -1147,13 +726,13 @@ mod tests {
         h.record_us(6_000_000); // +Inf
         let s = h.snapshot();
         assert_eq!(s.count(), 100);
-        assert_eq!(s.quantile_us(0.5), Some(100));
-        assert_eq!(s.quantile_us(0.9), Some(100));
-        assert_eq!(s.quantile_us(0.99), Some(1_000));
-        assert_eq!(s.quantile_us(0.999), None);
-        assert_eq!(s.sum_us, 90 * 80 + 9 * 700 + 6_000_000);
+        assert_eq!(s.quantile(0.5), Some(100));
+        assert_eq!(s.quantile(0.9), Some(100));
+        assert_eq!(s.quantile(0.99), Some(1_000));
+        assert_eq!(s.quantile(0.999), None);
+        assert_eq!(s.sum(), 90 * 80 + 9 * 700 + 6_000_000);
         h.record_us(0);
-        assert_eq!(h.snapshot().slots[0], 1);
+        assert_eq!(h.snapshot().counts()[0], 1);
     }
 
     #[test]
@@ -1271,9 +850,9 @@ mod tests {
                 (le, v.parse().unwrap())
             })
             .collect();
-        assert_eq!(buckets.len(), LATENCY_BUCKETS_S.len() + 1);
-        for ((le, _), bound) in buckets.iter().zip(LATENCY_BUCKETS_S) {
-            assert_eq!(le.parse::<f64>().unwrap(), *bound);
+        assert_eq!(buckets.len(), LatencyUs::BOUNDS.len() + 1);
+        for ((le, _), bound) in buckets.iter().zip(LatencyUs::BOUNDS) {
+            assert_eq!(le.parse::<f64>().unwrap(), *bound as f64 / 1e6);
         }
         assert_eq!(buckets.last().unwrap().0, "+Inf");
         assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1));

@@ -1,8 +1,9 @@
 //! The service's counters and their Prometheus text rendering (`GET /metrics`).
 //!
-//! Request counters are bumped by every worker thread, so they are sharded: each thread
-//! picks a shard (cache-line aligned) the first time it counts, and a scrape sums the shards.
-//! The gateway gauges are written by the rebuild task only.
+//! Request counters are bumped by every worker thread, so they are [`Sharded`]: each thread
+//! keeps to one shard (cache-line aligned) from the first time it counts, and a scrape sums
+//! the shards. The gateway gauges are written by the rebuild task only. Each family is
+//! declared once, in page order, in one of the two [`tether_daemon::metric_set!`]s below.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -21,65 +22,62 @@
 //! before its body is read) to the response being ready, not counting HTTP parsing and
 //! writing in hyper.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use tether_daemon::metrics::{Counter, Family, Gauge, Histogram, Sharded};
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "tether_ipconfig_";
 
-/// Which route a request took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    IpList,
-    Report,
-    Healthz,
-    Metrics,
-    /// 404s and 405s.
-    Other,
-}
+/// Shards of the request counters: more than the worker threads there usually are.
+const SHARDS: usize = 16;
 
-impl Endpoint {
-    pub const ALL: [Endpoint; 5] = [
-        Endpoint::IpList,
-        Endpoint::Report,
-        Endpoint::Healthz,
-        Endpoint::Metrics,
-        Endpoint::Other,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::IpList => "ip_list",
-            Endpoint::Report => "report",
-            Endpoint::Healthz => "healthz",
-            Endpoint::Metrics => "metrics",
-            Endpoint::Other => "other",
-        }
+tether_daemon::label_set! {
+    /// Which route a request took.
+    pub enum Endpoint: "endpoint" {
+        IpList = "ip_list",
+        Report = "report",
+        Healthz = "healthz",
+        Metrics = "metrics",
+        /// 404s and 405s.
+        Other = "other",
     }
 }
 
-/// Why a report was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// Not a JSON object (400).
-    Malformed,
-    /// A field missing, of the wrong type or out of range (400).
-    Invalid,
-    /// Body over `max_report_bytes` (413).
-    TooLarge,
-    /// `max_gateways` reached (503).
-    Full,
+tether_daemon::label_set! {
+    /// A response's status class.
+    pub enum StatusClass: "class" {
+        Informational = "1xx",
+        Success = "2xx",
+        Redirection = "3xx",
+        ClientError = "4xx",
+        ServerError = "5xx",
+    }
+}
+
+impl StatusClass {
+    /// The class of `status`; below 100 counts as 1xx, 600 and above as 5xx.
+    pub fn of(status: u16) -> StatusClass {
+        let i = usize::from(status / 100).clamp(1, StatusClass::COUNT) - 1;
+        StatusClass::ALL[i]
+    }
+}
+
+tether_daemon::label_set! {
+    /// Why a report was refused.
+    pub enum Rejection: "reason" {
+        /// Not a JSON object (400).
+        Malformed = "malformed",
+        /// A field missing, of the wrong type or out of range (400).
+        Invalid = "invalid",
+        /// Body over `max_report_bytes` (413).
+        TooLarge = "too_large",
+        /// `max_gateways` reached (503).
+        Full = "full",
+    }
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 4] = [
-        Rejection::Malformed,
-        Rejection::Invalid,
-        Rejection::TooLarge,
-        Rejection::Full,
-    ];
-
     /// A report that does not parse: malformed JSON, or a bad field.
     pub fn of(e: &crate::report::ReportError) -> Rejection {
         if e.is_malformed() {
@@ -88,115 +86,100 @@ impl Rejection {
             Rejection::Invalid
         }
     }
+}
 
-    pub fn label(self) -> &'static str {
-        match self {
-            Rejection::Malformed => "malformed",
-            Rejection::Invalid => "invalid",
-            Rejection::TooLarge => "too_large",
-            Rejection::Full => "full",
-        }
+tether_daemon::label_set! {
+    /// A tracked gateway's state at the last rebuild.
+    pub enum GatewayState: "state" {
+        /// Listable.
+        Live = "live",
+        Draining = "draining",
+        Full = "full",
     }
 }
 
-/// Upper bounds (seconds) of the request-duration buckets; `+Inf` is implicit.
-pub const LATENCY_BUCKETS_S: [f64; 19] = [
-    0.000_001,
-    0.000_002_5,
-    0.000_005,
-    0.000_01,
-    0.000_025,
-    0.000_05,
-    0.000_1,
-    0.000_25,
-    0.000_5,
-    0.001,
-    0.002_5,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-];
-
-/// [`LATENCY_BUCKETS_S`] in nanoseconds, which is what is recorded.
-const LATENCY_BUCKETS_NS: [u64; 19] = [
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-];
-
-const SLOTS: usize = LATENCY_BUCKETS_NS.len() + 1;
-const ENDPOINTS: usize = Endpoint::ALL.len();
-const CLASSES: usize = 5;
-const SHARDS: usize = 16;
-
-/// One thread's share of the request counters.
-#[derive(Default)]
-#[repr(align(128))]
-struct Shard {
-    requests: [[AtomicU64; CLASSES]; ENDPOINTS],
-    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
-    latency: [[AtomicU64; SLOTS]; ENDPOINTS],
-    latency_sum_ns: [AtomicU64; ENDPOINTS],
-    reports_accepted: AtomicU64,
-    reports_rejected: [AtomicU64; Rejection::ALL.len()],
+tether_daemon::buckets! {
+    /// Upper bounds of the request-duration buckets, in nanoseconds (what is recorded):
+    /// 1 µs … 1 s, printed in seconds; `+Inf` is implicit.
+    pub enum RequestNs: Nanos = [
+        1_000,
+        2_500,
+        5_000,
+        10_000,
+        25_000,
+        50_000,
+        100_000,
+        250_000,
+        500_000,
+        1_000_000,
+        2_500_000,
+        5_000_000,
+        10_000_000,
+        25_000_000,
+        50_000_000,
+        100_000_000,
+        250_000_000,
+        500_000_000,
+        1_000_000_000,
+    ];
 }
 
-thread_local! {
-    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+tether_daemon::metric_set! {
+    /// One shard of the request counters. Several threads may share it: every write is a
+    /// read-modify-write.
+    #[derive(Debug)]
+    #[repr(align(128))]
+    struct Requests;
+
+    #[derive(Debug, Clone, Default)]
+    struct RequestsSnapshot;
+
+    families {
+        requests: Family<Endpoint, Family<StatusClass>>
+            => "http_requests_total", "HTTP requests answered, by endpoint and status class.";
+        latency: Family<Endpoint, Histogram<RequestNs>>
+            => "http_request_duration_seconds",
+               "Time from a handler's start to its response being ready, by endpoint.";
+        reports_accepted: Counter => "reports_accepted_total", "Gateway reports recorded.";
+        reports_rejected: Family<Rejection>
+            => "reports_rejected_total", "Gateway reports refused, by reason.";
+    }
 }
 
-/// The shard of the calling thread.
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    SHARD.with(|s| match s.get() {
-        Some(i) => i,
-        None => {
-            let i = NEXT.fetch_add(1, Relaxed) % SHARDS;
-            s.set(Some(i));
-            i
-        }
-    })
+tether_daemon::metric_set! {
+    /// What the rebuilds leave, and the gateways dropped for going stale.
+    #[derive(Debug)]
+    struct Listing;
+
+    #[derive(Debug, Clone, Default)]
+    struct ListingSnapshot;
+
+    families {
+        gateways: Family<GatewayState, Gauge>
+            => "gateways",
+               "Tracked gateways by state at the last rebuild: live (listed), draining, full.";
+        /// Bumped by the handlers and the rebuild task: shared writes.
+        stale_dropped: Counter
+            => "gateways_stale_dropped_total",
+               "Gateways dropped after stale_after_ms without a report.";
+        list_entries: Gauge
+            => "list_entries", "Entries an /ip_list answer has now (at most top_n).";
+        rebuilds: Counter => "snapshot_rebuilds_total", "Times the list was rebuilt.";
+    }
+
+    unexported {
+        /// Printed in seconds, last on the page.
+        generated_at_ms: Gauge,
+    }
 }
 
 /// Every counter of one service.
+#[derive(Debug)]
 pub struct Metrics {
-    shards: Box<[Shard]>,
+    requests: Sharded<Requests>,
+    listing: Listing,
     started: Instant,
     version: &'static str,
-    live: AtomicU64,
-    draining: AtomicU64,
-    full: AtomicU64,
-    stale_dropped: AtomicU64,
-    list_entries: AtomicU64,
-    rebuilds: AtomicU64,
-    generated_at_ms: AtomicU64,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
 }
 
 impl Default for Metrics {
@@ -217,81 +200,47 @@ pub struct GatewayCounts {
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            requests: Sharded::new(SHARDS),
+            listing: Listing::default(),
             started: Instant::now(),
             version: env!("CARGO_PKG_VERSION"),
-            live: AtomicU64::new(0),
-            draining: AtomicU64::new(0),
-            full: AtomicU64::new(0),
-            stale_dropped: AtomicU64::new(0),
-            list_entries: AtomicU64::new(0),
-            rebuilds: AtomicU64::new(0),
-            generated_at_ms: AtomicU64::new(0),
         }
-    }
-
-    fn shard(&self) -> &Shard {
-        &self.shards[shard_index() % self.shards.len()]
     }
 
     /// Counts one request on `endpoint` answered `status` after `elapsed`.
     #[inline]
     pub fn request(&self, endpoint: Endpoint, status: u16, elapsed: Duration) {
-        let shard = self.shard();
-        let e = endpoint as usize;
-        let class = usize::from(status / 100).clamp(1, CLASSES) - 1;
-        shard.requests[e][class].fetch_add(1, Relaxed);
+        let shard = self.requests.local();
+        shard
+            .requests
+            .get(endpoint)
+            .inc_shared(StatusClass::of(status));
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let slot = LATENCY_BUCKETS_NS.partition_point(|&bound| bound < ns);
-        shard.latency[e][slot].fetch_add(1, Relaxed);
-        shard.latency_sum_ns[e].fetch_add(ns, Relaxed);
+        shard.latency.get(endpoint).record_shared(ns);
     }
 
     pub fn report_accepted(&self) {
-        self.shard().reports_accepted.fetch_add(1, Relaxed);
+        self.requests.local().reports_accepted.inc_shared();
     }
 
     pub fn report_rejected(&self, why: Rejection) {
-        self.shard().reports_rejected[why as usize].fetch_add(1, Relaxed);
+        self.requests.local().reports_rejected.inc_shared(why);
     }
 
     /// Gateways dropped for going stale.
     pub fn stale_dropped(&self, n: usize) {
-        self.stale_dropped.fetch_add(n as u64, Relaxed);
+        self.listing.stale_dropped.add_shared(n as u64);
     }
 
     /// Records a rebuild's counts.
     pub fn rebuilt(&self, counts: GatewayCounts, generated_at_ms: u64) {
-        self.live.store(counts.live as u64, Relaxed);
-        self.draining.store(counts.draining as u64, Relaxed);
-        self.full.store(counts.full as u64, Relaxed);
-        self.list_entries.store(counts.listed as u64, Relaxed);
-        self.generated_at_ms.store(generated_at_ms, Relaxed);
-        self.rebuilds.fetch_add(1, Relaxed);
-    }
-
-    fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
-        self.shards
-            .iter()
-            .fold(0u64, |a, s| a.wrapping_add(f(s).load(Relaxed)))
-    }
-
-    /// Requests on `endpoint` answered with a status of `class` (2 for 2xx…).
-    pub fn requests(&self, endpoint: Endpoint, class: u16) -> u64 {
-        let c = usize::from(class).clamp(1, CLASSES) - 1;
-        self.sum(|s| &s.requests[endpoint as usize][c])
-    }
-
-    pub fn reports_accepted(&self) -> u64 {
-        self.sum(|s| &s.reports_accepted)
-    }
-
-    pub fn reports_rejected(&self, why: Rejection) -> u64 {
-        self.sum(|s| &s.reports_rejected[why as usize])
-    }
-
-    pub fn stale_dropped_total(&self) -> u64 {
-        self.stale_dropped.load(Relaxed)
+        let gateways = &self.listing.gateways;
+        gateways.set(GatewayState::Live, counts.live as u64);
+        gateways.set(GatewayState::Draining, counts.draining as u64);
+        gateways.set(GatewayState::Full, counts.full as u64);
+        self.listing.list_entries.set(counts.listed as u64);
+        self.listing.generated_at_ms.set(generated_at_ms);
+        self.listing.rebuilds.add_shared(1);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -304,112 +253,14 @@ impl Metrics {
             "Seconds since the service started.",
             self.started.elapsed().as_secs_f64(),
         );
-
-        p.header(
-            "http_requests_total",
-            "counter",
-            "HTTP requests answered, by endpoint and status class.",
-        );
-        for e in Endpoint::ALL {
-            for class in 1..=CLASSES as u16 {
-                let label = format!("{class}xx");
-                p.sample(
-                    "http_requests_total",
-                    &[("endpoint", e.label()), ("class", &label)],
-                    self.requests(e, class),
-                );
-            }
-        }
-
-        p.header(
-            "http_request_duration_seconds",
-            "histogram",
-            "Time from a handler's start to its response being ready, by endpoint.",
-        );
-        for e in Endpoint::ALL {
-            let i = e as usize;
-            let mut cumulative = 0u64;
-            for (slot, bound) in LATENCY_BUCKETS_S.iter().enumerate() {
-                cumulative = cumulative.wrapping_add(self.sum(|s| &s.latency[i][slot]));
-                p.sample(
-                    "http_request_duration_seconds_bucket",
-                    &[("endpoint", e.label()), ("le", &bound.to_string())],
-                    cumulative,
-                );
-            }
-            cumulative = cumulative.wrapping_add(self.sum(|s| &s.latency[i][SLOTS - 1]));
-            p.sample(
-                "http_request_duration_seconds_bucket",
-                &[("endpoint", e.label()), ("le", "+Inf")],
-                cumulative,
-            );
-            let sum_ns = self.sum(|s| &s.latency_sum_ns[i]);
-            p.sample(
-                "http_request_duration_seconds_sum",
-                &[("endpoint", e.label())],
-                sum_ns as f64 / 1e9,
-            );
-            p.sample(
-                "http_request_duration_seconds_count",
-                &[("endpoint", e.label())],
-                cumulative,
-            );
-        }
-
-        p.single(
-            "reports_accepted_total",
-            "counter",
-            "Gateway reports recorded.",
-            self.reports_accepted(),
-        );
-        p.header(
-            "reports_rejected_total",
-            "counter",
-            "Gateway reports refused, by reason.",
-        );
-        for r in Rejection::ALL {
-            p.sample(
-                "reports_rejected_total",
-                &[("reason", r.label())],
-                self.reports_rejected(r),
-            );
-        }
-
-        p.header(
-            "gateways",
-            "gauge",
-            "Tracked gateways by state at the last rebuild: live (listed), draining, full.",
-        );
-        p.sample("gateways", &[("state", "live")], self.live.load(Relaxed));
-        p.sample(
-            "gateways",
-            &[("state", "draining")],
-            self.draining.load(Relaxed),
-        );
-        p.sample("gateways", &[("state", "full")], self.full.load(Relaxed));
-        p.single(
-            "gateways_stale_dropped_total",
-            "counter",
-            "Gateways dropped after stale_after_ms without a report.",
-            self.stale_dropped_total(),
-        );
-        p.single(
-            "list_entries",
-            "gauge",
-            "Entries an /ip_list answer has now (at most top_n).",
-            self.list_entries.load(Relaxed),
-        );
-        p.single(
-            "snapshot_rebuilds_total",
-            "counter",
-            "Times the list was rebuilt.",
-            self.rebuilds.load(Relaxed),
-        );
+        let requests: RequestsSnapshot = self.requests.iter().map(Requests::snapshot).sum();
+        requests.write_prometheus(&mut p);
+        self.listing.snapshot().write_prometheus(&mut p);
         p.single(
             "snapshot_generated_at_seconds",
             "gauge",
             "Unix time the current list was built.",
-            self.generated_at_ms.load(Relaxed) as f64 / 1000.0,
+            self.listing.generated_at_ms.get() as f64 / 1000.0,
         );
         p.finish()
     }
@@ -418,6 +269,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_daemon::metrics::Buckets;
 
     /// `name{labels} value` → value, for the one sample with exactly this series.
     fn value(text: &str, series: &str) -> f64 {
@@ -427,10 +279,21 @@ mod tests {
 
     #[test]
     fn bucket_bounds_agree() {
-        for (s, ns) in LATENCY_BUCKETS_S.iter().zip(LATENCY_BUCKETS_NS) {
+        for (i, &ns) in RequestNs::BOUNDS.iter().enumerate() {
+            let s: f64 = RequestNs::le(i).parse().unwrap();
             assert_eq!((s * 1e9).round() as u64, ns);
         }
-        assert!(LATENCY_BUCKETS_NS.windows(2).all(|w| w[0] < w[1]));
+        assert!(RequestNs::BOUNDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(StatusClass::of(0), StatusClass::Informational);
+        assert_eq!(StatusClass::of(204), StatusClass::Success);
+        assert_eq!(StatusClass::of(308), StatusClass::Redirection);
+        assert_eq!(StatusClass::of(499), StatusClass::ClientError);
+        assert_eq!(StatusClass::of(503), StatusClass::ServerError);
+        assert_eq!(StatusClass::of(u16::MAX), StatusClass::ServerError);
     }
 
     #[test]

@@ -1,70 +1,83 @@
-//! The daemon's counters and gauges, and their Prometheus page.
+//! The daemon's counters and gauges, declared once in page order, and their Prometheus page.
 //!
-//! The event loop is the only writer; the HTTP thread reads. Relaxed atomics suffice: every
-//! value is a count that is exact once the loop is quiet.
+//! The event loop is the only writer, so every counter is a [`Counter`] bumped with a relaxed
+//! load and store; the HTTP thread reads. Every value is a count that is exact once the loop
+//! is quiet.
+//!
+//! Families whose samples the store bumps one by one (`logins_total{result}` and the like)
+//! are declared as one field per sample, the first naming the family. The page's
+//! `detached_total{cause="timeout"}` is the timeout kicks counter again: a session kicked for
+//! its heartbeat is detached with it.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
+use tether_daemon::metrics::{Counter, Derived, Gauge};
 use tether_daemon::prometheus::Text;
 
-/// A counter or gauge written by the loop.
-#[derive(Default)]
-pub struct Value(AtomicU64);
+tether_daemon::metric_set! {
+    /// Every counter and gauge of the daemon.
+    pub struct Metrics;
 
-impl Value {
-    pub fn inc(&self) {
-        self.add(1);
+    /// The values of [`Metrics`] at one moment.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Snapshot, derived by Metrics::fill_derived;
+
+    families {
+        pub sessions_online: Gauge
+            => "sessions", "Sessions held, by presence." [state = "online"];
+        pub sessions_detached: Gauge => [state = "detached"];
+        pub pushes_pending: Gauge
+            => "pushes_pending", "Pushes waiting for an ACK, all sessions.";
+        pub links_open: Gauge => "links_open", "Gateway links open.";
+        pub gateways: Gauge
+            => "gateways_known", "Gateway ids seen since the journal began.";
+
+        pub logins_ok: Counter
+            => "logins_total", "STATE_LOGIN answers, by result." [result = "ok"];
+        pub logins_auth_failed: Counter => [result = "auth_failed"];
+        pub logins_overloaded: Counter => [result = "overloaded"];
+        pub resumes_ok: Counter
+            => "resumes_total", "STATE_RESUME answers, by result." [result = "ok"];
+        pub resumes_failed: Counter => [result = "failed"];
+        pub kicks_timeout: Counter
+            => "kicks_total", "KICKs sent, by reason." [reason = "timeout"];
+        pub kicks_replaced: Counter => [reason = "replaced"];
+        pub closed: Counter
+            => "detached_total", "Sessions detached, by cause." [cause = "closed"];
+        pub vanished: Counter => [cause = "vanished"];
+        /// `kicks_timeout`, copied by [`Metrics::snapshot`].
+        detached_timeout: Derived<Counter> => [cause = "timeout"];
+        pub sessions_expired: Counter
+            => "sessions_expired_total", "Sessions removed when their resume window passed.";
+        pub heartbeats: Counter
+            => "heartbeats_total", "Routes heartbeated (HEARTBEAT entries and announced routes).";
+        pub unknown_route: Counter
+            => "unknown_route_total", "Commands for a route with no session, ignored.";
+
+        pub pushes_delivered: Counter
+            => "pushes_total", "POST /v1/push answers, by status." [status = "delivered"];
+        pub pushes_queued: Counter => [status = "queued"];
+        pub pushes_offline: Counter => [status = "offline"];
+        pub pushes_full: Counter => [status = "full"];
+        pub push_sends: Counter
+            => "push_sends_total", "STATE_PUSH frames sent, retransmits included.";
+        pub push_retransmits: Counter
+            => "push_retransmits_total", "STATE_PUSH frames sent again for want of an ACK.";
+        pub acks: Counter => "acks_total", "Pushes acknowledged.";
+        pub pushes_expired: Counter
+            => "pushes_expired_total",
+               "Pushes dropped unacknowledged: TTL passed or session removed.";
+
+        pub link_errors: Counter
+            => "link_errors_total", "Gateway links closed for bad input.";
+        pub frames_in: Counter
+            => "frames_received_total", "Frames received from gateways.";
+        pub journal_bytes: Gauge => "journal_bytes", "Bytes in the current journal file.";
+        pub journal_generation: Gauge
+            => "journal_generation", "The journal's generation (bumped by each compaction).";
+        pub compactions: Counter => "journal_compactions_total", "Snapshots written.";
+        pub compaction_failures: Counter
+            => "journal_compaction_failures_total",
+               "Compactions whose snapshot could not be written; nothing was lost, the next one retries.";
     }
-
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-
-    pub fn set(&self, n: u64) {
-        self.0.store(n, Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-}
-
-#[derive(Default)]
-pub struct Metrics {
-    pub sessions_online: Value,
-    pub sessions_detached: Value,
-    pub pushes_pending: Value,
-    pub links_open: Value,
-    pub gateways: Value,
-
-    pub logins_ok: Value,
-    pub logins_auth_failed: Value,
-    pub logins_overloaded: Value,
-    pub resumes_ok: Value,
-    pub resumes_failed: Value,
-    pub kicks_timeout: Value,
-    pub kicks_replaced: Value,
-    pub closed: Value,
-    pub vanished: Value,
-    pub sessions_expired: Value,
-    pub heartbeats: Value,
-    pub unknown_route: Value,
-
-    pub pushes_delivered: Value,
-    pub pushes_queued: Value,
-    pub pushes_offline: Value,
-    pub pushes_full: Value,
-    pub push_sends: Value,
-    pub push_retransmits: Value,
-    pub acks: Value,
-    pub pushes_expired: Value,
-
-    pub link_errors: Value,
-    pub frames_in: Value,
-    pub journal_bytes: Value,
-    pub journal_generation: Value,
-    pub compactions: Value,
-    pub compaction_failures: Value,
 }
 
 impl Metrics {
@@ -72,188 +85,11 @@ impl Metrics {
     pub fn render(&self, version: &str) -> String {
         let mut p = Text::new("tether_state_", 6 * 1024);
         p.build_info(version);
-
-        p.header("sessions", "gauge", "Sessions held, by presence.");
-        p.sample(
-            "sessions",
-            &[("state", "online")],
-            self.sessions_online.get(),
-        );
-        p.sample(
-            "sessions",
-            &[("state", "detached")],
-            self.sessions_detached.get(),
-        );
-        p.single(
-            "pushes_pending",
-            "gauge",
-            "Pushes waiting for an ACK, all sessions.",
-            self.pushes_pending.get(),
-        );
-        p.single(
-            "links_open",
-            "gauge",
-            "Gateway links open.",
-            self.links_open.get(),
-        );
-        p.single(
-            "gateways_known",
-            "gauge",
-            "Gateway ids seen since the journal began.",
-            self.gateways.get(),
-        );
-
-        p.header("logins_total", "counter", "STATE_LOGIN answers, by result.");
-        p.sample("logins_total", &[("result", "ok")], self.logins_ok.get());
-        p.sample(
-            "logins_total",
-            &[("result", "auth_failed")],
-            self.logins_auth_failed.get(),
-        );
-        p.sample(
-            "logins_total",
-            &[("result", "overloaded")],
-            self.logins_overloaded.get(),
-        );
-        p.header(
-            "resumes_total",
-            "counter",
-            "STATE_RESUME answers, by result.",
-        );
-        p.sample("resumes_total", &[("result", "ok")], self.resumes_ok.get());
-        p.sample(
-            "resumes_total",
-            &[("result", "failed")],
-            self.resumes_failed.get(),
-        );
-        p.header("kicks_total", "counter", "KICKs sent, by reason.");
-        p.sample(
-            "kicks_total",
-            &[("reason", "timeout")],
-            self.kicks_timeout.get(),
-        );
-        p.sample(
-            "kicks_total",
-            &[("reason", "replaced")],
-            self.kicks_replaced.get(),
-        );
-        p.header("detached_total", "counter", "Sessions detached, by cause.");
-        p.sample("detached_total", &[("cause", "closed")], self.closed.get());
-        p.sample(
-            "detached_total",
-            &[("cause", "vanished")],
-            self.vanished.get(),
-        );
-        p.sample(
-            "detached_total",
-            &[("cause", "timeout")],
-            self.kicks_timeout.get(),
-        );
-        p.single(
-            "sessions_expired_total",
-            "counter",
-            "Sessions removed when their resume window passed.",
-            self.sessions_expired.get(),
-        );
-        p.single(
-            "heartbeats_total",
-            "counter",
-            "Routes heartbeated (HEARTBEAT entries and announced routes).",
-            self.heartbeats.get(),
-        );
-        p.single(
-            "unknown_route_total",
-            "counter",
-            "Commands for a route with no session, ignored.",
-            self.unknown_route.get(),
-        );
-
-        p.header(
-            "pushes_total",
-            "counter",
-            "POST /v1/push answers, by status.",
-        );
-        p.sample(
-            "pushes_total",
-            &[("status", "delivered")],
-            self.pushes_delivered.get(),
-        );
-        p.sample(
-            "pushes_total",
-            &[("status", "queued")],
-            self.pushes_queued.get(),
-        );
-        p.sample(
-            "pushes_total",
-            &[("status", "offline")],
-            self.pushes_offline.get(),
-        );
-        p.sample(
-            "pushes_total",
-            &[("status", "full")],
-            self.pushes_full.get(),
-        );
-        p.single(
-            "push_sends_total",
-            "counter",
-            "STATE_PUSH frames sent, retransmits included.",
-            self.push_sends.get(),
-        );
-        p.single(
-            "push_retransmits_total",
-            "counter",
-            "STATE_PUSH frames sent again for want of an ACK.",
-            self.push_retransmits.get(),
-        );
-        p.single(
-            "acks_total",
-            "counter",
-            "Pushes acknowledged.",
-            self.acks.get(),
-        );
-        p.single(
-            "pushes_expired_total",
-            "counter",
-            "Pushes dropped unacknowledged: TTL passed or session removed.",
-            self.pushes_expired.get(),
-        );
-
-        p.single(
-            "link_errors_total",
-            "counter",
-            "Gateway links closed for bad input.",
-            self.link_errors.get(),
-        );
-        p.single(
-            "frames_received_total",
-            "counter",
-            "Frames received from gateways.",
-            self.frames_in.get(),
-        );
-        p.single(
-            "journal_bytes",
-            "gauge",
-            "Bytes in the current journal file.",
-            self.journal_bytes.get(),
-        );
-        p.single(
-            "journal_generation",
-            "gauge",
-            "The journal's generation (bumped by each compaction).",
-            self.journal_generation.get(),
-        );
-        p.single(
-            "journal_compactions_total",
-            "counter",
-            "Snapshots written.",
-            self.compactions.get(),
-        );
-        p.single(
-            "journal_compaction_failures_total",
-            "counter",
-            "Compactions whose snapshot could not be written; nothing was lost, the next one retries.",
-            self.compaction_failures.get(),
-        );
+        self.snapshot().write_prometheus(&mut p);
         p.finish()
+    }
+
+    fn fill_derived(&self, snapshot: &mut Snapshot) {
+        snapshot.detached_timeout = snapshot.kicks_timeout;
     }
 }
