@@ -11,6 +11,7 @@
 //! - [`acceptor`]: accept and balance sockets over reactors.
 //! - [`reactor`]: the event loop; [`client`] and [`backend`]: its two kinds of socket.
 //! - [`route`]: the route key that brings a node's reply back to its connection.
+//! - [`dispatch`]: the in-flight table and routing decisions, sans-IO.
 //! - [`balance`]: node selection, one algorithm per file; [`health`]: node up/down.
 //! - [`rate_limit`], [`buffer_pool`], [`metrics`], [`admin`].
 //! - [`fleet`]: the node set from a discovery source (the `nodes` list, or etcd).
@@ -24,6 +25,7 @@ pub mod balance;
 pub mod buffer_pool;
 pub mod client;
 pub mod config;
+pub mod dispatch;
 pub mod fleet;
 pub mod gateway;
 pub mod health;

@@ -86,7 +86,7 @@ tether_daemon::label_set! {
 impl CloseReason {
     /// The reason for closing after sending ERROR `code`, or `None` for the codes that answer
     /// one request and leave the connection open (NO_BACKEND, RATE_LIMITED, UNAVAILABLE,
-    /// INTERNAL).
+    /// INTERNAL, BUSY, REQUEST_TIMEOUT).
     pub fn from_error(code: ErrorCode) -> Option<CloseReason> {
         match code {
             ErrorCode::BadFrame => Some(CloseReason::BadFrame),
@@ -101,7 +101,9 @@ impl CloseReason {
             ErrorCode::NoBackend
             | ErrorCode::RateLimited
             | ErrorCode::Unavailable
-            | ErrorCode::Internal => None,
+            | ErrorCode::Internal
+            | ErrorCode::Busy
+            | ErrorCode::RequestTimeout => None,
         }
     }
 }

@@ -17,11 +17,15 @@ pub enum ErrorCode {
     Timeout = 10,
     Kicked = 12,
     Internal = 13,
+    /// Refused for now, retry later; answers one request (the connection stays).
+    Busy = 14,
+    /// No reply within the gateway's request deadline; answers one request.
+    RequestTimeout = 15,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnknownKind,
@@ -35,6 +39,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Kicked,
         ErrorCode::Internal,
+        ErrorCode::Busy,
+        ErrorCode::RequestTimeout,
     ];
 
     /// The code for a wire value, or `None` for a value v1 does not define.
@@ -48,7 +54,7 @@ impl ErrorCode {
     }
 
     /// Whether the sender closes the connection after this error (codes 1–6, 9, 10, 12) or
-    /// the error answers one request and the connection stays (7, 8, 11, 13).
+    /// the error answers one request and the connection stays (7, 8, 11, 13, 14, 15).
     pub fn closes_connection(self) -> bool {
         !matches!(
             self,
@@ -56,6 +62,8 @@ impl ErrorCode {
                 | ErrorCode::RateLimited
                 | ErrorCode::Unavailable
                 | ErrorCode::Internal
+                | ErrorCode::Busy
+                | ErrorCode::RequestTimeout
         )
     }
 
@@ -75,6 +83,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Kicked => "KICKED",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 }
@@ -105,10 +115,12 @@ mod tests {
                 (11, "UNAVAILABLE"),
                 (12, "KICKED"),
                 (13, "INTERNAL"),
+                (14, "BUSY"),
+                (15, "REQUEST_TIMEOUT"),
             ]
         );
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(14), None);
+        assert_eq!(ErrorCode::from_u16(16), None);
     }
 
     #[test]
