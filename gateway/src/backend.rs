@@ -1,5 +1,5 @@
-//! One reactor's link to one node: the socket, its state, the REQUESTs waiting for an
-//! answer (kept for one re-send should the node fail), and the node's health.
+//! One reactor's link to one node: the socket, its state, its output queue and the node's
+//! health. The requests waiting for an answer are the dispatcher's (`crate::dispatch`).
 //!
 //! Every reactor has its own link to every node, so nothing here is shared.
 
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::Token;
-use rustc_hash::FxHashMap;
 use tether_daemon::nonblocking::write_queued;
 
 use crate::health::Health;
@@ -31,21 +30,7 @@ pub enum Link {
     },
 }
 
-/// A REQUEST sent and not yet answered.
-#[derive(Debug)]
-pub struct InFlight {
-    /// When the client's DATA arrived (the request latency runs from here).
-    pub since: Instant,
-    /// The payload, kept to re-send it once if the node fails.
-    pub payload: Vec<u8>,
-    /// Already re-sent once: a second failure is reported to the client.
-    pub retried: bool,
-}
-
-/// Key of an in-flight request: (route key, request id).
-pub type RequestKey = (u64, u64);
-
-/// A node link: socket, buffers, in-flight requests, health.
+/// A node link: socket, buffers, health. (Its requests are in the reactor's dispatcher.)
 #[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
@@ -57,15 +42,16 @@ pub struct Backend {
     pub out: Vec<u8>,
     pub written: usize,
     pub partial: Vec<u8>,
-    pub inflight: FxHashMap<RequestKey, InFlight>,
+    /// When the socket last took bytes, or when output began waiting (see
+    /// [`Backend::stalled`]).
+    pub progress: Instant,
+    /// The last flush left bytes unwritten.
+    left_waiting: bool,
     pub dirty: bool,
     pub writable: bool,
     /// REQUEST frames sent on this link since the gateway started (a running total).
     pub requests: u64,
 }
-
-/// Unwritten bytes for one node past which the node counts as stuck and its link is reset.
-pub const MAX_BACKEND_QUEUE: usize = 64 << 20;
 
 impl Backend {
     pub fn new(addr: SocketAddr, token: Token, now: Instant, backoff: Duration) -> Backend {
@@ -78,7 +64,8 @@ impl Backend {
             out: Vec::new(),
             written: 0,
             partial: Vec::new(),
-            inflight: FxHashMap::default(),
+            progress: now,
+            left_waiting: false,
             dirty: false,
             writable: false,
             requests: 0,
@@ -101,11 +88,18 @@ impl Backend {
     }
 
     /// Writes queued frames until done or the socket would block.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// `now` marks progress when the socket took bytes or had nothing waiting.
+    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
         let Link::Connected { stream } = &mut self.link else {
             return Ok(());
         };
+        let before = self.written;
         write_queued(stream, &self.out, &mut self.written)?;
+        // Progress: the socket took bytes, or nothing had been left waiting by the last
+        // flush (what waits now was queued since).
+        if self.written > before || !self.left_waiting {
+            self.progress = now;
+        }
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
@@ -113,7 +107,14 @@ impl Backend {
             self.out.drain(..self.written);
             self.written = 0;
         }
+        self.left_waiting = self.pending() > 0;
         Ok(())
+    }
+
+    /// Output has waited since `progress` without the socket taking a byte for longer than
+    /// `limit`: the node does not read its link.
+    pub fn stalled(&self, now: Instant, limit: Duration) -> bool {
+        self.pending() > 0 && now.saturating_duration_since(self.progress) > limit
     }
 
     /// The socket, while the link is connected (what reads take frames from).
@@ -124,13 +125,14 @@ impl Backend {
         }
     }
 
-    /// Drops the socket and everything queued on it; the caller re-sends `inflight`.
+    /// Drops the socket and everything queued on it; the caller evacuates its requests.
     pub fn reset(&mut self, retry_at: Instant) -> Option<TcpStream> {
         let old = std::mem::replace(&mut self.link, Link::Idle { retry_at });
         self.out.clear();
         self.written = 0;
         self.partial.clear();
         self.writable = false;
+        self.left_waiting = false;
         match old {
             Link::Connecting { stream, .. } | Link::Connected { stream } => Some(stream),
             Link::Idle { .. } => None,

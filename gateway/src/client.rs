@@ -63,6 +63,8 @@ pub struct Client {
     pub since_ms: u32,
     /// Requests of this client waiting at nodes.
     pub inflight: u32,
+    /// Their payload bytes (the client's share of node queues, see `max_inflight_bytes`).
+    pub inflight_bytes: u32,
     pub bucket: TokenBucket,
     /// An ERROR that closes is queued: read nothing more, close once written.
     pub closing: Option<CloseReason>,
@@ -96,6 +98,7 @@ impl Client {
             io: None,
             since_ms: 0,
             inflight: 0,
+            inflight_bytes: 0,
             bucket,
             closing: None,
             dirty: false,

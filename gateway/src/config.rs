@@ -16,6 +16,7 @@ use tether_daemon::logging::LogFormat;
 use tether_proto::DEFAULT_MAX_BODY;
 
 use crate::balance::Balance;
+use crate::dispatch::{Policy, Retry, MAX_NODE_QUEUE};
 use crate::route::MAX_REACTORS;
 
 /// Everything a gateway can be told. Every key has a flag of the same name (`nodes` is
@@ -55,6 +56,18 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// Requests one client may have at the nodes; past it the gateway stops reading it.
     pub max_inflight: u32,
+    /// Payload bytes one client may have at the nodes; a request past it is BUSY.
+    pub max_inflight_bytes: u64,
+    /// A request no node answered within this is REQUEST_TIMEOUT; its entry is freed.
+    pub request_timeout_ms: u64,
+    /// Which requests a failed or overloaded node's work is re-sent for: `flagged` (DATA
+    /// with the resend-safe flag) or `all`.
+    pub retry: Retry,
+    /// Payload copies kept for re-sends, per reactor; a re-sendable request past it is BUSY.
+    pub max_resend_bytes: usize,
+    /// With `state`: logins and resumes at the daemon per reactor; past it BUSY with a
+    /// retry-after hint.
+    pub max_logins_inflight: u32,
     /// DATA frames per second per connection; 0 = no limit.
     pub rate_limit: u32,
     /// Token-bucket burst for `rate_limit`; 0 = one second's worth.
@@ -110,6 +123,11 @@ impl Default for Config {
             frame_timeout_ms: 10_000,
             max_queued_bytes: 1 << 20,
             max_inflight: 1024,
+            max_inflight_bytes: 4 << 20,
+            request_timeout_ms: 30_000,
+            retry: Retry::Flagged,
+            max_resend_bytes: 256 << 20,
+            max_logins_inflight: 512,
             rate_limit: 0,
             rate_burst: 0,
             drain_timeout_ms: 10_000,
@@ -173,6 +191,26 @@ impl Validate for Config {
             "at least 65536",
         );
         c.need(self.max_inflight >= 1, "max_inflight", "at least 1");
+        c.need(
+            self.max_inflight_bytes >= u64::from(self.max_body),
+            "max_inflight_bytes",
+            "at least max_body (one request of the largest size must fit)",
+        );
+        c.need(
+            (100..=3_600_000).contains(&self.request_timeout_ms),
+            "request_timeout_ms",
+            "between 100 and 3600000",
+        );
+        c.need(
+            self.max_resend_bytes >= self.max_body as usize,
+            "max_resend_bytes",
+            "at least max_body",
+        );
+        c.need(
+            self.max_logins_inflight >= 1,
+            "max_logins_inflight",
+            "at least 1",
+        );
         c.need(
             (100..=3_600_000).contains(&self.login_timeout_ms),
             "login_timeout_ms",
@@ -240,6 +278,14 @@ impl Config {
             frame_timeout_ms: u32::try_from(self.frame_timeout_ms).unwrap_or(u32::MAX / 2),
             max_queued_bytes: self.max_queued_bytes,
             max_inflight: self.max_inflight,
+            dispatch: Policy {
+                retry: self.retry,
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
+                max_client_bytes: self.max_inflight_bytes,
+                max_copied_bytes: self.max_resend_bytes,
+                max_node_queue: MAX_NODE_QUEUE,
+            },
+            max_logins_inflight: self.max_logins_inflight,
             rate_limit: self.rate_limit,
             login_timeout_ms: u32::try_from(self.login_timeout_ms).unwrap_or(u32::MAX / 2),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
@@ -308,6 +354,9 @@ pub struct Settings {
     pub frame_timeout_ms: u32,
     pub max_queued_bytes: usize,
     pub max_inflight: u32,
+    /// Request routing limits: deadlines, re-sends, byte caps.
+    pub dispatch: Policy,
+    pub max_logins_inflight: u32,
     pub rate_limit: u32,
     pub rate_burst: u32,
     pub login_timeout_ms: u32,
@@ -383,6 +432,21 @@ pub struct Opts {
     /// Requests in flight per client before reading pauses.
     #[arg(long, env = "TETHER_GATEWAY_MAX_INFLIGHT")]
     pub max_inflight: Option<u32>,
+    /// Payload bytes per client at the nodes before BUSY.
+    #[arg(long, env = "TETHER_GATEWAY_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<u64>,
+    /// No reply from the nodes within this many ms is REQUEST_TIMEOUT.
+    #[arg(long, env = "TETHER_GATEWAY_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Which requests are re-sent when a node fails: flagged or all.
+    #[arg(long, env = "TETHER_GATEWAY_RETRY")]
+    pub retry: Option<Retry>,
+    /// Payload copies kept for re-sends per reactor before BUSY.
+    #[arg(long, env = "TETHER_GATEWAY_MAX_RESEND_BYTES")]
+    pub max_resend_bytes: Option<usize>,
+    /// With --state: logins at the daemon per reactor before BUSY.
+    #[arg(long, env = "TETHER_GATEWAY_MAX_LOGINS_INFLIGHT")]
+    pub max_logins_inflight: Option<u32>,
     /// DATA frames/s per connection, 0 = off.
     #[arg(long, env = "TETHER_GATEWAY_RATE_LIMIT")]
     pub rate_limit: Option<u32>,

@@ -46,6 +46,10 @@ use crate::buffer_pool::BufferPool;
 /// Header flag bit a client sets on DATA that is safe to run twice (doc/protocol.md).
 pub const FLAG_RESEND_SAFE: u8 = 0x01;
 
+/// Unwritten bytes on one node link past which that node takes no new request until its
+/// queue drains (the link is never reset for its size: see the module comment).
+pub const MAX_NODE_QUEUE: usize = 64 << 20;
+
 /// Which requests may be re-sent to another node (`retry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -536,7 +540,11 @@ impl Dispatcher {
                 self.nodes[to].outstanding += 1;
                 let route = entry.route;
                 self.table.insert(id, entry);
-                out.push(Action::Resend { node: to, id, route });
+                out.push(Action::Resend {
+                    node: to,
+                    id,
+                    route,
+                });
                 return;
             }
         }
@@ -553,7 +561,10 @@ impl Dispatcher {
                 ErrorCode::Unavailable,
                 "node failed; the request was not flagged safe to re-send",
             ),
-            _ => (ErrorCode::Unavailable, "node failed and no other node could take it"),
+            _ => (
+                ErrorCode::Unavailable,
+                "node failed and no other node could take it",
+            ),
         };
         self.drop_copy(&mut entry);
         out.push(Action::Fail {

@@ -13,6 +13,7 @@
 //! - [`route`]: the route key that brings a node's reply back to its connection.
 //! - [`dispatch`]: the in-flight table and routing decisions, sans-IO.
 //! - [`balance`]: node selection, one algorithm per file; [`health`]: node up/down.
+//! - [`login_gate`]: admission control for logins, sans-IO.
 //! - [`rate_limit`], [`buffer_pool`], [`metrics`], [`admin`].
 //! - [`fleet`]: the node set from a discovery source (the `nodes` list, or etcd).
 //! - [`reporter`]: load reports to the ip-config service, and the etcd registration.
@@ -29,6 +30,7 @@ pub mod dispatch;
 pub mod fleet;
 pub mod gateway;
 pub mod health;
+pub mod login_gate;
 pub mod metrics;
 pub mod rate_limit;
 pub mod reactor;

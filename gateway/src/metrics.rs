@@ -47,6 +47,10 @@ tether_daemon::label_set! {
         Ack = "ack",
         /// CLOSED sent for a logged-in connection that closed.
         Closed = "closed",
+        /// LOGIN or RESUME refused BUSY: `max_logins_inflight` were at the daemon.
+        Busy = "busy",
+        /// STATE_PUSH for a connection not logged in: returned to the daemon as UNDELIVERED.
+        Undelivered = "undelivered",
     }
 }
 

@@ -93,7 +93,11 @@ fn a_black_hole_node_frees_every_request_at_its_deadline() {
         d.forward(&req(i, 100 + i, flags, &payload, t0)).unwrap();
     }
     assert_eq!(d.inflight(), 3000);
-    assert_eq!(d.copied_bytes(), 1500 * 1000, "only flagged requests are copied");
+    assert_eq!(
+        d.copied_bytes(),
+        1500 * 1000,
+        "only flagged requests are copied"
+    );
     assert_eq!(d.nodes()[0].outstanding, 3000);
 
     let mut out = Vec::new();
@@ -262,7 +266,10 @@ fn link_lost_resends_what_is_safe_and_fails_the_rest() {
         if *flags == SAFE {
             assert!(resends(&out).contains(&(1, sent.id)), "{i} re-sent");
         } else {
-            assert!(fails(&out).contains(&(*i, *i, ErrorCode::Unavailable)), "{i} failed");
+            assert!(
+                fails(&out).contains(&(*i, *i, ErrorCode::Unavailable)),
+                "{i} failed"
+            );
         }
     }
     assert_eq!(out.len(), on_zero.len());
@@ -412,7 +419,8 @@ fn the_reactor_cap_on_copies_refuses_flagged_requests_only() {
     d.forward(&req(1, 1, SAFE, &payload, t0)).unwrap();
     d.forward(&req(2, 1, SAFE, &payload, t0)).unwrap();
     assert_eq!(
-        d.forward(&req(3, 1, SAFE, &payload, t0)).map_err(|e| e.code),
+        d.forward(&req(3, 1, SAFE, &payload, t0))
+            .map_err(|e| e.code),
         Err(ErrorCode::Busy)
     );
     d.forward(&req(3, 2, 0, &payload, t0)).unwrap();

@@ -51,6 +51,9 @@ pub enum Kind {
     StateResume = 0x49,
     /// g→s: a client's ACK (id = message id; body: u64 route).
     StateAck = 0x4B,
+    /// g→s: a STATE_PUSH the gateway could not deliver: the route is not a logged-in
+    /// connection (id = message id; body: u64 route).
+    Undelivered = 0x4C,
     /// s→g: close this client (body: u64 route + u16 code + reason).
     Kick = 0x50,
     /// s→g: deliver a push (id = message id; body: u64 route + payload).
@@ -71,7 +74,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind of protocol v1, in wire order.
-    pub const ALL: [Kind; 29] = [
+    pub const ALL: [Kind; 30] = [
         Kind::Login,
         Kind::LoginOk,
         Kind::Ping,
@@ -93,6 +96,7 @@ impl Kind {
         Kind::Closed,
         Kind::StateResume,
         Kind::StateAck,
+        Kind::Undelivered,
         Kind::Kick,
         Kind::StatePush,
         Kind::StateError,
@@ -127,6 +131,7 @@ impl Kind {
             0x48 => Kind::Closed,
             0x49 => Kind::StateResume,
             0x4B => Kind::StateAck,
+            0x4C => Kind::Undelivered,
             0x50 => Kind::Kick,
             0x51 => Kind::StatePush,
             0x5F => Kind::StateError,
@@ -168,6 +173,7 @@ impl Kind {
             Kind::Closed => "CLOSED",
             Kind::StateResume => "STATE_RESUME",
             Kind::StateAck => "STATE_ACK",
+            Kind::Undelivered => "UNDELIVERED",
             Kind::Kick => "KICK",
             Kind::StatePush => "STATE_PUSH",
             Kind::StateError => "STATE_ERROR",

@@ -13,6 +13,7 @@ use tether_proto::{ErrorCode, Frame, Kind};
 
 use super::{Reactor, STATE};
 use crate::client::Login;
+use crate::login_gate;
 use crate::metrics::{CloseReason, SessionEvent};
 use crate::route::Route;
 use crate::state_link::{self, Phase, StateEvent};
@@ -50,9 +51,34 @@ impl Reactor {
         }
     }
 
-    /// LOGIN or RESUME: to the daemon, or UNAVAILABLE (the connection stays) without it.
+    /// LOGIN or RESUME: to the daemon, or UNAVAILABLE (the connection stays) without it,
+    /// or BUSY with a retry-after hint when `max_logins_inflight` are at the daemon.
     fn start_login(&mut self, slot: usize, frame: &Frame<'_>) {
         let route = self.route_of(slot);
+        if self
+            .clients
+            .get(slot)
+            .is_some_and(|c| c.login == Login::Pending)
+        {
+            // Its first one is still at the daemon: that answer decides.
+            return self.client_error(
+                slot,
+                frame.id,
+                ErrorCode::Busy,
+                "a login of this connection is in flight",
+            );
+        }
+        if self.state.as_ref().is_some_and(|l| l.is_up()) {
+            if let Err(hint_ms) = self.login_gate.enter(self.now) {
+                self.metrics.session(SessionEvent::Busy);
+                return self.client_error(
+                    slot,
+                    frame.id,
+                    ErrorCode::Busy,
+                    &login_gate::busy_reason(hint_ms),
+                );
+            }
+        }
         let Some(link) = self.state.as_mut().filter(|l| l.is_up()) else {
             self.metrics.session(SessionEvent::Unavailable);
             return self.client_error(
@@ -77,6 +103,13 @@ impl Reactor {
     pub(super) fn route_of(&self, slot: usize) -> u64 {
         let generation = self.clients.get(slot).map_or(0, |c| c.generation);
         Route::new(self.index, generation, slot).map_or(0, Route::pack)
+    }
+
+    /// A login answer for `route` came back: one fewer at the daemon; the client, if it is
+    /// still there.
+    fn answered_login(&mut self, route: u64) -> Option<usize> {
+        self.login_gate.answered(self.now);
+        self.client_of(route)
     }
 
     /// The client a route from the daemon names, if it is still the same connection.
@@ -169,7 +202,7 @@ impl Reactor {
                 self.metrics.state_link_up.add(1);
                 self.announce();
             }
-            StateEvent::LoginOk { id, route, body } => match self.client_of(route) {
+            StateEvent::LoginOk { id, route, body } => match self.answered_login(route) {
                 Some(slot) => {
                     if let Some(client) = self.clients.get_mut(slot) {
                         client.login = Login::In;
@@ -191,7 +224,7 @@ impl Reactor {
                 code,
                 reason,
             } => {
-                if let Some(slot) = self.client_of(route) {
+                if let Some(slot) = self.answered_login(route) {
                     if let Some(client) = self.clients.get_mut(slot) {
                         client.login = Login::Awaiting;
                     }
@@ -224,9 +257,18 @@ impl Reactor {
                 let logged_in = self
                     .client_of(route)
                     .filter(|&slot| self.clients[slot].login == Login::In);
-                if let Some(slot) = logged_in {
-                    self.metrics.session(SessionEvent::Push);
-                    self.reply(slot, Kind::Push, msg, payload);
+                match logged_in {
+                    Some(slot) => {
+                        self.metrics.session(SessionEvent::Push);
+                        self.reply(slot, Kind::Push, msg, payload);
+                    }
+                    None => {
+                        // Gone, or not logged in (any more): the daemon keeps it queued.
+                        self.metrics.session(SessionEvent::Undelivered);
+                        if let Some(link) = self.state.as_mut() {
+                            link.routed(Kind::Undelivered, msg, route, &[]);
+                        }
+                    }
                 }
             }
             StateEvent::Refused { code, reason } => {
@@ -260,6 +302,7 @@ impl Reactor {
     /// logged-in clients carry on; reconnect with backoff.
     fn state_down(&mut self, why: &str) {
         let now = self.now;
+        self.login_gate.reset();
         let Some(link) = self.state.as_mut() else {
             return;
         };
