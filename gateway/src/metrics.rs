@@ -1031,7 +1031,7 @@ mod tests {
         assert_eq!(v["closed"]["idle"], 0);
         assert_eq!(v["errors"]["NO_BACKEND"], 2);
         assert_eq!(v["errors"]["KICKED"], 0);
-        assert_eq!(v["errors"].as_object().unwrap().len(), 13);
+        assert_eq!(v["errors"].as_object().unwrap().len(), ErrorCode::ALL.len());
         assert_eq!(v["backend_dropped"]["stale_route"], 1);
         let nodes = v["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), 2);

@@ -59,6 +59,9 @@ pub struct Config {
     pub max_sessions: usize,
     /// Unacknowledged pushes per session; a push past this is answered 429.
     pub max_pending: usize,
+    /// Payload bytes of unacknowledged pushes, all sessions; a push past this is answered
+    /// 503 with status "full".
+    pub max_pending_bytes: u64,
     /// Largest push payload, bytes.
     pub max_payload: usize,
     /// TTL of a push that names none, seconds.
@@ -90,6 +93,7 @@ impl Default for Config {
             duplicate_login: DuplicateLogin::Kick,
             max_sessions: 2_000_000,
             max_pending: 1024,
+            max_pending_bytes: 256 << 20,
             max_payload: 65_536,
             push_ttl_s: 3600,
             push_retry_base_ms: 1000,
@@ -153,6 +157,11 @@ impl Validate for Config {
             (1..=1_000_000).contains(&self.max_pending),
             "max_pending",
             "between 1 and 1000000",
+        );
+        c.need(
+            self.max_pending_bytes >= self.max_payload as u64,
+            "max_pending_bytes",
+            "at least max_payload",
         );
         c.need(
             (1..=crate::link::MAX_PAYLOAD).contains(&self.max_payload),
@@ -255,6 +264,9 @@ pub struct Opts {
     /// Unacknowledged pushes per session.
     #[arg(long, env = "TETHER_STATE_MAX_PENDING")]
     pub max_pending: Option<usize>,
+    /// Payload bytes of unacknowledged pushes, all sessions.
+    #[arg(long, env = "TETHER_STATE_MAX_PENDING_BYTES")]
+    pub max_pending_bytes: Option<u64>,
     /// Largest push payload in bytes.
     #[arg(long, env = "TETHER_STATE_MAX_PAYLOAD")]
     pub max_payload: Option<usize>,

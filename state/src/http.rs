@@ -195,6 +195,16 @@ async fn push(State(shared): State<Arc<Shared>>, body: Body) -> Response {
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("payload over max_payload ({max} bytes)"),
         ),
+        Ok(Ok(Err(PushRefused::DaemonFull { max_bytes }))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({
+                "error": "the daemon holds max_pending_bytes of unacknowledged pushes; retry later",
+                "status": "full",
+                "max_pending_bytes": max_bytes,
+            })),
+        )
+            .into_response(),
         Ok(Ok(Err(PushRefused::IdsExhausted))) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "every message id was issued; the journal's counters are at their end",

@@ -26,6 +26,8 @@ tether_daemon::metric_set! {
         pub sessions_detached: Gauge => [state = "detached"];
         pub pushes_pending: Gauge
             => "pushes_pending", "Pushes waiting for an ACK, all sessions.";
+        pub pushes_pending_bytes: Gauge
+            => "pushes_pending_bytes", "Payload bytes of the pushes waiting for an ACK.";
         pub links_open: Gauge => "links_open", "Gateway links open.";
         pub gateways: Gauge
             => "gateways_known", "Gateway ids seen since the journal began.";
@@ -51,12 +53,19 @@ tether_daemon::metric_set! {
             => "heartbeats_total", "Routes heartbeated (HEARTBEAT entries and announced routes).";
         pub unknown_route: Counter
             => "unknown_route_total", "Commands for a route with no session, ignored.";
+        pub zombie_kicks: Counter
+            => "unknown_route_kicks_total",
+               "HEARTBEAT or ANNOUNCE for a route with no online session, answered with KICK TIMEOUT.";
 
         pub pushes_delivered: Counter
             => "pushes_total", "POST /v1/push answers, by status." [status = "delivered"];
         pub pushes_queued: Counter => [status = "queued"];
         pub pushes_offline: Counter => [status = "offline"];
         pub pushes_full: Counter => [status = "full"];
+        pub pushes_daemon_full: Counter => [status = "daemon_full"];
+        pub pushes_undelivered: Counter
+            => "pushes_undelivered_total",
+               "STATE_PUSH frames a gateway returned: the connection was not logged in; the push stays queued.";
         pub push_sends: Counter
             => "push_sends_total", "STATE_PUSH frames sent, retransmits included.";
         pub push_retransmits: Counter

@@ -50,6 +50,13 @@ impl Session {
         self.pushes.as_ref().map_or(0, |p| p.queue.len())
     }
 
+    /// Payload bytes of the pushes waiting for an ACK.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pushes.as_ref().map_or(0, |p| {
+            p.queue.iter().map(|push| push.payload.len() as u64).sum()
+        })
+    }
+
     /// The resume token handed to the client: `<session hex16>.<secret hex32>`.
     pub fn resume_token(&self) -> String {
         let mut token = format!("{:016x}.", self.id);

@@ -927,3 +927,91 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_route_announced_after_its_session_expired_is_kicked_not_kept_as_a_zombie() {
+    // Fault: with the link down longer than 3 × heartbeat_s, the daemon detached the
+    // session and its KICK went nowhere; back up, the gateway announced the route, the
+    // daemon ignored it, and the client carried on with no session (pushes "offline").
+    let mut rig = Rig::new(rules(|_| {}));
+    let gw = rig.hello("gw-a");
+    rig.login(gw, 1, "zombie");
+    rig.login(gw, 2, "removed");
+    rig.store.link_down(gw);
+    let got = rig.wait(3100);
+    assert!(got.is_empty(), "the link is down: {got:?}");
+    assert_eq!(rig.view("zombie").unwrap()["state"], "detached");
+    rig.wait(2100);
+    assert!(rig.view("removed").is_none(), "past its resume window");
+    assert_eq!(rig.hello("gw-a"), gw);
+    let mut body = Vec::new();
+    encode::routes(&mut body, Kind::Announce, &[1, 2]);
+    let got = rig.frame(gw, Kind::Announce, 0, &body[14..]);
+    let kicked: Vec<(Kind, u64, Option<u16>)> =
+        got.iter().map(|g| (g.kind, g.route, g.code)).collect();
+    assert_eq!(
+        kicked,
+        [(Kind::Kick, 1, Some(10)), (Kind::Kick, 2, Some(10))],
+        "both told: TIMEOUT, so each reconnects and resumes or logs in"
+    );
+    // A HEARTBEAT naming an unknown route is answered the same way.
+    let mut body = Vec::new();
+    encode::routes(&mut body, Kind::Heartbeat, &[9]);
+    let got = rig.frame(gw, Kind::Heartbeat, 0, &body[14..]);
+    assert_eq!(
+        got.iter().map(|g| (g.kind, g.route)).collect::<Vec<_>>(),
+        [(Kind::Kick, 9)]
+    );
+}
+
+#[test]
+fn a_push_the_gateway_could_not_deliver_stays_queued_and_detaches_the_session() {
+    // Fault: a PUSH for a connection no longer logged in was dropped by the gateway while
+    // the daemon counted it delivered, and the session stayed "online" there.
+    let mut rig = Rig::new(rules(|_| {}));
+    let gw = rig.hello("gw-a");
+    let ok = rig.login(gw, 1, "d");
+    let token = ok["resume_token"].as_str().unwrap().to_string();
+    let (msg, status) = rig.store.push("d", b"lost", None, rig.now()).unwrap();
+    assert_eq!(status, PushStatus::Delivered);
+    rig.output();
+    let got = rig.routed(gw, Kind::Undelivered, msg.unwrap(), 1, b"");
+    assert!(got.is_empty(), "{got:?}");
+    let view = rig.view("d").unwrap();
+    assert_eq!(
+        (view["state"].as_str(), view["pending"].as_u64()),
+        (Some("detached"), Some(1))
+    );
+    // The next connection gets it.
+    let got = rig.routed(gw, Kind::StateResume, 5, 2, token.as_bytes());
+    assert_eq!(got[0].kind, Kind::StateLoginOk);
+    assert_eq!(
+        (got[1].kind, got[1].id, got[1].route),
+        (Kind::StatePush, msg.unwrap(), 2)
+    );
+    assert_eq!(got[1].body, b"lost");
+    // UNDELIVERED for a route the daemon does not have online changes nothing.
+    assert!(rig.routed(gw, Kind::Undelivered, 99, 7, b"").is_empty());
+    assert_eq!(rig.view("d").unwrap()["state"], "online");
+}
+
+#[test]
+fn pending_push_bytes_are_capped_for_the_whole_daemon() {
+    // Fault: pending pushes were capped per session only (1,024 × 64 KiB): one device that
+    // never ACKs grew the daemon by 63 MB.
+    let mut rig = Rig::new(rules(|c| c.max_pending_bytes = 10));
+    let gw = rig.hello("gw-a");
+    rig.login(gw, 1, "a");
+    rig.login(gw, 2, "b");
+    let (first, _) = rig.store.push("a", b"12345678", None, rig.now()).unwrap();
+    assert_eq!(
+        rig.store.push("b", b"123", None, rig.now()),
+        Err(PushRefused::DaemonFull { max_bytes: 10 }),
+        "another device's push is refused too: the cap is the daemon's"
+    );
+    rig.store.push("b", b"12", None, rig.now()).unwrap();
+    rig.output();
+    // An ACK frees its bytes.
+    rig.routed(gw, Kind::StateAck, first.unwrap(), 1, b"");
+    rig.store.push("b", b"12345678", None, rig.now()).unwrap();
+}

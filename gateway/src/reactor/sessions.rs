@@ -238,7 +238,10 @@ impl Reactor {
                 code,
                 reason,
             } => {
-                if let Some(slot) = self.client_of(route) {
+                let live = self
+                    .client_of(route)
+                    .filter(|&slot| self.clients[slot].closing.is_none());
+                if let Some(slot) = live {
                     if let Some(client) = self.clients.get_mut(slot) {
                         client.login = Login::Kicked;
                     }

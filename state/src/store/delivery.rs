@@ -87,15 +87,18 @@ impl Store {
         };
         let before = pushes.queue.len();
         let mut gone = Vec::new();
+        let mut bytes = 0;
         pushes.queue.retain(|p| {
             let keep = p.expires_unix_ms > now.unix_ms;
             if !keep {
                 gone.push(p.msg);
+                bytes += p.payload.len() as u64;
             }
             keep
         });
         let dropped = (before - pushes.queue.len()) as u64;
         self.pending -= dropped;
+        self.pending_bytes -= bytes;
         self.metrics.pushes_expired.add(dropped);
         for msg in gone {
             self.log(Record::Ack { session, msg });

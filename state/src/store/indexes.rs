@@ -21,6 +21,7 @@ impl Store {
             id_hash(sessions[i as usize].id)
         });
         self.pending += s.pending() as u64;
+        self.pending_bytes += s.pending_bytes();
         if online {
             self.online += 1;
             self.index_route(slot);
@@ -57,6 +58,11 @@ impl Store {
                 self.wheel.cancel(timer);
             }
             self.pending -= p.queue.len() as u64;
+            self.pending_bytes -= p
+                .queue
+                .iter()
+                .map(|push| push.payload.len() as u64)
+                .sum::<u64>();
             if drop_pushes {
                 self.metrics.pushes_expired.add(p.queue.len() as u64);
                 return None;

@@ -88,6 +88,10 @@ impl Store {
                 let body = routed()?;
                 self.ack(gw, body.route, id, now);
             }
+            Kind::Undelivered => {
+                let body = routed()?;
+                self.undelivered(gw, body.route, now);
+            }
             Kind::Hello => return Err(LinkFault::bad(id, "HELLO twice on one link")),
             other => {
                 return Err(LinkFault {
@@ -237,9 +241,26 @@ impl Store {
 
     /// HEARTBEAT (or ANNOUNCE, which also re-sends pushes that may have been lost while the
     /// link was down).
+    ///
+    /// A route with no online session here is a zombie: the gateway holds a connection it
+    /// believes logged in, whose session the daemon detached (its heartbeats stopped while
+    /// the link was down) or removed. It is KICKed with TIMEOUT, so the client reconnects
+    /// and resumes (or logs in, once the window has passed) instead of carrying on without
+    /// a session.
     fn heartbeat(&mut self, gw: u16, route: u64, now: Now, announced: bool) {
         let Some(slot) = self.find_route(gw, route) else {
             self.metrics.unknown_route.inc();
+            self.metrics.zombie_kicks.inc();
+            if let Some(out) = self.out(gw) {
+                encode::routed_error(
+                    out,
+                    Kind::Kick,
+                    0,
+                    route,
+                    ErrorCode::Timeout,
+                    "no session: it was detached while the gateway's link was down",
+                );
+            }
             return;
         };
         self.metrics.heartbeats.inc();
@@ -267,6 +288,16 @@ impl Store {
         }
     }
 
+    /// UNDELIVERED: the gateway had no logged-in connection for a push to `route`. If the
+    /// daemon still thinks one is online there, it is not: detached as vanished. The push
+    /// stays queued for the session's next connection either way.
+    fn undelivered(&mut self, gw: u16, route: u64, now: Now) {
+        self.metrics.pushes_undelivered.inc();
+        if let Some(slot) = self.find_route(gw, route) {
+            self.detach(slot, now, Cause::Vanished);
+        }
+    }
+
     fn ack(&mut self, gw: u16, route: u64, msg: u64, now: Now) {
         let Some(slot) = self.find_route(gw, route) else {
             self.metrics.unknown_route.inc();
@@ -280,7 +311,9 @@ impl Store {
         let Some(at) = pushes.queue.iter().position(|p| p.msg == msg) else {
             return;
         };
-        pushes.queue.remove(at);
+        if let Some(push) = pushes.queue.remove(at) {
+            self.pending_bytes -= push.payload.len() as u64;
+        }
         self.pending -= 1;
         self.metrics.acks.inc();
         self.log(Record::Ack { session, msg });

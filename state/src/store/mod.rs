@@ -88,6 +88,8 @@ pub struct Store {
     metrics: Arc<Metrics>,
     online: u64,
     pending: u64,
+    /// Payload bytes of `pending`, bounded by `max_pending_bytes`.
+    pending_bytes: u64,
 }
 
 impl Store {
@@ -109,6 +111,7 @@ impl Store {
             metrics,
             online: 0,
             pending: 0,
+            pending_bytes: 0,
         }
     }
 

@@ -24,10 +24,11 @@ impl Store {
         m.sessions_detached
             .set(self.sessions.len() as u64 - self.online);
         m.pushes_pending.set(self.pending);
+        m.pushes_pending_bytes.set(self.pending_bytes);
         m.gateways.set(self.gateways.len() as u64);
     }
 
-    fn out(&mut self, gw: u16) -> Option<&mut Vec<u8>> {
+    pub(super) fn out(&mut self, gw: u16) -> Option<&mut Vec<u8>> {
         self.gateways
             .get_mut(gw as usize)
             .filter(|g| g.linked)

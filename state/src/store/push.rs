@@ -28,6 +28,8 @@ pub enum PushRefused {
     TooLarge { max: usize },
     /// Every message id up to u64::MAX was issued (the journal's counters say so).
     IdsExhausted,
+    /// The daemon already holds `max_pending_bytes` of unacknowledged pushes.
+    DaemonFull { max_bytes: u64 },
 }
 
 /// A session as `GET /v1/sessions/{device}` shows it.
@@ -69,6 +71,12 @@ impl Store {
             self.metrics.pushes_full.inc();
             return Err(PushRefused::QueueFull { pending });
         }
+        if self.pending_bytes + payload.len() as u64 > self.rules.max_pending_bytes {
+            self.metrics.pushes_daemon_full.inc();
+            return Err(PushRefused::DaemonFull {
+                max_bytes: self.rules.max_pending_bytes,
+            });
+        }
         let msg = self.next_msg;
         self.next_msg = msg.checked_add(1).ok_or(PushRefused::IdsExhausted)?;
         let ttl_ms = ttl_s.unwrap_or(self.rules.push_ttl_s).saturating_mul(1000);
@@ -81,6 +89,7 @@ impl Store {
             payload,
         });
         self.pending += 1;
+        self.pending_bytes += payload.len() as u64;
         let deliver = self.reachable(slot);
         let s = &mut self.sessions[slot];
         let pushes = s.pushes.get_or_insert_with(Box::default);

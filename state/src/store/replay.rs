@@ -138,13 +138,16 @@ impl Store {
                         next_send_ms: now.mono_ms,
                     });
                     self.pending += 1;
+                    self.pending_bytes += payload.len() as u64;
                 }
             }
             Record::Ack { session, msg } => {
                 if let Some(slot) = self.find_id(session) {
                     if let Some(p) = self.sessions[slot].pushes.as_mut() {
                         if let Some(at) = p.queue.iter().position(|p| p.msg == msg) {
-                            p.queue.remove(at);
+                            if let Some(push) = p.queue.remove(at) {
+                                self.pending_bytes -= push.payload.len() as u64;
+                            }
                             self.pending -= 1;
                         }
                         if p.queue.is_empty() {
