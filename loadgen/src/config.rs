@@ -68,6 +68,16 @@ pub struct Args {
     #[arg(long, env = "TETHER_LOADGEN_LOGIN")]
     pub login: bool,
 
+    /// Mark every DATA frame safe to re-send (header flag 0x01), so a gateway may send it to
+    /// another node when its node fails; `--resend-safe false` sends them unflagged.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_RESEND_SAFE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub resend_safe: bool,
+
     /// Device ids are PREFIX-N, N = --device-offset + connection index.
     #[arg(long, env = "TETHER_LOADGEN_DEVICE_PREFIX", default_value = "loadgen")]
     pub device_prefix: String,
@@ -326,6 +336,8 @@ pub struct Config {
     pub targets: Vec<SocketAddr>,
     pub ipconfig: Option<Url>,
     pub login: Login,
+    /// `--resend-safe`: DATA frames carry the resend-safe flag.
+    pub resend_safe: bool,
     pub device_prefix: String,
     pub device_offset: u64,
     /// `--heartbeat`; `None`: the server's interval (when logged in).
@@ -589,6 +601,7 @@ impl Args {
             targets,
             ipconfig,
             login,
+            resend_safe: self.resend_safe,
             device_prefix: self.device_prefix,
             device_offset: self.device_offset,
             heartbeat,
@@ -645,6 +658,7 @@ impl Config {
             targets,
             ipconfig: None,
             login: Login::None,
+            resend_safe: true,
             device_prefix: "loadgen".to_string(),
             device_offset: 0,
             heartbeat: None,

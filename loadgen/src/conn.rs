@@ -36,13 +36,19 @@ pub struct Env {
     pub payload: usize,
     /// Queued-but-unsent bytes beyond which new DATA frames are refused.
     pub backlog_limit: usize,
+    /// Header flags of every DATA frame (`--resend-safe`: [`FLAG_RESEND_SAFE`]).
+    pub data_flags: u8,
 }
+
+/// The DATA header flag that marks a request safe to run twice (doc/protocol.md).
+pub const FLAG_RESEND_SAFE: u8 = 0x01;
 
 impl Env {
     pub fn new(payload: usize, max_body: u32) -> Env {
         Env {
             decoder: Decoder::new(max_body),
             payload,
+            data_flags: FLAG_RESEND_SAFE,
             // Always room for a couple of frames, however large the payload.
             backlog_limit: BACKLOG_LIMIT.max(2 * (HEADER_LEN + payload)),
         }
@@ -77,6 +83,8 @@ pub struct Signals {
     pub goaway: bool,
     /// The login in flight was answered with an ERROR of this (raw) code.
     pub login_error: Option<u16>,
+    /// With a BUSY login answer: the `retry_after_ms=N` hint at the head of its reason.
+    pub login_retry_after_ms: Option<u64>,
     /// An ERROR whose code closes the connection (not about the login).
     pub closed_by: Option<ErrorCode>,
 }
@@ -129,6 +137,8 @@ pub struct Conn {
     pub resuming: bool,
     /// LOGIN/RESUME answers that kept the connection (UNAVAILABLE) since the last success.
     pub login_retries: u32,
+    /// Logins answered BUSY so far (spreads the retries).
+    pub busy: u32,
     /// PING interval while ready; `None`: no heartbeat.
     pub heartbeat: Option<Duration>,
     /// The deadline of the current phase (see [`crate::deadlines`]).
@@ -171,6 +181,7 @@ impl Conn {
             login_id: 0,
             resuming: false,
             login_retries: 0,
+            busy: 0,
             heartbeat: None,
             phase_at: None,
             ping_at: None,
@@ -212,7 +223,7 @@ impl Conn {
             return false;
         }
         let id = self.take_id();
-        encode::header(&mut self.wbuf, Kind::Data, 0, id, env.payload);
+        encode::header(&mut self.wbuf, Kind::Data, env.data_flags, id, env.payload);
         payload::write(&mut self.wbuf, self.global as u64, id, env.payload);
         self.outstanding.push(id, since);
         stats.sent(since, window);
@@ -355,7 +366,7 @@ impl Conn {
             // The answer to a login abandoned at GOAWAY.
             Kind::LoginOk if self.state == State::Leaving => {}
             Kind::Error => {
-                let Some((code, _reason)) = frame.body.split_first_chunk::<2>() else {
+                let Some((code, reason)) = frame.body.split_first_chunk::<2>() else {
                     return Err(Cause::BadFrameFromServer);
                 };
                 let code = u16::from_be_bytes(*code);
@@ -363,6 +374,9 @@ impl Conn {
                 if self.awaits_login(frame.id) {
                     self.login_id = 0;
                     self.signals.login_error = Some(code);
+                    if known == Some(ErrorCode::Busy) {
+                        self.signals.login_retry_after_ms = retry_after_ms(reason);
+                    }
                 } else if let Some(closing) = known.filter(|c| c.closes_connection()) {
                     // The drop's cause: counted once, by the worker.
                     self.signals.closed_by = Some(closing);
@@ -518,6 +532,13 @@ impl Conn {
         self.candidates = Vec::new();
         self.outstanding.clear()
     }
+}
+
+/// The hint of a BUSY reason: `retry_after_ms=N` at its head (doc/protocol.md).
+pub fn retry_after_ms(reason: &[u8]) -> Option<u64> {
+    let rest = reason.strip_prefix(b"retry_after_ms=")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -893,5 +914,12 @@ mod tests {
         assert!(conn.session.is_some(), "kept for RESUME");
         assert_eq!(conn.close(), 1);
         assert_eq!(conn.state, State::Closed);
+    }
+
+    #[test]
+    fn a_busy_reason_gives_its_hint() {
+        assert_eq!(retry_after_ms(b"retry_after_ms=250; too many"), Some(250));
+        assert_eq!(retry_after_ms(b"retry_after_ms=; x"), None);
+        assert_eq!(retry_after_ms(b"busy"), None);
     }
 }

@@ -33,9 +33,29 @@ pub fn backoff(attempt: u32, salt: usize) -> Duration {
     base + base * spread / 32
 }
 
+/// `wait` spread over 0.5 to 1.5 times itself, by a hash of the connection and the attempt,
+/// so that connections told the same hint do not all come back at once.
+pub fn jittered(wait: Duration, salt: usize, attempt: u32) -> Duration {
+    let mut h = (salt as u64) ^ (u64::from(attempt) << 40) ^ 0x9E37_79B9_7F4A_7C15;
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let permille = 500 + (h % 1001) as u32;
+    wait * permille / 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_spreads_a_hint_over_half_to_one_and_a_half_times() {
+        let hint = Duration::from_millis(200);
+        let waits: Vec<Duration> = (0..1000).map(|i| jittered(hint, i, 0)).collect();
+        assert!(waits.iter().all(|w| *w >= hint / 2 && *w <= hint * 3 / 2));
+        let early = waits.iter().filter(|w| **w < hint).count();
+        assert!((350..=650).contains(&early), "{early} of 1000 below the hint");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_a_bounded_spread() {

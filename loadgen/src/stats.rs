@@ -79,6 +79,8 @@ pub struct SessionCounts {
     pub reconnects_ok: u64,
     /// Connections that did not get back within `--reconnect-timeout`.
     pub reconnects_failed: u64,
+    /// LOGINs and RESUMEs answered BUSY (admission control) and sent again after the hint.
+    pub logins_busy: u64,
     /// PINGs sent.
     pub pings: u64,
     /// PONGs received.
@@ -103,6 +105,7 @@ impl SessionCounts {
         self.goaways += o.goaways;
         self.reconnects_ok += o.reconnects_ok;
         self.reconnects_failed += o.reconnects_failed;
+        self.logins_busy += o.logins_busy;
         self.pings += o.pings;
         self.pongs += o.pongs;
         self.skipped += o.skipped;

@@ -136,7 +136,14 @@ impl<'a> Worker<'a> {
             events: Events::with_capacity(EVENTS),
             ready: Vec::with_capacity(EVENTS),
             conns,
-            env: Env::new(config.payload, config.max_body),
+            env: Env {
+                data_flags: if config.resend_safe {
+                    crate::conn::FLAG_RESEND_SAFE
+                } else {
+                    0
+                },
+                ..Env::new(config.payload, config.max_body)
+            },
             stats: Stats::new()?,
             scratch: vec![0; SCRATCH],
             window: Window {

@@ -16,7 +16,7 @@
 //! connection lost any other way is dropped (`conns.dropped`). Every failure is counted in
 //! `errors` under its cause, including attempts a fallback recovered from.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 use tether_proto::ErrorCode;
@@ -272,6 +272,9 @@ impl Worker<'_> {
             self.on_goaway(k, now);
         }
         if let Some(code) = signals.login_error {
+            if code == ErrorCode::Busy.as_u16() {
+                return self.on_login_busy(k, signals.login_retry_after_ms, result, now);
+            }
             return self.on_login_error(k, code, result, now);
         }
         if let Some(code) = signals.closed_by {
@@ -288,6 +291,32 @@ impl Worker<'_> {
         }
         self.refill(k, now);
         self.flush(k);
+    }
+
+    /// The LOGIN or RESUME in flight was answered BUSY: the gateway has as many logins at
+    /// its state daemon as it takes. Not a failure: the connection stays, and sends its
+    /// LOGIN or RESUME again after the gateway's hint (or a backoff without one), spread
+    /// over 0.5 to 1.5 times it so that refused clients do not come back together.
+    fn on_login_busy(
+        &mut self,
+        k: usize,
+        hint_ms: Option<u64>,
+        result: Result<(), Cause>,
+        now: Instant,
+    ) {
+        self.stats.session.logins_busy += 1;
+        if let Err(cause) = result {
+            return self.lose(k, cause, now);
+        }
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        let wait = match hint_ms {
+            Some(ms) => reconnect::jittered(Duration::from_millis(ms), conn.global, conn.busy),
+            None => reconnect::backoff(conn.busy.min(8), conn.global),
+        };
+        conn.busy = conn.busy.wrapping_add(1);
+        self.set_phase(k, now + wait)
     }
 
     /// The LOGIN or RESUME in flight was answered ERROR `code`. UNAVAILABLE and the other
