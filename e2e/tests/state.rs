@@ -149,9 +149,12 @@ fn login_ok_gives_a_session_visible_over_http() {
         .expect("last_heartbeat_unix_ms");
     assert!(hb_ms >= login_ms && hb_ms <= now_ms() + 5, "{s}");
 
-    // A heartbeat moves last_heartbeat_unix_ms; one for an unknown route is ignored.
+    // A heartbeat moves last_heartbeat_unix_ms; one for a route with no session is a
+    // zombie connection, told to go with KICK TIMEOUT.
     std::thread::sleep(Duration::from_millis(30));
     link.heartbeat(&[R1, 0xdead]);
+    let kick = link.expect(Kind::Kick);
+    check_routed_error(&kick, Kind::Kick, 0, 0xdead, 10);
     eventually(Duration::from_secs(3), "a newer last heartbeat", || {
         d.session_of("dev-login")["last_heartbeat_unix_ms"]
             .as_u64()
@@ -792,10 +795,9 @@ fn bad_frames_get_state_error_and_close_the_link() {
         count += 1.0;
     }
 
-    // A body of exactly 1 MiB is accepted (a HEARTBEAT of unknown routes: ignored).
+    // A body of exactly 1 MiB is accepted (a CLOSED for an unknown route: ignored).
     let mut link = d.link("gw-big");
-    let routes: Vec<u64> = (1..=(1u64 << 17)).collect();
-    link.heartbeat(&routes);
+    link.closed(0xdead, &"r".repeat((1 << 20) - 8));
     link.login_ok(R1, 1, "dev-big");
 
     eventually(Duration::from_secs(2), "every link error counted", || {
@@ -821,6 +823,9 @@ fn announce_end_detaches_unannounced_sessions() {
     let mut link = StateLink::connect(&d.socket);
     link.hello("gw-x");
     link.announce(&[R1, 0xdead]);
+    // An announced route the daemon has no session for is KICKed (TIMEOUT).
+    let kick = link.expect(Kind::Kick);
+    check_routed_error(&kick, Kind::Kick, 0, 0xdead, 10);
     // A login before ANNOUNCE_END is kept; its answer also shows ANNOUNCE was processed.
     link.login_ok(R4, 4, "x4");
     assert_eq!(
