@@ -5,6 +5,9 @@
 # per-connection slopes fitted over the steps and projected to 1,000,000 connections.
 #
 #   bench/c1m.sh [STEP…]        default: 1000 5000 10000 max
+#   bench/c1m.sh --smoke        the CI check that the script still runs: steps 20 and 40,
+#                               1 s settle and window; writes target/c1m-smoke/ only (the
+#                               chart too: doc/ is left alone)
 #
 # `max` is the most one gateway process can hold here: its hard RLIMIT_NOFILE minus the
 # descriptors it holds with no client, minus 16 kept free for the admin scrapes. Each step
@@ -18,14 +21,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+target=${CARGO_TARGET_DIR:-target}
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(1000 5000 10000 max)
 settle=5
 window=10
-out=target/c1m
+margin=15   # seconds the loadgen holds beyond the settle and the window
+out=$target/c1m
+chart=doc/c1m.svg
+if [ "${steps[0]}" = --smoke ]; then
+    steps=(20 40) settle=1 window=1 margin=3 out=$target/c1m-smoke chart=$target/c1m-smoke/c1m.svg
+fi
 command -v python3 >/dev/null || { apt-get update -q && apt-get install -y -q python3; }
 cargo build --release --quiet -p tether-echo-node -p tether-gateway -p tether-loadgen -p tether-state
-bin=target/release
+bin=$target/release
 rm -rf "$out" && mkdir -p "$out"
 for port in 19950 19960 19961 19962; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is in use: stop what listens there" >&2; exit 1; fi
@@ -62,7 +71,7 @@ for step in "${steps[@]}"; do
     [ "$step" = max ] && n=$((hard - base_fds - 16))
     procs=$(( (n + 8999) / 9000 ))
     before=$(sample)
-    hold=$(( n / 5000 + settle + window + 15 ))
+    hold=$(( n / 5000 + settle + window + margin ))
     cmd="tether-loadgen --target 127.0.0.1:19960 --jwt-secret-file SECRET --conns $n --procs $procs --threads 1 --source-ips 127.0.0.2-127.0.0.60 --connect-rate 5000 --connect-timeout 10 --hold $hold"
     echo "step $step: $n connections ($procs loadgen processes, gateway holds $base_fds descriptors with no client)" >&2
     printf '%s' "$secret" >"$dir/secret"
@@ -99,4 +108,4 @@ done
     echo "date=$(date -u +%Y-%m-%d) git=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
     echo "machine=$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -r)"
 } >"$out/setup.txt"
-python3 bench/lib/c1m_report.py "$out" doc/c1m.svg
+python3 bench/lib/c1m_report.py "$out" "$chart"

@@ -2,8 +2,12 @@
 # How long a journal compaction holds tether-state's event loop: this tree against another
 # commit, side by side in one run, builds alternating.
 #
-#   bench/compaction.sh [--against REV]... [--runs N] [--sessions N] [--out DIR]
+#   bench/compaction.sh [--smoke] [--against REV]... [--runs N] [--sessions N] [--out DIR]
 #
+#     --smoke        the CI check that the script still runs: 1 run, 2,000 sessions, a mix of
+#                    0.5 + 2 s, the daemon compacting past 1 MiB (--compact-bytes, its
+#                    smallest) so that compactions still happen; give it before the other
+#                    flags to override them. Builds another commit only with --against.
 #     --against REV  also measure the tether-state of commit REV (built in a git worktree
 #                    under OUT, with its own target dir); repeatable
 #     --runs N       runs per build (default 3)
@@ -24,10 +28,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-against=() runs=3 sessions=400000 out=""
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+against=() runs=3 sessions=400000 out="" warmup=2 duration=20 compact=() smoke=0 max_sessions=""
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
+        --smoke) runs=1 sessions=2000 warmup=0.5 duration=2 compact=(--compact-bytes 1048576) smoke=1
+                 max_sessions=200000 ;;   # the mix's new sessions stay for the resume window
         --against) against+=("$2"); shift ;;
         --runs) runs=$2; shift ;;
         --sessions) sessions=$2; shift ;;
@@ -38,6 +44,7 @@ while (($#)); do
     shift
 done
 out=${out:-$(mktemp -d /tmp/tether-compaction.XXXXXX)}
+max_sessions=${max_sessions:-$((sessions * 3))}
 mkdir -p "$out/logs"
 say() { echo "compaction.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -51,8 +58,9 @@ trap cleanup EXIT
 
 say "building this tree (tether-state, state_load)"
 cargo build --release --quiet -p tether-state --bin tether-state --example state_load
-load=$PWD/target/release/examples/state_load
-builds=("tree=$PWD/target/release/tether-state")
+target=$(realpath "${CARGO_TARGET_DIR:-target}")
+load=$target/release/examples/state_load
+builds=("tree=$target/release/tether-state")
 for rev in "${against[@]}"; do
     sha=$(git rev-parse --short "$rev^{commit}") || die "no commit '$rev'"
     tree=$out/worktree-$sha
@@ -70,7 +78,7 @@ run() {   # run NAME BINARY N
     mkdir -p "$dir/journal"
     RUST_LOG=tether_state=info taskset -c 0 "$bin" --socket "$dir/state.sock" \
         --http 127.0.0.1:19963 --journal "$dir/journal" --journal-fsync everysec \
-        --heartbeat-s 3600 --resume-window-s 120 --max-sessions $((sessions * 3)) \
+        --heartbeat-s 3600 --resume-window-s 120 --max-sessions "$max_sessions" "${compact[@]}" \
         >"$out/logs/$name-$n.log" 2>&1 &
     daemon=$!; pids+=("$daemon")
     for _ in $(seq 200); do [[ -S $dir/state.sock ]] && break; sleep 0.05; done
@@ -84,13 +92,13 @@ run() {   # run NAME BINARY N
     done
     taskset -c 1 "$load" mix --socket "$dir/state.sock" \
         --conns 50 --depth 16 --logins-per-batch 2 --pool 64 --devices 4096 \
-        --duration 20 --warmup 2 --server-pid "$daemon" >"$dir/mix.json" 2>"$out/logs/$name-$n.mix.err" ||
+        --duration "$duration" --warmup "$warmup" --server-pid "$daemon" >"$dir/mix.json" 2>"$out/logs/$name-$n.mix.err" ||
         die "state_load mix failed: $out/logs/$name-$n.mix.err"
     kill "$fill" "$daemon" 2>/dev/null || true
     wait "$fill" "$daemon" 2>/dev/null || true
-    python3 - "$name" "$n" "$dir/mix.json" "$out/logs/$name-$n.log" <<'EOF'
+    python3 - "$name" "$n" "$dir/mix.json" "$out/logs/$name-$n.log" "$smoke" <<'EOF'
 import json, re, sys
-name, n, mix, log = sys.argv[1:]
+name, n, mix, log, smoke = sys.argv[1:]
 text = open(log).read()
 loop = re.findall(r"journal compaction started.*?loop_ms=(\d+)", text)
 if not loop:   # a build that compacts inline: the whole compaction is the loop's
@@ -99,6 +107,10 @@ m = json.load(open(mix))
 lat = m["batch_latency_us"]
 print(f"| {name} | {n} | {', '.join(loop) or 'none'} | {lat['max'] / 1000:.0f} | "
       f"{lat['p99'] / 1000:.1f} | {m['commands_per_s'] / 1000:.0f}k |")
+if smoke == "1" and not loop:
+    sys.exit(f"compaction.sh --smoke: no compaction found in {log}")
+if smoke == "1" and m["login_fail"]:
+    sys.exit(f"compaction.sh --smoke: {m['login_fail']} LOGIN_FAILs in the mix ({m['login_fail_codes']})")
 EOF
 }
 

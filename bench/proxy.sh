@@ -2,9 +2,12 @@
 # Tether's gateway side by side with nginx `stream` and HAProxy `mode tcp`: the same loadgen,
 # the same four echo nodes, the same cores, one run; plus the loadgen straight at one node.
 #
-#   bench/proxy.sh [--quick] [--duration S] [--warmup S] [--out DIR] [--targets LIST]
+#   bench/proxy.sh [--quick | --smoke] [--duration S] [--warmup S] [--out DIR] [--targets LIST]
 #
-#     --quick          smoke run: --duration 3 --warmup 1 (default 10 and 2)
+#     --quick          short run: --duration 3 --warmup 1 (default 10 and 2)
+#     --smoke          the CI check that the script still runs: tiers of 20 and 40
+#                      connections, 64-byte payloads only, --duration 1 --warmup 0.2, idle
+#                      rows of 2 s, no waiting for a quiet machine, no re-runs
 #     --out DIR        where raw loadgen JSON, /proc samples, configs and logs go
 #                      (default: a new mktemp dir, printed at the end; kept)
 #     --targets LIST   subset of node,tether,nginx,haproxy (default: all four)
@@ -52,16 +55,17 @@
 # 1 if any run failed (loadgen exit status, verify failures, a proxy or node that died).
 #
 # Time: a default run takes about 8 minutes after the build (--quick: about 4); with a busy
-# machine, up to ~4 minutes more of waiting and re-runs.
+# machine, up to ~4 minutes more of waiting and re-runs. --smoke: 48-61 s (it never waits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ---- parameters ------------------------------------------------------------------------
-duration=10 warmup=2 out="" targets_wanted="node tether nginx haproxy"
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+duration=10 warmup=2 out="" targets_wanted="node tether nginx haproxy" smoke=0
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --quick) duration=3 warmup=1 ;;
+        --smoke) duration=1 warmup=0.2 smoke=1 ;;
         --duration) duration=$2; shift ;;
         --warmup) warmup=$2; shift ;;
         --out) out=$2; shift ;;
@@ -90,8 +94,11 @@ proxy_core=0
 rig_core=1
 node_ports=(19890 19891 19892 19893)
 gw_port=19900 gw_admin=19901 nginx_port=19910 haproxy_port=19920
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 lib=bench/lib
+if ((smoke)); then
+    small=20 payloads=(64) idle_seconds=2 quiet_wait_budget=0 retry_budget=0
+fi
 
 # ---- cleanup: stop everything we started ------------------------------------------------
 pids=()            # every long-running process this script started
@@ -139,12 +146,14 @@ if [[ $hard == unlimited ]]; then ulimit -n 1048576 2>/dev/null || true; hard=$(
 ulimit -n "$hard"
 big=$(((hard - 2000) / 2 / 500 * 500))
 ((big > 10000)) && big=10000
+((!smoke)) || big=40
 ((big > small)) || die "open-file hard limit $hard is too low for a big tier above $small connections"
 if ((big < 10000)); then
     tier_note="$small and $big. Hard open-file limit $hard per process (ulimit -Hn, cannot be raised): a TCP proxy holds 2 sockets per client in one process (HAProxy; nginx's single worker), so 10,000 clients would need over 20,000 fds; the big tier is $big for every target."
 else
     tier_note="$small and $big (hard open-file limit $hard per process)."
 fi
+((!smoke)) || tier_note="$small and $big (--smoke: the smallest sizes that still run every code path)."
 
 # ---- packages ---------------------------------------------------------------------------
 apt_updated=0

@@ -2,10 +2,12 @@
 # tether-state side by side with Redis over a Unix socket: the same session work, the same
 # 50 connections pipelined 16 deep, the same cores, one run; then memory per session.
 #
-#   bench/state.sh [--quick] [--out DIR]
+#   bench/state.sh [--quick | --smoke] [--out DIR]
 #
-#     --quick    smoke run: 1 round of 3 s (default: 3 rounds of 10 s, medians), 200,000
+#     --quick    short run: 1 round of 3 s (default: 3 rounds of 10 s, medians), 200,000
 #                sessions in the memory part (default 1,000,000)
+#     --smoke    the CI check that the script still runs: 1 round of 1 s, 2,000 sessions,
+#                short sizing runs, no waiting for a quiet machine, no re-runs
 #     --out DIR  where raw JSON, redis-benchmark CSV, /metrics dumps and logs go
 #                (default: a new mktemp dir, printed at the end; kept)
 #
@@ -56,16 +58,18 @@
 # 1 if a run failed (LOGIN_FAILs, a daemon that died, a client error).
 #
 # Time: about 2 minutes after the build (--quick: about 30 s); a busy machine adds up to about
-# 2 minutes of waiting and re-runs (--quick: 20 s).
+# 2 minutes of waiting and re-runs (--quick: 20 s). --smoke: about 9 s (it never waits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ---- parameters ------------------------------------------------------------------------
-rounds=3 duration=10 warmup=2 sessions=1000000 out="" quick=0
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+rounds=3 duration=10 warmup=2 sessions=1000000 out="" quick=0 smoke=0
+sizing=(200000 400000)   # requests of the first redis-benchmark runs (HSET, EXPIRE)
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --quick) rounds=1 duration=3 warmup=1 sessions=200000 quick=1 ;;
+        --smoke) rounds=1 duration=1 warmup=0.2 sessions=2000 smoke=1 sizing=(20000 40000) ;;
         --out) out=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "state.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -81,7 +85,7 @@ server_core=0 client_core=1
 http_port=19960
 # The JWT secret reaches the daemon and the client through the environment (flags show in ps).
 export TETHER_STATE_JWT_SECRET="bench-state-secret-$$-$RANDOM"
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 # The session's fields, as the daemon keeps them; values of typical length.
 hset_fields=(device dev-__rand_int__ gateway gw-bench-01 route 4294967297
              session 00000000075bcd15 resume 00000000075bcd15.9f86d081884c7d659a2feaa0c55ad015
@@ -216,6 +220,7 @@ busy_pct() {   # CPU the whole machine used over 0.5 s, in % of one core
 quiet_checks=120   # wait_quiet's budget for the whole script, in 0.5 s checks (--quick: 20)
 wait_quiet() {   # before a run: wait for the machine to idle (below 20% of a core), within budget
     local busy
+    ((!smoke)) || return 0
     while ((quiet_checks > 0)); do
         busy=$(busy_pct)
         quiet_checks=$((quiet_checks - 1))
@@ -229,6 +234,7 @@ clk=$(getconf CLK_TCK)
 # more (retry_budget re-runs in all); the table shows it for every round.
 noise_limit=20 retries_left=4
 ((quick)) && quiet_checks=20 retries_left=1
+((smoke)) && quiet_checks=0 retries_left=0
 core_jiffies() {   # busy and total jiffies of the server's core
     awk -v c="cpu$server_core" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
 }
@@ -281,8 +287,8 @@ run_redis() {   # run_redis ROUND
     local r=$1 other
     wait_quiet
     if ((${#redis_n[@]} == 0)); then   # size the runs from a short one of each
-        run_redis_one 0 hset 200000 "${hset_args[@]}"
-        run_redis_one 0 expire 400000 "${expire_args[@]}"
+        run_redis_one 0 hset "${sizing[0]}" "${hset_args[@]}"
+        run_redis_one 0 expire "${sizing[1]}" "${expire_args[@]}"
         redis_n=("$("$py" -c "print(int($(rps_of "$out/mix-redis-hset-0.csv") * $duration / 2))")"
                  "$("$py" -c "print(int($(rps_of "$out/mix-redis-expire-0.csv") * $duration / 2))")")
     fi

@@ -12,14 +12,15 @@
 //!   error, same leftover bytes), and an error is the one the header bytes call for;
 //! - every proper prefix of a decoded frame is "incomplete", never an error or a frame;
 //! - the body parsers accept exactly the bodies long enough for their fixed part, return
-//!   slices of the body, and re-encode to the same bytes.
+//!   slices of the body, and re-encode to the same bytes; the route-list parser accepts
+//!   exactly the bodies that are whole 8-byte routes.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tether_proto::{
-    drain_frames, encode, BodyError, DecodeError, Decoder, ErrorBody, ErrorCode, Frame, Kind,
-    NodeErrorBody, Routed, HEADER_LEN, MIN_LEN,
+    drain_frames, encode, routes, BodyError, DecodeError, Decoder, ErrorBody, ErrorCode, Frame,
+    Kind, NodeErrorBody, Routed, HEADER_LEN, MIN_LEN,
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -160,6 +161,7 @@ fn check_bodies(frame: Frame<'_>, bytes: &[u8]) {
         Err(BodyError::ReasonNotUtf8) => {
             assert!(body.len() >= 2 && std::str::from_utf8(&body[2..]).is_err());
         }
+        Err(e @ BodyError::PartialRoute { .. }) => panic!("ErrorBody::parse: {e}"),
     }
 
     match NodeErrorBody::parse(body) {
@@ -182,6 +184,24 @@ fn check_bodies(frame: Frame<'_>, bytes: &[u8]) {
         }
         Err(BodyError::ReasonNotUtf8) => {
             assert!(body.len() >= 10 && std::str::from_utf8(&body[10..]).is_err());
+        }
+        Err(e @ BodyError::PartialRoute { .. }) => panic!("NodeErrorBody::parse: {e}"),
+    }
+
+    match routes(body) {
+        Ok(list) => {
+            assert_eq!(body.len() % 8, 0);
+            let list: Vec<u64> = list.collect();
+            assert_eq!(list.len(), body.len() / 8);
+            if plain && frame.id == 0 {
+                out.clear();
+                encode::routes(&mut out, frame.kind, &list);
+                assert_eq!(out, bytes);
+            }
+        }
+        Err(e) => {
+            assert_ne!(body.len() % 8, 0);
+            assert_eq!(e, BodyError::PartialRoute { len: body.len() });
         }
     }
 }

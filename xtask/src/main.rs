@@ -4,10 +4,13 @@
 //!   (ipconfig, state, four echo nodes, two gateways, tether-loadgen logging in through
 //!   /ip_list, pushes through the push API), prints one summary table, stops everything and
 //!   exits non-zero if anything failed (see `demo.rs`).
-//! - `cargo xtask test`: installs the system packages the tests need when they are missing,
-//!   builds every binary and runs every test.
+//! - `cargo xtask test`: installs the system packages and tools the tests need when they are
+//!   missing, builds every binary and runs every test, then runs every fuzz target for a
+//!   bounded time (`fuzz.rs`) and every bench script in its smoke mode (`bench_smoke.rs`).
 
+mod bench_smoke;
 mod demo;
+mod fuzz;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,16 +20,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+const USAGE: &str = "\
+usage: cargo xtask demo [loadgen flags…]   run the cluster under load
+       cargo xtask test [STEP FLAGS] [cargo test args…]
+                                           install, build and run every test, then the fuzz
+                                           and bench smoke steps
+step flags: --only-fuzz          only the fuzz step
+            --only-smoke         only the bench smoke step
+            --fuzz-seconds N     how long each fuzz target runs (default 25)";
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("demo") => demo::demo(&root(), cargo, &args.collect::<Vec<_>>()),
         Some("test") => test(&args.collect::<Vec<_>>()),
         _ => {
-            eprintln!(
-                "usage: cargo xtask demo [loadgen flags…]   run the cluster under load\n       \
-                 cargo xtask test [cargo test args…]   install, build and run every test"
-            );
+            eprintln!("{USAGE}");
             std::process::exit(2);
         }
     }
@@ -38,6 +47,14 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the root), else `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
 }
 
 fn cargo() -> Command {
@@ -67,49 +84,150 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("etcd", "etcd-server"),
 ];
 
-fn test(extra: &[String]) -> Result<()> {
-    ensure_packages(TEST_PACKAGES)?;
-    run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    run(cargo()
-        .args(["test", "--release", "--workspace"])
-        .args(extra))?;
+/// Which parts of `cargo xtask test` run, from its leading flags; the rest goes to cargo test.
+struct TestPlan {
+    tests: bool,
+    fuzz: bool,
+    smoke: bool,
+    fuzz_seconds: u64,
+    cargo_test_args: Vec<String>,
+}
+
+impl TestPlan {
+    fn parse(args: &[String]) -> Result<TestPlan> {
+        let mut plan = TestPlan {
+            tests: true,
+            fuzz: true,
+            smoke: true,
+            fuzz_seconds: fuzz::DEFAULT_SECONDS,
+            cargo_test_args: Vec::new(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--only-fuzz" => (plan.tests, plan.smoke) = (false, false),
+                "--only-smoke" => (plan.tests, plan.fuzz) = (false, false),
+                "--fuzz-seconds" => {
+                    let value = args.next().context("--fuzz-seconds needs a number")?;
+                    plan.fuzz_seconds = value
+                        .parse()
+                        .with_context(|| format!("--fuzz-seconds {value}: not a number"))?;
+                }
+                _ => {
+                    plan.cargo_test_args.push(arg.clone());
+                    plan.cargo_test_args.extend(args.cloned());
+                    break;
+                }
+            }
+        }
+        if !(plan.tests || plan.fuzz || plan.smoke) {
+            bail!("--only-fuzz and --only-smoke exclude each other\n{USAGE}");
+        }
+        if !plan.tests && !plan.cargo_test_args.is_empty() {
+            bail!(
+                "cargo test arguments {:?} with --only-fuzz or --only-smoke",
+                plan.cargo_test_args
+            );
+        }
+        Ok(plan)
+    }
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let plan = TestPlan::parse(args)?;
+    let mut packages = Vec::new();
+    if plan.tests {
+        packages.extend_from_slice(TEST_PACKAGES);
+    }
+    if plan.fuzz {
+        packages.extend_from_slice(fuzz::PACKAGES);
+    }
+    if plan.smoke {
+        packages.extend_from_slice(bench_smoke::PACKAGES);
+    }
+    ensure_packages(&packages)?;
+    if plan.tests {
+        run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+        run(cargo()
+            .args(["test", "--release", "--workspace"])
+            .args(&plan.cargo_test_args))?;
+    }
+    if plan.fuzz {
+        fuzz::run_all(plan.fuzz_seconds)?;
+    }
+    if plan.smoke {
+        bench_smoke::run_all()?;
+    }
     Ok(())
 }
 
-/// Installs with apt-get whichever of `packages` has no command on PATH.
+/// Debian's maintainer scripts start no service while this exists: installing nginx,
+/// HAProxy, Redis or etcd must not leave their system services running (every test and
+/// bench starts its own, on its own ports).
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Installs with apt-get (one `update`, one `install`) whichever of `packages` is missing: a
+/// (command, package) pair is missing when the command is not on PATH (nor in /usr/sbin or
+/// /sbin), a (/absolute/path, package) pair when that file does not exist.
 fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = packages
+    let mut missing: Vec<&str> = packages
         .iter()
-        .filter(|(command, _)| !on_path(command))
+        .filter(|(needed, _)| !present(needed))
         .map(|(_, package)| *package)
         .collect();
+    missing.sort_unstable();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    // SAFETY: geteuid has no preconditions.
-    let sudo: &[&str] = if unsafe { libc::geteuid() } == 0 {
-        &[]
-    } else {
-        &["sudo"]
-    };
+    let made_policy = !Path::new(POLICY_RC_D).exists();
+    if made_policy {
+        let script =
+            format!("printf '#!/bin/sh\\nexit 101\\n' >{POLICY_RC_D} && chmod 755 {POLICY_RC_D}");
+        run(&mut privileged("sh", &["-c", &script]))?;
+    }
+    let installed = apt_install(&missing);
+    if made_policy {
+        run(&mut privileged("rm", &["-f", POLICY_RC_D]))?;
+    }
+    installed
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
     let apt = |args: &[&str]| -> Result<()> {
-        let mut all: Vec<&str> = sudo.to_vec();
-        all.push("apt-get");
+        let mut all = vec!["DEBIAN_FRONTEND=noninteractive", "apt-get"];
         all.extend_from_slice(args);
-        run(Command::new(all[0])
-            .args(&all[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
+        run(&mut privileged("env", &all))
     };
     apt(&["update", "-q"])?;
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
-    install.extend(missing.iter().copied());
+    install.extend_from_slice(packages);
     apt(&install)
 }
 
-fn on_path(command: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+/// `program args…` as root: directly when we are root, else through sudo.
+fn privileged(program: &str, args: &[&str]) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg(program);
+        sudo
+    };
+    cmd.args(args);
+    cmd
+}
+
+fn present(needed: &str) -> bool {
+    if needed.starts_with('/') {
+        return Path::new(needed).exists();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|dir| dir.join(needed).is_file())
 }
 
 /// Waits until something accepts on `addr`.
@@ -122,4 +240,34 @@ fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
         thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<TestPlan> {
+        TestPlan::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn every_step_runs_by_default_and_the_rest_goes_to_cargo_test() {
+        let p = plan(&["-p", "tether-e2e", "--", "--only-fuzz"]).unwrap();
+        assert!(p.tests && p.fuzz && p.smoke);
+        assert_eq!(p.fuzz_seconds, fuzz::DEFAULT_SECONDS);
+        assert_eq!(p.cargo_test_args, ["-p", "tether-e2e", "--", "--only-fuzz"]);
+    }
+
+    #[test]
+    fn step_flags_pick_one_step() {
+        let p = plan(&["--fuzz-seconds", "3", "--only-fuzz"]).unwrap();
+        assert!(!p.tests && p.fuzz && !p.smoke);
+        assert_eq!(p.fuzz_seconds, 3);
+        let p = plan(&["--only-smoke"]).unwrap();
+        assert!(!p.tests && !p.fuzz && p.smoke);
+        assert!(plan(&["--only-fuzz", "--only-smoke"]).is_err());
+        assert!(plan(&["--only-smoke", "-p", "x"]).is_err());
+        assert!(plan(&["--fuzz-seconds", "soon"]).is_err());
+        assert!(plan(&["--fuzz-seconds"]).is_err());
+    }
 }

@@ -140,7 +140,7 @@ mod compactor;
 mod crc32c;
 mod error;
 mod files;
-mod frame;
+pub mod frame;
 mod image;
 mod lock;
 mod policy;
