@@ -204,9 +204,9 @@ mod tests {
 
     mod tempfile_path {
         use std::path::PathBuf;
-        pub struct TempPath(pub PathBuf);
+        pub(super) struct TempPath(pub PathBuf);
         impl TempPath {
-            pub fn with(text: &str) -> TempPath {
+            pub(super) fn with(text: &str) -> TempPath {
                 static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let path = std::env::temp_dir().join(format!(

@@ -3,11 +3,11 @@
 //! its buffer) and reading frames until the socket would block ([`read_frames`], see
 //! [`read`]).
 
-pub mod read;
+mod read;
 
 use std::io::{self, Write};
 
-pub use read::{read_chunks, read_frames, ReadEnd, Reading};
+pub use read::{read_frames, ReadEnd, Reading};
 
 /// Writes `out[*written..]` until all of it is written or the socket would block, advancing
 /// `written` by what the socket took. A write that takes nothing is `WriteZero`; EINTR is

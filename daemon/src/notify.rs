@@ -23,7 +23,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 }
 
 /// Sends `state` to the notification socket at `path` (`@name` is an abstract socket).
-pub fn notify_to(path: &Path, state: &str) -> io::Result<()> {
+pub(crate) fn notify_to(path: &Path, state: &str) -> io::Result<()> {
     let socket = UnixDatagram::unbound()?;
     let text = path.to_string_lossy();
     let addr = match text.strip_prefix('@') {
@@ -55,7 +55,7 @@ pub fn stopping() {
 
 /// `WATCHDOG=1` to `path`, unless [`stopping`] has run: then nothing is sent and the answer
 /// is `Ok(false)`.
-pub fn watchdog_to(path: &Path) -> io::Result<bool> {
+pub(crate) fn watchdog_to(path: &Path) -> io::Result<bool> {
     let stopped = STOPPED.lock().unwrap_or_else(PoisonError::into_inner);
     if *stopped {
         return Ok(false);

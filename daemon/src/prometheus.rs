@@ -1,7 +1,7 @@
 //! Prometheus text exposition (format 0.0.4): `# HELP`/`# TYPE` headers and samples, every
 //! metric name under one daemon prefix, label values escaped.
 
-use std::fmt::{Display, Write};
+use std::fmt::{self, Display, Write};
 
 /// The content type of the text exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -10,6 +10,16 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Text {
     prefix: &'static str,
     out: String,
+}
+
+/// The page so far is only counted: it can be long.
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Text")
+            .field("prefix", &self.prefix)
+            .field("bytes", &self.out.len())
+            .finish()
+    }
 }
 
 impl Text {

@@ -14,7 +14,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What a set secret shows instead of its value.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// A key that never prints. Compare and clone it freely; read it with [`Secret::expose`].
 #[derive(Clone, Default, PartialEq, Eq)]

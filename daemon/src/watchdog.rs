@@ -34,7 +34,11 @@ pub fn interval() -> Option<Duration> {
 
 /// [`interval`] from the variables' values, for the process `own_pid`. Like
 /// `sd_watchdog_enabled`: 0, "infinity" (`u64::MAX`), garbage or another pid mean "none".
-pub fn interval_from(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+pub(crate) fn interval_from(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    own_pid: u32,
+) -> Option<Duration> {
     if let Some(pid) = pid {
         if pid.trim().parse::<u32>().ok()? != own_pid {
             return None;

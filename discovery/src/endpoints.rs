@@ -11,7 +11,7 @@ pub struct Endpoints(Vec<String>);
 
 impl Endpoints {
     /// Parses each URL; every one must be an
-    /// [`etcd_endpoint`](tether_daemon::config::validate::etcd_endpoint): `http://host:port`
+    /// [`etcd_endpoint`]: `http://host:port`
     /// or `host:port`.
     pub fn parse<S: AsRef<str>>(urls: &[S]) -> Result<Endpoints, DiscoveryError> {
         if urls.is_empty() {

@@ -8,7 +8,7 @@
 //!    (prev-kv), so a DELETE still says whose record went away, and no change between the
 //!    get and the watch is lost;
 //! 4. on any error, a cancelled or compacted watch, or a closed stream: back off
-//!    ([`RETRY_MIN`](crate::RETRY_MIN) doubling to [`RETRY_MAX`](crate::RETRY_MAX)) and
+//!    ([`RETRY_MIN`] doubling to [`RETRY_MAX`]) and
 //!    start again at 1 — the Reset that follows replaces whatever was missed.
 //!
 //! So every watcher of one cluster converges on the same set: what etcd holds.
@@ -26,7 +26,7 @@ use crate::member::{id_of, Member, Role};
 use crate::{Discovery, Event, Sink, Watch, RETRY_MAX, RETRY_MIN};
 
 /// How long one unary call (get, put, grant, revoke) may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Watches the members of one [`Role`] in one etcd cluster.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl EtcdDiscovery {
     }
 
     /// Watches an arbitrary prefix (ending in `/`).
-    pub fn with_prefix(endpoints: Endpoints, prefix: &str) -> EtcdDiscovery {
+    pub(crate) fn with_prefix(endpoints: Endpoints, prefix: &str) -> EtcdDiscovery {
         EtcdDiscovery {
             endpoints,
             prefix: prefix.to_string(),

@@ -17,13 +17,13 @@
 //! etcd work runs on a thread of its own (a current-thread tokio runtime), so the daemons
 //! whose data path is mio (gateway, echo node) take no tokio runtime of their own.
 
-pub mod endpoints;
-pub mod error;
-pub mod etcd;
-pub mod member;
+mod endpoints;
+mod error;
+mod etcd;
+mod member;
 #[path = "static.rs"]
-pub mod static_set;
-pub mod supervisor;
+mod static_set;
+mod supervisor;
 
 use std::time::Duration;
 
@@ -66,11 +66,6 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// A watch with nothing to stop (a static set).
-    pub fn inert() -> Watch {
-        Watch { stop: None }
-    }
-
     pub(crate) fn new(stop: impl FnOnce() + Send + 'static) -> Watch {
         Watch {
             stop: Some(Box::new(stop)),
@@ -107,6 +102,6 @@ impl std::fmt::Debug for Watch {
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Delay before the first retry after an etcd failure; doubles up to [`RETRY_MAX`].
-pub const RETRY_MIN: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between two attempts to reach etcd.
-pub const RETRY_MAX: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(1);

@@ -14,9 +14,6 @@ use tether_daemon::config::validate::{dial_addr, member_id};
 
 use crate::error::DiscoveryError;
 
-/// Every key Tether writes starts with this.
-pub const ROOT: &str = "/tether/";
-
 /// What kind of member a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -68,7 +65,11 @@ impl Member {
 
     /// The member a key under `prefix` and its value describe; its id and `addr` must be
     /// what ipconfig accepts in a report ([`member_id`], [`dial_addr`]).
-    pub fn from_kv(prefix: &str, key: &[u8], value: &[u8]) -> Result<Member, DiscoveryError> {
+    pub(crate) fn from_kv(
+        prefix: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Member, DiscoveryError> {
         let id = id_of(prefix, key)?;
         let parsed: Addr = serde_json::from_slice(value).map_err(|e| DiscoveryError::Record {
             id: id.clone(),
@@ -90,7 +91,7 @@ impl Member {
 }
 
 /// The member id of `key` under `prefix`.
-pub fn id_of(prefix: &str, key: &[u8]) -> Result<String, DiscoveryError> {
+pub(crate) fn id_of(prefix: &str, key: &[u8]) -> Result<String, DiscoveryError> {
     let key = String::from_utf8_lossy(key);
     match key.strip_prefix(prefix) {
         Some(id) if !id.is_empty() => Ok(id.to_string()),

@@ -96,7 +96,7 @@ impl Registration {
     }
 
     /// Whether the key is in etcd under a live lease, as far as the last keepalive knows.
-    pub fn is_registered(&self) -> bool {
+    pub(crate) fn is_registered(&self) -> bool {
         self.shared.registered.load(Ordering::Acquire)
     }
 

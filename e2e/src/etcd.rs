@@ -21,6 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One etcd member: its ports, its data directory, and its process while it runs.
+#[derive(Debug)]
 pub struct Member {
     pub name: String,
     pub client: SocketAddr,
@@ -30,6 +31,7 @@ pub struct Member {
 }
 
 /// An etcd cluster of one or more members on loopback.
+#[derive(Debug)]
 pub struct Cluster {
     pub members: Vec<Member>,
     token: String,
@@ -142,7 +144,7 @@ impl Cluster {
     }
 
     /// Waits until every running member says it is healthy (it has a leader).
-    pub fn wait_healthy(&self) {
+    pub(crate) fn wait_healthy(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
         for m in self.members.iter().filter(|m| m.proc.is_some()) {
             loop {

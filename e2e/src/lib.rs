@@ -13,9 +13,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tether_proto::{Decoder, ErrorBody, Kind};
-pub mod etcd;
-pub mod notify;
+mod etcd;
+mod notify;
 pub mod state;
+
+pub use etcd::{gateway_nodes, Cluster};
+pub use notify::NotifySocket;
 
 /// The path of a workspace binary built in the same profile as this test.
 pub fn binary(name: &str) -> PathBuf {
@@ -74,6 +77,7 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
 }
 
 /// A child process that is killed when the test drops it.
+#[derive(Debug)]
 pub struct Proc {
     pub child: Child,
     pub name: String,
@@ -167,6 +171,7 @@ impl Reply {
 }
 
 /// A blocking framed client with a read timeout.
+#[derive(Debug)]
 pub struct Client {
     pub stream: TcpStream,
     buf: Vec<u8>,
@@ -390,13 +395,13 @@ pub fn loadgen(args: &[&str]) -> (bool, serde_json::Value) {
 
 /// Sends `request` (raw bytes: a whole HTTP/1.1 request, ideally with `Connection: close`)
 /// on a fresh connection and returns (status, body) of the answer, read to EOF.
-pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+pub(crate) fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     try_http_raw(addr, request).unwrap_or_else(|e| panic!("HTTP to {addr}: {e}"))
 }
 
 /// [`http_raw`], with a failure to connect or send as an error instead of a panic: for polls
 /// that may start before the server listens.
-pub fn try_http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
+pub(crate) fn try_http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(request)?;

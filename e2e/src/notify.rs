@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A bound notification socket in a fresh temp path, removed on drop.
+#[derive(Debug)]
 pub struct NotifySocket {
     socket: UnixDatagram,
     path: PathBuf,

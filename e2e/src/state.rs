@@ -66,6 +66,7 @@ pub fn temp_dir(what: &str) -> PathBuf {
 }
 
 /// A tether-state process on its own socket, HTTP port and journal directory.
+#[derive(Debug)]
 pub struct StateDaemon {
     proc: Option<Proc>,
     /// The Unix socket gateways connect to.
@@ -74,45 +75,26 @@ pub struct StateDaemon {
     pub http: SocketAddr,
     /// The journal directory.
     pub journal: PathBuf,
-    /// The directory holding the socket (and the journal unless one was given).
+    /// The directory holding the socket and the journal.
     pub dir: PathBuf,
     extra: Vec<String>,
-    keep: bool,
-    own_journal: bool,
 }
 
 impl StateDaemon {
     /// Starts a daemon with `extra` flags on a fresh socket, port and journal, and waits until
     /// both the socket and the HTTP port accept.
     pub fn start(extra: &[&str]) -> StateDaemon {
-        StateDaemon::start_with_journal(None, extra)
-    }
-
-    /// Like [`StateDaemon::start`], on the journal directory `journal` when given (which is
-    /// then never removed).
-    pub fn start_with_journal(journal: Option<&Path>, extra: &[&str]) -> StateDaemon {
         let dir = temp_dir("state");
-        let own_journal = journal.is_none();
-        let journal = journal
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.join("journal"));
         let mut daemon = StateDaemon {
             proc: None,
             socket: dir.join("state.sock"),
             http: free_addr(),
-            journal,
+            journal: dir.join("journal"),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            keep: false,
-            own_journal,
         };
         daemon.launch();
         daemon
-    }
-
-    /// Keeps the directory (socket, journal) when this is dropped, for a post-mortem.
-    pub fn keep_dir(&mut self) {
-        self.keep = true;
     }
 
     /// The command-line flags for a daemon on `socket`, `http` and `journal`, with
@@ -279,12 +261,7 @@ impl Drop for StateDaemon {
             proc.signal(libc::SIGKILL);
             let _ = proc.wait_timeout(Duration::from_secs(5));
         }
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
-            if self.own_journal {
-                let _ = std::fs::remove_dir_all(&self.journal);
-            }
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -307,6 +284,7 @@ pub struct LoginOk {
 }
 
 /// A gateway's link to the daemon over its Unix socket.
+#[derive(Debug)]
 pub struct StateLink {
     pub stream: UnixStream,
     buf: Vec<u8>,
@@ -381,7 +359,7 @@ impl StateLink {
     }
 
     /// Sends a frame whose body is `route` + `rest`.
-    pub fn send_routed(&mut self, kind: Kind, id: u64, route: u64, rest: &[u8]) {
+    pub(crate) fn send_routed(&mut self, kind: Kind, id: u64, route: u64, rest: &[u8]) {
         let mut out = Vec::new();
         encode::routed(&mut out, kind, id, route, rest);
         self.send(&out);
@@ -405,7 +383,7 @@ impl StateLink {
     }
 
     /// STATE_RESUME (no wait).
-    pub fn send_resume(&mut self, route: u64, id: u64, resume_token: &str) {
+    pub(crate) fn send_resume(&mut self, route: u64, id: u64, resume_token: &str) {
         self.send_routed(Kind::StateResume, id, route, resume_token.as_bytes());
     }
 

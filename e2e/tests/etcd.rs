@@ -12,8 +12,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tether_e2e::etcd::{gateway_nodes, Cluster};
-use tether_e2e::{echo_node, eventually, gateway, ipconfig, listed, node_requests, Client, Proc};
+use tether_e2e::{
+    echo_node, eventually, gateway, gateway_nodes, ipconfig, listed, node_requests, Client,
+    Cluster, Proc,
+};
 use tether_proto::Kind;
 
 /// Lease TTL of a registration (tether_discovery::LEASE_TTL).

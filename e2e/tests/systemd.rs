@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tether_e2e::notify::NotifySocket;
 use tether_e2e::state::{temp_dir, StateDaemon};
-use tether_e2e::{binary, echo_node, free_addr, spawn_with_env};
+use tether_e2e::{binary, echo_node, free_addr, spawn_with_env, NotifySocket};
 
 /// 200 ms: pings every 100 ms.
 const WATCHDOG_USEC: &str = "200000";

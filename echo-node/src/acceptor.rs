@@ -15,18 +15,18 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tether_daemon::metrics::{Counter, Gauge};
 
 /// How the acceptor reaches one reactor.
-pub struct ReactorHandle {
+pub(crate) struct ReactorHandle {
     pub incoming: Sender<TcpStream>,
     pub waker: Arc<Waker>,
     pub open: Arc<Gauge>,
 }
 
-pub const LISTENER: Token = Token(0);
-pub const STOP: Token = Token(1);
+pub(crate) const LISTENER: Token = Token(0);
+pub(crate) const STOP: Token = Token(1);
 
 /// Runs until the stop flag is set and `STOP` is woken; counts its loop iterations in
 /// `loops` (for the systemd watchdog, which wakes it through `STOP` too).
-pub fn run(
+pub(crate) fn run(
     mut poll: Poll,
     mut listener: TcpListener,
     reactors: Vec<ReactorHandle>,

@@ -144,8 +144,12 @@ pub struct Opts {
     /// etcd client URLs, comma-separated: register there; none = not registered.
     #[arg(long, env = "TETHER_NODE_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
-    /// Node id in etcd; empty = <hostname>-<port>.
-    #[arg(long, env = "TETHER_NODE_ID")]
+    /// Node id in etcd; empty = `<hostname>-<port>`.
+    #[arg(
+        long,
+        env = "TETHER_NODE_ID",
+        help = "Node id in etcd; empty = <hostname>-<port>"
+    )]
     pub id: Option<String>,
     /// host:port gateways dial, registered in etcd; empty = the listen address.
     #[arg(long, env = "TETHER_NODE_ADVERTISE")]

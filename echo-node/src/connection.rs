@@ -15,7 +15,7 @@ use tether_daemon::nonblocking::{read_frames, write_queued, ReadEnd};
 use tether_proto::{encode, Decoder, Frame};
 
 /// A peer socket with its buffers and lifecycle flags.
-pub struct Connection {
+pub(crate) struct Connection {
     pub stream: TcpStream,
     /// Tells a late worker result for a reused slab slot from one for this connection.
     pub generation: u64,
@@ -36,7 +36,7 @@ pub struct Connection {
 
 /// Why reading stopped.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ReadStop {
+pub(crate) enum ReadStop {
     /// The socket has nothing more for now.
     Drained,
     /// The connection is closing, its peer is gone, or it broke.
@@ -46,7 +46,7 @@ pub enum ReadStop {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, generation: u64) -> Connection {
+    pub(crate) fn new(stream: TcpStream, generation: u64) -> Connection {
         Connection {
             stream,
             generation,
@@ -62,17 +62,17 @@ impl Connection {
     }
 
     /// Bytes of replies not yet taken by the socket.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.written
     }
 
     /// The output buffer, for replies that arrive from the compute pool.
-    pub fn out(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn out(&mut self) -> &mut Vec<u8> {
         &mut self.out
     }
 
     /// Whether the connection has nothing left to do and can be dropped.
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.broken || ((self.closing || self.peer_closed) && self.pending() == 0)
     }
 
@@ -81,7 +81,7 @@ impl Connection {
     /// closing error); a decode error queues its ERROR and closes. Stops early once
     /// `max_queued` bytes of replies wait. `until_eagain`: the peer closed, or reading
     /// resumes after a pause, so no new edge comes (see [`read_frames`]' short-read rule).
-    pub fn read_frames<F>(
+    pub(crate) fn read_frames<F>(
         &mut self,
         scratch: &mut [u8],
         decoder: &Decoder,
@@ -150,7 +150,7 @@ impl Connection {
     }
 
     /// Writes queued replies until done or the socket would block.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         write_queued(&mut self.stream, &self.out, &mut self.written)?;
         if self.written == self.out.len() {
             self.written = 0;

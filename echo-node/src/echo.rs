@@ -8,7 +8,7 @@ use tether_proto::{encode, ErrorCode, Frame, Kind, Routed};
 
 /// What the reactor does after [`Echo::handle`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome<'a> {
+pub(crate) enum Outcome<'a> {
     /// Done: any reply is in the output buffer.
     Continue,
     /// An ERROR that closes the connection is in the output buffer: stop reading, flush,
@@ -20,7 +20,7 @@ pub enum Outcome<'a> {
 
 /// A DATA or REQUEST waiting for compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub kind: Kind,
     pub id: u64,
     /// The route key of a REQUEST; 0 for DATA, which has none.
@@ -30,7 +30,7 @@ pub struct Request<'a> {
 
 /// Per-reactor responder state.
 #[derive(Debug)]
-pub struct Echo {
+pub(crate) struct Echo {
     /// When true, DATA and REQUEST are offloaded instead of answered inline.
     compute: bool,
     /// Makes anonymous session names unique across reactors.
@@ -39,10 +39,10 @@ pub struct Echo {
 }
 
 /// The heartbeat interval an echo node announces in LOGIN_OK.
-pub const HEARTBEAT_S: u32 = 30;
+pub(crate) const HEARTBEAT_S: u32 = 30;
 
 impl Echo {
-    pub fn new(reactor: usize, compute: bool) -> Echo {
+    pub(crate) fn new(reactor: usize, compute: bool) -> Echo {
         Echo {
             compute,
             reactor,
@@ -51,7 +51,7 @@ impl Echo {
     }
 
     /// Answers one frame into `out`.
-    pub fn handle<'a>(&mut self, frame: Frame<'a>, out: &mut Vec<u8>) -> Outcome<'a> {
+    pub(crate) fn handle<'a>(&mut self, frame: Frame<'a>, out: &mut Vec<u8>) -> Outcome<'a> {
         match frame.kind {
             Kind::Data => {
                 let request = Request {
@@ -123,7 +123,7 @@ impl Echo {
 }
 
 /// Appends the echo of `request`: DATA for DATA, RESPONSE with the same route for REQUEST.
-pub fn reply(out: &mut Vec<u8>, request: &Request<'_>) {
+pub(crate) fn reply(out: &mut Vec<u8>, request: &Request<'_>) {
     match request.kind {
         Kind::Request => encode::routed(
             out,
@@ -139,7 +139,7 @@ pub fn reply(out: &mut Vec<u8>, request: &Request<'_>) {
 /// Appends the answer for a request the pool had no room for. A gateway's REQUEST gets
 /// NODE_ERROR and its link stays; a client's DATA gets ERROR OVERLOADED, which closes
 /// (design.md: code 6 is followed by close). Returns the outcome for the connection.
-pub fn overloaded(out: &mut Vec<u8>, request: &Request<'_>) -> Outcome<'static> {
+pub(crate) fn overloaded(out: &mut Vec<u8>, request: &Request<'_>) -> Outcome<'static> {
     const REASON: &str = "compute queue full";
     match request.kind {
         Kind::Request => {
@@ -157,7 +157,7 @@ pub fn overloaded(out: &mut Vec<u8>, request: &Request<'_>) -> Outcome<'static> 
 }
 
 /// Appends an ERROR that closes the connection.
-pub fn fail(out: &mut Vec<u8>, id: u64, code: ErrorCode, reason: &str) -> Outcome<'static> {
+pub(crate) fn fail(out: &mut Vec<u8>, id: u64, code: ErrorCode, reason: &str) -> Outcome<'static> {
     encode::error(out, id, code, reason);
     Outcome::Close
 }

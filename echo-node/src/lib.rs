@@ -17,13 +17,13 @@
 //! - [`pool`]: the bounded compute pool.
 //! - [`node`]: wiring, start and stop.
 
-pub mod acceptor;
-pub mod config;
-pub mod connection;
-pub mod echo;
-pub mod node;
-pub mod pool;
-pub mod reactor;
+mod acceptor;
+mod config;
+mod connection;
+mod echo;
+mod node;
+mod pool;
+mod reactor;
 
 pub use config::{Config, Opts};
-pub use node::{run, Node};
+pub use node::run;

@@ -20,7 +20,7 @@ use crate::pool::{self, Returns};
 use crate::reactor::{self, Reactor};
 
 #[derive(Debug, Error)]
-pub enum NodeError {
+pub(crate) enum NodeError {
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -34,7 +34,7 @@ pub enum NodeError {
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::stop`].
-pub struct Node {
+pub(crate) struct Node {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
@@ -46,7 +46,7 @@ pub struct Node {
 
 impl Node {
     /// Binds and starts every thread; the node accepts once this returns.
-    pub fn start(config: &Config) -> Result<Node, NodeError> {
+    pub(crate) fn start(config: &Config) -> Result<Node, NodeError> {
         let listener =
             listen(config.listen, config.backlog).map_err(|source| NodeError::Listen {
                 addr: config.listen,
@@ -146,7 +146,7 @@ impl Node {
     }
 
     /// The address the node accepts on (the real port when configured with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
@@ -155,7 +155,7 @@ impl Node {
     /// write each; a woken loop finds nothing to do), so an idle node passes by answering
     /// the wake-up and a stuck loop fails. The compute pool is not checked: a busy pool
     /// answers OVERLOADED, which is the node working as designed.
-    pub fn liveness(&self) -> impl FnMut() -> bool + Send + 'static {
+    pub(crate) fn liveness(&self) -> impl FnMut() -> bool + Send + 'static {
         let loops = self.loops.clone();
         let wakers = self.wakers.clone();
         let counts = move || loops.iter().map(|l| l.get()).collect::<Vec<_>>();
@@ -174,7 +174,7 @@ impl Node {
     }
 
     /// Stops accepting, closes every connection and joins every thread.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.stop.store(true, Ordering::Release);
         for waker in &self.wakers {
             let _ = waker.wake();
@@ -190,7 +190,10 @@ impl Node {
 }
 
 /// Registers `node` in etcd under `/tether/nodes/{id}` when `config.etcd` is set.
-pub fn register(config: &Config, node: &Node) -> Result<Option<Registration>, DiscoveryError> {
+pub(crate) fn register(
+    config: &Config,
+    node: &Node,
+) -> Result<Option<Registration>, DiscoveryError> {
     if config.etcd.is_empty() {
         return Ok(None);
     }

@@ -14,7 +14,7 @@ use tether_proto::Kind;
 
 /// A request travelling to a worker and back.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     pub reactor: usize,
     /// The connection's slab slot and generation on its reactor.
     pub slot: usize,
@@ -27,20 +27,20 @@ pub struct Job {
 
 /// Where finished jobs go: one channel and waker per reactor.
 #[derive(Clone)]
-pub struct Returns {
+pub(crate) struct Returns {
     pub senders: Vec<Sender<Job>>,
     pub wakers: Vec<Arc<Waker>>,
 }
 
 /// Submitting side of the pool, cloned into every reactor.
 #[derive(Clone)]
-pub struct PoolHandle {
+pub(crate) struct PoolHandle {
     queue: Sender<Job>,
 }
 
 impl PoolHandle {
     /// Queues a job, or hands it back when the queue is full.
-    pub fn try_submit(&self, job: Job) -> Result<(), Job> {
+    pub(crate) fn try_submit(&self, job: Job) -> Result<(), Job> {
         self.queue.try_send(job).map_err(|e| match e {
             TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
         })
@@ -48,7 +48,7 @@ impl PoolHandle {
 }
 
 /// Starts `workers` threads; they stop once every [`PoolHandle`] is dropped.
-pub fn start(
+pub(crate) fn start(
     workers: usize,
     queue: usize,
     work: Duration,

@@ -19,12 +19,12 @@ use crate::echo::{self, Echo, Outcome, Request};
 use crate::pool::{Job, PoolHandle};
 
 /// The token of the reactor's waker.
-pub const WAKER: Token = Token(usize::MAX);
+pub(crate) const WAKER: Token = Token(usize::MAX);
 
 const SCRATCH: usize = 64 * 1024;
 
 /// Everything one reactor thread owns.
-pub struct Reactor {
+pub(crate) struct Reactor {
     pub index: usize,
     pub poll: Poll,
     pub incoming: Receiver<TcpStream>,
@@ -45,7 +45,7 @@ pub struct Reactor {
 
 impl Reactor {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         index: usize,
         poll: Poll,
         incoming: Receiver<TcpStream>,
@@ -76,7 +76,7 @@ impl Reactor {
     }
 
     /// Runs until the stop flag is set and the waker fires.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
             if let Err(e) = self.poll.poll(&mut events, None) {

@@ -22,14 +22,14 @@ use crate::metrics::GatewayInfo;
 
 /// How an acceptor reaches one reactor.
 #[derive(Clone)]
-pub struct ReactorDoor {
+pub(crate) struct ReactorDoor {
     pub incoming: Sender<(mio::net::TcpStream, u64)>,
     pub waker: Arc<Waker>,
     pub open: Arc<AtomicUsize>,
 }
 
 /// Everything one acceptor thread needs.
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     pub listener: Arc<TcpListener>,
     pub reactors: Vec<ReactorDoor>,
     pub stop: Arc<AtomicBool>,
@@ -37,7 +37,7 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn run(self) {
+    pub(crate) fn run(self) {
         let mut reserve = File::open("/dev/null").ok();
         let mut last_complaint: Option<Instant> = None;
         let overloaded = overloaded_frame();

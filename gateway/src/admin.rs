@@ -29,7 +29,7 @@ use crate::metrics::{render_prometheus, render_stats, GatewayInfo, Metrics};
 pub use tether_daemon::http_thread::HttpError as AdminError;
 
 /// Content type of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = tether_daemon::prometheus::CONTENT_TYPE;
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = tether_daemon::prometheus::CONTENT_TYPE;
 
 /// A running admin listener. Dropping it stops it too (like [`Admin::stop`]).
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use crate::health::Health;
 
 /// The state of the socket to a node.
 #[derive(Debug)]
-pub enum Link {
+pub(crate) enum Link {
     /// No socket; try again at `retry_at`.
     Idle {
         retry_at: Instant,
@@ -32,7 +32,7 @@ pub enum Link {
 
 /// A node link: socket, buffers, health. (Its requests are in the reactor's dispatcher.)
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     pub addr: SocketAddr,
     pub token: Token,
     pub link: Link,
@@ -54,7 +54,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(addr: SocketAddr, token: Token, now: Instant, backoff: Duration) -> Backend {
+    pub(crate) fn new(addr: SocketAddr, token: Token, now: Instant, backoff: Duration) -> Backend {
         Backend {
             addr,
             token,
@@ -72,15 +72,15 @@ impl Backend {
         }
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         matches!(self.link, Link::Connected { .. })
     }
 
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.written
     }
 
-    pub fn stream(&mut self) -> Option<&mut TcpStream> {
+    pub(crate) fn stream(&mut self) -> Option<&mut TcpStream> {
         match &mut self.link {
             Link::Connecting { stream, .. } | Link::Connected { stream } => Some(stream),
             Link::Idle { .. } => None,
@@ -89,7 +89,7 @@ impl Backend {
 
     /// Writes queued frames until done or the socket would block.
     /// `now` marks progress when the socket took bytes or had nothing waiting.
-    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+    pub(crate) fn flush(&mut self, now: Instant) -> io::Result<()> {
         let Link::Connected { stream } = &mut self.link else {
             return Ok(());
         };
@@ -113,12 +113,12 @@ impl Backend {
 
     /// Output has waited since `progress` without the socket taking a byte for longer than
     /// `limit`: the node does not read its link.
-    pub fn stalled(&self, now: Instant, limit: Duration) -> bool {
+    pub(crate) fn stalled(&self, now: Instant, limit: Duration) -> bool {
         self.pending() > 0 && now.saturating_duration_since(self.progress) > limit
     }
 
     /// The socket, while the link is connected (what reads take frames from).
-    pub fn connected(&mut self) -> Option<&mut TcpStream> {
+    pub(crate) fn connected(&mut self) -> Option<&mut TcpStream> {
         match &mut self.link {
             Link::Connected { stream } => Some(stream),
             _ => None,
@@ -126,7 +126,7 @@ impl Backend {
     }
 
     /// Drops the socket and everything queued on it; the caller evacuates its requests.
-    pub fn reset(&mut self, retry_at: Instant) -> Option<TcpStream> {
+    pub(crate) fn reset(&mut self, retry_at: Instant) -> Option<TcpStream> {
         let old = std::mem::replace(&mut self.link, Link::Idle { retry_at });
         self.out.clear();
         self.written = 0;

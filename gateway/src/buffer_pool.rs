@@ -9,7 +9,7 @@ use crate::client::ClientIo;
 
 /// A free list of byte buffers (request payloads kept for a possible re-send).
 #[derive(Debug)]
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     free: Vec<Vec<u8>>,
     keep: usize,
     max_capacity: usize,
@@ -17,7 +17,7 @@ pub struct BufferPool {
 
 impl BufferPool {
     /// A pool that keeps at most `keep` free buffers of at most `max_capacity` bytes.
-    pub fn new(keep: usize, max_capacity: usize) -> BufferPool {
+    pub(crate) fn new(keep: usize, max_capacity: usize) -> BufferPool {
         BufferPool {
             free: Vec::new(),
             keep,
@@ -26,17 +26,18 @@ impl BufferPool {
     }
 
     /// The most memory the free list can hold.
-    pub fn max_retained(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn max_retained(&self) -> usize {
         self.keep * self.max_capacity
     }
 
     /// An empty buffer, reused when one is free.
-    pub fn take(&mut self) -> Vec<u8> {
+    pub(crate) fn take(&mut self) -> Vec<u8> {
         self.free.pop().unwrap_or_default()
     }
 
     /// Returns a buffer to the pool (or frees it).
-    pub fn give(&mut self, mut buf: Vec<u8>) {
+    pub(crate) fn give(&mut self, mut buf: Vec<u8>) {
         if self.free.len() < self.keep && buf.capacity() <= self.max_capacity {
             buf.clear();
             self.free.push(buf);
@@ -46,7 +47,7 @@ impl BufferPool {
 
 /// A free list of [`ClientIo`] boxes for busy connections.
 #[derive(Debug)]
-pub struct IoPool {
+pub(crate) struct IoPool {
     // Boxed on purpose: a box moves into a connection and back as one pointer.
     #[allow(clippy::vec_box)]
     free: Vec<Box<ClientIo>>,
@@ -56,7 +57,7 @@ pub struct IoPool {
 
 impl IoPool {
     /// A pool that keeps at most `keep` boxes, each buffer trimmed to `max_capacity`.
-    pub fn new(keep: usize, max_capacity: usize) -> IoPool {
+    pub(crate) fn new(keep: usize, max_capacity: usize) -> IoPool {
         IoPool {
             free: Vec::new(),
             keep,
@@ -64,11 +65,11 @@ impl IoPool {
         }
     }
 
-    pub fn take(&mut self) -> Box<ClientIo> {
+    pub(crate) fn take(&mut self) -> Box<ClientIo> {
         self.free.pop().unwrap_or_default()
     }
 
-    pub fn give(&mut self, mut io: Box<ClientIo>) {
+    pub(crate) fn give(&mut self, mut io: Box<ClientIo>) {
         if self.free.len() >= self.keep {
             return;
         }

@@ -15,7 +15,7 @@ use crate::rate_limit::TokenBucket;
 
 /// The buffers of a busy connection, pooled per reactor.
 #[derive(Debug, Default)]
-pub struct ClientIo {
+pub(crate) struct ClientIo {
     /// Bytes of an incomplete frame.
     pub partial: Vec<u8>,
     /// Encoded replies not yet written.
@@ -25,18 +25,18 @@ pub struct ClientIo {
 }
 
 impl ClientIo {
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.partial.is_empty() && self.written == self.out.len()
     }
 
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.out.len() - self.written
     }
 }
 
 /// Where a connection stands with the state daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Login {
+pub(crate) enum Login {
     /// The gateway runs without a state daemon: every frame is served.
     Anonymous,
     /// Connected, no LOGIN or RESUME accepted yet: only those are allowed.
@@ -51,7 +51,7 @@ pub enum Login {
 
 /// A client connection.
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     pub stream: TcpStream,
     /// 24-bit generation of this slab slot (see [`crate::route`]).
     pub generation: u32,
@@ -84,7 +84,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(
+    pub(crate) fn new(
         stream: TcpStream,
         generation: u32,
         key: u64,
@@ -112,16 +112,16 @@ impl Client {
     }
 
     /// Reply bytes not yet written.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.io.as_ref().map_or(0, |io| io.pending())
     }
 
-    pub fn has_partial(&self) -> bool {
+    pub(crate) fn has_partial(&self) -> bool {
         self.io.as_ref().is_some_and(|io| !io.partial.is_empty())
     }
 
     /// Writes queued replies until done or the socket would block; returns bytes written.
-    pub fn flush(&mut self) -> io::Result<usize> {
+    pub(crate) fn flush(&mut self) -> io::Result<usize> {
         let Some(io) = self.io.as_mut() else {
             return Ok(0);
         };

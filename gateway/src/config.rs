@@ -468,8 +468,12 @@ pub struct Opts {
     /// ip-config service to report to, http://host:port; repeat for several; none = no reports.
     #[arg(long, env = "TETHER_GATEWAY_IPCONFIG", value_delimiter = ',')]
     pub ipconfig: Option<Vec<String>>,
-    /// Gateway id in reports; empty = <hostname>-<port>.
-    #[arg(long, env = "TETHER_GATEWAY_ID")]
+    /// Gateway id in reports; empty = `<hostname>-<port>`.
+    #[arg(
+        long,
+        env = "TETHER_GATEWAY_ID",
+        help = "Gateway id in reports; empty = <hostname>-<port>"
+    )]
     pub id: Option<String>,
     /// host:port clients dial, in reports; empty = the first listener.
     #[arg(long, env = "TETHER_GATEWAY_ADVERTISE")]

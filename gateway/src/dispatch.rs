@@ -48,7 +48,7 @@ pub const FLAG_RESEND_SAFE: u8 = 0x01;
 
 /// Unwritten bytes on one node link past which that node takes no new request until its
 /// queue drains (the link is never reset for its size: see the module comment).
-pub const MAX_NODE_QUEUE: usize = 64 << 20;
+pub(crate) const MAX_NODE_QUEUE: usize = 64 << 20;
 
 /// Which requests may be re-sent to another node (`retry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -254,7 +254,7 @@ impl Dispatcher {
     }
 
     /// A new balancing algorithm (reload); the same one keeps its state.
-    pub fn set_balance(&mut self, balance: Balance) {
+    pub(crate) fn set_balance(&mut self, balance: Balance) {
         if balance != self.balance {
             self.balance = balance;
             self.balancer = balance::new(balance, self.seed);

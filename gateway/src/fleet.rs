@@ -33,7 +33,7 @@ enum Source {
 }
 
 /// The node set, kept current from a discovery source.
-pub struct Fleet {
+pub(crate) struct Fleet {
     source: Source,
     state: Arc<(Mutex<State>, Condvar)>,
     watch: Option<Watch>,
@@ -58,13 +58,16 @@ struct State {
 
 impl Fleet {
     /// Nodes from the static list in `settings.nodes`.
-    pub fn fixed(settings: Arc<Settings>) -> Result<Fleet, DiscoveryError> {
+    pub(crate) fn fixed(settings: Arc<Settings>) -> Result<Fleet, DiscoveryError> {
         let discovery = StaticDiscovery::new(members_of(&settings.nodes));
         Fleet::start(Source::Static(discovery), settings)
     }
 
     /// Nodes registered in the etcd cluster at `endpoints`.
-    pub fn etcd(endpoints: Endpoints, settings: Arc<Settings>) -> Result<Fleet, DiscoveryError> {
+    pub(crate) fn etcd(
+        endpoints: Endpoints,
+        settings: Arc<Settings>,
+    ) -> Result<Fleet, DiscoveryError> {
         Fleet::start(Source::Etcd, settings).and_then(|mut fleet| {
             let discovery = EtcdDiscovery::new(endpoints, Role::Node);
             fleet.watch = Some(fleet.watch_with(&discovery)?);
@@ -111,7 +114,7 @@ impl Fleet {
 
     /// Waits up to `timeout` for the first complete set (etcd answering), so the reactors
     /// start with the nodes instead of none.
-    pub fn wait_synced(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_synced(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.state;
         let mut s = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -130,13 +133,17 @@ impl Fleet {
 
     /// The settings the reactors should run with now: the configuration's, with the
     /// discovered nodes.
-    pub fn settings(&self) -> Arc<Settings> {
+    pub(crate) fn settings(&self) -> Arc<Settings> {
         self.lock().effective()
     }
 
     /// From now on every change is sent to these reactors, which were built with `built_with`;
     /// they get the current settings at once if a change arrived since.
-    pub fn attach(&self, reactors: Vec<(Sender<Command>, Arc<Waker>)>, built_with: &Settings) {
+    pub(crate) fn attach(
+        &self,
+        reactors: Vec<(Sender<Command>, Arc<Waker>)>,
+        built_with: &Settings,
+    ) {
         let mut s = self.lock();
         s.reactors = reactors;
         s.dirty = *s.effective() != *built_with;
@@ -145,7 +152,7 @@ impl Fleet {
 
     /// A configuration reload: new settings for everything, the nodes from the source (a
     /// static source takes the new list).
-    pub fn reload(&self, settings: Arc<Settings>) {
+    pub(crate) fn reload(&self, settings: Arc<Settings>) {
         {
             let mut s = self.lock();
             s.base = settings.clone();
@@ -158,12 +165,12 @@ impl Fleet {
     }
 
     /// The nodes the reactors were last given.
-    pub fn nodes(&self) -> Vec<SocketAddr> {
+    pub(crate) fn nodes(&self) -> Vec<SocketAddr> {
         self.lock().nodes.clone()
     }
 
     /// Stops watching.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         if let Some(watch) = self.watch.take() {
             watch.stop();
         }

@@ -33,7 +33,7 @@ const ETCD_SYNC_WAIT: Duration = Duration::from_secs(2);
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -57,7 +57,7 @@ struct ReactorHandle {
 }
 
 /// A running gateway.
-pub struct Gateway {
+pub(crate) struct Gateway {
     config: Config,
     listeners: Vec<Arc<std::net::TcpListener>>,
     local_addrs: Vec<SocketAddr>,
@@ -78,7 +78,7 @@ impl Gateway {
     /// Binds everything and starts every thread. Returns once the listeners accept and every
     /// reactor has tried its nodes once (up to the health timeout), so the first client is
     /// not refused NO_BACKEND only because links were still connecting.
-    pub fn start(config: Config) -> Result<Gateway, GatewayError> {
+    pub(crate) fn start(config: Config) -> Result<Gateway, GatewayError> {
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
         for &addr in &config.listen {
@@ -247,22 +247,22 @@ impl Gateway {
     }
 
     /// The addresses clients connect to (real ports when configured with port 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
+    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
     }
 
-    pub fn admin_addr(&self) -> SocketAddr {
+    pub(crate) fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr()
     }
 
     /// The echo nodes the reactors were last given (the `nodes` list, or etcd's).
-    pub fn nodes(&self) -> Vec<SocketAddr> {
+    pub(crate) fn nodes(&self) -> Vec<SocketAddr> {
         self.fleet.nodes()
     }
 
     /// Applies what a new config may change without dropping clients: nodes, balancing,
     /// health checking, limits. Keys that need a restart are reported and left as they are.
-    pub fn reload(&mut self, config: Config) -> Vec<&'static str> {
+    pub(crate) fn reload(&mut self, config: Config) -> Vec<&'static str> {
         let ignored = config.restart_only_changes(&self.config);
         // Through the fleet: with etcd, the nodes stay the discovered ones.
         self.fleet.reload(Arc::new(config.settings()));
@@ -291,7 +291,7 @@ impl Gateway {
 
     /// Stops accepting, sends GOAWAY to every client, waits up to `drain_timeout` for them
     /// to leave, then closes what is left and stops.
-    pub fn drain(self) {
+    pub(crate) fn drain(self) {
         self.info.draining.store(true, Ordering::Release);
         // Out of etcd first: every ipconfig replica drops this gateway at once.
         if let Some(registration) = &self.registration {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Probe timing and thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthPolicy {
+pub(crate) struct HealthPolicy {
     pub interval: Duration,
     pub timeout: Duration,
     pub fall: u32,
@@ -19,14 +19,14 @@ pub struct HealthPolicy {
 
 /// A change of state the reactor must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     None,
     Up,
     Down,
 }
 
 #[derive(Debug, Clone)]
-pub struct Health {
+pub(crate) struct Health {
     up: bool,
     ever_up: bool,
     successes: u32,
@@ -43,7 +43,7 @@ impl Default for Health {
 }
 
 impl Health {
-    pub fn new() -> Health {
+    pub(crate) fn new() -> Health {
         Health {
             up: false,
             ever_up: false,
@@ -55,12 +55,12 @@ impl Health {
         }
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.up
     }
 
     /// The link connected: probe at once. A node never seen up before is up now.
-    pub fn on_connected(&mut self, now: Instant) -> Transition {
+    pub(crate) fn on_connected(&mut self, now: Instant) -> Transition {
         self.probe = None;
         self.next_probe = Some(now);
         self.failures = 0;
@@ -74,7 +74,7 @@ impl Health {
     }
 
     /// The link failed: down at once, no probing until it reconnects.
-    pub fn on_disconnected(&mut self) -> Transition {
+    pub(crate) fn on_disconnected(&mut self) -> Transition {
         self.probe = None;
         self.next_probe = None;
         self.successes = 0;
@@ -82,7 +82,11 @@ impl Health {
     }
 
     /// Returns the id of a probe to send now, if one is due, after noting a timed-out one.
-    pub fn poll(&mut self, now: Instant, policy: &HealthPolicy) -> (Transition, Option<u64>) {
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        policy: &HealthPolicy,
+    ) -> (Transition, Option<u64>) {
         let mut transition = Transition::None;
         if let Some((_, sent)) = self.probe {
             if now.duration_since(sent) >= policy.timeout {
@@ -102,7 +106,7 @@ impl Health {
     }
 
     /// A NODE_PONG arrived.
-    pub fn on_pong(&mut self, id: u64, policy: &HealthPolicy) -> Transition {
+    pub(crate) fn on_pong(&mut self, id: u64, policy: &HealthPolicy) -> Transition {
         match self.probe {
             Some((probe, _)) if probe == id => {
                 self.probe = None;
@@ -118,7 +122,8 @@ impl Health {
     }
 
     /// When the reactor must look again (a probe due or timing out).
-    pub fn next_deadline(&self, policy: &HealthPolicy) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn next_deadline(&self, policy: &HealthPolicy) -> Option<Instant> {
         let timeout = self.probe.map(|(_, sent)| sent + policy.timeout);
         match (timeout, self.next_probe) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -19,24 +19,26 @@
 //! - [`reporter`]: load reports to the ip-config service, and the etcd registration.
 //! - [`state_link`]: each reactor's link to the state daemon (logins, heartbeats, pushes).
 
-pub mod acceptor;
-pub mod admin;
-pub mod backend;
-pub mod balance;
-pub mod buffer_pool;
-pub mod client;
-pub mod config;
+mod acceptor;
+mod admin;
+mod backend;
+mod balance;
+mod buffer_pool;
+mod client;
+mod config;
 pub mod dispatch;
-pub mod fleet;
-pub mod gateway;
-pub mod health;
-pub mod login_gate;
+mod fleet;
+mod gateway;
+mod health;
+mod login_gate;
 pub mod metrics;
-pub mod rate_limit;
-pub mod reactor;
-pub mod reporter;
-pub mod route;
-pub mod state_link;
+mod rate_limit;
+mod reactor;
+mod reporter;
+mod route;
+mod state_link;
 
-pub use config::{Config, Opts};
-pub use gateway::{run, Gateway, GatewayError};
+pub use admin::{Admin, AdminError};
+pub use balance::Balance;
+pub use config::{Config, Opts, NO_DEFAULT};
+pub use gateway::run;

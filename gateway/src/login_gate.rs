@@ -17,7 +17,7 @@ const MAX_HINT_MS: u64 = 5_000;
 
 /// Logins of one reactor at the state daemon.
 #[derive(Debug, Clone)]
-pub struct LoginGate {
+pub(crate) struct LoginGate {
     limit: u32,
     inflight: u32,
     /// Answers since `window_start`, and over the last whole second.
@@ -27,7 +27,7 @@ pub struct LoginGate {
 }
 
 impl LoginGate {
-    pub fn new(limit: u32) -> LoginGate {
+    pub(crate) fn new(limit: u32) -> LoginGate {
         LoginGate {
             limit,
             inflight: 0,
@@ -37,18 +37,19 @@ impl LoginGate {
         }
     }
 
-    pub fn set_limit(&mut self, limit: u32) {
+    pub(crate) fn set_limit(&mut self, limit: u32) {
         self.limit = limit;
     }
 
     /// Logins sent and not answered yet.
-    pub fn inflight(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn inflight(&self) -> u32 {
         self.inflight
     }
 
     /// A login wants to go to the daemon: `Ok` counts it in; `Err(ms)` refuses it, with
     /// the hint in milliseconds.
-    pub fn enter(&mut self, now: Instant) -> Result<(), u64> {
+    pub(crate) fn enter(&mut self, now: Instant) -> Result<(), u64> {
         self.roll(now);
         if self.inflight < self.limit {
             self.inflight += 1;
@@ -64,14 +65,14 @@ impl LoginGate {
 
     /// The daemon answered a login (LOGIN_OK or LOGIN_FAIL), whether or not its client
     /// is still there.
-    pub fn answered(&mut self, now: Instant) {
+    pub(crate) fn answered(&mut self, now: Instant) {
         self.roll(now);
         self.inflight = self.inflight.saturating_sub(1);
         self.answered = self.answered.saturating_add(1);
     }
 
     /// The link went down: nothing is at the daemon any more.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.inflight = 0;
     }
 
@@ -95,7 +96,7 @@ impl LoginGate {
 }
 
 /// The ERROR reason of a refused login: the hint first, then why.
-pub fn busy_reason(hint_ms: u64) -> String {
+pub(crate) fn busy_reason(hint_ms: u64) -> String {
     format!("retry_after_ms={hint_ms}; too many logins in flight")
 }
 

@@ -13,7 +13,7 @@ struct Gateway;
 impl Daemon for Gateway {
     type Opts = Opts;
     type Config = Config;
-    const NO_DEFAULT: &'static [NoDefault] = tether_gateway::config::NO_DEFAULT;
+    const NO_DEFAULT: &'static [NoDefault] = tether_gateway::NO_DEFAULT;
 
     fn load(opts: &Opts) -> Result<Config, ConfigErrors> {
         opts.load()

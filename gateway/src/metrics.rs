@@ -91,7 +91,7 @@ impl CloseReason {
     /// The reason for closing after sending ERROR `code`, or `None` for the codes that answer
     /// one request and leave the connection open (NO_BACKEND, RATE_LIMITED, UNAVAILABLE,
     /// INTERNAL, BUSY, REQUEST_TIMEOUT).
-    pub fn from_error(code: ErrorCode) -> Option<CloseReason> {
+    pub(crate) fn from_error(code: ErrorCode) -> Option<CloseReason> {
         match code {
             ErrorCode::BadFrame => Some(CloseReason::BadFrame),
             ErrorCode::FrameTooLarge => Some(CloseReason::FrameTooLarge),
@@ -141,7 +141,7 @@ tether_daemon::label_set! {
 /// The `code` label of `tether_gateway_errors_total`: every [`ErrorCode`] by its wire name,
 /// in code order.
 #[derive(Debug, Clone, Copy)]
-pub enum ErrorCodes {}
+pub(crate) enum ErrorCodes {}
 
 impl LabelSet for ErrorCodes {
     type Label = ErrorCode;
@@ -291,7 +291,8 @@ impl Metrics {
     }
 
     /// Connections closed for `reason` so far.
-    pub fn closed(&self, reason: CloseReason) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn closed(&self, reason: CloseReason) -> u64 {
         self.closed.value(reason)
     }
 
@@ -302,7 +303,8 @@ impl Metrics {
     }
 
     /// ERROR frames with `code` sent so far.
-    pub fn errors_sent(&self, code: ErrorCode) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn errors_sent(&self, code: ErrorCode) -> u64 {
         self.errors.value(code)
     }
 
@@ -313,7 +315,8 @@ impl Metrics {
     }
 
     /// Frames from nodes dropped for `why` so far.
-    pub fn backend_dropped(&self, why: BackendDrop) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn backend_dropped(&self, why: BackendDrop) -> u64 {
         self.backend_dropped.value(why)
     }
 
@@ -405,7 +408,7 @@ impl GatewayInfo {
 
 /// One node as seen by all reactors together.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeSummary {
+pub(crate) struct NodeSummary {
     pub addr: String,
     /// Reactors that see it up.
     pub up_reactors: usize,
@@ -420,7 +423,7 @@ pub struct NodeSummary {
 }
 
 /// Every node any reactor lists, in order of first appearance (reactor 0's order first).
-pub fn summarize_nodes(reactors: &[Arc<Metrics>]) -> Vec<NodeSummary> {
+pub(crate) fn summarize_nodes(reactors: &[Arc<Metrics>]) -> Vec<NodeSummary> {
     let mut out: Vec<NodeSummary> = Vec::new();
     for m in reactors {
         for n in m.nodes() {

@@ -9,7 +9,7 @@
 
 /// A token bucket small enough to live in every connection (8 bytes): `tokens` as f32 and the last refill time as u32 milliseconds on the reactor's clock.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     /// Tokens available, in `0.0..=burst`; fractional tokens carry over between calls.
     tokens: f32,
     /// Reactor clock (ms, wrapping) of the last refill.
@@ -18,7 +18,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket at time `now_ms`.
-    pub fn full(burst: u32, now_ms: u32) -> TokenBucket {
+    pub(crate) fn full(burst: u32, now_ms: u32) -> TokenBucket {
         TokenBucket {
             tokens: burst as f32,
             last_ms: now_ms,
@@ -32,7 +32,7 @@ impl TokenBucket {
     /// A difference of 2^31 ms (24.8 days) or more is read as the clock having gone backwards:
     /// nothing is refilled and the bucket re-anchors at `now_ms`. Whatever the clock does, the
     /// bucket never holds more than `burst` tokens, so at most `burst` frames pass at once.
-    pub fn allow(&mut self, now_ms: u32, rate_per_s: u32, burst: u32) -> bool {
+    pub(crate) fn allow(&mut self, now_ms: u32, rate_per_s: u32, burst: u32) -> bool {
         let elapsed_ms = now_ms.wrapping_sub(self.last_ms);
         self.last_ms = now_ms;
         let refill = if elapsed_ms < 1 << 31 {

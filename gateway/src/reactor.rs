@@ -42,7 +42,7 @@ use crate::metrics::{CloseReason, Metrics};
 use crate::state_link::StateLink;
 
 /// The token of the reactor's waker.
-pub const WAKER: Token = Token(usize::MAX);
+pub(crate) const WAKER: Token = Token(usize::MAX);
 /// The token of the link to the state daemon.
 const STATE: Token = Token(usize::MAX - 1);
 /// Node links use tokens from here up; client slots stay below.
@@ -55,7 +55,7 @@ const GOAWAY_BODY: &[u8] = br#"{"reason":"gateway shutting down"}"#;
 
 /// What the gateway asks of a running reactor.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// New nodes, balancing, health policy or limits (SIGHUP).
     Reload(Arc<Settings>),
     /// Send GOAWAY to every client and exit once they are gone or at `deadline`.
@@ -63,7 +63,7 @@ pub enum Command {
 }
 
 /// What a reactor is built from.
-pub struct Setup {
+pub(crate) struct Setup {
     pub index: usize,
     pub poll: Poll,
     pub incoming: Receiver<(TcpStream, u64)>,
@@ -97,7 +97,7 @@ enum LinkVerdict {
     Lost(String),
 }
 
-pub struct Reactor {
+pub(crate) struct Reactor {
     index: usize,
     poll: Poll,
     incoming: Receiver<(TcpStream, u64)>,
@@ -137,7 +137,7 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    pub fn new(setup: Setup) -> Reactor {
+    pub(crate) fn new(setup: Setup) -> Reactor {
         let now = Instant::now();
         let settings = setup.settings;
         let mut reactor = Reactor {
@@ -184,7 +184,7 @@ impl Reactor {
     }
 
     /// Runs until drained (or the poll fails).
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now();
         loop {

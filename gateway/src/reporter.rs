@@ -26,7 +26,7 @@ use crate::metrics::{GatewayInfo, Metrics};
 
 /// What one report says.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub id: String,
     pub addr: String,
     pub connections: u64,
@@ -40,13 +40,13 @@ pub struct Report {
 
 /// An ip-config endpoint: `http://host:port[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub host_port: String,
     pub path: String,
 }
 
 #[derive(Debug, Error)]
-pub enum ReportError {
+pub(crate) enum ReportError {
     #[error("{0} is not an http:// URL")]
     NotHttp(String),
     #[error("cannot reach {0}: {1}")]
@@ -59,7 +59,7 @@ pub enum ReportError {
 
 impl Endpoint {
     /// Parses `http://host:port[/prefix]` (the report goes to `prefix/v1/report`).
-    pub fn parse(url: &str) -> Result<Endpoint, ReportError> {
+    pub(crate) fn parse(url: &str) -> Result<Endpoint, ReportError> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| ReportError::NotHttp(url.to_string()))?;
@@ -77,7 +77,7 @@ impl Endpoint {
     }
 
     /// Sends one report; a non-2xx answer is an error carrying the status line.
-    pub fn post(&self, body: &[u8], timeout: Duration) -> Result<(), ReportError> {
+    pub(crate) fn post(&self, body: &[u8], timeout: Duration) -> Result<(), ReportError> {
         let target = self.host_port.clone();
         let addr = self
             .host_port
@@ -118,7 +118,7 @@ impl Endpoint {
 }
 
 /// Bytes per second from two readings of a running total.
-pub fn rate(before: u64, after: u64, elapsed: Duration) -> u64 {
+pub(crate) fn rate(before: u64, after: u64, elapsed: Duration) -> u64 {
     let secs = elapsed.as_secs_f64();
     if secs <= 0.0 {
         return 0;
@@ -127,7 +127,7 @@ pub fn rate(before: u64, after: u64, elapsed: Duration) -> u64 {
 }
 
 /// What the reporter is configured with.
-pub struct Setup {
+pub(crate) struct Setup {
     pub endpoints: Vec<Endpoint>,
     pub id: String,
     pub addr: String,
@@ -142,7 +142,7 @@ pub struct Setup {
 impl Setup {
     /// A report of no traffic and no clients: the first value registered, before any was
     /// measured.
-    pub fn idle_report(&self) -> Report {
+    pub(crate) fn idle_report(&self) -> Report {
         Report {
             id: self.id.clone(),
             addr: self.addr.clone(),
@@ -165,13 +165,13 @@ struct Signal {
 }
 
 /// The running reporter thread.
-pub struct Reporter {
+pub(crate) struct Reporter {
     signal: Arc<(Mutex<Signal>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Reporter {
-    pub fn start(setup: Setup) -> std::io::Result<Reporter> {
+    pub(crate) fn start(setup: Setup) -> std::io::Result<Reporter> {
         let signal = Arc::new((Mutex::new(Signal::default()), Condvar::new()));
         let for_thread = signal.clone();
         let thread = thread::Builder::new()
@@ -184,7 +184,7 @@ impl Reporter {
     }
 
     /// Reports at once (e.g. the draining flag) and waits, up to `timeout`, until sent.
-    pub fn report_now(&self, timeout: Duration) {
+    pub(crate) fn report_now(&self, timeout: Duration) {
         let (lock, cvar) = &*self.signal;
         let Ok(mut s) = lock.lock() else { return };
         let target = s.sent + 1;
@@ -203,7 +203,7 @@ impl Reporter {
         }
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         if let Ok(mut s) = self.signal.0.lock() {
             s.stop = true;
         }

@@ -6,13 +6,13 @@
 //! is dropped, never delivered to the connection that took the slot.
 
 /// Reactors a route key can name.
-pub const MAX_REACTORS: usize = 256;
+pub(crate) const MAX_REACTORS: usize = 256;
 const GENERATION_BITS: u32 = 24;
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 
 /// A connection's address inside one gateway process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Route {
+pub(crate) struct Route {
     pub reactor: u8,
     /// Only the low 24 bits travel.
     pub generation: u32,
@@ -20,7 +20,7 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(reactor: usize, generation: u32, slot: usize) -> Option<Route> {
+    pub(crate) fn new(reactor: usize, generation: u32, slot: usize) -> Option<Route> {
         Some(Route {
             reactor: u8::try_from(reactor).ok()?,
             generation: generation & GENERATION_MASK,
@@ -28,13 +28,13 @@ impl Route {
         })
     }
 
-    pub fn pack(self) -> u64 {
+    pub(crate) fn pack(self) -> u64 {
         (u64::from(self.reactor) << 56)
             | (u64::from(self.generation & GENERATION_MASK) << 32)
             | u64::from(self.slot)
     }
 
-    pub fn unpack(key: u64) -> Route {
+    pub(crate) fn unpack(key: u64) -> Route {
         Route {
             reactor: (key >> 56) as u8,
             generation: ((key >> 32) as u32) & GENERATION_MASK,
@@ -44,7 +44,7 @@ impl Route {
 }
 
 /// The next generation after `g`, kept within the 24 bits a route carries and never 0.
-pub fn next_generation(g: u32) -> u32 {
+pub(crate) fn next_generation(g: u32) -> u32 {
     let next = (g + 1) & GENERATION_MASK;
     if next == 0 {
         1

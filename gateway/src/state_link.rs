@@ -14,15 +14,15 @@ use tether_daemon::nonblocking::write_queued;
 use tether_proto::{encode, ErrorBody, Frame, Kind, NodeErrorBody, Routed};
 
 /// Largest frame body the daemon sends (its own limit).
-pub const MAX_BODY: u32 = 1 << 20;
+pub(crate) const MAX_BODY: u32 = 1 << 20;
 /// Routes per HEARTBEAT or ANNOUNCE frame (64 KiB bodies).
 const ROUTES_PER_FRAME: usize = 8192;
 /// Output a daemon that stopped reading may leave queued before the link is reset.
-pub const MAX_OUT: usize = 64 << 20;
+pub(crate) const MAX_OUT: usize = 64 << 20;
 
 /// Where the link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Not connected; the next attempt is due at `retry_at`.
     Down { retry_at: Instant },
     /// Connected, HELLO sent, HELLO_OK not yet received.
@@ -33,7 +33,7 @@ pub enum Phase {
 
 /// What the daemon said, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateEvent<'a> {
+pub(crate) enum StateEvent<'a> {
     /// HELLO_OK: the link is up; clients must heartbeat every `heartbeat_s`.
     Up { heartbeat_s: u64 },
     /// A login or resume was accepted: `body` is the client's LOGIN_OK JSON.
@@ -62,7 +62,7 @@ pub enum StateEvent<'a> {
 }
 
 /// Decodes one frame from the daemon; `Err` names what was wrong (the link is then reset).
-pub fn parse<'a>(frame: &Frame<'a>) -> Result<StateEvent<'a>, String> {
+pub(crate) fn parse<'a>(frame: &Frame<'a>) -> Result<StateEvent<'a>, String> {
     let bad = |e: tether_proto::BodyError| format!("{}: {e}", frame.kind.name());
     Ok(match frame.kind {
         Kind::HelloOk => {
@@ -118,7 +118,7 @@ pub fn parse<'a>(frame: &Frame<'a>) -> Result<StateEvent<'a>, String> {
 }
 
 /// The link: socket, buffers, backoff, heartbeat schedule.
-pub struct StateLink {
+pub(crate) struct StateLink {
     pub path: PathBuf,
     /// `<gateway id>/<reactor>`, sent in HELLO.
     pub name: String,
@@ -141,7 +141,13 @@ pub struct StateLink {
 }
 
 impl StateLink {
-    pub fn new(path: PathBuf, name: String, min: Duration, max: Duration, now: Instant) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        name: String,
+        min: Duration,
+        max: Duration,
+        now: Instant,
+    ) -> Self {
         StateLink {
             path,
             name,
@@ -162,19 +168,19 @@ impl StateLink {
 
     /// A reload changed `reconnect_min_ms` / `reconnect_max_ms`: the next delay uses them
     /// (a delay already scheduled runs its course).
-    pub fn set_backoff(&mut self, min: Duration, max: Duration) {
+    pub(crate) fn set_backoff(&mut self, min: Duration, max: Duration) {
         self.min_backoff = min;
         self.max_backoff = max;
         self.backoff = self.backoff.clamp(min, max.max(min));
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.phase == Phase::Up
     }
 
     /// Starts a connection: the socket is connected (Unix sockets connect at once or fail)
     /// and HELLO is queued.
-    pub fn connect(&mut self) -> io::Result<&mut UnixStream> {
+    pub(crate) fn connect(&mut self) -> io::Result<&mut UnixStream> {
         let stream = UnixStream::connect(&self.path)?;
         self.partial.clear();
         self.out.clear();
@@ -186,7 +192,7 @@ impl StateLink {
     }
 
     /// HELLO_OK arrived.
-    pub fn up(&mut self, heartbeat_s: u64, now: Instant) {
+    pub(crate) fn up(&mut self, heartbeat_s: u64, now: Instant) {
         self.phase = Phase::Up;
         self.backoff = self.min_backoff;
         self.heartbeat = Duration::from_secs(heartbeat_s);
@@ -195,7 +201,7 @@ impl StateLink {
     }
 
     /// The link failed: drops the socket and schedules the next attempt (doubling backoff).
-    pub fn down(&mut self, now: Instant) -> Option<UnixStream> {
+    pub(crate) fn down(&mut self, now: Instant) -> Option<UnixStream> {
         self.phase = Phase::Down {
             retry_at: now + self.backoff,
         };
@@ -208,7 +214,7 @@ impl StateLink {
     }
 
     /// Writes what the socket takes; `Ok(true)` when nothing is left.
-    pub fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(true);
         };
@@ -229,19 +235,19 @@ impl StateLink {
     }
 
     /// Queues `routes` as HEARTBEAT (or ANNOUNCE) frames.
-    pub fn routes(&mut self, kind: Kind, routes: &[u64]) {
+    pub(crate) fn routes(&mut self, kind: Kind, routes: &[u64]) {
         for chunk in routes.chunks(ROUTES_PER_FRAME) {
             encode::routes(&mut self.out, kind, chunk);
         }
     }
 
     /// Queues a frame whose body is the route and `rest`.
-    pub fn routed(&mut self, kind: Kind, id: u64, route: u64, rest: &[u8]) {
+    pub(crate) fn routed(&mut self, kind: Kind, id: u64, route: u64, rest: &[u8]) {
         encode::routed(&mut self.out, kind, id, route, rest);
     }
 
     /// Queues a frame with no body.
-    pub fn frame(&mut self, kind: Kind) {
+    pub(crate) fn frame(&mut self, kind: Kind) {
         encode::frame(&mut self.out, kind, 0, &[]);
     }
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tether_gateway::admin::{Admin, AdminError};
 use tether_gateway::metrics::{BackendDrop, CloseReason, GatewayInfo, Metrics, NodeStatus};
+use tether_gateway::{Admin, AdminError};
 use tether_proto::ErrorCode;
 
 struct Reply {

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tether_gateway::balance::Balance;
 use tether_gateway::dispatch::{
     Action, Cause, Dispatcher, Policy, Refused, Request, Retry, Sent, Unmatched, FLAG_RESEND_SAFE,
 };
+use tether_gateway::Balance;
 use tether_proto::ErrorCode;
 
 const SAFE: u8 = FLAG_RESEND_SAFE;

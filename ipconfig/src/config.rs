@@ -12,13 +12,13 @@ use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
 use tether_daemon::logging::LogFormat;
 
 /// Largest `top_n`: a request deals at most this many entries.
-pub const MAX_TOP_N: usize = 100;
+pub(crate) const MAX_TOP_N: usize = 100;
 /// Largest `window`.
-pub const MAX_WINDOW: usize = 100;
+pub(crate) const MAX_WINDOW: usize = 100;
 /// Largest `max_gateways`.
-pub const MAX_GATEWAYS: usize = 1_000_000;
+pub(crate) const MAX_GATEWAYS: usize = 1_000_000;
 /// Smallest and largest `max_report_bytes`.
-pub const REPORT_BYTES_RANGE: (usize, usize) = (512, 1 << 20);
+pub(crate) const REPORT_BYTES_RANGE: (usize, usize) = (512, 1 << 20);
 
 /// Everything the service can be told. Every key has a flag of the same name and a
 /// `TETHER_IPCONFIG_<KEY>` env var.

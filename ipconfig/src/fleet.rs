@@ -24,7 +24,7 @@ use crate::metrics::Rejection;
 use crate::report::Report;
 
 /// Starts watching the gateways registered in the etcd cluster at `endpoints`.
-pub fn watch(endpoints: Endpoints, state: Shared) -> Result<Watch, DiscoveryError> {
+pub(crate) fn watch(endpoints: Endpoints, state: Shared) -> Result<Watch, DiscoveryError> {
     let mut fleet = Fleet {
         state,
         known: HashSet::new(),

@@ -9,7 +9,7 @@
 //! | anything else | 404 (405 for a wrong method) with a JSON error |
 //!
 //! Every error body is JSON with an `error` message. `/ip_list` serves the current
-//! [`Snapshot`](crate::snapshot::Snapshot) through the thread's cache and [`Dealer`]: no lock,
+//! [`Snapshot`] through the thread's cache and [`Dealer`]: no lock,
 //! no serde, one allocation for the body.
 
 use std::cell::RefCell;
@@ -34,7 +34,7 @@ use crate::report::Report;
 use crate::snapshot::{Dealer, Snapshot, SnapshotCell};
 
 /// Content type of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = tether_daemon::prometheus::CONTENT_TYPE;
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = tether_daemon::prometheus::CONTENT_TYPE;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -69,7 +69,7 @@ impl Default for Clock {
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -154,10 +154,10 @@ impl AppState {
     }
 }
 
-pub type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
 
 /// The routes, over `state`.
-pub fn router(state: Shared) -> Router {
+pub(crate) fn router(state: Shared) -> Router {
     let limit = state.max_report_bytes;
     Router::new()
         .route("/ip_list", get(ip_list))

@@ -18,17 +18,17 @@
 //! - [`fleet`]: gateways registered in etcd (`--etcd`), watched into the registry.
 //! - [`service`]: start, stop, the rebuild task, [`run`].
 
-pub mod config;
-pub mod fleet;
-pub mod http;
+mod config;
+mod fleet;
+mod http;
 pub mod metrics;
-pub mod registry;
-pub mod report;
-pub mod rng;
-pub mod score;
-pub mod service;
-pub mod snapshot;
-pub mod window;
+mod registry;
+mod report;
+mod rng;
+mod score;
+mod service;
+mod snapshot;
+mod window;
 
 pub use config::{Config, Opts};
 pub use service::{run, Service, StartError};

@@ -46,7 +46,7 @@ tether_daemon::label_set! {
 
 tether_daemon::label_set! {
     /// A response's status class.
-    pub enum StatusClass: "class" {
+    pub(crate) enum StatusClass: "class" {
         Informational = "1xx",
         Success = "2xx",
         Redirection = "3xx",
@@ -57,7 +57,7 @@ tether_daemon::label_set! {
 
 impl StatusClass {
     /// The class of `status`; below 100 counts as 1xx, 600 and above as 5xx.
-    pub fn of(status: u16) -> StatusClass {
+    pub(crate) fn of(status: u16) -> StatusClass {
         let i = usize::from(status / 100).clamp(1, StatusClass::COUNT) - 1;
         StatusClass::ALL[i]
     }
@@ -90,7 +90,7 @@ impl Rejection {
 
 tether_daemon::label_set! {
     /// A tracked gateway's state at the last rebuild.
-    pub enum GatewayState: "state" {
+    pub(crate) enum GatewayState: "state" {
         /// Listable.
         Live = "live",
         Draining = "draining",
@@ -101,7 +101,7 @@ tether_daemon::label_set! {
 tether_daemon::buckets! {
     /// Upper bounds of the request-duration buckets, in nanoseconds (what is recorded):
     /// 1 µs … 1 s, printed in seconds; `+Inf` is implicit.
-    pub enum RequestNs: Nanos = [
+    pub(crate) enum RequestNs: Nanos = [
         1_000,
         2_500,
         5_000,

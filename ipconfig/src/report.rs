@@ -27,9 +27,9 @@ use tether_daemon::config::validate::{dial_addr, member_id};
 use thiserror::Error;
 
 /// Largest `connections` / `max_connections`.
-pub const MAX_COUNT: u64 = 1 << 40;
+pub(crate) const MAX_COUNT: u64 = 1 << 40;
 /// Largest byte rate (1 PB/s).
-pub const MAX_BYTES_PER_S: f64 = 1e15;
+pub(crate) const MAX_BYTES_PER_S: f64 = 1e15;
 
 /// One validated report.
 #[derive(Debug, Clone, PartialEq)]

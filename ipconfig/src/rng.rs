@@ -9,13 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// wyrand: 64 bits of state, one multiply per number, passes BigCrush and PractRand.
 #[derive(Debug, Clone)]
-pub struct WyRand {
+pub(crate) struct WyRand {
     state: u64,
 }
 
 impl WyRand {
     /// A generator whose sequence is fixed by `seed` (tests).
-    pub fn seeded(seed: u64) -> WyRand {
+    pub(crate) fn seeded(seed: u64) -> WyRand {
         WyRand {
             state: splitmix64(seed),
         }
@@ -23,7 +23,7 @@ impl WyRand {
 
     /// A generator seeded from the clock, a process-wide counter and a stack address, so
     /// that two threads (or two processes) started at the same instant still differ.
-    pub fn from_entropy() -> WyRand {
+    pub(crate) fn from_entropy() -> WyRand {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -38,7 +38,7 @@ impl WyRand {
 
     /// The next 64 random bits.
     #[inline]
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
         let t = u128::from(self.state) * u128::from(self.state ^ 0xe703_7ed1_a0b4_28db);
         ((t >> 64) as u64) ^ (t as u64)
@@ -47,13 +47,13 @@ impl WyRand {
     /// A number in `0..n` (`n` > 0), by Lemire's multiply-shift. Its bias is at most n / 2^64,
     /// far below anything a test (or a herd of clients) could see for the small n used here.
     #[inline]
-    pub fn below(&mut self, n: u32) -> u32 {
+    pub(crate) fn below(&mut self, n: u32) -> u32 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u32
     }
 }
 
 /// splitmix64's output function: spreads a poor seed (a counter, a clock) over all 64 bits.
-pub fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 use crate::window::{Mean, Window};
 
 /// Bytes in a GiB.
-pub const GIB: f64 = (1u64 << 30) as f64;
+pub(crate) const GIB: f64 = (1u64 << 30) as f64;
 
 /// A score rounded to hundredths. `Ord` is "better is greater": dynamic first, then static.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

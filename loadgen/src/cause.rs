@@ -8,7 +8,7 @@ use tether_proto::ErrorCode;
 
 /// The reason a connection is closed before the end of the run, or never opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// The target answered the SYN with a reset (nothing listening).
     ConnectRefused,
     /// No answer within `--connect-timeout`.
@@ -50,7 +50,7 @@ pub enum Cause {
 
 impl Cause {
     /// The key used in the summary's `errors` map.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Cause::ConnectRefused => "connect_refused",
             Cause::ConnectTimeout => "connect_timeout",
@@ -74,7 +74,7 @@ impl Cause {
     }
 
     /// Classifies an error from creating, binding or connecting a socket.
-    pub fn of_connect_error(error: &io::Error) -> Cause {
+    pub(crate) fn of_connect_error(error: &io::Error) -> Cause {
         match error.raw_os_error() {
             Some(libc::ECONNREFUSED) => Cause::ConnectRefused,
             Some(libc::ETIMEDOUT) => Cause::ConnectTimeout,
@@ -90,7 +90,7 @@ impl Cause {
     }
 
     /// Classifies an error from reading or writing an established connection.
-    pub fn of_stream_error(error: &io::Error) -> Cause {
+    pub(crate) fn of_stream_error(error: &io::Error) -> Cause {
         if matches!(error.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS)) {
             return Cause::NoMemory;
         }

@@ -280,7 +280,7 @@ impl Shard {
 
 /// Whether global connection `i` is one of the `fraction` that send DATA: spread evenly,
 /// `floor((i + 1) f) > floor(i f)`, so any run of 1/f indices holds one.
-pub fn echoes(i: usize, fraction: f64) -> bool {
+pub(crate) fn echoes(i: usize, fraction: f64) -> bool {
     if fraction >= 1.0 {
         return true;
     }
@@ -288,7 +288,7 @@ pub fn echoes(i: usize, fraction: f64) -> bool {
 }
 
 /// `--source` values: addresses or inclusive ranges `FIRST-LAST` of one family.
-pub fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, (String, String)> {
+pub(crate) fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, (String, String)> {
     /// More than any sane run needs; guards against a typo expanding to millions.
     const MAX: u128 = 65_536;
     let mut out = Vec::new();

@@ -27,11 +27,11 @@ use crate::session::{self, Hello, LoginOk, Session};
 use crate::stats::{Stats, Window};
 
 /// User-space bytes a connection may queue while its socket is not writable.
-pub const BACKLOG_LIMIT: usize = 4 << 20;
+pub(crate) const BACKLOG_LIMIT: usize = 4 << 20;
 
 /// What every connection of a worker shares.
 #[derive(Debug, Clone, Copy)]
-pub struct Env {
+pub(crate) struct Env {
     pub decoder: Decoder,
     pub payload: usize,
     /// Queued-but-unsent bytes beyond which new DATA frames are refused.
@@ -41,10 +41,10 @@ pub struct Env {
 }
 
 /// The DATA header flag that marks a request safe to run twice (doc/protocol.md).
-pub const FLAG_RESEND_SAFE: u8 = 0x01;
+pub(crate) const FLAG_RESEND_SAFE: u8 = 0x01;
 
 impl Env {
-    pub fn new(payload: usize, max_body: u32) -> Env {
+    pub(crate) fn new(payload: usize, max_body: u32) -> Env {
         Env {
             decoder: Decoder::new(max_body),
             payload,
@@ -56,7 +56,7 @@ impl Env {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// Not dialled yet (`--connect-rate`).
     Idle,
     /// Asking tether-ipconfig for `/ip_list` (the socket is the HTTP connection).
@@ -76,7 +76,7 @@ pub enum State {
 
 /// What a batch of frames asks the worker to do, in the order it should act.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Signals {
+pub(crate) struct Signals {
     /// LOGIN_OK for the login in flight: the connection is ready.
     pub logged_in: bool,
     /// The server sent GOAWAY.
@@ -91,7 +91,7 @@ pub struct Signals {
 
 /// A connection getting back to a gateway after GOAWAY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reconnect {
+pub(crate) struct Reconnect {
     /// The gateway that said GOAWAY: skipped while another one is listed.
     pub avoid: Option<SocketAddr>,
     /// Set after a backoff caused by `avoid` being the only gateway listed.
@@ -103,7 +103,7 @@ pub struct Reconnect {
 }
 
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// Index among all connections of the run (phase, target, source and device choice).
     pub global: usize,
     /// The `--target` this connection starts at; `None` with `--ipconfig`.
@@ -159,7 +159,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(global: usize, target: Option<SocketAddr>, source: Option<IpAddr>) -> Conn {
+    pub(crate) fn new(global: usize, target: Option<SocketAddr>, source: Option<IpAddr>) -> Conn {
         Conn {
             global,
             target,
@@ -194,12 +194,12 @@ impl Conn {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.state == State::Ready
     }
 
     /// Bytes queued and not yet written to the socket.
-    pub fn backlog(&self) -> usize {
+    pub(crate) fn backlog(&self) -> usize {
         self.wbuf.len() - self.wpos
     }
 
@@ -211,7 +211,7 @@ impl Conn {
 
     /// Queues the next DATA frame, measured from `since`. Returns `false` (and counts
     /// `send_backlog_overflow`) when the write queue is full, in which case nothing is queued.
-    pub fn queue_data(
+    pub(crate) fn queue_data(
         &mut self,
         env: &Env,
         since: Instant,
@@ -231,7 +231,7 @@ impl Conn {
     }
 
     /// Queues a PING; returns its id.
-    pub fn queue_ping(&mut self, stats: &mut Stats) -> u64 {
+    pub(crate) fn queue_ping(&mut self, stats: &mut Stats) -> u64 {
         let id = self.take_id();
         encode::frame(&mut self.wbuf, Kind::Ping, id, &[]);
         stats.session.pings += 1;
@@ -239,14 +239,14 @@ impl Conn {
     }
 
     /// Queues the `--hold` check: a PING whose PONG proves the connection still answers.
-    pub fn queue_check(&mut self, stats: &mut Stats) {
+    pub(crate) fn queue_check(&mut self, stats: &mut Stats) {
         self.check_id = self.queue_ping(stats);
         stats.session.checks_sent += 1;
     }
 
     /// Queues what a new socket starts with: LOGIN or RESUME (and waits for LOGIN_OK), or
     /// nothing. Returns `true` when a login is now in flight.
-    pub fn queue_hello(&mut self, hello: Hello) -> bool {
+    pub(crate) fn queue_hello(&mut self, hello: Hello) -> bool {
         let (kind, body) = match hello {
             Hello::Nothing => return false,
             Hello::Login(token) => (Kind::Login, token),
@@ -260,7 +260,7 @@ impl Conn {
     }
 
     /// Queues raw bytes (an HTTP request on the resolving socket).
-    pub fn queue_bytes(&mut self, bytes: &[u8]) {
+    pub(crate) fn queue_bytes(&mut self, bytes: &[u8]) {
         self.wbuf.extend_from_slice(bytes);
     }
 
@@ -269,7 +269,7 @@ impl Conn {
     ///
     /// `scratch` is the worker's read buffer: whole frames are handled straight from it and
     /// only a partial tail is copied into the connection's own buffer.
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         scratch: &mut [u8],
         env: &Env,
@@ -335,7 +335,7 @@ impl Conn {
     }
 
     /// What one frame from the server means.
-    pub fn on_frame(
+    pub(crate) fn on_frame(
         &mut self,
         frame: Frame<'_>,
         env: &Env,
@@ -461,7 +461,7 @@ impl Conn {
     }
 
     /// Writes as much of the queue as the socket takes.
-    pub fn flush(&mut self) -> Result<(), Cause> {
+    pub(crate) fn flush(&mut self) -> Result<(), Cause> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
@@ -486,7 +486,7 @@ impl Conn {
 
     /// Reads what an HTTP socket has into the connection's buffer; `Ok(true)` at EOF.
     /// At most `limit` bytes are kept ([`Cause::IpListBad`] beyond).
-    pub fn read_raw(&mut self, scratch: &mut [u8], limit: usize) -> Result<bool, Cause> {
+    pub(crate) fn read_raw(&mut self, scratch: &mut [u8], limit: usize) -> Result<bool, Cause> {
         loop {
             let Some(stream) = self.stream.as_mut() else {
                 return Ok(true);
@@ -508,13 +508,13 @@ impl Conn {
     }
 
     /// The bytes read so far (an HTTP response while resolving).
-    pub fn received(&self) -> &[u8] {
+    pub(crate) fn received(&self) -> &[u8] {
         &self.rbuf
     }
 
     /// Drops the socket and its buffers, keeping the session, the push log and the
     /// outstanding requests (the caller decides what they become).
-    pub fn drop_socket(&mut self) {
+    pub(crate) fn drop_socket(&mut self) {
         self.stream = None;
         self.connected = false;
         self.rbuf = Vec::new();
@@ -524,7 +524,7 @@ impl Conn {
     }
 
     /// Drops the socket and buffers for good; returns how many requests were still in flight.
-    pub fn close(&mut self) -> usize {
+    pub(crate) fn close(&mut self) -> usize {
         self.state = State::Closed;
         self.drop_socket();
         self.phase_at = None;
@@ -535,7 +535,7 @@ impl Conn {
 }
 
 /// The hint of a BUSY reason: `retry_after_ms=N` at its head (doc/protocol.md).
-pub fn retry_after_ms(reason: &[u8]) -> Option<u64> {
+pub(crate) fn retry_after_ms(reason: &[u8]) -> Option<u64> {
     let rest = reason.strip_prefix(b"retry_after_ms=")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 /// Which of a connection's timers an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Alarm {
+pub(crate) enum Alarm {
     /// The deadline of the connection's current phase.
     Phase,
     /// Its next PING.
@@ -21,38 +21,40 @@ pub enum Alarm {
 }
 
 #[derive(Debug, Default)]
-pub struct Deadlines {
+pub(crate) struct Deadlines {
     heap: BinaryHeap<Reverse<(Instant, usize, Alarm)>>,
 }
 
 impl Deadlines {
-    pub fn new() -> Deadlines {
+    pub(crate) fn new() -> Deadlines {
         Deadlines::default()
     }
 
     /// Fires `alarm` for connection `k` at `at`.
-    pub fn set(&mut self, at: Instant, k: usize, alarm: Alarm) {
+    pub(crate) fn set(&mut self, at: Instant, k: usize, alarm: Alarm) {
         self.heap.push(Reverse((at, k, alarm)));
     }
 
     /// The earliest entry's instant (possibly a stale one).
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Removes and returns the earliest entry if it is due by `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize, Alarm)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize, Alarm)> {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
 }

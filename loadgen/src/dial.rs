@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::cause::Cause;
 
 /// Starts connecting to `target` from `source` (any local address when `None`).
-pub fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Cause> {
+pub(crate) fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Cause> {
     start(target, source).map_err(|e| {
         let cause = Cause::of_connect_error(&e);
         crate::limits::hit(cause, &e);
@@ -69,7 +69,7 @@ fn bind_address_no_port(_socket: &Socket) {}
 
 /// After a writable or error event on a connecting socket: `Ok(true)` once connected,
 /// `Ok(false)` when the event was spurious and the connect is still under way.
-pub fn finished(stream: &TcpStream) -> Result<bool, Cause> {
+pub(crate) fn finished(stream: &TcpStream) -> Result<bool, Cause> {
     match stream.take_error() {
         Ok(Some(e)) | Err(e) => {
             let cause = Cause::of_connect_error(&e);

@@ -3,7 +3,7 @@
 //! bytes are not a response.
 //!
 //! Two callers: the workers fetch `/ip_list` from tether-ipconfig on their own nonblocking
-//! sockets ([`crate::fetch`]), and the push driver POSTs to tether-state's `/v1/push` over
+//! sockets ([`crate::worker`]), and the push driver POSTs to tether-state's `/v1/push` over
 //! one blocking keep-alive connection ([`crate::pusher`]). A body is delimited by
 //! `Content-Length`, by chunked transfer coding, or by the end of the connection.
 
@@ -12,7 +12,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use thiserror::Error;
 
 /// Largest response head (status line and headers) accepted.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
 /// A parsed `http://` URL: where to connect and what to send as `Host` and path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ fn has_port(authority: &str) -> bool {
 }
 
 /// A GET for `path` on `host`, asking the server to close the connection after answering.
-pub fn get(host: &str, path: &str) -> Vec<u8> {
+pub(crate) fn get(host: &str, path: &str) -> Vec<u8> {
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\
          Connection: close\r\n\r\n"
@@ -93,7 +93,7 @@ pub fn get(host: &str, path: &str) -> Vec<u8> {
 }
 
 /// A POST of a JSON `body` to `path` on `host`, keeping the connection open.
-pub fn post_json(host: &str, path: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn post_json(host: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
@@ -106,7 +106,7 @@ pub fn post_json(host: &str, path: &str, body: &[u8]) -> Vec<u8> {
 
 /// A complete response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub body: Vec<u8>,
     /// The server said `Connection: close` (or the body ran to the end of the connection).
@@ -115,7 +115,7 @@ pub struct Response {
 
 /// Why bytes are not an HTTP/1.1 response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("not an HTTP/1.x status line")]
     StatusLine,
     #[error("a malformed header line")]
@@ -135,7 +135,7 @@ pub enum HttpError {
 /// Parses the response at the front of `buf`. `Ok(None)`: incomplete, read more (`eof`
 /// false) — with `eof` true an incomplete response is [`HttpError::Truncated`], and a body
 /// with neither length nor chunking ends at `eof`. `Ok(Some((response, used)))` otherwise.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &[u8],
     eof: bool,
     max_body: usize,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 /// The largest `/ip_list` answer read (a top_n of 100 entries is about 10 KB).
-pub const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 
 #[derive(Debug, Deserialize)]
 struct Answer {
@@ -23,7 +23,7 @@ struct Entry {
 
 /// Why an `/ip_list` answer gives no gateway to dial.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum IpListError {
+pub(crate) enum IpListError {
     #[error("not the /ip_list JSON: {0}")]
     Json(String),
     #[error("no gateway listed")]
@@ -35,7 +35,7 @@ pub enum IpListError {
 /// The listed gateways' addresses, best first. An `addr` that is not an IP literal is
 /// resolved here (blocking: ipconfig answers with what gateways advertise, normally IPs);
 /// entries that do not resolve are skipped.
-pub fn parse(body: &[u8]) -> Result<Vec<SocketAddr>, IpListError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Vec<SocketAddr>, IpListError> {
     let answer: Answer =
         serde_json::from_slice(body).map_err(|e| IpListError::Json(e.to_string()))?;
     let first = match answer.gateways.first() {
@@ -62,7 +62,7 @@ fn resolve(addr: &str) -> Option<SocketAddr> {
 
 /// `targets` starting at `first` (the connection's own target) and wrapping around, so
 /// connections spread over the targets and each falls back to the next.
-pub fn from_targets(targets: &[SocketAddr], first: Option<SocketAddr>) -> Vec<SocketAddr> {
+pub(crate) fn from_targets(targets: &[SocketAddr], first: Option<SocketAddr>) -> Vec<SocketAddr> {
     let at = first
         .and_then(|f| targets.iter().position(|&t| t == f))
         .unwrap_or(0);
@@ -76,7 +76,7 @@ pub fn from_targets(targets: &[SocketAddr], first: Option<SocketAddr>) -> Vec<So
 /// When `avoid` is the only one listed, it is kept if `allow_avoided` (after a backoff: it
 /// may be a restarted gateway on the same address), else the answer is empty and the caller
 /// backs off before asking again.
-pub fn candidates(
+pub(crate) fn candidates(
     listed: &[SocketAddr],
     avoid: Option<SocketAddr>,
     allow_avoided: bool,

@@ -21,29 +21,29 @@
 //!
 //! [`run`] is the whole program minus argument parsing and printing; `main.rs` adds those.
 
-pub mod cause;
-pub mod config;
-pub mod conn;
-pub mod cpu;
-pub mod deadlines;
-pub mod dial;
-pub mod http;
-pub mod ip_list;
-pub mod limits;
-pub mod outstanding;
-pub mod payload;
-pub mod procs;
-pub mod progress;
-pub mod pusher;
-pub mod pushes;
-pub mod reconnect;
-pub mod schedule;
-pub mod session;
-pub mod start_line;
-pub mod stats;
-pub mod summary;
-pub mod timer;
-pub mod worker;
+mod cause;
+mod config;
+mod conn;
+mod cpu;
+mod deadlines;
+mod dial;
+mod http;
+mod ip_list;
+mod limits;
+mod outstanding;
+mod payload;
+mod procs;
+mod progress;
+mod pusher;
+mod pushes;
+mod reconnect;
+mod schedule;
+mod session;
+mod start_line;
+mod stats;
+mod summary;
+mod timer;
+mod worker;
 
 use std::sync::Arc;
 use std::thread;
@@ -53,6 +53,7 @@ use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::RecvTimeoutError;
 
 pub use config::{Args, Config, ConfigError, ConfigErrors, Mode};
+pub use procs::{run_parent, run_worker};
 pub use summary::Summary;
 
 use conn::Conn;
@@ -101,7 +102,7 @@ fn finish(config: &Config, summary: Summary) -> anyhow::Result<Summary> {
 }
 
 /// What this process's workers did.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub threads: usize,
     pub stats: Stats,
     pub push_api: Option<pusher::PushApi>,
@@ -110,7 +111,7 @@ pub struct Outcome {
 
 /// Runs this process's share of the connections (all of them, or a `--procs` shard) on
 /// its worker threads; `tick` gets the running totals once a second.
-pub fn run_here(
+pub(crate) fn run_here(
     config: &Config,
     tick: &mut dyn FnMut(Duration, Totals),
 ) -> anyhow::Result<Outcome> {

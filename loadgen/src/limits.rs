@@ -10,22 +10,22 @@ use crate::config::Config;
 
 /// Descriptors a loadgen process needs beside its connections (poll, timerfds, std streams,
 /// the push thread's sockets).
-pub const SPARE_FDS: u64 = 64;
+pub(crate) const SPARE_FDS: u64 = 64;
 
 /// The open-files limit (soft, hard) of this process.
-pub fn nofile() -> Option<(u64, u64)> {
+pub(crate) fn nofile() -> Option<(u64, u64)> {
     tether_daemon::rlimit::nofile().ok()
 }
 
 /// The ephemeral port range, `net.ipv4.ip_local_port_range`, as (first, last).
-pub fn port_range() -> Option<(u32, u32)> {
+pub(crate) fn port_range() -> Option<(u32, u32)> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut it = text.split_whitespace().map(|n| n.parse::<u32>().ok());
     Some((it.next()??, it.next()??))
 }
 
 /// Processes needed for `conns` sockets under an open-files limit of `limit`.
-pub fn procs_needed(conns: u64, limit: u64) -> u64 {
+pub(crate) fn procs_needed(conns: u64, limit: u64) -> u64 {
     let per = limit.saturating_sub(SPARE_FDS).max(1);
     conns.div_ceil(per)
 }
@@ -33,7 +33,7 @@ pub fn procs_needed(conns: u64, limit: u64) -> u64 {
 /// Warns, before dialling, about a limit the run will hit: `per_process` sockets in one
 /// process against RLIMIT_NOFILE, and connections per (source, target) pair against the
 /// ephemeral port range.
-pub fn preflight(config: &Config, per_process: usize) {
+pub(crate) fn preflight(config: &Config, per_process: usize) {
     let per_process = per_process as u64;
     if let Some((soft, hard)) = nofile() {
         if per_process + SPARE_FDS > soft {
@@ -72,7 +72,7 @@ static PORTS: AtomicBool = AtomicBool::new(false);
 static MEMORY: AtomicBool = AtomicBool::new(false);
 
 /// Logs, once per process and cause, which limit a failure means.
-pub fn hit(cause: Cause, error: &std::io::Error) {
+pub(crate) fn hit(cause: Cause, error: &std::io::Error) {
     let once = match cause {
         Cause::FdLimit => &FD,
         Cause::NoSourcePorts => &PORTS,
@@ -87,7 +87,7 @@ pub fn hit(cause: Cause, error: &std::io::Error) {
 }
 
 /// What an error name in the summary means, for the names that are limits.
-pub fn hint(name: &str) -> Option<String> {
+pub(crate) fn hint(name: &str) -> Option<String> {
     Some(match name {
         "fd_limit" => {
             let limit = nofile().map_or_else(String::new, |(soft, hard)| {

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     if config.shard.is_some() {
-        return match tether_loadgen::procs::run_worker(&config) {
+        return match tether_loadgen::run_worker(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tether-loadgen worker: {e:#}");
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     }
     let result = if config.procs > 1 {
         let args: Vec<_> = std::env::args_os().skip(1).collect();
-        tether_loadgen::procs::run_parent(&config, &args)
+        tether_loadgen::run_parent(&config, &args)
     } else {
         tether_loadgen::run(config)
     };

@@ -11,23 +11,23 @@ use std::time::Instant;
 
 /// In-flight request ids of one connection, oldest first.
 #[derive(Debug, Default)]
-pub struct Outstanding {
+pub(crate) struct Outstanding {
     entries: VecDeque<(u64, Instant)>,
 }
 
 impl Outstanding {
-    pub fn new() -> Outstanding {
+    pub(crate) fn new() -> Outstanding {
         Outstanding::default()
     }
 
     /// Records that request `id` went out, measured from `since`.
-    pub fn push(&mut self, id: u64, since: Instant) {
+    pub(crate) fn push(&mut self, id: u64, since: Instant) {
         self.entries.push_back((id, since));
     }
 
     /// Removes request `id` and returns the instant it is measured from, or `None` when `id`
     /// is not in flight on this connection.
-    pub fn take(&mut self, id: u64) -> Option<Instant> {
+    pub(crate) fn take(&mut self, id: u64) -> Option<Instant> {
         match self.entries.front() {
             Some(&(front, since)) if front == id => {
                 self.entries.pop_front();
@@ -40,16 +40,16 @@ impl Outstanding {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Forgets everything in flight and says how many there were.
-    pub fn clear(&mut self) -> usize {
+    pub(crate) fn clear(&mut self) -> usize {
         let n = self.entries.len();
         self.entries.clear();
         n

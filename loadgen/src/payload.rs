@@ -13,7 +13,7 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// How a reply body differs from the payload its id must carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum Mismatch {
+pub(crate) enum Mismatch {
     #[error("body of {got} bytes, expected {expected}")]
     Length { expected: usize, got: usize },
     #[error("body differs at byte {offset}")]
@@ -39,7 +39,7 @@ fn word(id: u64, base: u64, len: usize, j: usize) -> [u8; 8] {
 }
 
 /// Appends the `len`-byte payload of request `id` of connection `conn` to `out`.
-pub fn write(out: &mut Vec<u8>, conn: u64, id: u64, len: usize) {
+pub(crate) fn write(out: &mut Vec<u8>, conn: u64, id: u64, len: usize) {
     out.reserve(len);
     let base = mix(id ^ mix(conn));
     let mut j = 0;
@@ -53,7 +53,7 @@ pub fn write(out: &mut Vec<u8>, conn: u64, id: u64, len: usize) {
 }
 
 /// Checks that `body` is exactly the `len`-byte payload of request `id` of connection `conn`.
-pub fn verify(conn: u64, id: u64, len: usize, body: &[u8]) -> Result<(), Mismatch> {
+pub(crate) fn verify(conn: u64, id: u64, len: usize, body: &[u8]) -> Result<(), Mismatch> {
     if body.len() != len {
         return Err(Mismatch::Length {
             expected: len,

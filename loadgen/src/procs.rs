@@ -11,7 +11,7 @@
 //! rebuilt bucket by bucket ([`WireStats`]), so percentiles are those of all samples
 //! together, not averages of per-process percentiles.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -30,7 +30,7 @@ use crate::summary::Summary;
 
 /// What a worker process reports at the end.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub threads: usize,
     pub stats: WireStats,
     pub push_api: Option<PushApi>,
@@ -41,7 +41,7 @@ pub struct Report {
 /// One line of a worker process's stdout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Line {
+pub(crate) enum Line {
     Progress(Totals),
     Report(Box<Report>),
 }
@@ -72,7 +72,7 @@ pub fn run_worker(config: &Config) -> anyhow::Result<()> {
 
 /// The flags for a worker process: `args` (this process's, program name excluded) minus
 /// `--procs`, `--json` and `--worker-of`, plus `--worker-of J/K`.
-pub fn worker_args(args: &[OsString], index: usize, count: usize) -> Vec<OsString> {
+pub(crate) fn worker_args(args: &[OsString], index: usize, count: usize) -> Vec<OsString> {
     const DROP: [&str; 3] = ["--procs", "--json", "--worker-of"];
     let mut out = Vec::with_capacity(args.len() + 2);
     let mut skip_value = false;
@@ -208,17 +208,19 @@ pub fn run_parent(config: &Config, args: &[OsString]) -> anyhow::Result<Summary>
     crate::finish(config, summary)
 }
 
-/// Whether `arg` is a flag this module removes from a worker's command line.
-pub fn is_parent_only(arg: &OsStr) -> bool {
-    let text = arg.to_string_lossy();
-    ["--procs", "--json", "--worker-of"]
-        .iter()
-        .any(|f| text == *f || text.starts_with(&format!("{f}=")))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsStr;
+
     use super::*;
+
+    /// Whether `arg` is a flag this module removes from a worker's command line.
+    fn is_parent_only(arg: &OsStr) -> bool {
+        let text = arg.to_string_lossy();
+        ["--procs", "--json", "--worker-of"]
+            .iter()
+            .any(|f| text == *f || text.starts_with(&format!("{f}=")))
+    }
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()

@@ -18,7 +18,7 @@ use crate::stats::Stats;
 /// One worker's published totals, alone on its cache line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub struct Slot {
+pub(crate) struct Slot {
     open: AtomicU64,
     established: AtomicU64,
     failed: AtomicU64,
@@ -31,7 +31,7 @@ pub struct Slot {
 
 impl Slot {
     /// Publishes a worker's running totals and its currently open connections.
-    pub fn publish(&self, stats: &Stats, open: u64) {
+    pub(crate) fn publish(&self, stats: &Stats, open: u64) {
         self.open.store(open, Ordering::Relaxed);
         self.established.store(stats.established, Ordering::Relaxed);
         self.failed.store(stats.failed, Ordering::Relaxed);
@@ -45,13 +45,13 @@ impl Slot {
 
 /// Every worker's slot.
 #[derive(Debug)]
-pub struct Live {
+pub(crate) struct Live {
     slots: Box<[Slot]>,
 }
 
 /// The sum of every slot at one moment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub open: u64,
     pub established: u64,
     pub failed: u64,
@@ -64,7 +64,7 @@ pub struct Totals {
 
 impl Totals {
     /// Adds another process's totals (`--procs`).
-    pub fn add(&mut self, o: &Totals) {
+    pub(crate) fn add(&mut self, o: &Totals) {
         self.open += o.open;
         self.established += o.established;
         self.failed += o.failed;
@@ -77,7 +77,7 @@ impl Totals {
 }
 
 impl Live {
-    pub fn new(workers: usize) -> Live {
+    pub(crate) fn new(workers: usize) -> Live {
         Live {
             slots: (0..workers).map(|_| Slot::default()).collect(),
         }
@@ -85,11 +85,11 @@ impl Live {
 
     /// Worker `index`'s slot. Panics on an index beyond the worker count given to `new`,
     /// which only the run's own set-up chooses.
-    pub fn slot(&self, index: usize) -> &Slot {
+    pub(crate) fn slot(&self, index: usize) -> &Slot {
         &self.slots[index]
     }
 
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for slot in self.slots.iter() {
             t.open += slot.open.load(Ordering::Relaxed);
@@ -107,14 +107,14 @@ impl Live {
 
 /// Turns successive samples into progress lines.
 #[derive(Debug)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     conns: usize,
     last: Totals,
     last_at: Duration,
 }
 
 impl Reporter {
-    pub fn new(conns: usize) -> Reporter {
+    pub(crate) fn new(conns: usize) -> Reporter {
         Reporter {
             conns,
             last: Totals::default(),
@@ -123,7 +123,7 @@ impl Reporter {
     }
 
     /// The line for `now` (time since the run began), with rates since the previous line.
-    pub fn line(&mut self, now: Duration, totals: Totals) -> String {
+    pub(crate) fn line(&mut self, now: Duration, totals: Totals) -> String {
         let secs = now.saturating_sub(self.last_at).as_secs_f64().max(1e-3);
         let rate = |now: u64, before: u64| (now.saturating_sub(before) as f64 / secs).round();
         let line = format!(

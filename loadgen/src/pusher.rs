@@ -25,7 +25,7 @@ use crate::pushes;
 use crate::session;
 
 /// TTL asked for each push: long enough to outlive a reconnect, short enough not to pile up.
-pub const PUSH_TTL_S: u64 = 60;
+pub(crate) const PUSH_TTL_S: u64 = 60;
 /// Connect and read timeout of one POST.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// What follows the stamp in each payload.
@@ -35,7 +35,7 @@ const SETTLE_MAX: Duration = Duration::from_millis(500);
 
 /// How long before the end of a `duration`-long load the pushes stop: a tenth of it, at
 /// most [`SETTLE_MAX`].
-pub fn settle(duration: Duration) -> Duration {
+pub(crate) fn settle(duration: Duration) -> Duration {
     (duration / 10).min(SETTLE_MAX)
 }
 
@@ -76,14 +76,14 @@ impl PushApi {
 
 /// The devices pushes go to: `prefix-(offset + i)`, i < count.
 #[derive(Debug, Clone)]
-pub struct Devices {
+pub(crate) struct Devices {
     pub prefix: String,
     pub offset: u64,
     pub count: usize,
 }
 
 /// Sends pushes at `config.rate` from `start` until `end`; returns the counts.
-pub fn run(config: &PushConfig, devices: &Devices, start: Instant, end: Instant) -> PushApi {
+pub(crate) fn run(config: &PushConfig, devices: &Devices, start: Instant, end: Instant) -> PushApi {
     let mut api = PushApi::default();
     let mut client = Client::new(config.url.clone());
     let mut rng = Rng::seeded();

@@ -11,20 +11,20 @@
 use std::collections::VecDeque;
 
 /// Bytes of send time at the front of a push payload.
-pub const STAMP_LEN: usize = 8;
+pub(crate) const STAMP_LEN: usize = 8;
 /// Message ids one connection remembers for duplicate detection; an id older than all of
 /// them counts as a duplicate.
-pub const REMEMBERED: usize = 1024;
+pub(crate) const REMEMBERED: usize = 1024;
 
 /// The send time (µs since the Unix epoch) a payload starts with, if it is long enough.
-pub fn stamp(payload: &[u8]) -> Option<u64> {
+pub(crate) fn stamp(payload: &[u8]) -> Option<u64> {
     payload
         .first_chunk::<STAMP_LEN>()
         .map(|bytes| u64::from_be_bytes(*bytes))
 }
 
 /// A payload stamped with `now_us` (µs since the Unix epoch), followed by `rest`.
-pub fn stamped(now_us: u64, rest: &[u8]) -> Vec<u8> {
+pub(crate) fn stamped(now_us: u64, rest: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(STAMP_LEN + rest.len());
     payload.extend_from_slice(&now_us.to_be_bytes());
     payload.extend_from_slice(rest);
@@ -33,7 +33,7 @@ pub fn stamped(now_us: u64, rest: &[u8]) -> Vec<u8> {
 
 /// What a received message id is to its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// Never seen before; `in_order` when it is above every id seen before it.
     First { in_order: bool },
     /// Seen before (or older than every id remembered): a redelivery.
@@ -42,18 +42,18 @@ pub enum Seen {
 
 /// The message ids one connection (one device, across reconnects) has received.
 #[derive(Debug, Default)]
-pub struct PushLog {
+pub(crate) struct PushLog {
     /// The newest [`REMEMBERED`] ids, ascending.
     seen: VecDeque<u64>,
 }
 
 impl PushLog {
-    pub fn new() -> PushLog {
+    pub(crate) fn new() -> PushLog {
         PushLog::default()
     }
 
     /// Records message `id`.
-    pub fn record(&mut self, id: u64) -> Seen {
+    pub(crate) fn record(&mut self, id: u64) -> Seen {
         match self.seen.binary_search(&id) {
             Ok(_) => Seen::Duplicate,
             Err(0) if self.seen.len() >= REMEMBERED => Seen::Duplicate,

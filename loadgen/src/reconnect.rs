@@ -13,19 +13,19 @@
 use std::time::Duration;
 
 /// How long replies outstanding on a connection told GOAWAY are awaited.
-pub const LEAVE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const LEAVE_WAIT: Duration = Duration::from_secs(1);
 /// The first backoff.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest backoff.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// LOGIN or RESUME answered with an ERROR that keeps the connection (UNAVAILABLE: the
 /// gateway's state link is down) is sent again this many times, after a backoff each.
-pub const LOGIN_RETRIES: u32 = 8;
+pub(crate) const LOGIN_RETRIES: u32 = 8;
 
 /// The wait before attempt `attempt + 1` (0-based): [`BACKOFF_MIN`] doubling up to
 /// [`BACKOFF_MAX`], plus up to 50 % spread by `salt` (the connection index) so a crowd of
 /// connections told GOAWAY at once does not come back in lockstep.
-pub fn backoff(attempt: u32, salt: usize) -> Duration {
+pub(crate) fn backoff(attempt: u32, salt: usize) -> Duration {
     let base = BACKOFF_MIN
         .saturating_mul(1u32 << attempt.min(16))
         .min(BACKOFF_MAX);
@@ -35,7 +35,7 @@ pub fn backoff(attempt: u32, salt: usize) -> Duration {
 
 /// `wait` spread over 0.5 to 1.5 times itself, by a hash of the connection and the attempt,
 /// so that connections told the same hint do not all come back at once.
-pub fn jittered(wait: Duration, salt: usize, attempt: u32) -> Duration {
+pub(crate) fn jittered(wait: Duration, salt: usize, attempt: u32) -> Duration {
     let mut h = (salt as u64) ^ (u64::from(attempt) << 40) ^ 0x9E37_79B9_7F4A_7C15;
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -54,7 +54,10 @@ mod tests {
         let waits: Vec<Duration> = (0..1000).map(|i| jittered(hint, i, 0)).collect();
         assert!(waits.iter().all(|w| *w >= hint / 2 && *w <= hint * 3 / 2));
         let early = waits.iter().filter(|w| **w < hint).count();
-        assert!((350..=650).contains(&early), "{early} of 1000 below the hint");
+        assert!(
+            (350..=650).contains(&early),
+            "{early} of 1000 below the hint"
+        );
     }
 
     #[test]

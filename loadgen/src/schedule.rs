@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The open-loop timetable shared by every worker of a run.
 #[derive(Debug, Clone, Copy)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     start: Instant,
     rate: f64,
     total_conns: usize,
@@ -23,7 +23,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// `rate` frames per second per connection, `total_conns` connections in the whole run.
-    pub fn new(start: Instant, rate: f64, total_conns: usize) -> Schedule {
+    pub(crate) fn new(start: Instant, rate: f64, total_conns: usize) -> Schedule {
         Schedule {
             start,
             rate,
@@ -32,12 +32,13 @@ impl Schedule {
     }
 
     /// Connection `global`'s offset within each interval.
-    pub fn phase(&self, global: usize) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn phase(&self, global: usize) -> Duration {
         self.offset(global, 0)
     }
 
     /// When connection `global` sends its frame number `n` (counting from 0).
-    pub fn due(&self, global: usize, n: u64) -> Instant {
+    pub(crate) fn due(&self, global: usize, n: u64) -> Instant {
         self.start + self.offset(global, n)
     }
 
@@ -51,7 +52,7 @@ impl Schedule {
 /// (worker-local position, global index), global index ascending, hence by phase) for
 /// frame 0, then all of them for frame 1, and so on.
 #[derive(Debug, Clone)]
-pub struct Round {
+pub(crate) struct Round {
     schedule: Schedule,
     conns: Vec<(usize, usize)>,
     pos: usize,
@@ -60,7 +61,7 @@ pub struct Round {
 
 /// One due send: the worker-local connection position, the frame number and its due time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Due {
+pub(crate) struct Due {
     pub pos: usize,
     pub n: u64,
     pub at: Instant,
@@ -69,7 +70,7 @@ pub struct Due {
 impl Round {
     /// `conns` lists (worker-local position, global index) of the connections that send;
     /// the global indices must ascend.
-    pub fn new(schedule: Schedule, conns: Vec<(usize, usize)>) -> Round {
+    pub(crate) fn new(schedule: Schedule, conns: Vec<(usize, usize)>) -> Round {
         debug_assert!(conns.windows(2).all(|w| w[0].1 < w[1].1));
         Round {
             schedule,
@@ -80,7 +81,7 @@ impl Round {
     }
 
     /// The next send, or `None` for a worker with no sending connections.
-    pub fn peek(&self) -> Option<Due> {
+    pub(crate) fn peek(&self) -> Option<Due> {
         let &(pos, global) = self.conns.get(self.pos)?;
         Some(Due {
             pos,
@@ -90,7 +91,7 @@ impl Round {
     }
 
     /// Moves past the send [`Round::peek`] returned.
-    pub fn advance(&mut self) {
+    pub(crate) fn advance(&mut self) {
         self.pos += 1;
         if self.pos >= self.conns.len() {
             self.pos = 0;
@@ -101,7 +102,7 @@ impl Round {
 
 /// When connection `global` may be dialled: `global / rate` seconds after `start`, so the
 /// run as a whole opens at most `rate` connections per second; 0 means all at `start`.
-pub fn dial_at(start: Instant, connect_rate: u32, global: usize) -> Instant {
+pub(crate) fn dial_at(start: Instant, connect_rate: u32, global: usize) -> Instant {
     if connect_rate == 0 {
         return start;
     }

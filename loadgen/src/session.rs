@@ -13,9 +13,9 @@ use tether_daemon::secret::Secret;
 use thiserror::Error;
 
 /// How long a minted token is valid.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// PING interval when neither `--heartbeat` nor LOGIN_OK names one.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// Whether and how connections log in. The JWT key is a [`Secret`]: it never prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +44,12 @@ impl Login {
 }
 
 /// The device id of connection `global`.
-pub fn device_id(prefix: &str, offset: u64, global: usize) -> String {
+pub(crate) fn device_id(prefix: &str, offset: u64, global: usize) -> String {
     format!("{prefix}-{}", offset.saturating_add(global as u64))
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> Duration {
+pub(crate) fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -57,7 +57,7 @@ pub fn unix_now() -> Duration {
 
 /// The session a LOGIN_OK gave a connection, kept for RESUME.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
+pub(crate) struct Session {
     pub id: String,
     /// Empty when the server cannot resume (anonymous sessions).
     pub resume_token: String,
@@ -65,7 +65,7 @@ pub struct Session {
 
 /// What a connection sends first on a new socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hello {
+pub(crate) enum Hello {
     /// Nothing: the connection is ready at once.
     Nothing,
     /// LOGIN with this token.
@@ -76,7 +76,12 @@ pub enum Hello {
 
 /// The first frame for device `device` under `login`, resuming `session` when it has a
 /// resume token. `now` is the Unix time the token's expiry is counted from.
-pub fn hello(login: &Login, session: Option<&Session>, device: &str, now: Duration) -> Hello {
+pub(crate) fn hello(
+    login: &Login,
+    session: Option<&Session>,
+    device: &str,
+    now: Duration,
+) -> Hello {
     if let Some(session) = session.filter(|s| !s.resume_token.is_empty()) {
         if login.enabled() {
             return Hello::Resume(session.resume_token.clone().into_bytes());
@@ -94,7 +99,7 @@ pub fn hello(login: &Login, session: Option<&Session>, device: &str, now: Durati
 
 /// A LOGIN_OK body: `{"session","resume_token","heartbeat_s"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct LoginOk {
+pub(crate) struct LoginOk {
     pub session: String,
     #[serde(default)]
     pub resume_token: String,
@@ -105,14 +110,14 @@ pub struct LoginOk {
 /// A LOGIN_OK whose body is not the JSON the protocol specifies.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("LOGIN_OK body is not {{\"session\",\"resume_token\",\"heartbeat_s\"}}: {0}")]
-pub struct BadLoginOk(pub String);
+pub(crate) struct BadLoginOk(pub String);
 
 impl LoginOk {
-    pub fn parse(body: &[u8]) -> Result<LoginOk, BadLoginOk> {
+    pub(crate) fn parse(body: &[u8]) -> Result<LoginOk, BadLoginOk> {
         serde_json::from_slice(body).map_err(|e| BadLoginOk(e.to_string()))
     }
 
-    pub fn session(&self) -> Session {
+    pub(crate) fn session(&self) -> Session {
         Session {
             id: self.session.clone(),
             resume_token: self.resume_token.clone(),
@@ -122,7 +127,7 @@ impl LoginOk {
 
 /// The PING interval: `--heartbeat` when given, else the server's `heartbeat_s` (if above
 /// 0), else [`DEFAULT_HEARTBEAT`].
-pub fn heartbeat(flag: Option<Duration>, server_s: Option<u64>) -> Duration {
+pub(crate) fn heartbeat(flag: Option<Duration>, server_s: Option<u64>) -> Duration {
     flag.or_else(|| server_s.filter(|&s| s > 0).map(Duration::from_secs))
         .unwrap_or(DEFAULT_HEARTBEAT)
 }

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 const LEAD: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
-pub struct StartLine {
+pub(crate) struct StartLine {
     workers: usize,
     arrived: AtomicUsize,
     start: OnceLock<Instant>,
 }
 
 impl StartLine {
-    pub fn new(workers: usize) -> StartLine {
+    pub(crate) fn new(workers: usize) -> StartLine {
         StartLine {
             workers,
             arrived: AtomicUsize::new(0),
@@ -28,12 +28,12 @@ impl StartLine {
     }
 
     /// Marks one worker (or one worker that will never come) as arrived.
-    pub fn arrive(&self) {
+    pub(crate) fn arrive(&self) {
         self.arrived.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The start, once every worker has arrived.
-    pub fn start(&self) -> Option<Instant> {
+    pub(crate) fn start(&self) -> Option<Instant> {
         if let Some(start) = self.start.get() {
             return Some(*start);
         }
@@ -47,17 +47,17 @@ impl StartLine {
 /// Arrives on drop unless [`Arrival::arrive`] already did, so a worker that fails early
 /// never leaves the others waiting.
 #[derive(Debug)]
-pub struct Arrival<'a> {
+pub(crate) struct Arrival<'a> {
     line: &'a StartLine,
     done: bool,
 }
 
 impl<'a> Arrival<'a> {
-    pub fn new(line: &'a StartLine) -> Arrival<'a> {
+    pub(crate) fn new(line: &'a StartLine) -> Arrival<'a> {
         Arrival { line, done: false }
     }
 
-    pub fn arrive(&mut self) {
+    pub(crate) fn arrive(&mut self) {
         if !self.done {
             self.done = true;
             self.line.arrive();

@@ -10,7 +10,7 @@ use hdrhistogram::{AdditionError, CreationError, Histogram, RecordError};
 use serde::{Deserialize, Serialize};
 
 /// Latencies are recorded in microseconds from 1 µs to 60 s with 3 significant figures.
-pub const LATENCY_MAX_US: u64 = 60_000_000;
+pub(crate) const LATENCY_MAX_US: u64 = 60_000_000;
 
 /// The part of the run whose frames are recorded: `[measure_start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,7 +238,7 @@ impl Stats {
 /// so that the parent's merge puts every sample back in the very bucket it came from, and
 /// the merged percentiles are those of one histogram over all samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireStats {
+pub(crate) struct WireStats {
     pub established: u64,
     pub failed: u64,
     pub dropped: u64,
@@ -269,7 +269,7 @@ fn refill(h: &mut Histogram<u64>, buckets: &[(u64, u64)]) -> Result<(), RecordEr
 }
 
 impl WireStats {
-    pub fn of(s: &Stats) -> WireStats {
+    pub(crate) fn of(s: &Stats) -> WireStats {
         WireStats {
             established: s.established,
             failed: s.failed,
@@ -289,7 +289,7 @@ impl WireStats {
     }
 
     /// Back to [`Stats`]; fails only on a bucket value outside the histogram's range.
-    pub fn into_stats(self) -> anyhow::Result<Stats> {
+    pub(crate) fn into_stats(self) -> anyhow::Result<Stats> {
         let mut s = Stats::new()?;
         s.established = self.established;
         s.failed = self.failed;

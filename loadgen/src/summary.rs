@@ -47,8 +47,8 @@ pub struct Summary {
     /// Count by name, every failure including attempts a fallback recovered from:
     /// connection causes ("connect_refused", "reset", "eof", "login_timeout",
     /// "ip_list_unavailable", "reconnect_timeout", …), ERROR codes by name ("KICKED",
-    /// "OVERLOADED", "ERROR_<n>"), "send_backlog_overflow", "unanswered",
-    /// "goaway_unanswered", "push_api_<cause>".
+    /// "OVERLOADED", `"ERROR_<n>"`), "send_backlog_overflow", "unanswered",
+    /// "goaway_unanswered", `"push_api_<cause>"`.
     pub errors: BTreeMap<String, u64>,
     pub verify_failures: u64,
     /// Replies received inside the measured window / its length in seconds.

@@ -13,10 +13,10 @@ use std::time::Duration;
 use mio::{Interest, Registry, Token};
 
 /// The poll token the timer is registered under (never a connection index).
-pub const TOKEN: Token = Token(usize::MAX);
+pub(crate) const TOKEN: Token = Token(usize::MAX);
 
 #[cfg(target_os = "linux")]
-pub use linux::Timer;
+pub(crate) use linux::Timer;
 
 #[cfg(not(target_os = "linux"))]
 pub use fallback::Timer;
@@ -33,13 +33,13 @@ mod linux {
     const SLACK_NS: libc::c_ulong = 1_000;
 
     #[derive(Debug)]
-    pub struct Timer {
+    pub(crate) struct Timer {
         fd: OwnedFd,
     }
 
     impl Timer {
         /// A disarmed timerfd registered in `registry` under [`TOKEN`].
-        pub fn new(registry: &Registry) -> io::Result<Timer> {
+        pub(crate) fn new(registry: &Registry) -> io::Result<Timer> {
             // SAFETY: plain syscalls; the returned descriptor is owned by `Timer` from here.
             let raw = unsafe {
                 libc::timerfd_create(
@@ -61,7 +61,7 @@ mod linux {
         }
 
         /// Fires once, `after` from now (at least 1 ns: a zero value would disarm it).
-        pub fn arm(&self, after: Duration) -> io::Result<()> {
+        pub(crate) fn arm(&self, after: Duration) -> io::Result<()> {
             let after = after.max(Duration::from_nanos(1));
             let spec = libc::itimerspec {
                 it_interval: libc::timespec {
@@ -84,7 +84,7 @@ mod linux {
         }
 
         /// Consumes the expiry count after the timer fired, so the next expiry is a new edge.
-        pub fn clear(&self) {
+        pub(crate) fn clear(&self) {
             let mut ticks = [0u8; 8];
             // SAFETY: reads at most 8 bytes into an 8-byte buffer; EAGAIN is fine.
             unsafe {

@@ -42,7 +42,7 @@ use crate::stats::{Stats, Window};
 use crate::timer::{self, Timer};
 
 /// How long after the end replies are still awaited.
-pub const DRAIN: Duration = Duration::from_secs(1);
+pub(crate) const DRAIN: Duration = Duration::from_secs(1);
 /// Poll timeout while waiting at the start line.
 const START_LINE_POLL: Duration = Duration::from_millis(2);
 /// Bytes read from a socket at once.
@@ -55,7 +55,7 @@ const TIMER_SAFETY: Duration = Duration::from_millis(2);
 
 /// What every worker of a run shares (read-only, or atomics).
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub config: Config,
     pub live: Live,
     pub start_line: StartLine,
@@ -65,7 +65,7 @@ pub struct Shared {
 
 /// A worker that could not run at all.
 #[derive(Debug, Error)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     #[error("creating the mio poll")]
     CreatePoll(#[source] io::Error),
     #[error("polling")]
@@ -75,7 +75,11 @@ pub enum WorkerError {
 }
 
 /// Runs worker `index` over `conns` (whose `global` indices ascend) and returns its stats.
-pub fn run(index: usize, conns: Vec<Conn>, shared: Arc<Shared>) -> Result<Stats, WorkerError> {
+pub(crate) fn run(
+    index: usize,
+    conns: Vec<Conn>,
+    shared: Arc<Shared>,
+) -> Result<Stats, WorkerError> {
     let mut arrival = Arrival::new(&shared.start_line);
     let mut worker = Worker::new(index, conns, &shared)?;
     worker.connect_all()?;

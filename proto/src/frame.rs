@@ -3,7 +3,7 @@
 use crate::kind::Kind;
 
 /// Bytes of the `len` field.
-pub const LEN_FIELD_LEN: usize = 4;
+pub(crate) const LEN_FIELD_LEN: usize = 4;
 /// Bytes of the whole header: len (4) + kind (1) + flags (1) + id (8).
 pub const HEADER_LEN: usize = 14;
 /// The smallest valid value of `len`: kind + flags + id, with an empty body.

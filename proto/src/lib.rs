@@ -20,16 +20,16 @@
 //! [`ws`] carries the same frames over WebSocket (RFC 6455), just as sans-IO: the upgrade
 //! handshake, WebSocket framing and message assembly.
 
-pub mod body;
-pub mod decode;
+mod body;
+mod decode;
 pub mod encode;
-pub mod error_code;
-pub mod frame;
-pub mod kind;
+mod error_code;
+mod frame;
+mod kind;
 pub mod ws;
 
 pub use body::{routes, BodyError, ErrorBody, NodeErrorBody, Routed};
 pub use decode::{drain_frames, feed, DecodeError, Decoder};
 pub use error_code::ErrorCode;
-pub use frame::{Frame, DEFAULT_MAX_BODY, HEADER_LEN, LEN_FIELD_LEN, MIN_LEN};
+pub use frame::{Frame, DEFAULT_MAX_BODY, HEADER_LEN, MIN_LEN};
 pub use kind::Kind;

@@ -17,7 +17,7 @@ use crate::journal::FsyncPolicy;
 /// Keys with no value by default, for `--help`.
 pub const NO_DEFAULT: &[NoDefault] = &[("jwt_secret_file", "")];
 /// Largest message TTL a push may ask for: 30 days.
-pub const MAX_TTL_S: u64 = 30 * 86_400;
+pub(crate) const MAX_TTL_S: u64 = 30 * 86_400;
 
 /// What a second login of the same device does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

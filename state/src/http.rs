@@ -29,10 +29,10 @@ use crate::store::{PushRefused, PushStatus, SessionView};
 /// How long a handler waits for the event loop.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub type PushResult = Result<(Option<u64>, PushStatus), PushRefused>;
+pub(crate) type PushResult = Result<(Option<u64>, PushStatus), PushRefused>;
 
 /// A request for the event loop.
-pub enum Command {
+pub(crate) enum Command {
     Push {
         device: String,
         payload: Vec<u8>,
@@ -47,7 +47,7 @@ pub enum Command {
 
 /// How handlers reach the event loop.
 #[derive(Clone)]
-pub struct LoopHandle {
+pub(crate) struct LoopHandle {
     pub commands: crossbeam_channel::Sender<Command>,
     pub waker: Arc<mio::Waker>,
 }
@@ -79,12 +79,12 @@ struct PushRequest {
 }
 
 /// The running HTTP listener; stops when dropped.
-pub struct Http {
+pub(crate) struct Http {
     thread: HttpThread,
 }
 
 impl Http {
-    pub fn start(
+    pub(crate) fn start(
         addr: SocketAddr,
         handle: LoopHandle,
         metrics: Arc<Metrics>,
@@ -101,7 +101,7 @@ impl Http {
         Ok(Http { thread })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.thread.local_addr()
     }
 }

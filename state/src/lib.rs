@@ -10,14 +10,14 @@
 //! - [`http`]: the push API; [`socket`]: binding the Unix socket; [`config`], [`metrics`].
 
 pub mod config;
-pub mod http;
+mod http;
 pub mod journal;
-pub mod link;
+mod link;
 pub mod metrics;
 pub mod record;
-pub mod server;
-pub mod session;
-pub mod socket;
+mod server;
+mod session;
+mod socket;
 pub mod store;
 pub mod token;
 pub mod wheel;

@@ -8,16 +8,16 @@ use mio::net::UnixStream;
 use tether_daemon::nonblocking::write_queued;
 
 /// Largest frame body on a state link (STATE_PUSH carries a route and a payload).
-pub const MAX_BODY: u32 = 1 << 20;
+pub(crate) const MAX_BODY: u32 = 1 << 20;
 /// Largest push payload that fits in a STATE_PUSH: `MAX_BODY` less the route, rounded down.
-pub const MAX_PAYLOAD: usize = 1_048_000;
+pub(crate) const MAX_PAYLOAD: usize = 1_048_000;
 /// A gateway that lets this much output pile up unread is cut off (its pushes stay queued
 /// and are sent again when it reconnects and re-announces).
-pub const MAX_OUT: usize = 64 << 20;
+pub(crate) const MAX_OUT: usize = 64 << 20;
 /// Bytes read per `read(2)` (the event loop's read buffer).
-pub const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
-pub struct Link {
+pub(crate) struct Link {
     pub stream: UnixStream,
     /// The gateway index, once HELLO was received.
     pub gateway: Option<u16>,
@@ -33,7 +33,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(stream: UnixStream) -> Link {
+    pub(crate) fn new(stream: UnixStream) -> Link {
         Link {
             stream,
             gateway: None,
@@ -46,7 +46,7 @@ impl Link {
     }
 
     /// Writes as much of `out` as the socket takes; `Ok(true)` when all of it went.
-    pub fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
         write_queued(&mut self.stream, &self.out, &mut self.written)?;
         if self.written == self.out.len() {
             self.out.clear();
@@ -62,7 +62,7 @@ impl Link {
     }
 
     /// Output waiting to be written.
-    pub fn backlog(&self) -> usize {
+    pub(crate) fn backlog(&self) -> usize {
         self.out.len() - self.written
     }
 }

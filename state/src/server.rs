@@ -36,23 +36,23 @@ const MAX_LINKS: usize = 4096;
 const MAX_WAIT: Duration = Duration::from_millis(500);
 
 /// What the signal thread asks of the loop.
-pub const RUN: u8 = 0;
-pub const STOP: u8 = 1;
-pub const RELOAD: u8 = 2;
+pub(crate) const RUN: u8 = 0;
+pub(crate) const STOP: u8 = 1;
+pub(crate) const RELOAD: u8 = 2;
 
 /// The two clocks, from one starting point.
-pub struct Clock {
+pub(crate) struct Clock {
     start: Instant,
 }
 
 impl Clock {
-    pub fn new() -> Clock {
+    pub(crate) fn new() -> Clock {
         Clock {
             start: Instant::now(),
         }
     }
 
-    pub fn now(&self) -> Now {
+    pub(crate) fn now(&self) -> Now {
         Now {
             // Offset by a day so that "a deadline in the past" never underflows near 0.
             mono_ms: self.start.elapsed().as_millis() as u64 + 86_400_000,
@@ -69,7 +69,7 @@ impl Default for Clock {
     }
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub poll: Poll,
     pub listener: UnixListener,
     pub waker: Arc<Waker>,
@@ -98,7 +98,7 @@ pub struct Server {
 
 impl Server {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         poll: Poll,
         mut listener: UnixListener,
         waker: Arc<Waker>,
@@ -136,12 +136,15 @@ impl Server {
 
     /// The loop's iteration count, bumped once per iteration: the systemd watchdog checks
     /// that it moves (after a wake-up through the waker, so an idle loop moves too).
-    pub fn loops(&self) -> Arc<AtomicU64> {
+    pub(crate) fn loops(&self) -> Arc<AtomicU64> {
         self.loops.clone()
     }
 
     /// Runs until a stop signal; `reload` is called for SIGHUP.
-    pub fn run(&mut self, mut reload: impl FnMut(&mut Store, &mut Journal)) -> anyhow::Result<()> {
+    pub(crate) fn run(
+        &mut self,
+        mut reload: impl FnMut(&mut Store, &mut Journal),
+    ) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = self.clock.now();

@@ -13,14 +13,14 @@ use crate::wheel::TimerId;
 
 /// Where a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
+pub(crate) enum Presence {
     /// Connected through `gateway` as `route`.
     Online,
     /// No connection since `since_ms`; resumable until `since_ms + resume_window`.
     Detached { since_ms: u64 },
 }
 
-pub struct Session {
+pub(crate) struct Session {
     /// Unique for the life of the journal; never 0.
     pub id: u64,
     /// The token's `sub`.
@@ -42,23 +42,23 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn is_online(&self) -> bool {
+    pub(crate) fn is_online(&self) -> bool {
         self.presence == Presence::Online
     }
 
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.pushes.as_ref().map_or(0, |p| p.queue.len())
     }
 
     /// Payload bytes of the pushes waiting for an ACK.
-    pub fn pending_bytes(&self) -> u64 {
+    pub(crate) fn pending_bytes(&self) -> u64 {
         self.pushes.as_ref().map_or(0, |p| {
             p.queue.iter().map(|push| push.payload.len() as u64).sum()
         })
     }
 
     /// The resume token handed to the client: `<session hex16>.<secret hex32>`.
-    pub fn resume_token(&self) -> String {
+    pub(crate) fn resume_token(&self) -> String {
         let mut token = format!("{:016x}.", self.id);
         for byte in self.secret {
             let _ = write!(token, "{byte:02x}");
@@ -69,13 +69,13 @@ impl Session {
 
 /// A session's unacknowledged pushes, oldest first, and its retransmit timer.
 #[derive(Default)]
-pub struct Pushes {
+pub(crate) struct Pushes {
     pub queue: VecDeque<Push>,
     /// Fires at the earliest retransmit or expiry among the queue.
     pub timer: Option<TimerId>,
 }
 
-pub struct Push {
+pub(crate) struct Push {
     pub msg: u64,
     pub payload: Box<[u8]>,
     /// Wall-clock expiry (it is journaled and must survive restarts).
@@ -87,7 +87,7 @@ pub struct Push {
 }
 
 /// A resume token split into its parts; `None` when it is not of the documented shape.
-pub fn parse_resume_token(token: &[u8]) -> Option<(u64, [u8; 16])> {
+pub(crate) fn parse_resume_token(token: &[u8]) -> Option<(u64, [u8; 16])> {
     let token = std::str::from_utf8(token).ok()?;
     let (id, secret) = token.split_once('.')?;
     if id.len() != 16 || secret.len() != 32 {
@@ -102,7 +102,7 @@ pub fn parse_resume_token(token: &[u8]) -> Option<(u64, [u8; 16])> {
 }
 
 /// Compares secrets in time independent of where they differ.
-pub fn same_secret(a: &[u8; 16], b: &[u8; 16]) -> bool {
+pub(crate) fn same_secret(a: &[u8; 16], b: &[u8; 16]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

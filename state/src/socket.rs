@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The socket file's permissions.
-pub const MODE: u32 = 0o660;
+pub(crate) const MODE: u32 = 0o660;
 
 #[derive(Debug, Error)]
-pub enum SocketError {
+pub(crate) enum SocketError {
     #[error("another tether-state is listening on {0}")]
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to remove it")]
@@ -27,7 +27,7 @@ pub enum SocketError {
 }
 
 /// Binds `path`, nonblocking, mode [`MODE`].
-pub fn bind(path: &Path) -> Result<mio::net::UnixListener, SocketError> {
+pub(crate) fn bind(path: &Path) -> Result<mio::net::UnixListener, SocketError> {
     let io_err = |what: &'static str| {
         move |source| SocketError::Io {
             what,

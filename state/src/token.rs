@@ -16,13 +16,13 @@ use sha2::Sha256;
 use thiserror::Error;
 
 /// Longest device id (`sub`) accepted, in bytes.
-pub const MAX_SUB_LEN: usize = 128;
+pub(crate) const MAX_SUB_LEN: usize = 128;
 /// Longest token accepted, in bytes.
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub(crate) const MAX_TOKEN_LEN: usize = 4096;
 
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The device id.
     pub sub: String,
     /// Expiry, seconds since the Unix epoch.
@@ -32,7 +32,7 @@ pub struct Claims {
 /// Why a token was refused. The text goes to logs and LOGIN_FAIL reasons; it never holds
 /// the token or the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("token is not three base64url parts")]
     Malformed,
     #[error("token is longer than {MAX_TOKEN_LEN} bytes")]
@@ -66,7 +66,12 @@ struct RawClaims {
 }
 
 /// Checks `token` against `secret` at `now_s` (Unix seconds), allowing `leeway_s` of clock skew.
-pub fn verify(token: &str, secret: &[u8], now_s: u64, leeway_s: u64) -> Result<Claims, TokenError> {
+pub(crate) fn verify(
+    token: &str,
+    secret: &[u8],
+    now_s: u64,
+    leeway_s: u64,
+) -> Result<Claims, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLong);
     }

@@ -52,7 +52,7 @@ fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-pub fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Result<()> {
+pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Result<()> {
     crate::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     let bin = root.join("target/release");
     let work = root.join("target/demo");

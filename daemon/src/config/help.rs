@@ -18,7 +18,7 @@ pub type NoDefault = (&'static str, &'static str);
 
 /// `command` with `[default: …]` appended to the help of every flag (of it and of its
 /// subcommands) whose id is a key of `C`, or one of `no_default`.
-pub fn with_defaults<C: Serialize + Default>(
+pub(crate) fn with_defaults<C: Serialize + Default>(
     command: Command,
     no_default: &[NoDefault],
 ) -> Command {

@@ -14,9 +14,9 @@ use thiserror::Error;
 use super::ConfigError;
 
 /// Longest member id, in bytes (= characters: ids are ASCII).
-pub const MAX_MEMBER_ID: usize = 128;
+pub(crate) const MAX_MEMBER_ID: usize = 128;
 /// Longest Unix socket path: `sun_path` holds 108 bytes including the terminating NUL.
-pub const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// Why a value is refused; the text is what `check` and ipconfig's 400 answers say.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -59,7 +59,7 @@ pub trait Buckets: 'static {
 
 /// `value` units in seconds. Both operands are exact and the division is correctly rounded,
 /// so a bound of 50 µs prints as `0.00005`, like the literal.
-pub fn seconds<U: Unit>(value: u64) -> f64 {
+pub(super) fn seconds<U: Unit>(value: u64) -> f64 {
     value as f64 / U::PER_SECOND
 }
 
@@ -87,7 +87,7 @@ macro_rules! buckets {
 
         impl $Name {
             /// Histogram slots: one per bucket, then `+Inf`.
-            pub const SLOTS: usize = [$($bound),+].len() + 1;
+            $vis const SLOTS: usize = [$($bound),+].len() + 1;
         }
 
         impl $crate::metrics::Buckets for $Name {

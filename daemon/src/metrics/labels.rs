@@ -65,12 +65,12 @@ macro_rules! label_set {
 
         impl $Name {
             /// How many values the label takes.
-            pub const COUNT: usize = [$($Name::$Variant),+].len();
+            $vis const COUNT: usize = [$($Name::$Variant),+].len();
             /// Every value, in page order; a value's position here is its index.
-            pub const ALL: [$Name; $Name::COUNT] = [$($Name::$Variant),+];
+            $vis const ALL: [$Name; $Name::COUNT] = [$($Name::$Variant),+];
 
             /// The value as printed on the page.
-            pub const fn label(self) -> &'static str {
+            $vis const fn label(self) -> &'static str {
                 match self {
                     $( $Name::$Variant => $value, )+
                 }
@@ -78,7 +78,7 @@ macro_rules! label_set {
 
             /// Position in [`Self::ALL`].
             #[inline]
-            pub const fn index(self) -> usize {
+            $vis const fn index(self) -> usize {
                 self as usize
             }
         }

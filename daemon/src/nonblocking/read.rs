@@ -60,7 +60,7 @@ pub struct Reading<B> {
 /// each read's bytes to `on_chunk`, which returns `Break` to stop.
 ///
 /// `buf` must not be empty (a read into it would look like EOF).
-pub fn read_chunks<C, R, B>(
+pub(super) fn read_chunks<C, R, B>(
     owner: &mut C,
     mut socket: impl FnMut(&mut C) -> Option<&mut R>,
     buf: &mut [u8],

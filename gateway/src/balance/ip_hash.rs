@@ -36,14 +36,14 @@ const NODE_SEED: u64 = 0x7465_7468_6572_4e31; // "tetherN1"
 
 /// Rendezvous hashing of the client key over the up nodes.
 #[derive(Debug, Clone, Default)]
-pub struct IpHash {
+pub(crate) struct IpHash {
     /// `(address, node_hash(address))` for the node list last seen, in its order.
     cache: Vec<(SocketAddr, u64)>,
 }
 
 impl IpHash {
     /// An ip-hash balancer. It takes no seed: the mapping must not depend on the reactor.
-    pub fn new() -> IpHash {
+    pub(crate) fn new() -> IpHash {
         IpHash::default()
     }
 

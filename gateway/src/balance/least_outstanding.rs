@@ -12,13 +12,13 @@ use super::{up_count, Balancer, Candidate};
 
 /// Power of two choices on `Candidate::outstanding`.
 #[derive(Debug, Clone)]
-pub struct LeastOutstanding {
+pub(crate) struct LeastOutstanding {
     rng: Rng,
 }
 
 impl LeastOutstanding {
     /// A least-outstanding balancer whose random draws are fixed by `seed`.
-    pub fn new(seed: u64) -> LeastOutstanding {
+    pub(crate) fn new(seed: u64) -> LeastOutstanding {
         LeastOutstanding {
             rng: Rng::new(seed),
         }

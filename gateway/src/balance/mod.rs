@@ -16,11 +16,11 @@
 //!
 //! [`client_key`] turns a client IP into the stable 64-bit key the balancers receive.
 
-pub mod ip_hash;
-pub mod least_outstanding;
-pub mod random;
+pub(crate) mod ip_hash;
+pub(crate) mod least_outstanding;
+pub(crate) mod random;
 mod rng;
-pub mod round_robin;
+pub(crate) mod round_robin;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +41,7 @@ pub struct Candidate {
 }
 
 /// A node-selection algorithm; one instance per reactor.
-pub trait Balancer: Send {
+pub(crate) trait Balancer: Send {
     /// Index (into `nodes`) of the node for the next request from a client whose stable key is `client_key`;
     /// only nodes with `up == true` may be chosen; None when none is up.
     fn pick(&mut self, nodes: &[Candidate], client_key: u64) -> Option<usize>;
@@ -105,7 +105,7 @@ impl fmt::Display for Balance {
 }
 
 /// A new balancer of that kind; `seed` seeds any randomness (each reactor passes its own).
-pub fn new(kind: Balance, seed: u64) -> Box<dyn Balancer> {
+pub(crate) fn new(kind: Balance, seed: u64) -> Box<dyn Balancer> {
     match kind {
         Balance::RoundRobin => Box::new(round_robin::RoundRobin::new(seed)),
         Balance::Random => Box::new(random::Random::new(seed)),
@@ -117,7 +117,7 @@ pub fn new(kind: Balance, seed: u64) -> Box<dyn Balancer> {
 /// A stable 64-bit key for a client IP: the same on every reactor, every process, every restart and
 /// every Rust version (hand-written hash, not std's DefaultHasher/RandomState). IPv4 and IPv4-mapped IPv6
 /// give the same key; IPv6 works (easyproxy's ip-hash broke on IPv6).
-pub fn client_key(ip: IpAddr) -> u64 {
+pub(crate) fn client_key(ip: IpAddr) -> u64 {
     let [hi, lo] = ip_words(ip);
     hash_words(CLIENT_KEY_SEED, &[hi, lo])
 }

@@ -9,13 +9,13 @@ use super::{nth_up, up_count, Balancer, Candidate};
 
 /// Picks uniformly among the up nodes.
 #[derive(Debug, Clone)]
-pub struct Random {
+pub(crate) struct Random {
     rng: Rng,
 }
 
 impl Random {
     /// A random balancer whose choices are fixed by `seed`.
-    pub fn new(seed: u64) -> Random {
+    pub(crate) fn new(seed: u64) -> Random {
         Random {
             rng: Rng::new(seed),
         }

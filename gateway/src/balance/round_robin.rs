@@ -9,14 +9,14 @@ use super::{Balancer, Candidate};
 
 /// Cycles over the up nodes.
 #[derive(Debug, Clone)]
-pub struct RoundRobin {
+pub(crate) struct RoundRobin {
     /// Where the search for the next up node starts (taken modulo the list length).
     next: usize,
 }
 
 impl RoundRobin {
     /// A round robin whose first pick starts at position `seed` (modulo the node count).
-    pub fn new(seed: u64) -> RoundRobin {
+    pub(crate) fn new(seed: u64) -> RoundRobin {
         // Truncation on 32-bit targets is fine: only the value modulo the node count matters.
         RoundRobin {
             next: seed as usize,

@@ -11,21 +11,21 @@ use serde_json::Value;
 
 /// One response.
 #[derive(Debug, Clone)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "body is not JSON ({e}): {:?}",
@@ -34,20 +34,20 @@ impl Response {
         })
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// A keep-alive connection.
-pub struct Http {
+pub(crate) struct Http {
     stream: TcpStream,
     buf: Vec<u8>,
     host: String,
 }
 
 impl Http {
-    pub fn connect(addr: SocketAddr) -> Http {
+    pub(crate) fn connect(addr: SocketAddr) -> Http {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         stream
@@ -60,15 +60,15 @@ impl Http {
         }
     }
 
-    pub fn get(&mut self, path: &str) -> Response {
+    pub(crate) fn get(&mut self, path: &str) -> Response {
         self.request("GET", path, None)
     }
 
-    pub fn post(&mut self, path: &str, body: &[u8]) -> Response {
+    pub(crate) fn post(&mut self, path: &str, body: &[u8]) -> Response {
         self.request("POST", path, Some(body))
     }
 
-    pub fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Response {
+    pub(crate) fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Response {
         let mut out = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host).into_bytes();
         if let Some(body) = body {
             out.extend_from_slice(
@@ -87,7 +87,7 @@ impl Http {
         self.read_response_to(method)
     }
 
-    pub fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write request");
     }
 
@@ -99,12 +99,12 @@ impl Http {
     }
 
     /// Reads one response (its status line, headers and body).
-    pub fn read_response(&mut self) -> Response {
+    pub(crate) fn read_response(&mut self) -> Response {
         self.read_response_to("GET")
     }
 
     /// Reads the response to a `method` request (a HEAD answer has no body).
-    pub fn read_response_to(&mut self, method: &str) -> Response {
+    pub(crate) fn read_response_to(&mut self, method: &str) -> Response {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
@@ -181,12 +181,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// One request on a fresh connection.
-pub fn once(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> Response {
+pub(crate) fn once(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> Response {
     Http::connect(addr).request(method, path, body)
 }
 
 /// A report body.
-pub fn report_json(
+pub(crate) fn report_json(
     id: &str,
     addr: &str,
     spare_gib: f64,
@@ -210,7 +210,7 @@ pub fn report_json(
 }
 
 /// Polls `check` every 10 ms until it holds, or panics after `timeout`.
-pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -219,7 +219,7 @@ pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
 }
 
 /// The ids of an `/ip_list` answer, in order.
-pub fn ids(list: &Value) -> Vec<String> {
+pub(crate) fn ids(list: &Value) -> Vec<String> {
     list["gateways"]
         .as_array()
         .map(|a| {
@@ -231,7 +231,7 @@ pub fn ids(list: &Value) -> Vec<String> {
 }
 
 /// The value of one Prometheus series, exactly as written (`name{labels}`).
-pub fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))

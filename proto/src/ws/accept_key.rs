@@ -6,15 +6,15 @@ use base64::Engine;
 use sha1::{Digest, Sha1};
 
 /// The GUID RFC 6455 appends to the key.
-pub const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+pub(super) const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Bytes of a `Sec-WebSocket-Key` value: base64 of 16 bytes.
-pub const KEY_LEN: usize = 24;
+pub(super) const KEY_LEN: usize = 24;
 /// Bytes of a `Sec-WebSocket-Accept` value: base64 of a 20-byte SHA-1 digest.
-pub const ACCEPT_LEN: usize = 28;
+pub(super) const ACCEPT_LEN: usize = 28;
 
 /// The `Sec-WebSocket-Key` value for 16 random bytes (the client's nonce).
-pub fn encode_key(nonce: &[u8; 16]) -> [u8; KEY_LEN] {
+pub(super) fn encode_key(nonce: &[u8; 16]) -> [u8; KEY_LEN] {
     let mut key = [0u8; KEY_LEN];
     // 16 bytes always encode to exactly 24.
     let _ = STANDARD.encode_slice(nonce, &mut key);
@@ -22,7 +22,7 @@ pub fn encode_key(nonce: &[u8; 16]) -> [u8; KEY_LEN] {
 }
 
 /// Whether `key` is the base64 (with padding, canonical) of exactly 16 bytes.
-pub fn is_valid_key(key: &[u8]) -> bool {
+pub(super) fn is_valid_key(key: &[u8]) -> bool {
     if key.len() != KEY_LEN {
         return false;
     }
@@ -32,7 +32,7 @@ pub fn is_valid_key(key: &[u8]) -> bool {
 
 /// The `Sec-WebSocket-Accept` value answering `key` (taken as sent, surrounding spaces
 /// already trimmed).
-pub fn accept_key(key: &[u8]) -> [u8; ACCEPT_LEN] {
+pub(super) fn accept_key(key: &[u8]) -> [u8; ACCEPT_LEN] {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(GUID);

@@ -2,7 +2,7 @@
 //!
 //! It knows whether a message is open (and of which type), how many of its bytes the caller
 //! holds, and where the closing handshake stands. It holds no bytes: the fragments of an open
-//! message are joined by the caller, in a pooled buffer (see [`crate::ws::feed`], which drives
+//! message are joined by the caller, in a pooled buffer (see [`crate::ws::feed()`], which drives
 //! this machine over a read buffer). Its rules:
 //!
 //! - A data frame (text or binary) starts a message; FIN ends it. A continuation frame with

@@ -23,10 +23,6 @@ impl CloseCode {
     pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     /// 1009: a frame or message larger than the receiver's limit.
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
-    /// 1010: the client needed an extension the server did not negotiate.
-    pub const MANDATORY_EXTENSION: CloseCode = CloseCode(1010);
-    /// 1011: the server met an unexpected condition.
-    pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
     /// 1013: try again later (Tether: OVERLOADED).
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 

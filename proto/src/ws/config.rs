@@ -22,7 +22,7 @@ pub enum TextPolicy {
 }
 
 /// The default largest message: one v1 frame with the default largest body (65,550 bytes).
-pub const DEFAULT_MAX_MESSAGE: u32 = HEADER_LEN as u32 + DEFAULT_MAX_BODY;
+pub(super) const DEFAULT_MAX_MESSAGE: u32 = HEADER_LEN as u32 + DEFAULT_MAX_BODY;
 
 /// A receiver's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

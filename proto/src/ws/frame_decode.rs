@@ -15,10 +15,8 @@ use super::mask::apply_mask;
 use super::opcode::Opcode;
 use super::protocol_error::ProtocolError;
 
-/// The longest frame header: 2 bytes, a 64-bit length, a masking key.
-pub const MAX_HEADER_LEN: usize = 14;
 /// The largest payload of a control frame (RFC 6455 §5.5).
-pub const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(super) const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// A frame's header. The reserved bits are not in it: no extension is negotiated, so a frame
 /// with any of them set is refused.
@@ -67,7 +65,10 @@ pub fn header_len(bytes: &[u8]) -> usize {
 
 /// Decodes the header at the front of `bytes` without needing the payload. `Ok(None)` while
 /// the header is incomplete; an error as soon as the bytes in show one.
-pub fn decode_head(config: &Config, bytes: &[u8]) -> Result<Option<FrameHead>, ProtocolError> {
+pub(super) fn decode_head(
+    config: &Config,
+    bytes: &[u8],
+) -> Result<Option<FrameHead>, ProtocolError> {
     let Some(&first) = bytes.first() else {
         return Ok(None);
     };

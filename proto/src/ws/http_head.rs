@@ -6,10 +6,10 @@ use httparse::Header;
 
 /// More than one field of a name that must appear once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Repeated;
+pub(super) struct Repeated;
 
 /// The trimmed value of the only field called `name`, `None` when there is none.
-pub fn single<'h>(headers: &[Header<'h>], name: &str) -> Result<Option<&'h [u8]>, Repeated> {
+pub(super) fn single<'h>(headers: &[Header<'h>], name: &str) -> Result<Option<&'h [u8]>, Repeated> {
     let mut found = None;
     for header in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
         if found.is_some() {
@@ -21,13 +21,13 @@ pub fn single<'h>(headers: &[Header<'h>], name: &str) -> Result<Option<&'h [u8]>
 }
 
 /// Whether any field called `name` is present.
-pub fn present(headers: &[Header<'_>], name: &str) -> bool {
+pub(super) fn present(headers: &[Header<'_>], name: &str) -> bool {
     headers.iter().any(|h| h.name.eq_ignore_ascii_case(name))
 }
 
 /// The items of the comma-separated lists of every field called `name`, trimmed, empty
 /// items skipped.
-pub fn list_items<'a, 'h>(
+pub(super) fn list_items<'a, 'h>(
     headers: &'a [Header<'h>],
     name: &'a str,
 ) -> impl Iterator<Item = &'h [u8]> + 'a {
@@ -41,7 +41,7 @@ pub fn list_items<'a, 'h>(
 
 /// Whether the lists of the fields called `name` hold `token`, compared case-insensitively
 /// (`Connection: keep-alive, Upgrade` holds `upgrade`).
-pub fn has_token(headers: &[Header<'_>], name: &str, token: &str) -> bool {
+pub(super) fn has_token(headers: &[Header<'_>], name: &str, token: &str) -> bool {
     list_items(headers, name).any(|item| item.eq_ignore_ascii_case(token.as_bytes()))
 }
 

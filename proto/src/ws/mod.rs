@@ -9,7 +9,7 @@
 //!   [`ClientHandshake::write_request`] and [`ExpectedResponse::read`] are the client's
 //!   side (the load generator, tests);
 //! - frames: [`decode_frame`] (payloads unmasked in place) and the encoders in [`encode`];
-//! - messages: the [`Assembler`] state machine, driven over each read by [`feed`], which
+//! - messages: the [`Assembler`] state machine, driven over each read by [`feed()`], which
 //!   tells the caller what to do through [`Event`]s or fails with a [`ProtocolError`] that
 //!   names its close code;
 //! - the payload: [`v1_frames`] hands out the v1 frames of a binary message.
@@ -21,13 +21,13 @@
 //! - In a connection's slot: one [`Assembler`], 8 bytes, `Copy`. It is all the codec keeps
 //!   between reads. The limits and policies ([`Config`], [`ServerHandshake`]) are shared by
 //!   every connection of a reactor.
-//! - During one read: the reactor's read buffer. [`feed`] decodes every frame wholly inside
+//! - During one read: the reactor's read buffer. [`feed()`] decodes every frame wholly inside
 //!   it where it lies, unmasking in place, and hands whole single-frame messages over as
 //!   slices of it: no copy, no allocation.
 //! - Only while bytes are pending: a `partial` buffer the caller lends from its pool. It
 //!   holds the start of a frame cut by the end of a read (only the bytes the frame lacks are
 //!   ever added, never a whole read) and the joined payload of an open fragmented message.
-//!   [`feed`] leaves it empty whenever no frame is cut and no message is open, so the caller
+//!   [`feed()`] leaves it empty whenever no frame is cut and no message is open, so the caller
 //!   can give it back. Its size is bounded by [`Config::max_message`] plus one frame header,
 //!   checked from each header before the payload arrives.
 //! - Until the upgrade completes: the request bytes so far, at most
@@ -63,21 +63,16 @@ pub mod encode {
     };
 }
 
-pub use accept_key::{accept_key, encode_key, is_valid_key, ACCEPT_LEN, GUID, KEY_LEN};
 pub use assembler::{Assembler, Complete};
 pub use client_handshake::{ClientHandshake, ExpectedResponse, InvalidField, ResponseError};
 pub use close_code::CloseCode;
-pub use config::{Config, Role, TextPolicy, DEFAULT_MAX_MESSAGE};
+pub use config::{Config, Role, TextPolicy};
 pub use event::{Close, Event};
 pub use feed::feed;
-pub use frame_decode::{
-    decode_frame, decode_head, header_len, Frame, FrameHead, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
-};
+pub use frame_decode::{decode_frame, header_len, Frame, FrameHead};
 pub use mask::apply_mask;
 pub use opcode::Opcode;
 pub use protocol_error::ProtocolError;
 pub use refusal::{Refusal, Status};
-pub use server_handshake::{
-    Accepted, Handshake, ServerHandshake, DEFAULT_MAX_HEAD, MAX_FIELDS, SUBPROTOCOL,
-};
+pub use server_handshake::{Accepted, Handshake, ServerHandshake};
 pub use v1_message::{v1_frames, MessageError};

@@ -16,11 +16,11 @@ use super::http_head::{has_token, list_items, single};
 use super::refusal::{Refusal, Status};
 
 /// The subprotocol of Tether v1 frames in binary messages.
-pub const SUBPROTOCOL: &str = "tether.v1";
+pub(super) const SUBPROTOCOL: &str = "tether.v1";
 /// The default cap on an upgrade request's head (request line and fields).
-pub const DEFAULT_MAX_HEAD: usize = 8192;
+pub(super) const DEFAULT_MAX_HEAD: usize = 8192;
 /// The most header fields a head may have; more is refused with 431.
-pub const MAX_FIELDS: usize = 64;
+pub(super) const MAX_FIELDS: usize = 64;
 
 /// What a server accepts. Built once (from the daemon's config) and shared by every
 /// connection.

@@ -10,7 +10,7 @@
 /// Checks the text `joined[from..]` that continues `joined[..from]`, which an earlier call
 /// checked. `last`: the message ends here, so a cut character at the end is invalid too.
 /// Returns whether the text is valid so far.
-pub fn continues_valid(joined: &[u8], from: usize, last: bool) -> bool {
+pub(super) fn continues_valid(joined: &[u8], from: usize, last: bool) -> bool {
     let from = from.min(joined.len());
     let mut start = from.saturating_sub(3);
     while start < from && is_continuation(joined[start]) {

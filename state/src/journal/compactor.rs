@@ -47,7 +47,7 @@ pub enum Compacted {
 
 /// The compaction being written, if any, or the outcome of the last one until it is taken.
 #[derive(Default)]
-pub struct Compactor {
+pub(super) struct Compactor {
     job: Option<(Compaction, Job)>,
 }
 
@@ -60,13 +60,13 @@ enum Job {
 impl Compactor {
     /// A compaction is being written, or has ended and its outcome was not taken yet: no
     /// other may start.
-    pub fn busy(&self) -> bool {
+    pub(super) fn busy(&self) -> bool {
         self.job.is_some()
     }
 
     /// Starts writing `image` as `snapshot-<compaction.generation>` in `dir`. The caller makes
     /// sure the compactor is not [`busy`](Self::busy).
-    pub fn start(&mut self, dir: &Path, compaction: Compaction, image: Image) {
+    pub(super) fn start(&mut self, dir: &Path, compaction: Compaction, image: Image) {
         debug_assert!(!self.busy());
         let dir = dir.to_path_buf();
         let spawned = std::thread::Builder::new()
@@ -88,7 +88,7 @@ impl Compactor {
     }
 
     /// Takes the outcome if the job has ended; never blocks.
-    pub fn poll(&mut self) -> Option<Compacted> {
+    pub(super) fn poll(&mut self) -> Option<Compacted> {
         match &self.job {
             Some((_, Job::Running(thread))) if !thread.is_finished() => None,
             Some(_) => self.wait(),
@@ -97,7 +97,7 @@ impl Compactor {
     }
 
     /// Blocks until the job (if any) has ended, leaving its outcome to be taken.
-    pub fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         let Some((compaction, job)) = &mut self.job else {
             return;
         };
@@ -109,7 +109,7 @@ impl Compactor {
     }
 
     /// Waits for the job, if there is one, and takes its outcome.
-    pub fn wait(&mut self) -> Option<Compacted> {
+    pub(super) fn wait(&mut self) -> Option<Compacted> {
         self.finish();
         let (compaction, job) = self.job.take()?;
         let result = match job {

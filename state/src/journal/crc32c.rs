@@ -30,12 +30,12 @@ const fn build_table() -> [u32; 256] {
 }
 
 /// The CRC-32C of `bytes`.
-pub fn checksum(bytes: &[u8]) -> u32 {
+pub(super) fn checksum(bytes: &[u8]) -> u32 {
     update(0, bytes)
 }
 
 /// Continues a checksum: `update(checksum(a), b) == checksum(a ++ b)`.
-pub fn update(crc: u32, bytes: &[u8]) -> u32 {
+pub(super) fn update(crc: u32, bytes: &[u8]) -> u32 {
     let mut crc = !crc;
     for &byte in bytes {
         crc = TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8);

@@ -19,32 +19,32 @@ use std::path::{Path, PathBuf};
 
 use super::error::{io_err, JournalError};
 
-pub fn journal_path(dir: &Path, generation: u64) -> PathBuf {
+pub(super) fn journal_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("journal-{generation}.log"))
 }
 
-pub fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
+pub(super) fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot-{generation}.snap"))
 }
 
-pub fn snapshot_tmp_path(dir: &Path, generation: u64) -> PathBuf {
+pub(super) fn snapshot_tmp_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot-{generation}.tmp"))
 }
 
-pub fn lock_path(dir: &Path) -> PathBuf {
+pub(super) fn lock_path(dir: &Path) -> PathBuf {
     dir.join("lock")
 }
 
 /// The generations present in a directory, by kind of file.
 #[derive(Debug, Default)]
-pub struct Listing {
+pub(super) struct Listing {
     pub journals: BTreeSet<u64>,
     pub snapshots: BTreeSet<u64>,
     pub snapshot_tmps: BTreeSet<u64>,
 }
 
 /// Lists the journal's files in `dir`.
-pub fn list(dir: &Path) -> Result<Listing, JournalError> {
+pub(super) fn list(dir: &Path) -> Result<Listing, JournalError> {
     let mut listing = Listing::default();
     for entry in fs::read_dir(dir).map_err(io_err("list directory", dir))? {
         let entry = entry.map_err(io_err("list directory", dir))?;
@@ -72,7 +72,7 @@ fn generation_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 }
 
 /// Makes the directory's entries (creations, renames) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync directory", dir))
@@ -80,7 +80,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 
 /// Removes a file the journal no longer needs. Failure is only logged: every file this is
 /// used on is ignored by recovery, which removes it again at the next open.
-pub fn remove_quietly(path: &Path, what: &str) {
+pub(super) fn remove_quietly(path: &Path, what: &str) {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -18,13 +18,13 @@ use super::record_len;
 
 /// Framed records whose checksums are not filled in yet; only [`Image::seal`] turns them into
 /// file contents.
-pub struct Image {
+pub(super) struct Image {
     bytes: Vec<u8>,
     records: u64,
 }
 
 /// Lays records out in an [`Image`], each encoded straight into it.
-pub struct ImageWriter {
+pub(crate) struct ImageWriter {
     bytes: Vec<u8>,
     records: u64,
     /// The first record over the size limit; the image is refused.
@@ -34,7 +34,7 @@ pub struct ImageWriter {
 impl ImageWriter {
     /// Appends one record: `encode` appends its payload to the vector it is given (and must
     /// not touch what is already there).
-    pub fn record(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn record(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         if self.refused.is_some() {
             return;
         }
@@ -57,7 +57,7 @@ impl ImageWriter {
 impl Image {
     /// The image `write` lays out with an [`ImageWriter`], `capacity` bytes reserved up front
     /// (a guess: the last snapshot's size). Fails on a record over the size limit.
-    pub fn build(
+    pub(super) fn build(
         capacity: usize,
         write: impl FnOnce(&mut ImageWriter),
     ) -> Result<Image, JournalError> {
@@ -77,17 +77,17 @@ impl Image {
     }
 
     /// Records in the image.
-    pub fn records(&self) -> u64 {
+    pub(super) fn records(&self) -> u64 {
         self.records
     }
 
     /// Bytes in the image: the snapshot file's size.
-    pub fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.bytes.len() as u64
     }
 
     /// Fills in every record's checksum and returns the file's contents.
-    pub fn seal(self) -> Vec<u8> {
+    pub(super) fn seal(self) -> Vec<u8> {
         let mut bytes = self.bytes;
         let mut offset = 0;
         while let Some(len_field) = bytes.get(offset..offset + 4) {

@@ -15,13 +15,13 @@ use super::error::{io_err, JournalError};
 use super::files;
 
 #[derive(Debug)]
-pub struct DirLock {
+pub(super) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
     /// Takes the lock without waiting; [`JournalError::Locked`] if someone holds it.
-    pub fn acquire(dir: &Path) -> Result<DirLock, JournalError> {
+    pub(super) fn acquire(dir: &Path) -> Result<DirLock, JournalError> {
         let path = files::lock_path(dir);
         let file = OpenOptions::new()
             .read(true)

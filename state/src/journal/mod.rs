@@ -163,7 +163,7 @@ use compactor::Compactor;
 use error::io_err;
 use files::journal_path;
 use image::Image;
-pub use image::ImageWriter;
+pub(crate) use image::ImageWriter;
 use lock::DirLock;
 use syncer::Syncer;
 
@@ -361,7 +361,7 @@ impl Journal {
 
     /// [`start_compaction`](Self::start_compaction) with the state written by `snapshot`,
     /// record by record, straight into the snapshot's image: no buffer per record.
-    pub fn start_compaction_with(
+    pub(crate) fn start_compaction_with(
         &mut self,
         snapshot: impl FnOnce(&mut ImageWriter),
     ) -> Result<Compaction, JournalError> {
@@ -453,7 +453,7 @@ impl Journal {
 
     /// True once a failure has made the journal refuse every call (see
     /// [`JournalError::Poisoned`]).
-    pub fn is_poisoned(&self) -> bool {
+    pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned
     }
 

@@ -13,7 +13,7 @@ use super::frame::{self, Scan};
 use super::replay::{Replay, TornTail};
 
 /// A recovered directory: the journal file to append to and the records to replay.
-pub struct Recovered {
+pub(super) struct Recovered {
     pub generation: u64,
     pub path: PathBuf,
     pub file: File,
@@ -21,7 +21,7 @@ pub struct Recovered {
     pub replay: Replay,
 }
 
-pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
+pub(super) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     let listing = files::list(dir)?;
 
     // 1: the snapshot.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 /// The syncing thread and what it reports.
-pub struct Syncer {
+pub(super) struct Syncer {
     requests: Option<SyncSender<File>>,
     busy: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<std::io::Error>>>,
@@ -22,7 +22,7 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn start() -> std::io::Result<Syncer> {
+    pub(super) fn start() -> std::io::Result<Syncer> {
         let (requests, incoming) = mpsc::sync_channel::<File>(1);
         let busy = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
@@ -50,7 +50,7 @@ impl Syncer {
 
     /// Asks for `file` to be synced; `false` when the previous sync is still running (the
     /// caller tries again later).
-    pub fn request(&self, file: File) -> bool {
+    pub(super) fn request(&self, file: File) -> bool {
         if self.busy.swap(true, Ordering::AcqRel) {
             return false;
         }
@@ -64,7 +64,7 @@ impl Syncer {
     }
 
     /// A sync failed since the last call.
-    pub fn take_failure(&self) -> Option<std::io::Error> {
+    pub(super) fn take_failure(&self) -> Option<std::io::Error> {
         self.failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -72,7 +72,7 @@ impl Syncer {
     }
 
     /// Waits for the sync in progress, if any.
-    pub fn wait(&mut self) {
+    pub(super) fn wait(&mut self) {
         // Closing the channel ends the thread once the sync in progress is done.
         self.requests = None;
         if let Some(thread) = self.thread.take() {

@@ -31,7 +31,7 @@ impl Store {
     }
 
     /// Whether one more gateway id fits (indices are u16).
-    pub fn can_add_gateway(&self, name: &str) -> bool {
+    pub(crate) fn can_add_gateway(&self, name: &str) -> bool {
         self.gateway_index.contains_key(name) || self.gateways.len() < u16::MAX as usize
     }
 }

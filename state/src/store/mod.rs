@@ -42,6 +42,7 @@ mod rules;
 mod snapshot;
 mod timers;
 
+use std::fmt;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -64,10 +65,10 @@ pub use rules::Rules;
 /// The timer wheel's resolution.
 const TICK_MS: u64 = 10;
 /// Longest gateway id.
-pub const MAX_GATEWAY_ID: usize = 128;
+pub(crate) const MAX_GATEWAY_ID: usize = 128;
 
 /// Ids a millisecond the clock floor of [`Store::finish_replay`] allows for.
-pub const IDS_PER_MS: u64 = 1024;
+pub(crate) const IDS_PER_MS: u64 = 1024;
 
 /// Every session, gateway and timer of the daemon. See the [module documentation](self).
 pub struct Store {
@@ -90,6 +91,20 @@ pub struct Store {
     pending: u64,
     /// Payload bytes of `pending`, bounded by `max_pending_bytes`.
     pending_bytes: u64,
+}
+
+/// Counts only: a store holds every session of the daemon.
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("sessions", &self.sessions.len())
+            .field("online", &self.online)
+            .field("gateways", &self.gateways.len())
+            .field("timers", &self.wheel.len())
+            .field("pending", &self.pending)
+            .field("pending_bytes", &self.pending_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -121,7 +136,7 @@ impl Store {
 
     /// New rules from a reload. They apply to what happens from now on: running timers keep
     /// their deadlines.
-    pub fn set_rules(&mut self, rules: Rules) {
+    pub(crate) fn set_rules(&mut self, rules: Rules) {
         self.rules = rules;
     }
 
@@ -134,7 +149,7 @@ impl Store {
     }
 
     /// The HELLO_OK body.
-    pub fn hello_ok_body(&self) -> String {
+    pub(crate) fn hello_ok_body(&self) -> String {
         format!(
             r#"{{"heartbeat_s":{},"resume_window_s":{},"max_pending":{}}}"#,
             self.rules.heartbeat_s, self.rules.resume_window_s, self.rules.max_pending
