@@ -19,7 +19,7 @@ use crate::{root, run, target_dir};
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 /// What the scripts run, as (command or file that must exist, Debian package).
-pub const PACKAGES: &[(&str, &str)] = &[
+pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("curl", "curl"),
     ("taskset", "util-linux"),
@@ -32,7 +32,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("redis-cli", "redis-tools"),
 ];
 
-pub fn run_all() -> Result<()> {
+pub(crate) fn run_all() -> Result<()> {
     let started = Instant::now();
     let mut times = Vec::new();
     for script in scripts()? {

@@ -19,10 +19,10 @@ use anyhow::{bail, Context, Result};
 use crate::{cargo, root, run, target_dir};
 
 /// System packages the step needs besides cargo: libfuzzer-sys compiles libFuzzer (C++).
-pub const PACKAGES: &[(&str, &str)] = &[("c++", "g++")];
+pub(crate) const PACKAGES: &[(&str, &str)] = &[("c++", "g++")];
 
 /// Seconds each target runs unless `--fuzz-seconds` says otherwise.
-pub const DEFAULT_SECONDS: u64 = 25;
+pub(crate) const DEFAULT_SECONDS: u64 = 25;
 
 /// The cargo-fuzz installed when `cargo fuzz` is missing (pinned: its flags are used here).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -30,7 +30,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// One input taking longer than this is a failure (libFuzzer's `-timeout`).
 const INPUT_TIMEOUT_S: u64 = 10;
 
-pub fn run_all(seconds: u64) -> Result<()> {
+pub(crate) fn run_all(seconds: u64) -> Result<()> {
     ensure_cargo_fuzz()?;
     let fuzz_dir = root().join("fuzz");
     let build_dir = target_dir().join("fuzz");
