@@ -1,5 +1,8 @@
 //! How one record is laid out on disk, and how a file of records is checked.
 //!
+//! Public (`tether_state::journal::frame`) for the journal fuzz target (`fuzz/`), which is its
+//! own workspace.
+//!
 //! ```text
 //! offset size field
 //! 0      4    len      u32 little-endian: payload length, at most MAX_RECORD_LEN
@@ -27,7 +30,7 @@ pub const HEADER_LEN: usize = 8;
 pub const MAX_RECORD_LEN: u32 = 16 * 1024 * 1024;
 
 /// The header for `payload`, whose length the caller has checked against [`MAX_RECORD_LEN`].
-pub(super) fn header(len: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
+pub fn header(len: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
     let len = len.to_le_bytes();
     let crc = crc32c::update(crc32c::checksum(&len), payload).to_le_bytes();
     [
@@ -36,7 +39,7 @@ pub(super) fn header(len: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
 }
 
 /// Appends one framed record to `out`.
-pub(super) fn encode(len: u32, payload: &[u8], out: &mut Vec<u8>) {
+pub fn encode(len: u32, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&header(len, payload));
     out.extend_from_slice(payload);
 }
@@ -81,7 +84,7 @@ impl fmt::Display for Damage {
 
 /// Where and why a scan stopped before the end of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stop {
+pub struct Stop {
     /// Byte offset of the damaged record's header.
     pub offset: usize,
     pub damage: Damage,
@@ -93,7 +96,7 @@ pub(super) struct Stop {
 
 /// The result of checking a whole file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Scan {
+pub struct Scan {
     /// Good records before `valid_len`.
     pub records: usize,
     /// Length of the prefix made of good records.
@@ -103,7 +106,7 @@ pub(super) struct Scan {
 }
 
 /// Checks every record of `bytes` in order, stopping at the first damaged one.
-pub(super) fn scan(bytes: &[u8]) -> Scan {
+pub fn scan(bytes: &[u8]) -> Scan {
     let mut offset = 0;
     let mut records = 0;
     loop {
@@ -179,12 +182,12 @@ fn declared_len(rest: &[u8]) -> usize {
 /// Iterates over the payloads of bytes that [`scan`] found good (`&bytes[..valid_len]`).
 /// On anything else it simply stops at the first record it cannot frame.
 #[derive(Debug, Clone)]
-pub(super) struct Frames<'a> {
+pub struct Frames<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Frames<'a> {
-    pub(super) fn new(checked: &'a [u8]) -> Self {
+    pub fn new(checked: &'a [u8]) -> Self {
         Frames { rest: checked }
     }
 }
