@@ -34,6 +34,36 @@ impl ClientIo {
     }
 }
 
+/// Yes/no facts about a connection, packed in one byte so that an idle connection's slot
+/// stays at 48 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Marks(u8);
+
+impl Marks {
+    /// In the reactor's list of connections to flush this iteration.
+    pub(crate) const DIRTY: u8 = 1;
+    /// WRITABLE is part of the registered interest.
+    pub(crate) const WRITABLE: u8 = 1 << 1;
+    /// Reading stopped at `max_inflight`; resumes as replies come back.
+    pub(crate) const PAUSED: u8 = 1 << 2;
+    /// In the reactor's timeout watch list.
+    pub(crate) const WATCHED: u8 = 1 << 3;
+    /// Sent a frame since the last HEARTBEAT batch.
+    pub(crate) const ALIVE: u8 = 1 << 4;
+
+    pub(crate) fn has(self, mark: u8) -> bool {
+        self.0 & mark != 0
+    }
+
+    pub(crate) fn set(&mut self, mark: u8, on: bool) {
+        if on {
+            self.0 |= mark;
+        } else {
+            self.0 &= !mark;
+        }
+    }
+}
+
 /// Where a connection stands with the state daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Login {
@@ -68,17 +98,9 @@ pub(crate) struct Client {
     pub bucket: TokenBucket,
     /// An ERROR that closes is queued: read nothing more, close once written.
     pub closing: Option<CloseReason>,
-    /// In the reactor's list of connections to flush this iteration.
-    pub dirty: bool,
-    /// WRITABLE is part of the registered interest.
-    pub writable: bool,
-    /// Reading stopped at `max_inflight`; resumes as replies come back.
-    pub paused: bool,
-    /// In the reactor's timeout watch list.
-    pub watched: bool,
+    /// Yes/no facts about it, one bit each (see [`Marks`]).
+    pub(crate) marks: Marks,
     pub login: Login,
-    /// Sent a frame since the last HEARTBEAT batch.
-    pub alive: bool,
     /// Idle sweeps since the client last sent a byte (see `Reactor::sweep_idle`).
     pub quiet: u8,
 }
@@ -100,13 +122,9 @@ impl Client {
             inflight: 0,
             inflight_bytes: 0,
             bucket,
+            marks: Marks::default(),
             closing: None,
-            dirty: false,
-            writable: false,
-            paused: false,
-            watched: false,
             login,
-            alive: false,
             quiet: 0,
         }
     }
@@ -144,7 +162,7 @@ mod tests {
     fn an_idle_client_is_small() {
         // The budget is 128 bytes of user space per idle connection, slab entry included.
         let size = std::mem::size_of::<Client>();
-        assert!(size <= 64, "Client is {size} bytes");
+        assert!(size <= 48, "Client is {size} bytes");
         assert!(std::mem::size_of::<slab::Slab<Client>>() < 64);
     }
 }

@@ -13,7 +13,7 @@ use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{encode, ErrorCode, Frame, Kind};
 
 use super::{Reactor, Verdict, BACKEND_BASE, GOAWAY_BODY};
-use crate::client::{Client, Login};
+use crate::client::{Client, Login, Marks};
 use crate::metrics::CloseReason;
 use crate::rate_limit::TokenBucket;
 use crate::route::next_generation;
@@ -83,7 +83,7 @@ impl Reactor {
                     return None;
                 }
                 if client.inflight >= max_inflight {
-                    client.paused = true;
+                    client.marks.set(Marks::PAUSED, true);
                     return None;
                 }
                 Some(&mut client.stream)
@@ -143,8 +143,8 @@ impl Reactor {
         }
         let io = client.io.get_or_insert_with(|| self.io_pool.take());
         io.partial = partial;
-        if !client.watched {
-            client.watched = true;
+        if !client.marks.has(Marks::WATCHED) {
+            client.marks.set(Marks::WATCHED, true);
             self.watch.push((slot, client.generation));
         }
     }
@@ -213,8 +213,8 @@ impl Reactor {
                 if let Some(io) = client.io.as_mut() {
                     io.partial.clear();
                 }
-                if !client.watched {
-                    client.watched = true;
+                if !client.marks.has(Marks::WATCHED) {
+                    client.marks.set(Marks::WATCHED, true);
                     self.watch.push((slot, client.generation));
                 }
             }
@@ -232,8 +232,8 @@ impl Reactor {
 
     pub(super) fn mark_client(&mut self, slot: usize) {
         if let Some(client) = self.clients.get_mut(slot) {
-            if !client.dirty {
-                client.dirty = true;
+            if !client.marks.has(Marks::DIRTY) {
+                client.marks.set(Marks::DIRTY, true);
                 self.dirty_clients.push(slot);
             }
         }
@@ -270,7 +270,7 @@ impl Reactor {
         let Some(client) = self.clients.get_mut(slot) else {
             return Verdict::Keep;
         };
-        client.dirty = false;
+        client.marks.set(Marks::DIRTY, false);
         match client.flush() {
             Ok(n) => self.metrics.bytes_out.add(n as u64),
             Err(_) => return Verdict::Close(CloseReason::Reset),
@@ -293,8 +293,8 @@ impl Reactor {
             }
         }
         let want = pending > 0;
-        if want != client.writable {
-            client.writable = want;
+        if want != client.marks.has(Marks::WRITABLE) {
+            client.marks.set(Marks::WRITABLE, want);
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
             } else {
@@ -333,8 +333,8 @@ impl Reactor {
         let now_ms = self.now_ms();
         while let Some(slot) = self.resume.pop() {
             let resumable = self.clients.get_mut(slot).is_some_and(|c| {
-                let go = c.paused && c.closing.is_none();
-                c.paused = false;
+                let go = c.marks.has(Marks::PAUSED) && c.closing.is_none();
+                c.marks.set(Marks::PAUSED, false);
                 if go && c.since_ms != 0 {
                     c.since_ms = now_ms;
                 }
@@ -399,11 +399,11 @@ impl Reactor {
                 return true;
             }
             if !client.has_partial() {
-                client.watched = false;
+                client.marks.set(Marks::WATCHED, false);
                 client.since_ms = 0;
                 return false;
             }
-            if client.paused {
+            if client.marks.has(Marks::PAUSED) {
                 return true;
             }
             if age >= frame_timeout {

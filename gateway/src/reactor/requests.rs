@@ -11,7 +11,7 @@ use slab::Slab;
 use tether_proto::{encode, ErrorCode, Frame, Kind};
 
 use super::Reactor;
-use crate::client::Client;
+use crate::client::{Client, Marks};
 use crate::dispatch::{Action, Cause, Request};
 use crate::metrics::BackendDrop;
 use crate::route::Route;
@@ -202,7 +202,7 @@ impl Reactor {
             .filter(|c| c.generation == r.generation)?;
         client.inflight = client.inflight.saturating_sub(1);
         client.inflight_bytes = client.inflight_bytes.saturating_sub(bytes);
-        if client.paused && client.inflight <= max_inflight / 2 {
+        if client.marks.has(Marks::PAUSED) && client.inflight <= max_inflight / 2 {
             self.resume.push(slot);
         }
         Some(slot)

@@ -12,7 +12,7 @@ use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{ErrorCode, Frame, Kind};
 
 use super::{Reactor, STATE};
-use crate::client::Login;
+use crate::client::{Login, Marks};
 use crate::login_gate;
 use crate::metrics::{CloseReason, SessionEvent};
 use crate::route::Route;
@@ -26,7 +26,7 @@ impl Reactor {
         let Some(client) = self.clients.get_mut(slot) else {
             return true;
         };
-        client.alive = true;
+        client.marks.set(Marks::ALIVE, true);
         let login = client.login;
         match frame.kind {
             Kind::Login | Kind::Resume => {
@@ -206,7 +206,7 @@ impl Reactor {
                 Some(slot) => {
                     if let Some(client) = self.clients.get_mut(slot) {
                         client.login = Login::In;
-                        client.alive = true;
+                        client.marks.set(Marks::ALIVE, true);
                     }
                     self.metrics.session(SessionEvent::LoginOk);
                     self.reply(slot, Kind::LoginOk, id, body);
@@ -403,8 +403,8 @@ impl Reactor {
         let index = self.index;
         let mut routes = Vec::new();
         for (slot, client) in self.clients.iter_mut() {
-            if client.login == Login::In && client.alive {
-                client.alive = false;
+            if client.login == Login::In && client.marks.has(Marks::ALIVE) {
+                client.marks.set(Marks::ALIVE, false);
                 if let Some(route) = Route::new(index, client.generation, slot) {
                     routes.push(route.pack());
                 }
