@@ -373,5 +373,5 @@ Commands (core $server_core: server under test; core $client_core: wrk and the r
     # every second, pinned to core $client_core: one Python process posts the 20 reports on one keep-alive connection
 
 20 gateways reported every second (${reported} reports accepted in all), 20 live at the end.
-$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -r); wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); nginx: $(nginx -v 2>&1 | cut -d/ -f2)
+$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -r); wrk: $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'); nginx: $(nginx -v 2>&1 | cut -d/ -f2)
 EOF

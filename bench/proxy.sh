@@ -466,7 +466,7 @@ measure() {   # measure TARGET CONNS PAYLOAD MODE : one run, once more if the ma
 # ---- the matrix -------------------------------------------------------------------------
 setup_json() {
     local versions layout git_rev
-    versions="tether-loadgen $($bin/tether-loadgen --version | awk '{print $2}'); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(haproxy -v | head -1 | awk '{print "HAProxy", $3}')"
+    versions="tether-loadgen $($bin/tether-loadgen --version | awk '{print $2}'); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(haproxy -v | awk 'NR==1 {print "HAProxy", $3}')"
     layout="core $proxy_core: the proxy under test alone (tether-gateway --reactors 1 --acceptors 1; nginx worker_processes 1 + idle master; HAProxy nbthread 1). core $rig_core: tether-loadgen --threads 1 and the echo nodes (--reactors 1 each; 4 behind a proxy, 1 in the direct row, core $proxy_core then idle). A proxy core % near 100 means the proxy is the bottleneck; the direct row shows what core $rig_core does with no proxy at all (behind the gateway the nodes see 4 multiplexed connections instead of one per client, so less work, and the gateway can exceed it)."
     git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)"
     json_kv "$out/setup.json" date "$(date -u '+%Y-%m-%d %H:%M UTC')" git "$git_rev" \
