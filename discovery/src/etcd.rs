@@ -166,8 +166,8 @@ fn parse(prefix: &str, key: &[u8], value: &[u8]) -> Option<Member> {
 /// session's calls on one server (a lease granted through one member and used through
 /// another can be "not found" until the other has applied it), and leaves dead members out
 /// (the client would balance calls onto them). A failed session connects again, to the next
-/// member that answers. HTTP/2 keepalives notice a dead member within seconds even on a
-/// quiet watch.
+/// member that answers. HTTP/2 keepalives notice a dead member within [`KEEPALIVE`] plus
+/// [`KEEPALIVE_TIMEOUT`] even on a quiet watch.
 pub(crate) async fn connect(endpoints: &Endpoints) -> Result<Client, DiscoveryError> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let urls = endpoints.urls();
@@ -184,10 +184,17 @@ pub(crate) async fn connect(endpoints: &Endpoints) -> Result<Client, DiscoveryEr
     }
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive(KEEPALIVE, KEEPALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true);
     timed(Client::connect([chosen], Some(options))).await
 }
+
+/// How often an idle connection pings its member. etcd refuses pings more frequent than its
+/// `--grpc-keepalive-min-time` (5 s by default) with a GOAWAY "too_many_pings" and closes the
+/// connection, every watch on it included: 2 s here made every watch fail about every 10 s.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the member is taken for dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long [`connect`] waits for each member to accept a TCP connection.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
