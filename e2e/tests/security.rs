@@ -1,0 +1,14 @@
+//! Trust boundaries (design.md, "Trust"): every control plane refuses a caller without the
+//! credential for what it asks, each probe tried the way an attacker on the same host or
+//! network would, and the legitimate path still works. One module per boundary.
+//!
+//! - [`reports`]: load reports to ipconfig (signed per gateway; replays, strangers, other
+//!   gateways' ids refused), the loopback rule of `check`, key rotation by SIGHUP.
+//! - [`etcd`]: etcd with authentication on, one role per member: a gateway registers with
+//!   its own credential, nobody writes another member's key, no credential gets nothing.
+
+#[path = "security/reports.rs"]
+mod reports;
+
+#[path = "security/etcd.rs"]
+mod etcd;
