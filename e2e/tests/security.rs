@@ -12,3 +12,28 @@ mod reports;
 
 #[path = "security/etcd.rs"]
 mod etcd;
+
+use std::path::PathBuf;
+
+/// A directory for credential files (keys, passwords), removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = tether_e2e::state::temp_dir(&format!("security-{name}"));
+        Scratch(dir)
+    }
+
+    /// Writes `contents` to the file `name` in it; its path.
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write a credential file");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -19,32 +19,14 @@ use std::time::Duration;
 
 use tether_e2e::{eventually, gateway, ipconfig, listed, Cluster, Proc};
 
+use super::Scratch;
+
 const GATEWAYS: &str = "/tether/gateways/";
 const ROOT: &str = "root:root-password-for-the-test";
 
-/// Password files, removed when dropped.
-struct Passwords(PathBuf);
-
-impl Passwords {
-    fn new() -> Passwords {
-        let dir = std::env::temp_dir().join(format!("tether-security-etcd-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("password directory");
-        Passwords(dir)
-    }
-
-    /// A password file for `user`: the password is `<user>-password`.
-    fn file(&self, user: &str) -> PathBuf {
-        let path = self.0.join(user);
-        std::fs::write(&path, format!("{user}-password\n")).expect("write a password file");
-        path
-    }
-}
-
-impl Drop for Passwords {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A password file for `user` in `dir`: the password is `<user>-password`.
+fn password_file(dir: &Scratch, user: &str) -> PathBuf {
+    dir.write(user, &format!("{user}-password\n"))
 }
 
 /// A gateway registering in etcd as `id`, authenticating with `credential` (etcd user and
@@ -76,16 +58,15 @@ fn etcd_gateway(
 #[test]
 fn each_etcd_credential_speaks_for_its_own_member_only() {
     let etcd = Cluster::single();
-    let passwords = Passwords::new();
-    let root_password = passwords.0.join("root");
-    std::fs::write(&root_password, "root-password-for-the-test\n").unwrap();
+    let passwords = Scratch::new("etcd");
+    let root_password = passwords.write("root", "root-password-for-the-test\n");
     etcd.enable_auth(&root_password);
     for (kind, user) in [
         ("gateway", "gw-1"),
         ("gateway", "gw-2"),
         ("ipconfig", "ipc-a"),
     ] {
-        etcd.add_user(ROOT, kind, user, &passwords.file(user));
+        etcd.add_user(ROOT, kind, user, &password_file(&passwords, user));
     }
 
     // Nothing without a credential, once authentication is on.
@@ -95,7 +76,7 @@ fn each_etcd_credential_speaks_for_its_own_member_only() {
         "{out}"
     );
 
-    let ipc_password = passwords.file("ipc-a");
+    let ipc_password = password_file(&passwords, "ipc-a");
     let endpoints = etcd.endpoints();
     let (_ipc, ipc) = ipconfig(&[
         "--etcd",
@@ -106,7 +87,7 @@ fn each_etcd_credential_speaks_for_its_own_member_only() {
         ipc_password.to_str().unwrap(),
     ]);
     // The legitimate path: gw-1 with its own credential registers and is listed.
-    let gw1_password = passwords.file("gw-1");
+    let gw1_password = password_file(&passwords, "gw-1");
     let (_gw1, gw1_addr) = etcd_gateway(&etcd, "gw-1", Some(("gw-1", &gw1_password)));
     eventually(Duration::from_secs(15), "gw-1 listed from etcd", || {
         listed(ipc) == ["gw-1"]
@@ -115,7 +96,7 @@ fn each_etcd_credential_speaks_for_its_own_member_only() {
     // one with gw-1's credential claiming another id.
     let (_anonymous, _) = etcd_gateway(&etcd, "gw-3", None);
     let (_impostor, _) = etcd_gateway(&etcd, "gw-4", Some(("gw-1", &gw1_password)));
-    let gw2_password = passwords.file("gw-2");
+    let gw2_password = password_file(&passwords, "gw-2");
     let (_gw2, _) = etcd_gateway(&etcd, "gw-2", Some(("gw-2", &gw2_password)));
     eventually(Duration::from_secs(15), "gw-2 listed from etcd", || {
         listed(ipc) == ["gw-1", "gw-2"]

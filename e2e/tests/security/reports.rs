@@ -19,7 +19,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +29,8 @@ use tether_e2e::{
 };
 use tether_proto::report_auth::{sign, verifies, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
+use super::Scratch;
+
 const KEY_1: &str = "6b1f0c3e9a8d47e2b5c4a3f2e1d0c9b8a7f6e5d4c3b2a1908f7e6d5c4b3a2918";
 const KEY_1_NEXT: &str = "0aa1bb2cc3dd4ee5ff60718293a4b5c6d7e8f9011223344556677889900aabbc";
 const KEY_2: &str = "2e7d1c4b9a0f8e3d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a49382716051";
@@ -37,31 +38,6 @@ const KEY_2: &str = "2e7d1c4b9a0f8e3d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a493827
 const STRANGER_KEY: &str = "5555555555555555555555555555555555555555555555555555555555555555";
 /// Where the attacker would like clients to go.
 const ATTACKER_ADDR: &str = "127.66.66.66:8900";
-
-/// A directory for key files, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("tether-security-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).expect("write a key file");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn unix_ms() -> u64 {
     SystemTime::now()
