@@ -10,6 +10,7 @@
 //! | no credential putting `/tether/gateways/gw-1` (etcdctl) | `etcdserver: user name is empty` |
 //! | ipconfig's credential putting a gateway key (etcdctl) | `etcdserver: permission denied` |
 //! | a tether-gateway with no credential, or with gw-1's credential as gw-4 | never registers |
+//! | gw-2's etcd user deleted | gw-2 is delisted, and its key leaves etcd within a TTL and a tick |
 //!
 //! and gw-1's record in etcd is still its own.
 
@@ -143,4 +144,16 @@ fn each_etcd_credential_speaks_for_its_own_member_only() {
     let value: serde_json::Value = serde_json::from_str(out.trim()).expect("gw-1's record is JSON");
     assert_eq!(value["addr"], gw1_addr.to_string());
     assert_eq!(listed(ipc), ["gw-1", "gw-2"]);
+
+    // A credential revoked in etcd: gw-2 can no longer refresh its record (delisted by
+    // ipconfig once it goes stale) nor keep its lease, so its key is gone within a lease TTL
+    // (10 s) and one keepalive tick (3.3 s) — though etcd never checks the keepalive stream
+    // it already has open again.
+    let (ok, out) = etcd.etcdctl(Some(ROOT), &["user", "delete", "gw-2"], None);
+    assert!(ok, "{out}");
+    eventually(
+        Duration::from_secs(25),
+        "gw-2 out of etcd and delisted",
+        || etcd.ids_as(ROOT, GATEWAYS) == ["gw-1"] && listed(ipc) == ["gw-1"],
+    );
 }
