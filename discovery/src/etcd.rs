@@ -161,7 +161,8 @@ fn parse(prefix: &str, key: &[u8], value: &[u8]) -> Option<Member> {
         .ok()
 }
 
-/// A new client for one member of `endpoints`: the first, from a rotating start, that
+/// A new client, authenticated as `endpoints`' user if it has one, for one member of
+/// `endpoints`: the first, from a rotating start, that
 /// accepts a connection now (the first of all if none does). One member per client keeps a
 /// session's calls on one server (a lease granted through one member and used through
 /// another can be "not found" until the other has applied it), and leaves dead members out
@@ -182,10 +183,18 @@ pub(crate) async fn connect(endpoints: &Endpoints) -> Result<Client, DiscoveryEr
             break;
         }
     }
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_keep_alive(KEEPALIVE, KEEPALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true);
+    if let Some((user, password)) = endpoints.user() {
+        // Authenticates now (a wrong password fails the connect) and again whenever the
+        // token expires.
+        let password = String::from_utf8_lossy(password.expose()).into_owned();
+        options = options
+            .with_user(user, password)
+            .with_auto_token_refresh(true);
+    }
     timed(Client::connect([chosen], Some(options))).await
 }
 
