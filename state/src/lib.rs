@@ -26,10 +26,9 @@ pub mod store;
 pub mod token;
 pub mod wheel;
 
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-
-use std::os::unix::fs::MetadataExt;
 
 use anyhow::Context;
 use tether_daemon::signals::{self, SignalEvent};
@@ -221,6 +220,14 @@ fn reload(
             return tracing::error!(error = %e, "SIGHUP: cannot read api_tokens_file, nothing changed")
         }
     };
+    let kept = with_running_listeners(running, &config);
+    if !kept.is_empty() {
+        let errors: Vec<String> = kept.iter().map(ToString::to_string).collect();
+        return tracing::error!(
+            errors = %errors.join("; "),
+            "SIGHUP: configuration refused with the listeners that keep running, nothing changed"
+        );
+    }
     let new_peers = match socket_peers(&running.socket, &config) {
         Ok(peers) => peers,
         Err(e) => return tracing::error!(error = %e, "SIGHUP: nothing changed"),
@@ -244,6 +251,22 @@ fn reload(
         tracing::error!(error = %e, "SIGHUP: cannot change the fsync policy");
     }
     tracing::info!("SIGHUP: configuration reloaded");
+}
+
+/// What `check` says of `new` with the running `http` and `metrics`, which a reload does not
+/// change: a push API that keeps listening on a non-loopback address keeps needing
+/// `api_tokens_file`.
+fn with_running_listeners(
+    running: &Config,
+    new: &Config,
+) -> Vec<tether_daemon::config::ConfigError> {
+    use tether_daemon::config::Validate;
+    let kept = Config {
+        http: running.http,
+        metrics: running.metrics,
+        ..new.clone()
+    };
+    kept.validate()
 }
 
 /// Keys of `new` that differ from `running` and only a restart applies.
@@ -272,4 +295,36 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("log_format");
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_daemon::secret::Secret;
+
+    #[test]
+    fn a_reload_cannot_open_a_push_api_that_keeps_listening_off_loopback() {
+        let dir = std::env::temp_dir().join(format!("tether-state-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join("api-tokens");
+        std::fs::write(&tokens, format!("a {} push\n", api_tokens::hash_hex(b"t"))).unwrap();
+        let running = Config {
+            jwt_secret: Secret::from("s".to_string()),
+            http: "0.0.0.0:8902".parse().unwrap(),
+            api_tokens_file: Some(tokens.clone()),
+            ..Config::default()
+        };
+        // The file moves http back to loopback (a restart key) and drops the tokens: valid on
+        // its own, refused with the listener that stays.
+        let new = Config {
+            http: "127.0.0.1:8902".parse().unwrap(),
+            api_tokens_file: None,
+            ..running.clone()
+        };
+        let errors = with_running_listeners(&running, &new);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "api_tokens_file");
+        assert!(with_running_listeners(&running, &running).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
