@@ -71,6 +71,9 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
         ],
         sets: &["etcd_user", "etcd_password_file"],
     };
+    let api_tokens = scratch.join("api-tokens");
+    std::fs::write(&api_tokens, "").expect("write the API token file");
+    let api_tokens = api_tokens.to_str().expect("utf-8 path").to_string();
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         Daemon {
@@ -107,6 +110,20 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                 Run {
                     args: vec!["--jwt-secret-file".into(), secret_file],
                     sets: &["jwt_secret", "jwt_secret_file"],
+                },
+                // The push API's tokens and the socket's allow-lists are Options too.
+                Run {
+                    args: vec![
+                        "--jwt-secret".into(),
+                        SECRET.into(),
+                        "--api-tokens-file".into(),
+                        api_tokens,
+                        "--allow-uids".into(),
+                        "1".into(),
+                        "--allow-gids".into(),
+                        "2".into(),
+                    ],
+                    sets: &["jwt_secret", "api_tokens_file", "allow_uids", "allow_gids"],
                 },
             ],
         },

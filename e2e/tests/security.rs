@@ -6,12 +6,17 @@
 //!   gateways' ids refused), the loopback rule of `check`, key rotation by SIGHUP.
 //! - [`etcd`]: etcd with authentication on, one role per member: a gateway registers with
 //!   its own credential, nobody writes another member's key, no credential gets nothing.
+//! - [`state`]: the state daemon's push API (bearer tokens with scopes, `/metrics` on its own
+//!   listener), its socket (peer credentials, no HELLO taking over a live gateway's id).
 
 #[path = "security/reports.rs"]
 mod reports;
 
 #[path = "security/etcd.rs"]
 mod etcd;
+
+#[path = "security/state.rs"]
+mod state;
 
 use std::path::PathBuf;
 

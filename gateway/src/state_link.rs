@@ -340,6 +340,17 @@ mod tests {
                 payload: b"hi"
             })
         );
+
+        // A refused HELLO.
+        out.clear();
+        let reason = "gateway id \"gw/0\" is held by a live link";
+        encode::header(&mut out, Kind::StateError, 0, 0, 2 + reason.len());
+        out.extend_from_slice(&ErrorCode::AuthFailed.as_u16().to_be_bytes());
+        out.extend_from_slice(reason.as_bytes());
+        assert_eq!(
+            parse(&decode(&out)),
+            Ok(StateEvent::Refused { code: 5, reason })
+        );
     }
 
     #[test]
