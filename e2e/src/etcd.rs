@@ -239,6 +239,10 @@ impl Cluster {
         command
             .env("ETCDCTL_API", "3")
             .env("ETCDCTL_ENDPOINTS", self.endpoints())
+            // etcdctl's defaults (2 s to dial, 5 s a command) are short for a loaded 2-core
+            // machine where every command with authentication on also checks a bcrypt hash.
+            .env("ETCDCTL_DIAL_TIMEOUT", "10s")
+            .env("ETCDCTL_COMMAND_TIMEOUT", "20s")
             .env_remove("ETCDCTL_USER")
             .env_remove("ETCDCTL_PASSWORD");
         if let Some(user) = user {
