@@ -36,7 +36,8 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         config = %tether_daemon::config::render(&config),
         "starting tether-state"
     );
-    let secret = config.secret().context("reading the JWT secret")?;
+    let keys = config.keys().context("reading the JWT keys")?;
+    tracing::info!(keys = ?keys, "login token keys");
     let metrics = Arc::new(metrics::Metrics::default());
     let clock = server::Clock::new();
 
@@ -45,7 +46,7 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
     let (journal, replay) = journal::Journal::open(&config.journal, config.journal_fsync)
         .with_context(|| format!("opening the journal in {}", config.journal.display()))?;
     let now = clock.now();
-    let mut store = store::Store::new(store::Rules::new(&config, secret), metrics.clone(), now);
+    let mut store = store::Store::new(store::Rules::new(&config, keys), metrics.clone(), now);
     for (i, record) in replay.iter().enumerate() {
         store.replay(record, now).with_context(|| {
             format!(
@@ -142,7 +143,7 @@ fn watchdog(server: &server::Server) -> Option<tether_daemon::watchdog::Watchdog
     })
 }
 
-/// SIGHUP: the rules (secret, timings, limits) and the fsync policy change; the socket, the
+/// SIGHUP: the rules (token keys and policy, timings, limits) and the fsync policy change; the socket, the
 /// HTTP address and the journal directory need a restart.
 fn reload(opts: &Opts, running: &Config, store: &mut store::Store, journal: &mut journal::Journal) {
     let mut config = match opts.load() {
@@ -151,10 +152,10 @@ fn reload(opts: &Opts, running: &Config, store: &mut store::Store, journal: &mut
             return tracing::error!("SIGHUP: configuration refused, nothing changed:\n{errors}")
         }
     };
-    let secret = match config.secret() {
-        Ok(secret) => secret,
+    let keys = match config.keys() {
+        Ok(keys) => keys,
         Err(e) => {
-            return tracing::error!(error = %e, "SIGHUP: cannot read the JWT secret, nothing changed")
+            return tracing::error!(error = %e, "SIGHUP: cannot read the JWT keys, nothing changed")
         }
     };
     let ignored = restart_only_changes(running, &config);
@@ -165,7 +166,8 @@ fn reload(opts: &Opts, running: &Config, store: &mut store::Store, journal: &mut
         );
     }
     config.max_payload = running.max_payload;
-    store.set_rules(store::Rules::new(&config, secret));
+    tracing::info!(keys = ?keys, "SIGHUP: login token keys");
+    store.set_rules(store::Rules::new(&config, keys));
     if let Err(e) = journal.set_policy(config.journal_fsync) {
         tracing::error!(error = %e, "SIGHUP: cannot change the fsync policy");
     }
