@@ -6,6 +6,10 @@
 //! export TETHER_STATE_JWT_SECRET=…   # the daemon's secret (or --secret, which shows in ps)
 //! target/release/examples/state_load mix  --socket S --conns 50 [--depth 16 --duration 10 --warmup 2]
 //! target/release/examples/state_load fill --socket S --conns 4 --sessions 1000000
+//! # ES256 or RS256 tokens instead, from a PKCS#8 PEM private key whose public key (kid K) is
+//! # in the daemon's --jwt-keys-file:
+//! target/release/examples/state_load fill --socket S --conns 4 --sessions 200000 \
+//!     --alg ES256 --key-file es256.pem --kid K [--server-pid PID]
 //! ```
 //!
 //! The event loop is single-threaded (mio, every link non-blocking), like redis-benchmark's,
@@ -31,9 +35,12 @@
 //! stdout: commands/s, logins/s, batch latency, the client's own CPU use and, with
 //! `--server-pid`, the daemon's and every core's over the measured window, failures.
 //!
-//! **fill** — logs in `--sessions` distinct devices over `--conns` links, up to `--depth`
-//! LOGINs outstanding per link, signing tokens as it goes, prints one JSON line once every
-//! LOGIN is answered, then keeps the links open (no heartbeats: run the daemon with a large
+//! **fill** — signs one token per session first (not timed), then logs in `--sessions`
+//! distinct devices over `--conns` links, up to `--depth` LOGINs outstanding per link, and
+//! prints one JSON line once every LOGIN is answered: logins/s, and with `--server-pid` the
+//! daemon's CPU µs per login; `verify_us` is what this process measured one
+//! `Verifier::verify` of these tokens to cost (the daemon's check, on the client's core).
+//! Then it keeps the links open (no heartbeats: run the daemon with a large
 //! `--heartbeat-s`) for `--hold` seconds (default: until killed), so that the daemon's memory
 //! can be read with every session in place.
 //!
@@ -52,7 +59,7 @@ use clap::{Args, Parser, Subcommand};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
 use tether_proto::{encode, feed, Decoder, Frame, Kind, NodeErrorBody, Routed};
-use tether_state::token;
+use tether_state::token::{Alg, KeySet, Policy, Signer, Verifier};
 
 /// The state link's largest body (doc/protocol.md).
 const MAX_BODY: u32 = 1 << 20;
@@ -77,9 +84,18 @@ struct Link {
     /// The daemon's Unix socket.
     #[arg(long)]
     socket: PathBuf,
-    /// The daemon's JWT secret.
+    /// The daemon's JWT secret (HS256).
     #[arg(long, env = "TETHER_STATE_JWT_SECRET", hide_env_values = true)]
-    secret: String,
+    secret: Option<String>,
+    /// Token algorithm: HS256 (--secret), ES256 or RS256 (--key-file).
+    #[arg(long, default_value = "HS256")]
+    alg: String,
+    /// ES256/RS256: the PKCS#8 PEM private key tokens are signed with.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// The `kid` tokens name (the key's id in the daemon's JWK set).
+    #[arg(long)]
+    kid: Option<String>,
     /// Links (each one gateway).
     #[arg(long)]
     conns: usize,
@@ -125,6 +141,61 @@ struct FillArgs {
     /// Seconds to keep the links open once filled (default: until killed).
     #[arg(long)]
     hold: Option<f64>,
+    /// The daemon's pid: its CPU use per login goes into the report.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+impl Link {
+    /// The signer `--alg`, `--secret` or `--key-file`, and `--kid` describe.
+    fn signer(&self) -> Result<Signer> {
+        let alg = Alg::from_name(&self.alg)
+            .ok_or(format!("--alg {:?}: not HS256, ES256 or RS256", self.alg))?;
+        let signer = match (alg, &self.secret, &self.key_file) {
+            (Alg::Hs256, Some(secret), None) => Signer::hs256(secret.as_bytes()),
+            (Alg::Hs256, ..) => return Err("HS256 takes --secret (and no --key-file)".into()),
+            (alg, None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Signer::from_pem(alg, &pem).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (alg, ..) => return Err(format!("{alg} takes --key-file (and no --secret)")),
+        };
+        Ok(match &self.kid {
+            Some(kid) => signer.with_kid(kid),
+            None => signer,
+        })
+    }
+}
+
+/// Mean µs of one `Verifier::verify` over (up to 20,000 of) `tokens`, with the key that
+/// checks `signer`'s tokens: the daemon's cost per login for the signature and claims.
+fn verify_us(signer: &Signer, secret: Option<&str>, tokens: &[String]) -> Result<f64> {
+    let keys = match (signer.alg(), secret) {
+        (Alg::Hs256, Some(secret)) if signer.public_jwk().get("kid").is_none() => {
+            KeySet::hs256(secret.as_bytes())
+        }
+        _ => KeySet::from_jwks(
+            serde_json::json!({ "keys": [signer.public_jwk()] })
+                .to_string()
+                .as_bytes(),
+        )
+        .map_err(|e| format!("the signer's JWK: {e}"))?,
+    };
+    let policy = Policy {
+        leeway_s: 30,
+        max_lifetime_s: 86_400,
+        ..Policy::default()
+    };
+    let verifier = Verifier::new(keys, policy);
+    let sample = &tokens[..tokens.len().min(20_000)];
+    let now = now_s();
+    let start = Instant::now();
+    for t in sample {
+        verifier
+            .verify(t.as_bytes(), now)
+            .map_err(|e| format!("a token does not verify: {e}"))?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / sample.len().max(1) as f64)
 }
 
 fn main() -> ExitCode {
@@ -455,24 +526,27 @@ fn mix(args: &MixArgs) -> Result<()> {
             "need --pool > --logins-per-batch and --devices > --pool + --logins-per-batch".into(),
         );
     }
-    let secret = args.link.secret.as_bytes();
+    let signer = args.link.signer()?;
     let exp = now_s() + 86_400;
     let pid = std::process::id();
 
     // Tokens first: signing is the client's cost, not the daemon's.
     let signing = Instant::now();
-    let mut sessions: Vec<Sessions> = (0..args.link.conns)
-        .map(|c| Sessions {
+    let mut sessions = Vec::with_capacity(args.link.conns);
+    for c in 0..args.link.conns {
+        let tokens = (0..args.devices)
+            .map(|d| signer.sign(&format!("mix-{pid}-{c}-{d}"), exp))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| format!("signing: {e}"))?;
+        sessions.push(Sessions {
             live: VecDeque::with_capacity(args.pool + l),
             next_route: 1,
             heartbeat_cursor: 0,
-            tokens: (0..args.devices)
-                .map(|d| token::sign(secret, &format!("mix-{pid}-{c}-{d}"), exp))
-                .collect(),
+            tokens,
             next_token: 0,
             batch_sent: None,
-        })
-        .collect();
+        });
+    }
     let signing = signing.elapsed();
 
     // Links, each with its pool of sessions logged in (not timed).
@@ -653,9 +727,18 @@ fn mix(args: &MixArgs) -> Result<()> {
 // ---- fill ---------------------------------------------------------------------------------
 
 fn fill(args: &FillArgs) -> Result<()> {
-    let secret = args.link.secret.as_bytes();
+    let signer = args.link.signer()?;
     let exp = now_s() + 86_400;
     let pid = std::process::id();
+    // Every token first: signing is the client's cost, not the daemon's.
+    let signing = Instant::now();
+    let mut tokens = (0..args.sessions)
+        .map(|k| signer.sign(&format!("fill-{pid}-{k}"), exp).map(Some))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("signing: {e}"))?;
+    let signing = signing.elapsed();
+    let sample: Vec<String> = tokens.iter().take(20_000).flatten().cloned().collect();
+    let verify_us = verify_us(&signer, args.link.secret.as_deref(), &sample)?;
     let decoder = Decoder::new(MAX_BODY);
     let mut buf = vec![0u8; 256 * 1024];
     let n = args.link.conns.max(1);
@@ -681,11 +764,13 @@ fn fill(args: &FillArgs) -> Result<()> {
             }
             next_on_link[c] += 1;
             let route = next_on_link[c];
-            let token = token::sign(secret, &format!("fill-{pid}-{k}"), exp);
+            let token = tokens[k as usize].take().unwrap_or_default();
             login(&mut conn.out, route, &token);
             conn.replies.expected.push_back(route);
         }
     };
+    let server_cpu = || args.server_pid.and_then(process_cpu_seconds);
+    let cpu0 = server_cpu();
     let start = Instant::now();
     let mut last_progress = start;
     let mut answered = 0u64;
@@ -728,6 +813,10 @@ fn fill(args: &FillArgs) -> Result<()> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let server_cpu_s = match (cpu0, server_cpu()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let ok: u64 = conns.iter().map(|c| c.replies.login_ok).sum();
     let report = serde_json::json!({
         "mode": "fill",
@@ -739,6 +828,11 @@ fn fill(args: &FillArgs) -> Result<()> {
         "kicks": conns.iter().map(|c| c.replies.kicks).sum::<u64>(),
         "seconds": seconds,
         "logins_per_s": ok as f64 / seconds,
+        "alg": signer.alg().name(),
+        "signing_s": signing.as_secs_f64(),
+        "verify_us": verify_us,
+        "server_cpu_s": server_cpu_s,
+        "server_cpu_us_per_login": server_cpu_s.map(|s| s * 1e6 / ok.max(1) as f64),
     });
     println!("{report}");
     io::stdout().flush().map_err(|e| format!("stdout: {e}"))?;

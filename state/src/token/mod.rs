@@ -28,7 +28,7 @@ use thiserror::Error;
 pub use alg::Alg;
 pub use claims::Policy;
 pub use keys::{KeySet, KeysError, MAX_JWKS_BYTES, MAX_KEYS, MIN_OCT_BYTES};
-pub use signer::{SignError, Signer};
+pub use signer::{generate_es256_pem, SignError, Signer};
 pub use verify::Verifier;
 
 /// Longest device id (`sub`) accepted, in bytes.

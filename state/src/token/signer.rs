@@ -48,13 +48,26 @@ impl fmt::Debug for Signer {
     /// The algorithm and the stamps; never the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
-            .field("alg", &self.alg())
+            .field("alg", &format_args!("{}", self.alg()))
+            .field("key", &format_args!("<redacted>"))
             .field("kid", &self.kid)
             .field("aud", &self.aud)
             .field("iss", &self.iss)
             .finish()
     }
 }
+
+/// Two signers are equal when they mint the same tokens: the same key (the same JWK) and the
+/// same stamps. (ES256 signatures are randomised, so the tokens are equal as claims, not as
+/// bytes.)
+impl PartialEq for Signer {
+    fn eq(&self, other: &Signer) -> bool {
+        self.public_jwk() == other.public_jwk()
+            && (&self.aud, &self.iss) == (&other.aud, &other.iss)
+    }
+}
+
+impl Eq for Signer {}
 
 impl Signer {
     /// HS256 with a shared secret.
@@ -73,18 +86,18 @@ impl Signer {
 
     /// ES256 with a P-256 private key in PKCS#8 DER.
     pub fn es256_from_pkcs8(der: &[u8]) -> Result<Signer, SignError> {
-        let rng = SystemRandom::new();
-        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
-            .map(|key| Signer::with(Material::Ecdsa(key)))
-            .map_err(|e| SignError::BadKey(Alg::Es256, e.to_string()))
+        EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der,
+            &SystemRandom::new(),
+        )
+        .map(|key| Signer::with(Material::Ecdsa(key)))
+        .map_err(|e| SignError::BadKey(Alg::Es256, e.to_string()))
     }
 
     /// ES256 with a fresh P-256 key (tests).
     pub fn generate_es256() -> Result<Signer, SignError> {
-        let rng = SystemRandom::new();
-        let der = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| SignError::Random)?;
-        Signer::es256_from_pkcs8(der.as_ref())
+        Signer::es256_from_pem(generate_es256_pem()?.as_bytes())
     }
 
     /// RS256 with an RSA private key (2048 to 8192 bits) in a PKCS#8 PEM file
@@ -242,6 +255,24 @@ impl Signer {
         }
         jwk
     }
+}
+
+/// A fresh P-256 private key as a PKCS#8 PEM file, what
+/// `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes (tests).
+pub fn generate_es256_pem() -> Result<String, SignError> {
+    let der = EcdsaKeyPair::generate_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &SystemRandom::new(),
+    )
+    .map_err(|_| SignError::Random)?;
+    let body = STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    Ok(pem)
 }
 
 /// `base64url(header).base64url(claims)`, the part a signature covers.
