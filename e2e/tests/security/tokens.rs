@@ -289,34 +289,31 @@ fn check_names_what_is_wrong_in_a_key_file() {
         .public_jwk();
     leaky["d"] = json!("AAAA");
     let short = json!({"kty": "oct", "kid": "short", "k": "c2hvcnQ"});
-    write_jwks(&keys, &[short, leaky.clone()]);
-    let out = Command::new(tether_e2e::binary("tether-state"))
-        .args(["check", "--jwt-keys-file"])
-        .arg(&keys)
-        .arg("--journal")
-        .arg(dir.join("journal"))
-        .output()
-        .expect("run tether-state check");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("jwt_keys_file: key 1 (kid \"short\"): k is shorter than 32 bytes"),
-        "{stderr}"
+    // `check` exits 1 and names the key, its kid and what is wrong with it.
+    let check_says = |keys_in_file: &[Value], says: &str| {
+        write_jwks(&keys, keys_in_file);
+        let out = Command::new(tether_e2e::binary("tether-state"))
+            .args(["check", "--jwt-keys-file"])
+            .arg(&keys)
+            .arg("--journal")
+            .arg(dir.join("journal"))
+            .output()
+            .expect("run tether-state check");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    };
+    check_says(
+        &[short, leaky.clone()],
+        "jwt_keys_file: key 1 (kid \"short\"): k is shorter than 32 bytes",
     );
-    // With the first fixed, the second is named.
-    write_jwks(&keys, &[leaky]);
-    let out = Command::new(tether_e2e::binary("tether-state"))
-        .args(["check", "--jwt-keys-file"])
-        .arg(&keys)
-        .arg("--journal")
-        .arg(dir.join("journal"))
-        .output()
-        .expect("run tether-state check");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("jwt_keys_file: key 1 (kid \"leaky\"): holds a private key (d)"),
-        "{stderr}"
+    check_says(
+        &[leaky],
+        "jwt_keys_file: key 1 (kid \"leaky\"): holds a private key (d)",
+    );
+    check_says(
+        &[json!({"kty": "EC"}), json!(1)],
+        "jwt_keys_file: key 1 (no kid): crv is missing (P-256)",
     );
 }
 

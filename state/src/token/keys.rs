@@ -297,7 +297,10 @@ impl Jwk {
             }
             Alg::Es256 => {
                 if self.crv.as_deref() != Some("P-256") {
-                    return Err(format!("crv {:?} is not P-256", self.crv));
+                    return Err(match &self.crv {
+                        Some(crv) => format!("crv {crv:?} is not P-256"),
+                        None => "crv is missing (P-256)".into(),
+                    });
                 }
                 let (x, y) = (part("x", self.x.as_deref())?, part("y", self.y.as_deref())?);
                 if x.len() != 32 || y.len() != 32 {
@@ -474,7 +477,7 @@ mod tests {
             ),
             (
                 with(&ec, "crv", json!("P-384")),
-                "crv Some(\"P-384\") is not P-256",
+                "crv \"P-384\" is not P-256",
             ),
             (
                 with(&ec, "x", json!("AAAA")),
