@@ -52,6 +52,10 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
     let secret_file = scratch.join("jwt");
     std::fs::write(&secret_file, "from-a-file\n").expect("write the secret file");
     let secret_file = secret_file.to_str().expect("utf-8 path").to_string();
+    let keys_file = scratch.join("keys.json");
+    let jwks = r#"{"keys":[{"kty":"oct","kid":"k1","k":"b3BzLWRvYy1rZXktb2YtYXQtbGVhc3QtMzItYnl0ZXM"}]}"#;
+    std::fs::write(&keys_file, jwks).expect("write the key set");
+    let keys_file = keys_file.to_str().expect("utf-8 path").to_string();
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         Daemon {
@@ -82,6 +86,11 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                 Run {
                     args: vec!["--jwt-secret-file".into(), secret_file],
                     sets: &["jwt_secret", "jwt_secret_file"],
+                },
+                // `jwt_keys_file` is an Option, None by default (a key set is enough alone).
+                Run {
+                    args: vec!["--jwt-keys-file".into(), keys_file],
+                    sets: &["jwt_keys_file"],
                 },
             ],
         },
