@@ -53,7 +53,8 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
     std::fs::write(&secret_file, "from-a-file\n").expect("write the secret file");
     let secret_file = secret_file.to_str().expect("utf-8 path").to_string();
     let keys_file = scratch.join("keys.json");
-    let jwks = r#"{"keys":[{"kty":"oct","kid":"k1","k":"b3BzLWRvYy1rZXktb2YtYXQtbGVhc3QtMzItYnl0ZXM"}]}"#;
+    let jwks =
+        r#"{"keys":[{"kty":"oct","kid":"k1","k":"b3BzLWRvYy1rZXktb2YtYXQtbGVhc3QtMzItYnl0ZXM"}]}"#;
     std::fs::write(&keys_file, jwks).expect("write the key set");
     let keys_file = keys_file.to_str().expect("utf-8 path").to_string();
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();

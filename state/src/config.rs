@@ -17,6 +17,8 @@ use crate::token::{KeySet, KeysError, Policy};
 
 /// Keys with no value by default, for `--help`.
 pub const NO_DEFAULT: &[NoDefault] = &[("jwt_secret_file", ""), ("jwt_keys_file", "")];
+/// Largest `jwt_cache_entries`.
+const MAX_TOKEN_CACHE: usize = 1 << 24;
 /// Longest `jwt_max_lifetime_s`: one year.
 const MAX_TOKEN_LIFETIME_S: u64 = 365 * 86_400;
 /// Largest message TTL a push may ask for: 30 days.
@@ -61,6 +63,8 @@ pub struct Config {
     pub jwt_audiences: Vec<String>,
     /// Accepted `iss` values; empty: `iss` is not checked.
     pub jwt_issuers: Vec<String>,
+    /// ES256/RS256 tokens kept as verified, so one presented again skips the signature check.
+    pub jwt_cache_entries: usize,
     /// Heartbeat interval told to clients; no heartbeat for 3 × this is a KICK.
     pub heartbeat_s: u64,
     /// How long a closed or timed-out session can be resumed, seconds.
@@ -103,6 +107,7 @@ impl Default for Config {
             jwt_max_lifetime_s: 86_400,
             jwt_audiences: Vec::new(),
             jwt_issuers: Vec::new(),
+            jwt_cache_entries: 65_536,
             heartbeat_s: 30,
             resume_window_s: 30,
             duplicate_login: DuplicateLogin::Kick,
@@ -155,6 +160,11 @@ impl Validate for Config {
             (60..=MAX_TOKEN_LIFETIME_S).contains(&self.jwt_max_lifetime_s),
             "jwt_max_lifetime_s",
             "between 60 and 31536000 (one year)",
+        );
+        c.need(
+            self.jwt_cache_entries <= MAX_TOKEN_CACHE,
+            "jwt_cache_entries",
+            "at most 16777216",
         );
         for (key, list) in [
             ("jwt_audiences", &self.jwt_audiences),
@@ -308,6 +318,9 @@ pub struct Opts {
     /// Accepted iss values, comma-separated; none: iss is not checked.
     #[arg(long, env = "TETHER_STATE_JWT_ISSUERS", value_delimiter = ',')]
     pub jwt_issuers: Option<Vec<String>>,
+    /// ES256/RS256 tokens remembered as verified (0 = none); cleared by every reload.
+    #[arg(long, env = "TETHER_STATE_JWT_CACHE_ENTRIES")]
+    pub jwt_cache_entries: Option<usize>,
     /// Heartbeat interval, seconds; 3 × this without one is a KICK.
     #[arg(long, env = "TETHER_STATE_HEARTBEAT_S")]
     pub heartbeat_s: Option<u64>,

@@ -104,7 +104,10 @@ impl Store {
     }
 
     fn login(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
-        let claims = self.rules.verifier.verify(token, now.unix_ms / 1000);
+        let rules = &mut self.rules;
+        let claims = rules
+            .verifier
+            .verify_with(&mut rules.token_cache, token, now.unix_ms / 1000);
         let claims = match claims {
             Ok(claims) => claims,
             Err(e) => {

@@ -11,12 +11,14 @@
 //! - [`keys`]: the [`KeySet`] — a JWK set file (EC P-256 and RSA public keys, `oct` secrets),
 //!   and the legacy shared secret as an HS256 key without `kid`.
 //! - [`verify`]: the [`Verifier`], the order of the checks.
+//! - [`cache`]: the [`TokenCache`] of ES256/RS256 tokens already verified.
 //! - [`signer`]: the [`Signer`] that mints tokens of each kind, for tests, loadgen and
 //!   benchmarks.
 //!
 //! Signatures are verified by `ring` (HMAC tags in constant time).
 
 mod alg;
+mod cache;
 mod claims;
 mod header;
 mod keys;
@@ -26,6 +28,7 @@ mod verify;
 use thiserror::Error;
 
 pub use alg::Alg;
+pub use cache::TokenCache;
 pub use claims::Policy;
 pub use keys::{KeySet, KeysError, MAX_JWKS_BYTES, MAX_KEYS, MIN_OCT_BYTES};
 pub use signer::{generate_es256_pem, SignError, Signer};

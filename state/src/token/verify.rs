@@ -4,11 +4,15 @@
 //! The order is fixed, and nothing from the claims is looked at before the signature
 //! verifies: length ([`MAX_TOKEN_LEN`]), three base64url parts, the header
 //! ([`super::header`]), the key its `kid` and `alg` select ([`super::keys`]), the signature
-//! over `header.claims` with that key, then the claims ([`super::claims`]).
+//! over `header.claims` with that key, then the claims ([`super::claims`]). With a
+//! [`TokenCache`], an ES256 or RS256 token verified before is answered after its header
+//! (`super::cache` says why that is the same answer).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use super::alg::Alg;
+use super::cache::{digest_of, TokenCache};
 use super::claims::Policy;
 use super::header::Header;
 use super::keys::KeySet;
@@ -33,6 +37,18 @@ impl Verifier {
 
     /// Checks `token` at `now_s` (Unix seconds).
     pub fn verify(&self, token: &[u8], now_s: u64) -> Result<Claims, TokenError> {
+        self.verify_with(&mut TokenCache::default(), token, now_s)
+    }
+
+    /// [`Verifier::verify`], answering an ES256 or RS256 token verified before from `cache`
+    /// (and keeping a newly verified one there). The cache must have been made for this
+    /// verifier: a new verifier (new keys or policy) takes a new cache.
+    pub fn verify_with(
+        &self,
+        cache: &mut TokenCache,
+        token: &[u8],
+        now_s: u64,
+    ) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
@@ -43,12 +59,20 @@ impl Verifier {
             return Err(TokenError::Malformed);
         };
         let header = Header::parse(&decode(header)?)?;
+        let digest = (header.alg != Alg::Hs256 && cache.is_enabled()).then(|| digest_of(token));
+        if let Some(hit) = digest.and_then(|d| cache.get(&d, now_s, self.policy.leeway_s)) {
+            return Ok(hit);
+        }
         let key = self.keys.find(header.kid.as_deref(), header.alg)?;
         let signed = &token[..token.len() - signature.len() - 1];
         if !key.verifies(signed, &decode(signature)?) {
             return Err(TokenError::BadSignature);
         }
-        self.policy.check(&decode(claims)?, now_s)
+        let verified = self.policy.check(&decode(claims)?, now_s)?;
+        if let Some(digest) = digest {
+            cache.put(digest, &verified);
+        }
+        Ok(verified)
     }
 }
 
@@ -371,6 +395,46 @@ mod tests {
         // Not UTF-8.
         assert_eq!(v.verify(b"\xff.\xfe.\xfd", NOW), Err(TokenError::Malformed));
         assert_eq!(Alg::from_name("ES256"), Some(Alg::Es256));
+    }
+
+    #[test]
+    fn the_cache_answers_a_token_again_until_it_expires_and_only_that_token() {
+        let es = Signer::generate_es256().unwrap().with_kid("e1");
+        let v = verifier(&[&es]);
+        let mut cache = TokenCache::new(16);
+        let token = es.sign("d", NOW + 60).unwrap();
+        assert_eq!(
+            v.verify_with(&mut cache, token.as_bytes(), NOW),
+            ok("d", NOW + 60)
+        );
+        // Another verifier without the key: only the cache can say yes, and it does, which is
+        // why a reload makes a new cache along with the new verifier.
+        let keyless = Verifier::new(KeySet::default(), policy());
+        assert_eq!(
+            keyless.verify_with(&mut cache, token.as_bytes(), NOW),
+            ok("d", NOW + 60)
+        );
+        assert_eq!(
+            keyless.verify(token.as_bytes(), NOW),
+            Err(TokenError::UnknownKey)
+        );
+        // Expiry still applies to a cached token.
+        assert_eq!(
+            v.verify_with(&mut cache, token.as_bytes(), NOW + 61),
+            Err(TokenError::Expired)
+        );
+        // A refused token is not cached, nor is a changed one served from the cache.
+        let mut forged = token.clone().into_bytes();
+        let inner = forged.len() - 10; // inside the signature, all six bits used
+        forged[inner] = if forged[inner] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            v.verify_with(&mut cache, &forged, NOW),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            v.verify_with(&mut cache, &forged, NOW),
+            Err(TokenError::BadSignature)
+        );
     }
 
     proptest::proptest! {
