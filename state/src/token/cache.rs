@@ -22,7 +22,7 @@ use super::Claims;
 /// Entries per set: with four, a cache filled to a third of its size has lost about 1% of
 /// the tokens put in it to collisions; with one, about 15% (a simulation: random sets, 65,536
 /// entries, 21,845 tokens).
-pub const WAYS: usize = 4;
+pub(crate) const WAYS: usize = 4;
 
 /// Verified tokens by digest, at most `capacity` of them. The table is allocated with the
 /// first token stored, so a daemon that sees no ES256/RS256 token never pays for it.
