@@ -255,17 +255,23 @@ fn a_rotation_keeps_both_kids_until_sighup_drops_the_old_one() {
     let mut s = stack(&keys, "gw-rotation");
     let token = |signer: &Signer, device: &str| signer.sign_claims(&good_claims(device)).unwrap();
 
-    // During the rotation both are good.
+    // During the rotation both are good. The same ES256 token presented twice is accepted
+    // twice (the second time from the verified-token cache; it takes the session over).
+    let old_token = token(&old, "dev-old-first");
+    accepted(s.listen, &old_token);
+    accepted(s.listen, &old_token);
     let mut logged_in_with_old = accepted(s.listen, &token(&old, "dev-old"));
     accepted(s.listen, &token(&new, "dev-new"));
 
-    // The old key leaves the set: after SIGHUP its tokens are refused, the new key's are not,
-    // and the session that logged in with the old key stays.
+    // The old key leaves the set: after SIGHUP its tokens are refused — the very token
+    // accepted (and cached) above included — the new key's are not, and the session that
+    // logged in with the old key stays.
     write_jwks(&keys, &[new.public_jwk()]);
     s.state.proc().signal(libc::SIGHUP);
     eventually(Duration::from_secs(10), "the old kid refused", || {
-        login(s.listen, &token(&old, "dev-old-again")).1.is_err()
+        login(s.listen, &old_token).1.is_err()
     });
+    refused(s.listen, &old_token, "kid");
     refused(s.listen, &token(&old, "dev-old-again"), "kid");
     accepted(s.listen, &token(&new, "dev-new-2"));
     assert_eq!(s.state.session_of("dev-old")["state"], "online");
