@@ -82,6 +82,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("systemd-analyze", "systemd"),
     ("etcd", "etcd-server"),
+    // e2e security/tokens: keys made with `openssl genpkey`, deploy/jwks-from-pem.sh.
+    ("openssl", "openssl"),
 ];
 
 /// Which parts of `cargo xtask test` run, from its leading flags; the rest goes to cargo test.
