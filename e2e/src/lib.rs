@@ -395,7 +395,7 @@ pub fn loadgen(args: &[&str]) -> (bool, serde_json::Value) {
 
 /// Sends `request` (raw bytes: a whole HTTP/1.1 request, ideally with `Connection: close`)
 /// on a fresh connection and returns (status, body) of the answer, read to EOF.
-pub(crate) fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     try_http_raw(addr, request).unwrap_or_else(|e| panic!("HTTP to {addr}: {e}"))
 }
 
@@ -422,9 +422,23 @@ pub(crate) fn try_http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<
 
 /// `POST path` with a JSON `body` on an HTTP/1.1 server; returns (status, body).
 pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    http_post_with(addr, path, &[], body)
+}
+
+/// [`http_post`] with extra `headers`.
+pub fn http_post_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

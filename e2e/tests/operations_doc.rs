@@ -52,11 +52,29 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
     let secret_file = scratch.join("jwt");
     std::fs::write(&secret_file, "from-a-file\n").expect("write the secret file");
     let secret_file = secret_file.to_str().expect("utf-8 path").to_string();
-    let keys_file = scratch.join("keys.json");
-    let jwks =
-        r#"{"keys":[{"kty":"oct","kid":"k1","k":"b3BzLWRvYy1rZXktb2YtYXQtbGVhc3QtMzItYnl0ZXM"}]}"#;
-    std::fs::write(&keys_file, jwks).expect("write the key set");
-    let keys_file = keys_file.to_str().expect("utf-8 path").to_string();
+    let key = "k".repeat(64);
+    let path_of = |name: &str, contents: &str| {
+        let path = scratch.join(name);
+        std::fs::write(&path, contents).expect("write a credential file");
+        path.to_str().expect("utf-8 path").to_string()
+    };
+    let report_key = path_of("report-key", &format!("{key}\n"));
+    let report_keys = path_of("report-keys", &format!("gw-1 {key}\n"));
+    let etcd_password = path_of("etcd-password", "an-etcd-password\n");
+    // `etcd_password_file` is an Option, None by default; it needs `etcd_user` beside it.
+    let etcd_auth = || Run {
+        args: vec![
+            "--etcd-user".into(),
+            "ops-doc".into(),
+            "--etcd-password-file".into(),
+            etcd_password.clone(),
+        ],
+        sets: &["etcd_user", "etcd_password_file"],
+    };
+    let keys_file = path_of(
+        "keys.json",
+        r#"{"keys":[{"kty":"oct","kid":"k1","k":"b3BzLWRvYy1rZXktb2YtYXQtbGVhc3QtMzItYnl0ZXM"}]}"#,
+    );
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         Daemon {
@@ -72,6 +90,12 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                     args: args(&["--state", "/tmp/tether-ops-doc/state.sock"]),
                     sets: &["state"],
                 },
+                // `ipconfig_key_file` is an Option, None by default.
+                Run {
+                    args: vec!["--ipconfig-key-file".into(), report_key],
+                    sets: &["ipconfig_key_file"],
+                },
+                etcd_auth(),
             ],
         },
         Daemon {
@@ -98,18 +122,29 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
         Daemon {
             binary: "tether-ipconfig",
             env_prefix: "TETHER_IPCONFIG_",
-            runs: vec![Run {
-                args: vec![],
-                sets: &[],
-            }],
+            runs: vec![
+                Run {
+                    args: vec![],
+                    sets: &[],
+                },
+                // `report_keys_file` is an Option, None by default.
+                Run {
+                    args: vec!["--report-keys-file".into(), report_keys],
+                    sets: &["report_keys_file"],
+                },
+                etcd_auth(),
+            ],
         },
         Daemon {
             binary: "tether-echo-node",
             env_prefix: "TETHER_NODE_",
-            runs: vec![Run {
-                args: vec![],
-                sets: &[],
-            }],
+            runs: vec![
+                Run {
+                    args: vec![],
+                    sets: &[],
+                },
+                etcd_auth(),
+            ],
         },
     ]
 }

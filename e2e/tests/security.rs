@@ -1,5 +1,44 @@
-//! Trust boundaries, end to end: what each daemon accepts from whom (issue 13). One module
-//! per boundary, each spawning the real binaries.
+//! Trust boundaries (design.md, "Trust"): every control plane refuses a caller without the
+//! credential for what it asks, each probe tried the way an attacker on the same host or
+//! network would, and the legitimate path still works. One module per boundary.
+//!
+//! - [`reports`]: load reports to ipconfig (signed per gateway; replays, strangers, other
+//!   gateways' ids refused), the loopback rule of `check`, key rotation by SIGHUP.
+//! - [`etcd`]: etcd with authentication on, one role per member: a gateway registers with
+//!   its own credential, nobody writes another member's key, no credential gets nothing.
+//! - [`tokens`]: login tokens through a gateway and the state daemon: ES256, RS256 and
+//!   HS256 keys chosen by kid, every forged or unfit token refused, rotation by SIGHUP.
+
+#[path = "security/reports.rs"]
+mod reports;
+
+#[path = "security/etcd.rs"]
+mod etcd;
 
 #[path = "security/tokens.rs"]
 mod tokens;
+
+use std::path::PathBuf;
+
+/// A directory for credential files (keys, passwords), removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = tether_e2e::state::temp_dir(&format!("security-{name}"));
+        Scratch(dir)
+    }
+
+    /// Writes `contents` to the file `name` in it; its path.
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write a credential file");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -11,13 +11,15 @@
 //! The loop is this file; each kind of socket has its own: [`clients`] (reading, replying,
 //! flushing, closing, their timers), [`nodes`] (links, health, reading replies),
 //! [`requests`] (the glue to the sans-IO [`Dispatcher`] that decides where a request goes
-//! and what becomes of it), [`sessions`] (the state daemon's link). Handlers return what
+//! and what becomes of it), [`sessions`] (the state daemon's link), [`trim`] (memory a burst
+//! left, given back once quiet). Handlers return what
 //! became of a connection ([`Verdict`]) or a link ([`LinkVerdict`]) and the loop acts on it.
 
 mod clients;
 mod nodes;
 mod requests;
 mod sessions;
+mod trim;
 
 use std::collections::VecDeque;
 use std::io;
@@ -134,6 +136,8 @@ pub(crate) struct Reactor {
     logins: VecDeque<(usize, u32, u32)>,
     /// When the next idle sweep is due (with an idle timeout).
     next_idle_sweep: Instant,
+    /// When memory a burst left is next given back.
+    next_trim: Instant,
 }
 
 impl Reactor {
@@ -178,6 +182,7 @@ impl Reactor {
             login_gate: LoginGate::new(settings.max_logins_inflight),
             logins: VecDeque::new(),
             next_idle_sweep: now,
+            next_trim: now + trim::TRIM_INTERVAL,
         };
         reactor.apply(settings);
         reactor
@@ -262,6 +267,10 @@ impl Reactor {
         }
         if self.state.is_some() {
             self.tick_state();
+        }
+        if self.now >= self.next_trim {
+            self.next_trim = self.now + trim::TRIM_INTERVAL;
+            self.trim();
         }
         self.publish_nodes();
     }

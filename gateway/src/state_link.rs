@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
+use tether_daemon::heap::shrink_idle;
 use tether_daemon::nonblocking::write_queued;
 use tether_proto::{encode, ErrorBody, Frame, Kind, NodeErrorBody, Routed};
 
@@ -232,6 +233,18 @@ impl StateLink {
             self.written = 0;
         }
         Ok(false)
+    }
+
+    /// Frees link buffers a burst grew past `keep` bytes that are empty again; returns the
+    /// bytes freed.
+    pub(crate) fn trim(&mut self, keep: usize) -> usize {
+        let mut freed = 0;
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            freed += shrink_idle(&mut self.out, keep);
+        }
+        freed + shrink_idle(&mut self.partial, keep)
     }
 
     /// Queues `routes` as HEARTBEAT (or ANNOUNCE) frames.

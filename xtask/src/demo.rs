@@ -3,13 +3,16 @@
 //! Starts, as separate processes: tether-ipconfig (127.0.0.1:6789), tether-state (socket and
 //! journal under `target/demo/`, push API 127.0.0.1:8902), four echo nodes
 //! (127.0.0.1:8890–8893) and two gateways (127.0.0.1:8900 admin 8901, 127.0.0.1:8910 admin
-//! 8911) that log clients in through the state daemon and report to ipconfig. Then
+//! 8911) that log clients in through the state daemon and report to ipconfig, each report
+//! signed with the gateway's own key (`target/demo/gw-*.key`; ipconfig's
+//! `target/demo/report-keys`, fresh random keys every run). Then
 //! tether-loadgen finds the gateways through `/ip_list`, logs every connection in with a JWT,
 //! heartbeats, pipelines echo DATA, pushes to its own devices through the state daemon's
 //! `POST /v1/push` (`--push-rate`) and acknowledges the pushes it receives, measuring their
 //! latency. This command prints one summary table,
 //! stops everything with SIGTERM and fails if anything went wrong: a loadgen failure, a push
-//! not accepted, an error counted by a daemon, or a process that did not exit cleanly.
+//! not accepted, an error counted by a daemon, a report ipconfig refused, or a process that
+//! did not exit cleanly.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -69,16 +72,30 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         }
     }
 
+    // Report keys: one per gateway, and ipconfig's list of who holds which.
+    let mut report_keys = String::from("# gateway id, key: written by cargo xtask demo\n");
+    for (id, _, _) in GATEWAYS {
+        let key = random_key().context("cannot read /dev/urandom")?;
+        report_keys.push_str(&format!("{id} {key}\n"));
+        std::fs::write(work.join(format!("{id}.key")), format!("{key}\n"))
+            .context("cannot write a gateway's report key")?;
+    }
+    let report_keys_file = work.join("report-keys");
+    std::fs::write(&report_keys_file, report_keys).context("cannot write report-keys")?;
+
     let mut stack = Stack::default();
     let ipconfig_url = format!("http://{}", localhost(IPCONFIG_PORT));
     stack.start(
         "ipconfig",
-        Command::new(bin.join("tether-ipconfig")).args([
-            "--listen",
-            &localhost(IPCONFIG_PORT).to_string(),
-            "--stale-after-ms",
-            "2000",
-        ]),
+        Command::new(bin.join("tether-ipconfig"))
+            .args([
+                "--listen",
+                &localhost(IPCONFIG_PORT).to_string(),
+                "--stale-after-ms",
+                "2000",
+            ])
+            .arg("--report-keys-file")
+            .arg(&report_keys_file),
         localhost(IPCONFIG_PORT),
     )?;
     let socket = work.join("state.sock");
@@ -120,7 +137,9 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
                 .args(["--node", &node_list.join(",")])
                 .arg("--state")
                 .arg(&socket)
-                .args(["--ipconfig", &ipconfig_url, "--report-interval-ms", "500"]),
+                .args(["--ipconfig", &ipconfig_url, "--report-interval-ms", "500"])
+                .arg("--ipconfig-key-file")
+                .arg(work.join(format!("{id}.key"))),
             localhost(port),
         )?;
     }
@@ -258,6 +277,20 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         ));
     }
 
+    let ipconfig_metrics = http(localhost(IPCONFIG_PORT), "GET", "/metrics", None)
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let refused_reports: f64 = ipconfig_metrics
+        .lines()
+        .filter(|line| line.starts_with("tether_ipconfig_reports_rejected_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    if refused_reports > 0.0 {
+        failures.push(format!(
+            "ipconfig refused {refused_reports} gateway reports (see reports_rejected_total)"
+        ));
+    }
+
     print_table(&summary, &gateway_rows, &state_metrics);
     for (name, result) in stack.stop_all() {
         match result {
@@ -275,6 +308,13 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
     } else {
         bail!("demo failed:\n  {}", failures.join("\n  "))
     }
+}
+
+/// A fresh report key: 32 random bytes in hex, as `openssl rand -hex 32` makes one.
+fn random_key() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn print_table(summary: &Value, gateways: &[(String, u64, u64, u64)], state: &str) {
