@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the fuzz targets into corpus/decode/ and corpus/journal/.
+"""Writes the seed corpora of the fuzz targets into corpus/decode/, corpus/journal/ and
+corpus/token/.
 
 decode: each seed starts with the target's selector byte (0x05: max_body 65,536, never stop
 early; see fuzz_targets/decode.rs), followed by a v1 byte stream.
@@ -12,6 +13,7 @@ layouts are those of state/src/record.rs.
 Run from anywhere:
     python3 fuzz/make_corpus.py
 """
+import base64
 import os
 import struct
 
@@ -139,6 +141,39 @@ def journal_seeds():
     return seeds
 
 
+TOKEN_OUT = os.path.join(HERE, "corpus", "token")
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def token_seeds():
+    """Byte 0 even: a token as sent; odd: claims the target signs with its h1 key."""
+    testdata = os.path.join(HERE, "..", "state", "src", "token", "testdata")
+    with open(os.path.join(testdata, "openssl-tokens.txt"), "rb") as f:
+        es256, rs256 = f.read().split()
+    legacy = (b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJkIiwiZXhwIjoyMDAwMDAwMDAwfQ."
+              b"unWwgUvICyhkxZyCtOq1q_mQh4UL4LqdAvIDIjjhiq4")
+    good = b'{"sub":"d","exp":2000000000,"iat":1999999000,"aud":["x","tether"],"iss":"iss"}'
+    seeds = {
+        "es256_openssl": b"\x00" + es256,
+        "rs256_openssl": b"\x00" + rs256,
+        "hs256_legacy": b"\x00" + legacy,
+        "alg_none": b"\x00" + b64url(b'{"alg":"none"}') + b"." + b64url(good) + b".",
+        "crit": b"\x00" + b64url(b'{"alg":"HS256","kid":"h1","crit":["exp"]}') + b"." + b64url(good) + b".AAAA",
+        "confusion": b"\x00" + b64url(b'{"alg":"HS256","kid":"openssl-rsa"}') + b"." + b64url(good) + b".AAAA",
+        "claims_good": b"\x01" + good,
+        "claims_aud_string": b"\x01" + good.replace(b'["x","tether"]', b'"tether"'),
+        "claims_no_iat": b"\x01" + b'{"sub":"d","exp":2000000000,"aud":"tether","iss":"iss"}',
+        "claims_too_long_lived": b"\x01" + b'{"sub":"d","exp":1000000000000,"aud":"tether","iss":"iss"}',
+        "claims_floats": b"\x01" + b'{"sub":"d","exp":2.0e9,"nbf":1.5e9,"iat":1999999999.9,"aud":"tether","iss":"iss"}',
+        "claims_dup": b"\x01" + b'{"sub":"a","sub":"b","exp":2000000000}',
+        "claims_not_json": b"\x01" + b"\xff\xfe{",
+    }
+    return seeds
+
+
 def write(out, seeds):
     os.makedirs(out, exist_ok=True)
     for name, data in seeds.items():
@@ -154,6 +189,7 @@ def main():
     decode["max_body_4"] = b"\x07" + struct.pack(">H", 4) + frame(0x05, 1, b"four") + frame(0x05, 2, b"fiver")
     write(OUT, decode)
     write(JOURNAL_OUT, journal_seeds())
+    write(TOKEN_OUT, token_seeds())
 
 
 if __name__ == "__main__":

@@ -74,6 +74,10 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
     let api_tokens = scratch.join("api-tokens");
     std::fs::write(&api_tokens, "").expect("write the API token file");
     let api_tokens = api_tokens.to_str().expect("utf-8 path").to_string();
+    let keys_file = path_of(
+        "keys.json",
+        r#"{"keys":[{"kty":"oct","kid":"k1","k":"b3BzLWRvYy1rZXktb2YtYXQtbGVhc3QtMzItYnl0ZXM"}]}"#,
+    );
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         Daemon {
@@ -124,6 +128,11 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                         "2".into(),
                     ],
                     sets: &["jwt_secret", "api_tokens_file", "allow_uids", "allow_gids"],
+                },
+                // `jwt_keys_file` is an Option, None by default (a key set is enough alone).
+                Run {
+                    args: vec!["--jwt-keys-file".into(), keys_file],
+                    sets: &["jwt_keys_file"],
                 },
             ],
         },

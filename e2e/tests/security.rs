@@ -8,6 +8,8 @@
 //!   its own credential, nobody writes another member's key, no credential gets nothing.
 //! - [`state`]: the state daemon's push API (bearer tokens with scopes, `/metrics` on its own
 //!   listener), its socket (peer credentials, no HELLO taking over a live gateway's id).
+//! - [`tokens`]: login tokens through a gateway and the state daemon: ES256, RS256 and
+//!   HS256 keys chosen by kid, every forged or unfit token refused, rotation by SIGHUP.
 
 #[path = "security/reports.rs"]
 mod reports;
@@ -17,6 +19,9 @@ mod etcd;
 
 #[path = "security/state.rs"]
 mod state;
+
+#[path = "security/tokens.rs"]
+mod tokens;
 
 use std::path::PathBuf;
 

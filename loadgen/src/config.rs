@@ -2,16 +2,18 @@
 //! [`Config`] that [`crate::run`] can trust.
 //!
 //! [`Args`] is what clap parses; [`Args::into_config`] resolves the targets and URLs, reads
-//! the JWT key, applies the defaults that depend on the machine (`--threads`) and judges
-//! every flag once, in one pass, reporting every problem at once. The JWT key is a
-//! [`Secret`]: it is never printed.
+//! the JWT key (a secret, or a private key file), applies the defaults that depend on the machine (`--threads`) and judges
+//! every flag once, in one pass, reporting every problem at once. The JWT key is never
+//! printed.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use tether_daemon::secret::Secret;
+use tether_state::token::{Alg, Signer};
 use thiserror::Error;
 
 use crate::http::Url;
@@ -62,6 +64,26 @@ pub struct Args {
     /// Read the JWT key from this file (a trailing newline is ignored).
     #[arg(long, env = "TETHER_LOADGEN_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+
+    /// The tokens' algorithm: HS256 (--jwt-secret), ES256 or RS256 (--jwt-key-file).
+    #[arg(long, env = "TETHER_LOADGEN_JWT_ALG", default_value = "HS256")]
+    pub jwt_alg: String,
+
+    /// ES256/RS256: the private key, a PKCS#8 PEM file (`openssl genpkey` writes one).
+    #[arg(long, env = "TETHER_LOADGEN_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+
+    /// Put this `kid` in every token's header (the key's id in the daemon's JWK set).
+    #[arg(long, env = "TETHER_LOADGEN_JWT_KID")]
+    pub jwt_kid: Option<String>,
+
+    /// Put this `aud` claim in every token.
+    #[arg(long, env = "TETHER_LOADGEN_JWT_AUD")]
+    pub jwt_aud: Option<String>,
+
+    /// Put this `iss` claim in every token.
+    #[arg(long, env = "TETHER_LOADGEN_JWT_ISS")]
+    pub jwt_iss: Option<String>,
 
     /// Without a JWT key: send an anonymous LOGIN first (echo nodes and gateways without a
     /// state daemon answer it). Without either, connections send DATA straight away.
@@ -393,6 +415,16 @@ pub enum ConfigError {
     },
     #[error("the JWT key is empty")]
     EmptySecret,
+    #[error("--jwt-alg {0:?}: not HS256, ES256 or RS256")]
+    BadAlg(String),
+    #[error("--jwt-alg {0} signs with --jwt-key-file (a PKCS#8 PEM private key), not a secret")]
+    KeyFileNeeded(Alg),
+    #[error("--jwt-key-file is for --jwt-alg ES256 or RS256; HS256 takes --jwt-secret")]
+    KeyFileWithHs256,
+    #[error("--jwt-key-file {path:?}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("--jwt-kid, --jwt-aud and --jwt-iss need a JWT key and must not be empty")]
+    StampWithoutKey,
     #[error("--device-prefix must be 1 to {MAX_DEVICE_PREFIX} bytes")]
     BadDevicePrefix,
     #[error("--push-rate must be a finite number above 0, got {0}")]
@@ -468,12 +500,8 @@ impl Args {
             .as_deref()
             .and_then(|u| url("ipconfig", u, &mut errors));
 
-        let login = match self.login(&mut errors) {
-            Some(key) if key.is_empty() => {
-                errors.push(ConfigError::EmptySecret);
-                Login::None
-            }
-            Some(key) => Login::Jwt(key),
+        let login = match self.signer(&mut errors) {
+            Some(signer) => Login::Jwt(Arc::new(signer)),
             None if self.login => Login::Anonymous,
             None => Login::None,
         };
@@ -653,9 +681,75 @@ impl Args {
         })
     }
 
-    /// The JWT key: `--jwt-secret`, or `--jwt-secret-file`'s contents without a trailing
+    /// The token signer: `--jwt-alg` with its key (`--jwt-secret`/`--jwt-secret-file` for
+    /// HS256, `--jwt-key-file` for ES256/RS256) and the `--jwt-kid/aud/iss` stamps; None
+    /// without a key, or when anything is wrong (then errors).
+    fn signer(&self, errors: &mut Vec<ConfigError>) -> Option<Signer> {
+        let before = errors.len();
+        let alg = Alg::from_name(&self.jwt_alg);
+        if alg.is_none() {
+            errors.push(ConfigError::BadAlg(self.jwt_alg.clone()));
+        }
+        let signer = match (alg, &self.jwt_key_file) {
+            (None, _) => None,
+            (Some(Alg::Hs256), Some(_)) => {
+                errors.push(ConfigError::KeyFileWithHs256);
+                None
+            }
+            (Some(Alg::Hs256), None) => match self.secret(errors) {
+                Some(key) if key.is_empty() => {
+                    errors.push(ConfigError::EmptySecret);
+                    None
+                }
+                key => key.map(|key| Signer::hs256(key.expose())),
+            },
+            (Some(alg), path) => {
+                let has_secret = self.jwt_secret.is_some() || self.jwt_secret_file.is_some();
+                let read = |path: &PathBuf| {
+                    std::fs::read(path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|pem| Signer::from_pem(alg, &pem).map_err(|e| e.to_string()))
+                };
+                match path.as_ref().filter(|_| !has_secret).map(|p| (p, read(p))) {
+                    Some((_, Ok(signer))) => Some(signer),
+                    Some((path, Err(reason))) => {
+                        errors.push(ConfigError::KeyFile {
+                            path: path.clone(),
+                            reason,
+                        });
+                        None
+                    }
+                    None => {
+                        errors.push(ConfigError::KeyFileNeeded(alg));
+                        None
+                    }
+                }
+            }
+        };
+        let stamps = [&self.jwt_kid, &self.jwt_aud, &self.jwt_iss];
+        let no_key = signer.is_none() && errors.len() == before;
+        if stamps
+            .iter()
+            .any(|s| s.as_deref().is_some_and(|s| s.is_empty() || no_key))
+        {
+            errors.push(ConfigError::StampWithoutKey);
+        }
+        let mut signer = signer?;
+        if let Some(kid) = &self.jwt_kid {
+            signer = signer.with_kid(kid);
+        }
+        if let Some(aud) = &self.jwt_aud {
+            signer = signer.with_audience(aud);
+        }
+        if let Some(iss) = &self.jwt_iss {
+            signer = signer.with_issuer(iss);
+        }
+        Some(signer)
+    }
+
+    /// The HS256 key: `--jwt-secret`, or `--jwt-secret-file`'s contents without a trailing
     /// newline; None without either, or when the file cannot be read (then an error).
-    fn login(&self, errors: &mut Vec<ConfigError>) -> Option<Secret> {
+    fn secret(&self, errors: &mut Vec<ConfigError>) -> Option<Secret> {
         match (&self.jwt_secret, &self.jwt_secret_file) {
             (Some(key), _) => Some(key.clone()),
             (None, Some(path)) => secret_file("jwt-secret-file", path, errors),
@@ -934,7 +1028,7 @@ mod tests {
             "1000",
         ])
         .unwrap();
-        assert_eq!(config.login, Login::Jwt(Secret::new(b"k".to_vec())));
+        assert_eq!(config.login, Login::Jwt(Arc::new(Signer::hs256(b"k"))));
         assert_eq!(
             (config.device_prefix.as_str(), config.device_offset),
             ("demo", 1000)
@@ -952,7 +1046,7 @@ mod tests {
         std::fs::write(&path, "s3cret\n").unwrap();
         let file = path.to_str().unwrap();
         let config = parse(&["--target", "127.0.0.1:1", "--jwt-secret-file", file]).unwrap();
-        assert_eq!(config.login, Login::Jwt(Secret::new(b"s3cret".to_vec())));
+        assert_eq!(config.login, Login::Jwt(Arc::new(Signer::hs256(b"s3cret"))));
         std::fs::write(&path, "\n").unwrap();
         let errors = parse(&["--target", "127.0.0.1:1", "--jwt-secret-file", file])
             .unwrap_err()
@@ -961,6 +1055,92 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert!(format!("{config:?}").contains("redacted"));
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn es256_and_rs256_sign_with_a_key_file_and_stamp_kid_aud_iss() {
+        let dir = std::env::temp_dir().join(format!("tether-loadgen-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("es256.pem");
+        let key = tether_state::token::generate_es256_pem().unwrap();
+        std::fs::write(&pem, &key).unwrap();
+        let signer = Signer::es256_from_pem(key.as_bytes()).unwrap();
+        let file = pem.to_str().unwrap();
+        let t = ["--target", "127.0.0.1:1"];
+        let config = parse(
+            &[
+                &t[..],
+                &[
+                    "--jwt-alg",
+                    "ES256",
+                    "--jwt-key-file",
+                    file,
+                    "--jwt-kid",
+                    "k1",
+                    "--jwt-aud",
+                    "tether",
+                    "--jwt-iss",
+                    "id",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let expected = signer
+            .with_kid("k1")
+            .with_audience("tether")
+            .with_issuer("id");
+        assert_eq!(config.login, Login::Jwt(Arc::new(expected)));
+        let errors = |args: &[&str]| parse(&[&t[..], args].concat()).unwrap_err().0;
+        assert_eq!(
+            errors(&["--jwt-alg", "es256", "--jwt-secret", "k"]),
+            vec![ConfigError::BadAlg("es256".into())]
+        );
+        assert_eq!(
+            errors(&["--jwt-alg", "ES256"]),
+            vec![ConfigError::KeyFileNeeded(Alg::Es256)]
+        );
+        assert_eq!(
+            errors(&[
+                "--jwt-alg",
+                "RS256",
+                "--jwt-secret",
+                "k",
+                "--jwt-key-file",
+                file
+            ]),
+            vec![ConfigError::KeyFileNeeded(Alg::Rs256)]
+        );
+        assert_eq!(
+            errors(&["--jwt-key-file", file, "--jwt-secret", "k"]),
+            vec![ConfigError::KeyFileWithHs256]
+        );
+        // An EC key is not an RSA key, and a missing file is named.
+        let wrong = errors(&["--jwt-alg", "RS256", "--jwt-key-file", file]);
+        assert!(
+            matches!(&wrong[..], [ConfigError::KeyFile { reason, .. }] if reason.contains("RS256")),
+            "{wrong:?}"
+        );
+        let missing = dir.join("missing.pem");
+        let gone = errors(&[
+            "--jwt-alg",
+            "ES256",
+            "--jwt-key-file",
+            missing.to_str().unwrap(),
+        ]);
+        assert!(
+            matches!(&gone[..], [ConfigError::KeyFile { path, .. }] if *path == missing),
+            "{gone:?}"
+        );
+        assert_eq!(
+            errors(&["--jwt-kid", "k1"]),
+            vec![ConfigError::StampWithoutKey]
+        );
+        assert_eq!(
+            errors(&["--jwt-secret", "k", "--jwt-aud", ""]),
+            vec![ConfigError::StampWithoutKey]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

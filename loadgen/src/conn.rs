@@ -715,7 +715,7 @@ mod tests {
             "d",
             Duration::ZERO,
         );
-        assert!(conn.queue_hello(hello));
+        assert!(conn.queue_hello(hello.unwrap()));
         let (kind, id, body) = queued(&conn, &env).remove(0);
         assert_eq!((kind, body.as_slice()), (Kind::Resume, &b"s1.t"[..]));
         conn.on_frame(

@@ -4,12 +4,15 @@
 //!
 //! Device ids are `<--device-prefix>-<--device-offset + connection index>`, so several
 //! load generator processes with different offsets never log in as the same device. A token
-//! is an HS256 JWT with `sub` = the device id and `exp` = now + one day.
+//! is a JWT (HS256, ES256 or RS256: `tether_state::token::Signer`) with `sub` = the device
+//! id, `exp` = now + one day, and the `kid`, `aud` and `iss` the flags name.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use serde::Deserialize;
-use tether_daemon::secret::Secret;
+use tether_state::token::{SignError, Signer};
 use thiserror::Error;
 
 /// How long a minted token is valid.
@@ -17,15 +20,15 @@ pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// PING interval when neither `--heartbeat` nor LOGIN_OK names one.
 pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
-/// Whether and how connections log in. The JWT key is a [`Secret`]: it never prints.
+/// Whether and how connections log in. The JWT key never prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Login {
     /// No LOGIN: DATA straight away (echo nodes, gateways without a state daemon).
     None,
     /// LOGIN with an empty token, which gateways without `--state` and echo nodes accept.
     Anonymous,
-    /// LOGIN with a JWT signed with this key, one device per connection.
-    Jwt(Secret),
+    /// LOGIN with a JWT this signer mints, one device per connection.
+    Jwt(Arc<Signer>),
 }
 
 impl Login {
@@ -75,26 +78,27 @@ pub(crate) enum Hello {
 }
 
 /// The first frame for device `device` under `login`, resuming `session` when it has a
-/// resume token. `now` is the Unix time the token's expiry is counted from.
+/// resume token. `now` is the Unix time the token's expiry is counted from. Signing fails
+/// only when the system's random source does (ES256, RS256).
 pub(crate) fn hello(
     login: &Login,
     session: Option<&Session>,
     device: &str,
     now: Duration,
-) -> Hello {
+) -> Result<Hello, SignError> {
     if let Some(session) = session.filter(|s| !s.resume_token.is_empty()) {
         if login.enabled() {
-            return Hello::Resume(session.resume_token.clone().into_bytes());
+            return Ok(Hello::Resume(session.resume_token.clone().into_bytes()));
         }
     }
-    match login {
+    Ok(match login {
         Login::None => Hello::Nothing,
         Login::Anonymous => Hello::Login(Vec::new()),
-        Login::Jwt(secret) => {
+        Login::Jwt(signer) => {
             let exp = now.saturating_add(TOKEN_LIFETIME).as_secs();
-            Hello::Login(tether_state::token::sign(secret.expose(), device, exp).into_bytes())
+            Hello::Login(signer.sign(device, exp)?.into_bytes())
         }
-    }
+    })
 }
 
 /// A LOGIN_OK body: `{"session","resume_token","heartbeat_s"}`.
@@ -137,7 +141,7 @@ mod tests {
     use super::*;
 
     fn jwt() -> Login {
-        Login::Jwt(Secret::new(b"k".to_vec()))
+        Login::Jwt(Arc::new(Signer::hs256(b"k")))
     }
 
     #[test]
@@ -149,16 +153,39 @@ mod tests {
     #[test]
     fn jwt_logins_carry_a_token_for_the_device_valid_for_a_day() {
         let now = Duration::from_secs(1_700_000_000);
-        let Hello::Login(token) = hello(&jwt(), None, "dev-1", now) else {
+        let Ok(Hello::Login(token)) = hello(&jwt(), None, "dev-1", now) else {
             panic!("expected LOGIN");
         };
         let expected = tether_state::token::sign(b"k", "dev-1", 1_700_000_000 + 86_400);
         assert_eq!(token, expected.into_bytes());
+        // ES256 with a kid and an audience: the daemon's verifier takes it.
+        let signer = Signer::generate_es256()
+            .unwrap()
+            .with_kid("k1")
+            .with_audience("tether");
+        let keys = serde_json::json!({ "keys": [signer.public_jwk()] }).to_string();
+        let verifier = tether_state::token::Verifier::new(
+            tether_state::token::KeySet::from_jwks(keys.as_bytes()).unwrap(),
+            tether_state::token::Policy {
+                max_lifetime_s: 86_400,
+                audiences: vec!["tether".into()],
+                ..Default::default()
+            },
+        );
+        let Ok(Hello::Login(token)) = hello(&Login::Jwt(Arc::new(signer)), None, "dev-2", now)
+        else {
+            panic!("expected LOGIN");
+        };
+        let claims = verifier.verify(&token, 1_700_000_000).unwrap();
         assert_eq!(
-            hello(&Login::Anonymous, None, "d", now),
+            (claims.sub.as_str(), claims.exp),
+            ("dev-2", 1_700_000_000 + 86_400)
+        );
+        assert_eq!(
+            hello(&Login::Anonymous, None, "d", now).unwrap(),
             Hello::Login(Vec::new())
         );
-        assert_eq!(hello(&Login::None, None, "d", now), Hello::Nothing);
+        assert_eq!(hello(&Login::None, None, "d", now).unwrap(), Hello::Nothing);
     }
 
     #[test]
@@ -169,7 +196,7 @@ mod tests {
             resume_token: "00000000000000ab.ff".into(),
         };
         assert_eq!(
-            hello(&jwt(), Some(&session), "d", now),
+            hello(&jwt(), Some(&session), "d", now).unwrap(),
             Hello::Resume(b"00000000000000ab.ff".to_vec())
         );
         // Anonymous sessions have no resume token: log in again.
@@ -178,11 +205,11 @@ mod tests {
             resume_token: String::new(),
         };
         assert_eq!(
-            hello(&Login::Anonymous, Some(&anon), "d", now),
+            hello(&Login::Anonymous, Some(&anon), "d", now).unwrap(),
             Hello::Login(Vec::new())
         );
         assert_eq!(
-            hello(&Login::None, Some(&session), "d", now),
+            hello(&Login::None, Some(&session), "d", now).unwrap(),
             Hello::Nothing
         );
     }
@@ -212,8 +239,8 @@ mod tests {
 
     #[test]
     fn secrets_are_not_printed() {
-        let text = format!("{:?}", Login::Jwt(Secret::new(b"hunter2".to_vec())));
+        let text = format!("{:?}", Login::Jwt(Arc::new(Signer::hs256(b"hunter2"))));
         assert!(!text.contains("hunter2") && !text.contains("104"), "{text}");
-        assert!(text.contains("redacted"));
+        assert!(text.contains("HS256"), "{text}");
     }
 }

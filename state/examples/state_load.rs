@@ -6,6 +6,10 @@
 //! export TETHER_STATE_JWT_SECRET=…   # the daemon's secret (or --secret, which shows in ps)
 //! target/release/examples/state_load mix  --socket S --conns 50 [--depth 16 --duration 10 --warmup 2]
 //! target/release/examples/state_load fill --socket S --conns 4 --sessions 1000000
+//! # ES256 or RS256 tokens instead, from a PKCS#8 PEM private key whose public key (kid K) is
+//! # in the daemon's --jwt-keys-file:
+//! target/release/examples/state_load fill --socket S --conns 4 --sessions 200000 \
+//!     --alg ES256 --key-file es256.pem --kid K [--server-pid PID]
 //! ```
 //!
 //! The event loop is single-threaded (mio, every link non-blocking), like redis-benchmark's,
@@ -31,9 +35,14 @@
 //! stdout: commands/s, logins/s, batch latency, the client's own CPU use and, with
 //! `--server-pid`, the daemon's and every core's over the measured window, failures.
 //!
-//! **fill** — logs in `--sessions` distinct devices over `--conns` links, up to `--depth`
-//! LOGINs outstanding per link, signing tokens as it goes, prints one JSON line once every
-//! LOGIN is answered, then keeps the links open (no heartbeats: run the daemon with a large
+//! **fill** — signs one token per session first (not timed), then logs in `--sessions`
+//! distinct devices over `--conns` links, up to `--depth` LOGINs outstanding per link, and
+//! prints one JSON line once every LOGIN is answered: logins/s, and with `--server-pid` the
+//! daemon's CPU µs per login; `verify_us` is what this process measured one
+//! `Verifier::verify` of these tokens to cost (the daemon's check, on the client's core).
+//! With `--relogin` every device then logs in again with the same token (a reconnect storm
+//! after the resume window: the daemon's verified-token cache answers ES256/RS256 ones),
+//! timed on its own. Then it keeps the links open (no heartbeats: run the daemon with a large
 //! `--heartbeat-s`) for `--hold` seconds (default: until killed), so that the daemon's memory
 //! can be read with every session in place.
 //!
@@ -52,7 +61,7 @@ use clap::{Args, Parser, Subcommand};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
 use tether_proto::{encode, feed, Decoder, Frame, Kind, NodeErrorBody, Routed};
-use tether_state::token;
+use tether_state::token::{Alg, KeySet, Policy, Signer, Verifier};
 
 /// The state link's largest body (doc/protocol.md).
 const MAX_BODY: u32 = 1 << 20;
@@ -77,9 +86,18 @@ struct Link {
     /// The daemon's Unix socket.
     #[arg(long)]
     socket: PathBuf,
-    /// The daemon's JWT secret.
+    /// The daemon's JWT secret (HS256).
     #[arg(long, env = "TETHER_STATE_JWT_SECRET", hide_env_values = true)]
-    secret: String,
+    secret: Option<String>,
+    /// Token algorithm: HS256 (--secret), ES256 or RS256 (--key-file).
+    #[arg(long, default_value = "HS256")]
+    alg: String,
+    /// ES256/RS256: the PKCS#8 PEM private key tokens are signed with.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// The `kid` tokens name (the key's id in the daemon's JWK set).
+    #[arg(long)]
+    kid: Option<String>,
     /// Links (each one gateway).
     #[arg(long)]
     conns: usize,
@@ -125,6 +143,66 @@ struct FillArgs {
     /// Seconds to keep the links open once filled (default: until killed).
     #[arg(long)]
     hold: Option<f64>,
+    /// The daemon's pid: its CPU use per login goes into the report.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Then log every device in again with the same token (a reconnect storm after the
+    /// resume window), timed on its own ("relogin" in the report).
+    #[arg(long)]
+    relogin: bool,
+}
+
+impl Link {
+    /// The signer `--alg`, `--secret` or `--key-file`, and `--kid` describe.
+    fn signer(&self) -> Result<Signer> {
+        let alg = Alg::from_name(&self.alg)
+            .ok_or(format!("--alg {:?}: not HS256, ES256 or RS256", self.alg))?;
+        let signer = match (alg, &self.secret, &self.key_file) {
+            (Alg::Hs256, Some(secret), None) => Signer::hs256(secret.as_bytes()),
+            (Alg::Hs256, ..) => return Err("HS256 takes --secret (and no --key-file)".into()),
+            (alg, _, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Signer::from_pem(alg, &pem).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (alg, _, None) => return Err(format!("{alg} takes --key-file")),
+        };
+        Ok(match &self.kid {
+            Some(kid) => signer.with_kid(kid),
+            None => signer,
+        })
+    }
+}
+
+/// Mean CPU µs of one `Verifier::verify` over (up to 20,000 of) `tokens`, with the key that
+/// checks `signer`'s tokens: the daemon's cost per login for the signature and claims.
+fn verify_us(signer: &Signer, secret: Option<&str>, tokens: &[String]) -> Result<f64> {
+    let keys = match (signer.alg(), secret) {
+        (Alg::Hs256, Some(secret)) if signer.public_jwk().get("kid").is_none() => {
+            KeySet::hs256(secret.as_bytes())
+        }
+        _ => KeySet::from_jwks(
+            serde_json::json!({ "keys": [signer.public_jwk()] })
+                .to_string()
+                .as_bytes(),
+        )
+        .map_err(|e| format!("the signer's JWK: {e}"))?,
+    };
+    let policy = Policy {
+        leeway_s: 30,
+        max_lifetime_s: 86_400,
+        ..Policy::default()
+    };
+    let verifier = Verifier::new(keys, policy);
+    let sample = &tokens[..tokens.len().min(20_000)];
+    let now = now_s();
+    // CPU time, not wall time: a busy machine slows the loop down but does not bill it.
+    let start = cpu_seconds();
+    for t in sample {
+        verifier
+            .verify(t.as_bytes(), now)
+            .map_err(|e| format!("a token does not verify: {e}"))?;
+    }
+    Ok((cpu_seconds() - start) * 1e6 / sample.len().max(1) as f64)
 }
 
 fn main() -> ExitCode {
@@ -455,24 +533,27 @@ fn mix(args: &MixArgs) -> Result<()> {
             "need --pool > --logins-per-batch and --devices > --pool + --logins-per-batch".into(),
         );
     }
-    let secret = args.link.secret.as_bytes();
+    let signer = args.link.signer()?;
     let exp = now_s() + 86_400;
     let pid = std::process::id();
 
     // Tokens first: signing is the client's cost, not the daemon's.
     let signing = Instant::now();
-    let mut sessions: Vec<Sessions> = (0..args.link.conns)
-        .map(|c| Sessions {
+    let mut sessions = Vec::with_capacity(args.link.conns);
+    for c in 0..args.link.conns {
+        let tokens = (0..args.devices)
+            .map(|d| signer.sign(&format!("mix-{pid}-{c}-{d}"), exp))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| format!("signing: {e}"))?;
+        sessions.push(Sessions {
             live: VecDeque::with_capacity(args.pool + l),
             next_route: 1,
             heartbeat_cursor: 0,
-            tokens: (0..args.devices)
-                .map(|d| token::sign(secret, &format!("mix-{pid}-{c}-{d}"), exp))
-                .collect(),
+            tokens,
             next_token: 0,
             batch_sent: None,
-        })
-        .collect();
+        });
+    }
     let signing = signing.elapsed();
 
     // Links, each with its pool of sessions logged in (not timed).
@@ -653,92 +734,65 @@ fn mix(args: &MixArgs) -> Result<()> {
 // ---- fill ---------------------------------------------------------------------------------
 
 fn fill(args: &FillArgs) -> Result<()> {
-    let secret = args.link.secret.as_bytes();
+    let signer = args.link.signer()?;
     let exp = now_s() + 86_400;
     let pid = std::process::id();
-    let decoder = Decoder::new(MAX_BODY);
-    let mut buf = vec![0u8; 256 * 1024];
+    // Every token first: signing is the client's cost, not the daemon's.
+    let signing = Instant::now();
+    let tokens = (0..args.sessions)
+        .map(|k| signer.sign(&format!("fill-{pid}-{k}"), exp))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("signing: {e}"))?;
+    let signing = signing.elapsed();
+    let verify_us = verify_us(
+        &signer,
+        args.link.secret.as_deref(),
+        &tokens[..tokens.len().min(20_000)],
+    )?;
     let n = args.link.conns.max(1);
-    let mut conns = Vec::with_capacity(n);
+    let mut links = Links {
+        conns: Vec::with_capacity(n),
+        poll: Poll::new().map_err(|e| format!("poll: {e}"))?,
+        events: Events::with_capacity(1024),
+        decoder: Decoder::new(MAX_BODY),
+        buf: vec![0u8; 256 * 1024],
+        routes: vec![0; n],
+    };
     for c in 0..n {
-        conns.push(Conn::new(open_link(
+        links.conns.push(Conn::new(open_link(
             &args.link.socket,
             &format!("fill-{pid}-{c}"),
         )?));
     }
-    let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-    let mut events = Events::with_capacity(1024);
-    register(&poll, &mut conns)?;
-
-    // Session k (0-based) is device fill-PID-k on link k % n with route k / n + 1: link c
-    // takes sessions c, c + n, c + 2n, … in turn.
-    let mut next_on_link = vec![0u64; n];
-    let mut top_up = |c: usize, conn: &mut Conn| {
-        while conn.replies.expected.len() < args.depth {
-            let k = next_on_link[c] * n as u64 + c as u64;
-            if k >= args.sessions {
-                break;
-            }
-            next_on_link[c] += 1;
-            let route = next_on_link[c];
-            let token = token::sign(secret, &format!("fill-{pid}-{k}"), exp);
-            login(&mut conn.out, route, &token);
-            conn.replies.expected.push_back(route);
-        }
+    register(&links.poll, &mut links.conns)?;
+    let first = links.pass(&tokens, args.depth, args.server_pid)?;
+    // The same tokens once more, each device logging in again over a new route.
+    let again = match args.relogin {
+        true => Some(links.pass(&tokens, args.depth, args.server_pid)?),
+        false => None,
     };
-    let start = Instant::now();
-    let mut last_progress = start;
-    let mut answered = 0u64;
-    loop {
-        for (c, conn) in conns.iter_mut().enumerate() {
-            if conn.replies.expected.len() <= args.depth / 2 {
-                top_up(c, conn);
-            }
-            if conn.written < conn.out.len() {
-                conn.flush()?;
-            }
-        }
-        let now_answered: u64 = conns
-            .iter()
-            .map(|c| c.replies.login_ok + c.replies.login_fail)
-            .sum();
-        if now_answered != answered {
-            answered = now_answered;
-            last_progress = Instant::now();
-        }
-        if answered >= args.sessions {
-            break;
-        }
-        if last_progress.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "stalled: {answered} of {} LOGINs answered, none for 10 s",
-                args.sessions
-            ));
-        }
-        poll.poll(&mut events, Some(Duration::from_millis(50)))
-            .map_err(|e| format!("poll: {e}"))?;
-        for ev in events.iter() {
-            let conn = &mut conns[ev.token().0];
-            if ev.is_writable() && conn.written < conn.out.len() {
-                conn.flush()?;
-            }
-            if ev.is_readable() {
-                conn.read(&decoder, &mut buf)?;
-            }
-        }
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let ok: u64 = conns.iter().map(|c| c.replies.login_ok).sum();
+    let conns = &links.conns;
     let report = serde_json::json!({
         "mode": "fill",
         "conns": n,
         "sessions": args.sessions,
-        "login_ok": ok,
+        "login_ok": first.ok,
         "login_fail": conns.iter().map(|c| c.replies.login_fail).sum::<u64>(),
-        "login_fail_codes": fail_codes_json(&conns),
+        "login_fail_codes": fail_codes_json(conns),
         "kicks": conns.iter().map(|c| c.replies.kicks).sum::<u64>(),
-        "seconds": seconds,
-        "logins_per_s": ok as f64 / seconds,
+        "seconds": first.seconds,
+        "logins_per_s": first.ok as f64 / first.seconds,
+        "alg": signer.alg().name(),
+        "signing_s": signing.as_secs_f64(),
+        "verify_us": verify_us,
+        "server_cpu_s": first.server_cpu_s,
+        "server_cpu_us_per_login": first.server_cpu_s.map(|s| s * 1e6 / first.ok.max(1) as f64),
+        "relogin": again.map(|a| serde_json::json!({
+            "login_ok": a.ok,
+            "seconds": a.seconds,
+            "logins_per_s": a.ok as f64 / a.seconds,
+            "server_cpu_us_per_login": a.server_cpu_s.map(|s| s * 1e6 / a.ok.max(1) as f64),
+        })),
     });
     println!("{report}");
     io::stdout().flush().map_err(|e| format!("stdout: {e}"))?;
@@ -749,13 +803,104 @@ fn fill(args: &FillArgs) -> Result<()> {
         .hold
         .map(|s| Instant::now() + Duration::from_secs_f64(s));
     while until.is_none_or(|u| Instant::now() < u) {
-        poll.poll(&mut events, Some(Duration::from_millis(200)))
-            .map_err(|e| format!("poll: {e}"))?;
-        for ev in events.iter() {
-            if ev.is_readable() {
-                conns[ev.token().0].read(&decoder, &mut buf)?;
-            }
-        }
+        links.wait(Duration::from_millis(200))?;
     }
     Ok(())
+}
+
+/// fill's links and what one pass of logins needs.
+struct Links {
+    conns: Vec<Conn>,
+    poll: Poll,
+    events: Events,
+    decoder: Decoder,
+    buf: Vec<u8>,
+    /// The last route used on each link.
+    routes: Vec<u64>,
+}
+
+/// One pass of fill: every token logged in once.
+struct Pass {
+    ok: u64,
+    seconds: f64,
+    server_cpu_s: Option<f64>,
+}
+
+impl Links {
+    /// Logs every token in, up to `depth` LOGINs outstanding per link: token k on link
+    /// k % n, each LOGIN on a new route of its link.
+    fn pass(&mut self, tokens: &[String], depth: usize, server_pid: Option<u32>) -> Result<Pass> {
+        let n = self.conns.len();
+        let total = tokens.len() as u64;
+        let answered_now = |conns: &[Conn]| -> u64 {
+            conns
+                .iter()
+                .map(|c| c.replies.login_ok + c.replies.login_fail)
+                .sum()
+        };
+        let (ok0, answered0) = (
+            self.conns.iter().map(|c| c.replies.login_ok).sum::<u64>(),
+            answered_now(&self.conns),
+        );
+        let mut next_on_link = vec![0u64; n];
+        let server_cpu = || server_pid.and_then(process_cpu_seconds);
+        let cpu0 = server_cpu();
+        let start = Instant::now();
+        let mut last_progress = start;
+        let mut answered = 0u64;
+        loop {
+            for (c, conn) in self.conns.iter_mut().enumerate() {
+                while conn.replies.expected.len() < depth.max(1) {
+                    let k = next_on_link[c] * n as u64 + c as u64;
+                    if k >= total {
+                        break;
+                    }
+                    next_on_link[c] += 1;
+                    self.routes[c] += 1;
+                    login(&mut conn.out, self.routes[c], &tokens[k as usize]);
+                    conn.replies.expected.push_back(self.routes[c]);
+                }
+                if conn.written < conn.out.len() {
+                    conn.flush()?;
+                }
+            }
+            let now_answered = answered_now(&self.conns) - answered0;
+            if now_answered != answered {
+                answered = now_answered;
+                last_progress = Instant::now();
+            }
+            if answered >= total {
+                break;
+            }
+            if last_progress.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "stalled: {answered} of {total} LOGINs answered, none for 10 s"
+                ));
+            }
+            self.wait(Duration::from_millis(50))?;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(Pass {
+            ok: self.conns.iter().map(|c| c.replies.login_ok).sum::<u64>() - ok0,
+            seconds,
+            server_cpu_s: cpu0.zip(server_cpu()).map(|(a, b)| b - a),
+        })
+    }
+
+    /// One poll: flushes what became writable, reads what came.
+    fn wait(&mut self, timeout: Duration) -> Result<()> {
+        self.poll
+            .poll(&mut self.events, Some(timeout))
+            .map_err(|e| format!("poll: {e}"))?;
+        for ev in self.events.iter() {
+            let conn = &mut self.conns[ev.token().0];
+            if ev.is_writable() && conn.written < conn.out.len() {
+                conn.flush()?;
+            }
+            if ev.is_readable() {
+                conn.read(&self.decoder, &mut self.buf)?;
+            }
+        }
+        Ok(())
+    }
 }

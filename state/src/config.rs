@@ -13,10 +13,12 @@ use tether_daemon::logging::LogFormat;
 use tether_daemon::secret::Secret;
 
 use crate::journal::FsyncPolicy;
+use crate::token::{KeySet, KeysError, Policy};
 
 /// Keys with no value by default, for `--help`.
 pub const NO_DEFAULT: &[NoDefault] = &[
     ("jwt_secret_file", ""),
+    ("jwt_keys_file", ""),
     (
         "api_tokens_file",
         "the push API is open, allowed on loopback only",
@@ -24,6 +26,10 @@ pub const NO_DEFAULT: &[NoDefault] = &[
     ("allow_uids", "the daemon's own uid"),
     ("allow_gids", "the socket file's group"),
 ];
+/// Largest `jwt_cache_entries`.
+const MAX_TOKEN_CACHE: usize = 1 << 24;
+/// Longest `jwt_max_lifetime_s`: one year.
+const MAX_TOKEN_LIFETIME_S: u64 = 365 * 86_400;
 /// Largest message TTL a push may ask for: 30 days.
 pub(crate) const MAX_TTL_S: u64 = 30 * 86_400;
 
@@ -61,12 +67,22 @@ pub struct Config {
     pub journal_fsync: FsyncPolicy,
     /// Compact (snapshot) the journal once it grows past this many bytes.
     pub compact_bytes: u64,
-    /// HS256 key login tokens are signed with. Never printed.
+    /// HS256 key login tokens are signed with (tokens without `kid`). Never printed.
     pub jwt_secret: Secret,
     /// A file holding the key (trailing newline ignored), instead of `jwt_secret`.
     pub jwt_secret_file: Option<PathBuf>,
-    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    /// A JWK set file (RFC 7517): ES256, RS256 public keys and HS256 keys, chosen by `kid`.
+    pub jwt_keys_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp`, `nbf`, `iat` and the lifetime, seconds.
     pub jwt_leeway_s: u64,
+    /// Longest token lifetime accepted: `exp − iat`, or `exp − now` without `iat`.
+    pub jwt_max_lifetime_s: u64,
+    /// Accepted `aud` values; empty: tokens naming an audience are refused.
+    pub jwt_audiences: Vec<String>,
+    /// Accepted `iss` values; empty: `iss` is not checked.
+    pub jwt_issuers: Vec<String>,
+    /// ES256/RS256 tokens kept as verified, so one presented again skips the signature check.
+    pub jwt_cache_entries: usize,
     /// Heartbeat interval told to clients; no heartbeat for 3 × this is a KICK.
     pub heartbeat_s: u64,
     /// How long a closed or timed-out session can be resumed, seconds.
@@ -108,7 +124,12 @@ impl Default for Config {
             compact_bytes: 64 << 20,
             jwt_secret: Secret::default(),
             jwt_secret_file: None,
+            jwt_keys_file: None,
             jwt_leeway_s: 30,
+            jwt_max_lifetime_s: 86_400,
+            jwt_audiences: Vec::new(),
+            jwt_issuers: Vec::new(),
+            jwt_cache_entries: 65_536,
             heartbeat_s: 30,
             resume_window_s: 30,
             duplicate_login: DuplicateLogin::Kick,
@@ -136,9 +157,11 @@ impl Validate for Config {
     fn validate(&self) -> Vec<ConfigError> {
         let mut c = Checks::new();
         c.need(
-            !self.jwt_secret.is_empty() || self.jwt_secret_file.is_some(),
+            !self.jwt_secret.is_empty()
+                || self.jwt_secret_file.is_some()
+                || self.jwt_keys_file.is_some(),
             "jwt_secret",
-            "required (or jwt_secret_file): logins cannot be checked without it",
+            "required (or jwt_secret_file, or jwt_keys_file): logins cannot be checked without it",
         );
         c.need(
             self.jwt_secret.is_empty() || self.jwt_secret_file.is_none(),
@@ -151,6 +174,25 @@ impl Validate for Config {
                 "jwt_secret_file",
                 "not a readable file",
             );
+        }
+        if self.jwt_keys_file.is_some() {
+            c.check("jwt_keys_file", self.keys());
+        }
+        c.need(
+            (60..=MAX_TOKEN_LIFETIME_S).contains(&self.jwt_max_lifetime_s),
+            "jwt_max_lifetime_s",
+            "between 60 and 31536000 (one year)",
+        );
+        c.need(
+            self.jwt_cache_entries <= MAX_TOKEN_CACHE,
+            "jwt_cache_entries",
+            "at most 16777216",
+        );
+        for (key, list) in [
+            ("jwt_audiences", &self.jwt_audiences),
+            ("jwt_issuers", &self.jwt_issuers),
+        ] {
+            c.need(!list.iter().any(String::is_empty), key, "no empty value");
         }
         c.check("socket", validate::socket_path(&self.socket));
         self.validate_access(&mut c);
@@ -245,24 +287,40 @@ impl Config {
         );
     }
 
-    /// The JWT key: `jwt_secret`, or the contents of `jwt_secret_file` without its trailing
-    /// newline.
-    pub fn secret(&self) -> std::io::Result<Vec<u8>> {
-        match &self.jwt_secret_file {
+    /// The keys login tokens are checked with: `jwt_secret` (or `jwt_secret_file`'s contents
+    /// without a trailing newline) as an HS256 key without `kid`, plus `jwt_keys_file`'s set.
+    pub fn keys(&self) -> Result<KeySet, KeysError> {
+        let mut keys = match &self.jwt_secret_file {
             Some(path) => {
-                let mut bytes = std::fs::read(path)?;
+                let read = |reason: String| KeysError::Read {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let mut bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
                 while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     bytes.pop();
                 }
                 if bytes.is_empty() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "the JWT secret file is empty",
-                    ));
+                    return Err(read("the JWT secret file is empty".into()));
                 }
-                Ok(bytes)
+                KeySet::hs256(&bytes)
             }
-            None => Ok(self.jwt_secret.expose().to_vec()),
+            None if !self.jwt_secret.is_empty() => KeySet::hs256(self.jwt_secret.expose()),
+            None => KeySet::default(),
+        };
+        if let Some(path) = &self.jwt_keys_file {
+            keys = keys.merge(KeySet::read_jwks(path)?)?;
+        }
+        Ok(keys)
+    }
+
+    /// What token claims must satisfy.
+    pub fn token_policy(&self) -> Policy {
+        Policy {
+            leeway_s: self.jwt_leeway_s,
+            max_lifetime_s: self.jwt_max_lifetime_s,
+            audiences: self.jwt_audiences.clone(),
+            issuers: self.jwt_issuers.clone(),
         }
     }
 }
@@ -309,9 +367,24 @@ pub struct Opts {
     /// File holding the HS256 key.
     #[arg(long, env = "TETHER_STATE_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
-    /// Clock skew allowed on exp and nbf, seconds.
+    /// JWK set file: ES256/RS256 public keys and HS256 keys, chosen by a token's kid.
+    #[arg(long, env = "TETHER_STATE_JWT_KEYS_FILE")]
+    pub jwt_keys_file: Option<PathBuf>,
+    /// Clock skew allowed on exp, nbf, iat and the lifetime, seconds.
     #[arg(long, env = "TETHER_STATE_JWT_LEEWAY_S")]
     pub jwt_leeway_s: Option<u64>,
+    /// Longest token lifetime accepted (exp - iat, or exp - now without iat), seconds.
+    #[arg(long, env = "TETHER_STATE_JWT_MAX_LIFETIME_S")]
+    pub jwt_max_lifetime_s: Option<u64>,
+    /// Accepted aud values, comma-separated; none: tokens naming an audience are refused.
+    #[arg(long, env = "TETHER_STATE_JWT_AUDIENCES", value_delimiter = ',')]
+    pub jwt_audiences: Option<Vec<String>>,
+    /// Accepted iss values, comma-separated; none: iss is not checked.
+    #[arg(long, env = "TETHER_STATE_JWT_ISSUERS", value_delimiter = ',')]
+    pub jwt_issuers: Option<Vec<String>>,
+    /// ES256/RS256 tokens remembered as verified (0 = none); cleared by every reload.
+    #[arg(long, env = "TETHER_STATE_JWT_CACHE_ENTRIES")]
+    pub jwt_cache_entries: Option<usize>,
     /// Heartbeat interval, seconds; 3 × this without one is a KICK.
     #[arg(long, env = "TETHER_STATE_HEARTBEAT_S")]
     pub heartbeat_s: Option<u64>,
@@ -373,7 +446,8 @@ mod tests {
         assert_eq!(config.http.to_string(), "127.0.0.1:8902");
         assert_eq!(config.journal_fsync, FsyncPolicy::EverySec);
         assert_eq!((config.heartbeat_s, config.resume_window_s), (30, 30));
-        assert_eq!(config.secret().unwrap(), b"s3cret");
+        assert_eq!(format!("{:?}", config.keys().unwrap()), "[(no kid) HS256]");
+        assert_eq!(config.jwt_max_lifetime_s, 86_400);
     }
 
     #[test]

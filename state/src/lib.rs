@@ -43,7 +43,8 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         config = %tether_daemon::config::render(&config),
         "starting tether-state"
     );
-    let secret = config.secret().context("reading the JWT secret")?;
+    let keys = config.keys().context("reading the JWT keys")?;
+    tracing::info!(keys = ?keys, "login token keys");
     let access =
         Access::load(config.api_tokens_file.as_deref()).context("reading api_tokens_file")?;
     let metrics = Arc::new(metrics::Metrics::default());
@@ -55,7 +56,7 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
     let (journal, replay) = journal::Journal::open(&config.journal, config.journal_fsync)
         .with_context(|| format!("opening the journal in {}", config.journal.display()))?;
     let now = clock.now();
-    let mut store = store::Store::new(store::Rules::new(&config, secret), metrics.clone(), now);
+    let mut store = store::Store::new(store::Rules::new(&config, keys), metrics.clone(), now);
     for (i, record) in replay.iter().enumerate() {
         store.replay(record, now).with_context(|| {
             format!(
@@ -187,7 +188,7 @@ fn socket_peers(socket: &std::path::Path, config: &Config) -> anyhow::Result<pee
     Ok(peers::Peers::new(config, own_uid, socket_gid))
 }
 
-/// SIGHUP: the rules (secret, timings, limits), the fsync policy, the push API's tokens
+/// SIGHUP: the rules (token keys and policy, timings, limits), the fsync policy, the push API's tokens
 /// (`api_tokens_file` re-read) and the socket's allow-list change; the socket, the HTTP
 /// addresses and the journal directory need a restart.
 fn reload(
@@ -208,10 +209,10 @@ fn reload(
             return tracing::error!("SIGHUP: configuration refused, nothing changed:\n{errors}")
         }
     };
-    let secret = match config.secret() {
-        Ok(secret) => secret,
+    let keys = match config.keys() {
+        Ok(keys) => keys,
         Err(e) => {
-            return tracing::error!(error = %e, "SIGHUP: cannot read the JWT secret, nothing changed")
+            return tracing::error!(error = %e, "SIGHUP: cannot read the JWT keys, nothing changed")
         }
     };
     let tokens = match Access::load(config.api_tokens_file.as_deref()) {
@@ -240,7 +241,8 @@ fn reload(
         );
     }
     config.max_payload = running.max_payload;
-    store.set_rules(store::Rules::new(&config, secret));
+    tracing::info!(keys = ?keys, "SIGHUP: login token keys");
+    store.set_rules(store::Rules::new(&config, keys));
     publish_access(&tokens, metrics);
     access.set(tokens);
     if *peers != new_peers {

@@ -32,7 +32,7 @@ fn rules(tweak: impl FnOnce(&mut Config)) -> Rules {
         ..Config::default()
     };
     tweak(&mut config);
-    Rules::new(&config, SECRET.to_vec())
+    Rules::new(&config, token::KeySet::hs256(SECRET))
 }
 
 /// What a gateway received, decoded.

@@ -30,6 +30,7 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
     ("redis-cli", "redis-tools"),
+    ("openssl", "openssl"),
 ];
 
 pub(crate) fn run_all() -> Result<()> {

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tether_daemon::prometheus::read_sample;
 
 const NODE_PORTS: [u16; 4] = [8890, 8891, 8892, 8893];
@@ -436,7 +435,7 @@ fn push_api_token(work: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf
     let tokens_path = work.join("api-tokens");
     let line = format!(
         "# made by cargo xtask demo: NAME SHA256 SCOPES\ndemo {} push,sessions:read\n",
-        hex(&Sha256::digest(token.as_bytes()))
+        hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
     );
     std::fs::write(&tokens_path, line).context("cannot write target/demo/api-tokens")?;
     Ok((token_path, tokens_path))

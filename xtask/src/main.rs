@@ -87,6 +87,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("etcd", "etcd-server"),
     // etcdctl: the etcd authentication tests set users and roles up with it.
     ("etcdctl", "etcd-client"),
+    // e2e security/tokens: keys made with `openssl genpkey`, deploy/jwks-from-pem.sh.
+    ("openssl", "openssl"),
 ];
 
 /// Which parts of `cargo xtask test` run, from its leading flags; the rest goes to cargo test.

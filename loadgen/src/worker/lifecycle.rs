@@ -132,7 +132,16 @@ impl Worker<'_> {
                 self.config.device_offset,
                 conn.global,
             );
-            session::hello(login, conn.session.as_deref(), &device, session::unix_now())
+            match session::hello(login, conn.session.as_deref(), &device, session::unix_now()) {
+                Ok(hello) => hello,
+                Err(_) => {
+                    // No randomness to sign with: nothing goes out, and the login deadline
+                    // tries again (as after UNAVAILABLE).
+                    self.stats.error("token_signing");
+                    self.set_phase(k, now + self.config.connect_timeout);
+                    return true;
+                }
+            }
         } else {
             Hello::Nothing
         };

@@ -9,7 +9,6 @@ use super::{Now, Store};
 use crate::config::DuplicateLogin;
 use crate::record::Record;
 use crate::session::{parse_resume_token, same_secret, Presence, Session};
-use crate::token;
 
 /// A broken gateway link: the loop answers STATE_ERROR with this and closes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,16 +104,10 @@ impl Store {
     }
 
     fn login(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
-        let claims = std::str::from_utf8(token)
-            .map_err(|_| token::TokenError::Malformed)
-            .and_then(|t| {
-                token::verify(
-                    t,
-                    &self.rules.secret,
-                    now.unix_ms / 1000,
-                    self.rules.leeway_s,
-                )
-            });
+        let rules = &mut self.rules;
+        let claims = rules
+            .verifier
+            .verify_with(&mut rules.token_cache, token, now.unix_ms / 1000);
         let claims = match claims {
             Ok(claims) => claims,
             Err(e) => {

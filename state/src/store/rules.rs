@@ -1,14 +1,16 @@
 //! The rules sessions live by, taken from the configuration (and replaced by a reload):
-//! the token secret, timings, limits and the push retry schedule.
+//! the token verifier (keys and claim policy), timings, limits and the push retry schedule.
 
 use crate::config::{Config, DuplicateLogin};
+use crate::token::{KeySet, TokenCache, Verifier};
 use crate::wheel::backoff_ms;
 
 /// The rules sessions live by, from the configuration (and changed by a reload).
 #[derive(Debug, Clone)]
 pub struct Rules {
-    pub secret: Vec<u8>,
-    pub leeway_s: u64,
+    pub verifier: Verifier,
+    /// ES256/RS256 tokens `verifier` already accepted; a new verifier comes with a new one.
+    pub token_cache: TokenCache,
     pub heartbeat_s: u64,
     pub resume_window_s: u64,
     pub duplicate_login: DuplicateLogin,
@@ -23,10 +25,11 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn new(config: &Config, secret: Vec<u8>) -> Rules {
+    /// The configuration's rules, login tokens checked with `keys` (see [`Config::keys`]).
+    pub fn new(config: &Config, keys: KeySet) -> Rules {
         Rules {
-            secret,
-            leeway_s: config.jwt_leeway_s,
+            verifier: Verifier::new(keys, config.token_policy()),
+            token_cache: TokenCache::new(config.jwt_cache_entries),
             heartbeat_s: config.heartbeat_s,
             resume_window_s: config.resume_window_s,
             duplicate_login: config.duplicate_login,
