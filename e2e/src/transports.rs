@@ -18,51 +18,114 @@ pub enum KeyType {
     Rsa2048,
 }
 
-/// A self-signed certificate for `localhost` and 127.0.0.1 (it is its own CA), and its key.
+/// A test certificate authority: clients trust its certificate (`--tls-ca`, `cafile`).
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    pub cert: PathBuf,
+    key: PathBuf,
+    dir: PathBuf,
+}
+
+/// A server certificate for `localhost` and 127.0.0.1 issued by a [`TestCa`], and its key.
 #[derive(Debug, Clone)]
 pub struct TestCert {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-impl TestCert {
-    /// Makes one in `dir`, as `{name}.crt` and `{name}.key`.
-    pub fn make(dir: &Path, name: &str, key: KeyType) -> TestCert {
-        let cert = dir.join(format!("{name}.crt"));
-        let key_path = dir.join(format!("{name}.key"));
+fn openssl(args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+impl TestCa {
+    /// A new CA (ECDSA P-256, valid two days) in `dir`.
+    pub fn new(dir: &Path) -> TestCa {
+        let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Tether test CA",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            path(&key),
+            "-out",
+            path(&cert),
+        ]);
+        TestCa {
+            cert,
+            key,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A server certificate `{name}.crt` and key `{name}.key` signed by this CA.
+    pub fn issue(&self, name: &str, key: KeyType) -> TestCert {
+        let cert = self.dir.join(format!("{name}.crt"));
+        let key_path = self.dir.join(format!("{name}.key"));
+        let csr = self.dir.join(format!("{name}.csr"));
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("extensions file");
         let newkey: &[&str] = match key {
             KeyType::EcdsaP256 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
             KeyType::Rsa2048 => &["-newkey", "rsa:2048"],
         };
-        let output = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(newkey)
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key_path)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl (apt-get install openssl)");
-        assert!(
-            output.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut req = vec!["req", "-nodes", "-subj", "/CN=localhost"];
+        req.extend_from_slice(newkey);
+        req.extend_from_slice(&["-keyout", path(&key_path), "-out", path(&csr)]);
+        openssl(&req);
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            path(&csr),
+            "-CA",
+            path(&self.cert),
+            "-CAkey",
+            path(&self.key),
+            "-CAcreateserial",
+            "-extfile",
+            path(&ext),
+            "-out",
+            path(&cert),
+        ]);
         TestCert {
             cert,
             key: key_path,
         }
     }
+}
 
+impl TestCert {
     /// The gateway flags that use it.
     pub fn flags(&self) -> Vec<String> {
         vec![

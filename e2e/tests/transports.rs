@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tether_e2e::state::{temp_dir, token, StateDaemon};
 use tether_e2e::transports::{
-    node_ws_modules, passed, python_with_websockets, run, script, KeyType, TestCert,
+    node_ws_modules, passed, python_with_websockets, run, script, KeyType, TestCa, TestCert,
 };
 use tether_e2e::{echo_node, eventually, free_addr, metric, wait_for_port, Proc};
 
@@ -86,13 +86,14 @@ fn python(args: &[&str]) -> String {
 #[test]
 fn sessions_through_the_state_daemon_over_tls_ws_and_wss() {
     let dir = temp_dir("transports-session");
-    let cert = TestCert::make(&dir, "gw", KeyType::EcdsaP256);
+    let ca = TestCa::new(&dir);
+    let cert = ca.issue("gw", KeyType::EcdsaP256);
     let state = StateDaemon::start(&[]);
     let socket = state.socket.display().to_string();
     let gw = Gateway::start(&cert, &["--state", &socket, "--id", "gw-transports"]);
     tether_e2e::wait_for_state_links(gw.admin, 2, Duration::from_secs(10));
     let push_url = format!("http://{}/v1/push", state.http);
-    let cafile = cert.cert.display().to_string();
+    let cafile = ca.cert.display().to_string();
     let targets = [
         ("tls", gw.tls.to_string()),
         ("ws", gw.ws_url()),
@@ -150,25 +151,26 @@ fn sessions_through_the_state_daemon_over_tls_ws_and_wss() {
 #[test]
 fn tls_1_2_and_1_3_forced_and_resumed_with_python_and_openssl() {
     let dir = temp_dir("transports-tls");
-    let cert = TestCert::make(&dir, "gw", KeyType::EcdsaP256);
+    let ca = TestCa::new(&dir);
+    let cert = ca.issue("gw", KeyType::EcdsaP256);
     let gw = Gateway::start(&cert, &[]);
     let out = python(&[
         "tls-versions",
         &gw.tls.to_string(),
-        &cert.cert.display().to_string(),
+        &ca.cert.display().to_string(),
     ]);
     assert!(out.contains("ok TLSv1.2 and its resumption"), "{out}");
     assert!(out.contains("ok TLSv1.3 and its resumption"), "{out}");
 
     for version in ["-tls1_2", "-tls1_3"] {
         let session = dir.join(format!("session{version}"));
-        let first = s_client(&gw, &cert, version, &["-sess_out", path(&session)]);
+        let first = s_client(&gw, &ca, version, &["-sess_out", path(&session)]);
         assert!(first.contains("New, TLSv1."), "{version}: {first}");
         assert!(
             first.contains("Verify return code: 0 (ok)"),
             "{version}: {first}"
         );
-        let again = s_client(&gw, &cert, version, &["-sess_in", path(&session)]);
+        let again = s_client(&gw, &ca, version, &["-sess_in", path(&session)]);
         assert!(again.contains("Reused, TLSv1."), "{version}: {again}");
     }
     // Two resumptions by Python, two by openssl.
@@ -178,7 +180,7 @@ fn tls_1_2_and_1_3_forced_and_resumed_with_python_and_openssl() {
     );
 
     // TLS 1.1 is refused with an alert, and not-TLS bytes too.
-    let old = s_client(&gw, &cert, "-tls1_1", &[]);
+    let old = s_client(&gw, &ca, "-tls1_1", &[]);
     assert!(!old.contains("New, TLSv1.1"), "{old}");
     let mut raw = TcpStream::connect(gw.tls).expect("connect");
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -201,7 +203,7 @@ fn path(p: &std::path::Path) -> &str {
 /// `openssl s_client` to the TLS listener with `version` forced: it sends a v1 PING and
 /// keeps its input open until the PONG (and, in TLS 1.3, the session ticket sent with it)
 /// is in. Returns what it printed.
-fn s_client(gw: &Gateway, cert: &TestCert, version: &str, extra: &[&str]) -> String {
+fn s_client(gw: &Gateway, ca: &TestCa, version: &str, extra: &[&str]) -> String {
     let mut child = Command::new("openssl")
         .args([
             "s_client",
@@ -210,7 +212,7 @@ fn s_client(gw: &Gateway, cert: &TestCert, version: &str, extra: &[&str]) -> Str
             "-servername",
             "localhost",
         ])
-        .args(["-CAfile", path(&cert.cert), version])
+        .args(["-CAfile", path(&ca.cert), version])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -262,9 +264,10 @@ fn s_client(gw: &Gateway, cert: &TestCert, version: &str, extra: &[&str]) -> Str
 #[test]
 fn websocket_conformance_with_python_websockets_and_node_ws() {
     let dir = temp_dir("transports-ws");
-    let cert = TestCert::make(&dir, "gw", KeyType::EcdsaP256);
+    let ca = TestCa::new(&dir);
+    let cert = ca.issue("gw", KeyType::EcdsaP256);
     let gw = Gateway::start(&cert, &["--ws-origins", "https://app.example"]);
-    let cafile = cert.cert.display().to_string();
+    let cafile = ca.cert.display().to_string();
     for url in [gw.ws_url(), gw.wss_url()] {
         let out = python(&["ws-conformance", &url, &cafile, "https://app.example"]);
         for check in [
@@ -328,7 +331,8 @@ fn websocket_conformance_with_python_websockets_and_node_ws() {
 #[test]
 fn a_new_certificate_on_sighup_keeps_open_clients() {
     let dir = temp_dir("transports-reload");
-    let ec = TestCert::make(&dir, "ec", KeyType::EcdsaP256);
+    let ca = TestCa::new(&dir);
+    let ec = ca.issue("ec", KeyType::EcdsaP256);
     let live = TestCert {
         cert: dir.join("live.crt"),
         key: dir.join("live.key"),
@@ -338,15 +342,11 @@ fn a_new_certificate_on_sighup_keeps_open_clients() {
     let gw = Gateway::start(&live, &[]);
     assert!(server_key(&gw).contains("256 bit"));
 
-    // A client that stays connected across the reload (trusting both certificates).
-    let rsa = TestCert::make(&dir, "rsa", KeyType::Rsa2048);
-    let both = dir.join("both.pem");
-    let mut pem = std::fs::read(&ec.cert).unwrap();
-    pem.extend(std::fs::read(&rsa.cert).unwrap());
-    std::fs::write(&both, pem).unwrap();
+    // A client that stays connected across the reload.
+    let rsa = ca.issue("rsa", KeyType::Rsa2048);
     let mut held = Command::new(python_with_websockets())
         .arg(script("transport_clients.py"))
-        .args(["hold", &gw.tls.to_string(), path(&both)])
+        .args(["hold", &gw.tls.to_string(), path(&ca.cert)])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -398,4 +398,57 @@ fn server_key(gw: &Gateway) -> String {
         .find(|l| l.starts_with("Server public key is"))
         .unwrap_or("")
         .to_string()
+}
+
+#[test]
+fn loadgen_logs_in_echoes_and_acks_pushes_over_tls_ws_and_wss() {
+    let dir = temp_dir("transports-loadgen");
+    let ca = TestCa::new(&dir);
+    let cert = ca.issue("gw", KeyType::EcdsaP256);
+    let state = StateDaemon::start(&[]);
+    let socket = state.socket.display().to_string();
+    let gw = Gateway::start(&cert, &["--state", &socket, "--id", "gw-loadgen"]);
+    tether_e2e::wait_for_state_links(gw.admin, 2, Duration::from_secs(10));
+    let push_url = format!("http://{}", state.http);
+    let targets = [("--tls", gw.tls), ("--ws", gw.ws), ("--wss", gw.wss)];
+    for (flag, target) in targets {
+        let target = target.to_string();
+        let (ok, s) = tether_e2e::loadgen(&[
+            flag,
+            "--target",
+            &target,
+            "--tls-ca",
+            path(&ca.cert),
+            "--jwt-secret",
+            tether_e2e::state::SECRET,
+            "--device-prefix",
+            &flag[2..],
+            "--conns",
+            "50",
+            "--pipeline",
+            "4",
+            "--payload",
+            "200",
+            "--duration",
+            "2",
+            "--push-rate",
+            "50",
+            "--push-url",
+            &push_url,
+        ]);
+        assert!(ok, "{flag}: {s}");
+        assert_eq!(s["conns"]["logged_in"], 50, "{flag}: {s}");
+        assert_eq!(s["verify_failures"], 0, "{flag}: {s}");
+        assert!(s["frames"]["received"].as_u64() > Some(100), "{flag}: {s}");
+        assert!(s["push"]["acked"].as_u64() > Some(10), "{flag}: {s}");
+        assert_eq!(s["errors"], serde_json::json!({}), "{flag}: {s}");
+    }
+    assert_eq!(
+        gw.metric(r#"tether_gateway_tls_handshakes_total{result="full"}"#),
+        100.0
+    );
+    assert_eq!(
+        gw.metric(r#"tether_gateway_websocket_upgrades_total{result="accepted"}"#),
+        100.0
+    );
 }

@@ -78,6 +78,9 @@ impl Reactor {
         let Some(client) = self.clients.get_mut(slot) else {
             return Verdict::Keep;
         };
+        if client.marks.has(Marks::SHUT) {
+            return self.linger(slot);
+        }
         if client.marks.has(Marks::LAYERED) {
             return self.read_layered(slot, until_eagain);
         }
@@ -341,7 +344,17 @@ impl Reactor {
         }
         if pending == 0 {
             if let Some(reason) = client.closing {
-                return Verdict::Close(reason);
+                if !layered {
+                    return Verdict::Close(reason);
+                }
+                // A layered client's last words (a close frame, close_notify) must be read
+                // before the socket goes: see `Reactor::linger`.
+                if !client.marks.has(Marks::SHUT) {
+                    client.marks.set(Marks::SHUT, true);
+                    if client.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                        return Verdict::Close(reason);
+                    }
+                }
             }
         }
         let want = pending > 0;

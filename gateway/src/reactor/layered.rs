@@ -161,6 +161,31 @@ impl Reactor {
         self.layers.get(slot).is_some_and(|s| s.has_partial())
     }
 
+    /// A closing layered client whose last bytes are written and whose write side is shut:
+    /// reads and drops what it still sends until its EOF, then closes. Closing at once
+    /// would answer its unread bytes with a reset, which can destroy the close frame or
+    /// close_notify it has not read yet; a client that never closes goes at the linger.
+    pub(super) fn linger(&mut self, slot: usize) -> Verdict {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let reading = read_chunks(
+            self,
+            |r| r.clients.get_mut(slot).map(|c| &mut c.stream),
+            &mut scratch,
+            true,
+            |_, _| ControlFlow::<()>::Continue(()),
+        );
+        self.scratch = scratch;
+        let reason = self
+            .clients
+            .get(slot)
+            .and_then(|c| c.closing)
+            .unwrap_or(CloseReason::Reset);
+        match reading.end {
+            ReadEnd::Eof | ReadEnd::Failed(_) => Verdict::Close(reason),
+            _ => Verdict::Keep,
+        }
+    }
+
     /// Reads the TLS handshakes deferred from the last iteration, as many as this
     /// iteration's budget allows; the budget starts afresh.
     pub(super) fn read_deferred(&mut self) {
