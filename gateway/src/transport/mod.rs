@@ -18,14 +18,14 @@
 //! so a storm of new connections does not stall the established ones.
 
 mod certs;
+mod table;
 mod tls;
 mod ws;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use rustc_hash::FxBuildHasher;
 use rustls::ServerConfig;
 use tether_daemon::nonblocking::write_queued;
 use tether_proto::ws::{CloseCode, MessageError};
@@ -37,6 +37,7 @@ pub(crate) use tls::TlsLayer;
 pub(crate) use ws::{WsLayer, WsPolicy};
 
 use crate::metrics::{CloseReason, Metrics};
+use table::SessionTable;
 use tls::TlsRead;
 use ws::WsRead;
 
@@ -363,11 +364,13 @@ pub(crate) struct IoPool {
 }
 
 impl Default for IoPool {
-    /// At most 256 × 4 × 16 KiB kept after a burst.
+    /// At most 64 boxes kept after a burst, each buffer trimmed to 16 KiB: a layered
+    /// connection borrows one only for the reads and writes that leave bytes pending, so a
+    /// few cover a reactor's busy connections at any moment.
     fn default() -> IoPool {
         IoPool {
             free: Vec::new(),
-            keep: 256,
+            keep: 64,
             max_capacity: 16 * 1024,
         }
     }
@@ -401,7 +404,7 @@ impl IoPool {
 /// One reactor's layered connections and what they share.
 #[derive(Debug)]
 pub(crate) struct Layers {
-    sessions: HashMap<u32, Session, FxBuildHasher>,
+    sessions: SessionTable,
     pub(crate) pool: IoPool,
     /// The current certificate (replaced on SIGHUP; connections keep the one they began with).
     tls: Option<Arc<ServerConfig>>,
@@ -419,7 +422,7 @@ pub(crate) struct Layers {
 impl Layers {
     pub(crate) fn new(ws: WsPolicy, handshakes_per_loop: u32) -> Layers {
         Layers {
-            sessions: HashMap::default(),
+            sessions: SessionTable::default(),
             pool: IoPool::default(),
             tls: None,
             ws: Rc::new(ws),
@@ -454,25 +457,22 @@ impl Layers {
             Transport::Ws => Stack::Ws(WsLayer::default()),
             Transport::Wss => Stack::Wss(Box::new((tls()?, WsLayer::default()))),
         };
-        let key = u32::try_from(slot).map_err(|_| "slot out of range")?;
-        self.sessions.insert(key, Session { stack, io: None });
+        self.sessions.insert(slot, Session { stack, io: None });
         Ok(true)
     }
 
     /// Takes a connection's session out (to run it beside the reactor); put it back with
     /// [`Layers::put`].
     pub(crate) fn take(&mut self, slot: usize) -> Option<Session> {
-        self.sessions.remove(&u32::try_from(slot).ok()?)
+        self.sessions.remove(slot)
     }
 
     pub(crate) fn put(&mut self, slot: usize, session: Session) {
-        if let Ok(key) = u32::try_from(slot) {
-            self.sessions.insert(key, session);
-        }
+        self.sessions.insert(slot, session);
     }
 
     pub(crate) fn get(&self, slot: usize) -> Option<&Session> {
-        self.sessions.get(&u32::try_from(slot).ok()?)
+        self.sessions.get(slot)
     }
 
     /// A connection closed: its session goes, its buffers back to the pool.
@@ -508,10 +508,7 @@ impl Layers {
         let n = self.deferred.len().min(self.per_loop as usize);
         let due: Vec<(usize, u32)> = self.deferred.drain(..n).collect();
         for &(slot, _) in &due {
-            if let Some(tls) = u32::try_from(slot)
-                .ok()
-                .and_then(|k| self.sessions.get_mut(&k))
-                .and_then(Session::tls_mut)
+            if let Some(tls) = self.sessions.get_mut(slot).and_then(Session::tls_mut)
             {
                 tls.deferred = false;
             }
