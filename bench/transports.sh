@@ -92,6 +92,8 @@ hz=$(getconf CLK_TCK)
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {'d': d}))" "$@"; }
 
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---- certificates ------------------------------------------------------------------------
 say "test CA and an ECDSA P-256 server certificate"
 openssl req -x509 -nodes -days 2 -subj "/CN=Tether bench CA" -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
@@ -282,6 +284,8 @@ say "handshake storm"
 
 {
     echo "## bench/transports.sh — $(date -u +%Y-%m-%d) ($(nproc) cores; $(openssl version | awk '{print $1, $2}'); $(nginx -v 2>&1 | sed 's/^nginx version: //'))"
+    echo
+    echo "Load average at the start and the end (anything else running skews the latency rows most): $load0 / $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     cat "$work/report-idle.md" "$work/report-hs.md" "$work/report-echo.md" "$work/report-storm.md"
 }

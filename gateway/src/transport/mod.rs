@@ -508,8 +508,7 @@ impl Layers {
         let n = self.deferred.len().min(self.per_loop as usize);
         let due: Vec<(usize, u32)> = self.deferred.drain(..n).collect();
         for &(slot, _) in &due {
-            if let Some(tls) = self.sessions.get_mut(slot).and_then(Session::tls_mut)
-            {
+            if let Some(tls) = self.sessions.get_mut(slot).and_then(Session::tls_mut) {
                 tls.deferred = false;
             }
         }
