@@ -9,7 +9,8 @@
 //! Every family the reactors count is declared once, in page order, in the
 //! [`tether_daemon::metric_set!`] below: its field, name, help, labels and `/stats` key. The
 //! label values are the [`label_set!`](tether_daemon::label_set) enums ([`CloseReason`],
-//! [`SessionEvent`], [`BackendDrop`], [`Refusal`]) and the wire's [`ErrorCode`]s
+//! [`SessionEvent`], [`BackendDrop`], [`Refusal`], and the transports' [`TlsHandshake`],
+//! [`WsUpgrade`], [`WsClose`]) and the wire's [`ErrorCode`]s
 //! ([`ErrorCodes`]). The render functions add what no reactor counts: build info, the
 //! acceptors' refusals ([`GatewayInfo`]), the node table, reactors, limits, draining, uptime.
 //!
