@@ -17,7 +17,8 @@
 # (--hold) with heartbeats only, and checks at the end that every one still answers. While
 # they are held: RSS and kernel counters after a settle, then CPU over a 10 s window.
 # Writes target/c1m/ (raw samples, loadgen summaries), prints the Markdown for doc/c1m.md
-# and draws doc/c1m.svg. Ports: node 19950, gateway 19960, admin 19961, state HTTP 19962.
+# and draws doc/c1m.svg. Ports: node 19950, gateway 19960, admin 19961, state push API 19962
+# and metrics 19963.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,7 @@ command -v python3 >/dev/null || { apt-get update -q && apt-get install -y -q py
 cargo build --release --quiet -p tether-echo-node -p tether-gateway -p tether-loadgen -p tether-state
 bin=$target/release
 rm -rf "$out" && mkdir -p "$out"
-for port in 19950 19960 19961 19962; do
+for port in 19950 19960 19961 19962 19963; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is in use: stop what listens there" >&2; exit 1; fi
 done
 
@@ -56,9 +57,9 @@ hard=$(ulimit -Hn)
 for step in "${steps[@]}"; do
     dir=$(mktemp -d)
     RUST_LOG=warn "$bin/tether-state" --socket "$dir/state.sock" --journal "$dir/journal" \
-        --http 127.0.0.1:19962 --jwt-secret "$secret" --heartbeat-s 10 & st=$!; pids+=($st)
+        --http 127.0.0.1:19962 --metrics 127.0.0.1:19963 --jwt-secret "$secret" --heartbeat-s 10 & st=$!; pids+=($st)
     RUST_LOG=warn "$bin/tether-echo-node" --listen 127.0.0.1:19950 --reactors 1 & pids+=($!)
-    wait_port 19950; wait_port 19962
+    wait_port 19950; wait_port 19963
     # error: the node and state links going away at the end of a step are expected.
     RUST_LOG=error "$bin/tether-gateway" --listen 127.0.0.1:19960 --admin 127.0.0.1:19961 \
         --node 127.0.0.1:19950 --state "$dir/state.sock" --reactors 2 --pin-cores false \
@@ -81,7 +82,7 @@ for step in "${steps[@]}"; do
         >"$out/$n.loadgen.txt" 2>&1 & lg=$!; pids+=($lg)
     for _ in $(seq 1200); do
         [ "$(metric 19961 tether_gateway_connections_open)" = "$n" ] \
-            && [ "$(metric 19962 'tether_state_sessions{state="online"}')" = "$n" ] && break
+            && [ "$(metric 19963 'tether_state_sessions{state="online"}')" = "$n" ] && break
         sleep 0.1
     done
     open=$(metric 19961 tether_gateway_connections_open)
@@ -91,7 +92,7 @@ for step in "${steps[@]}"; do
     g0=$(ticks "$gw"); s0=$(ticks "$st"); t0=$(date +%s.%N)
     sleep "$window"
     g1=$(ticks "$gw"); s1=$(ticks "$st"); t1=$(date +%s.%N)
-    online=$(metric 19962 'tether_state_sessions{state="online"}')
+    online=$(metric 19963 'tether_state_sessions{state="online"}')
     open=$(metric 19961 tether_gateway_connections_open)
     lg_status=0; wait "$lg" || lg_status=$?
     cat >"$out/$n.json" <<JSON

@@ -23,8 +23,9 @@
 # for a build that compacts inline), the worst and p99 batch latency and commands/s of the
 # mix. The same state_load (this tree's) drives every build.
 #
-# Loopback Unix sockets only; the daemon's metrics listener is 127.0.0.1:19963 (must be
-# free). Everything started is stopped on exit. About 1 minute per run after the builds.
+# Loopback Unix sockets only; the daemon's push API listener is 127.0.0.1:19963 and its
+# metrics listener 127.0.0.1:19964 (given as TETHER_STATE_METRICS, which a build from before
+# that listener existed ignores; both must be free). Everything started is stopped on exit. About 1 minute per run after the builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,7 +77,7 @@ export TETHER_STATE_JWT_SECRET="bench-compaction-$$-$RANDOM"
 run() {   # run NAME BINARY N
     local name=$1 bin=$2 n=$3 dir=$out/$1-$3 daemon fill
     mkdir -p "$dir/journal"
-    RUST_LOG=tether_state=info taskset -c 0 "$bin" --socket "$dir/state.sock" \
+    RUST_LOG=tether_state=info TETHER_STATE_METRICS=127.0.0.1:19964 taskset -c 0 "$bin" --socket "$dir/state.sock" \
         --http 127.0.0.1:19963 --journal "$dir/journal" --journal-fsync everysec \
         --heartbeat-s 3600 --resume-window-s 120 --max-sessions "$max_sessions" "${compact[@]}" \
         >"$out/logs/$name-$n.log" 2>&1 &

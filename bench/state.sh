@@ -51,7 +51,8 @@
 #
 # Installs redis-server and redis-tools (and curl, python3, util-linux when missing) with
 # apt-get, never starting the distribution's Redis service. Loopback and Unix sockets only;
-# tether-state's metrics listener is 127.0.0.1:19960 (must be free). Everything started is
+# tether-state's push API listener is 127.0.0.1:19960 and its metrics listener 127.0.0.1:19961
+# (both must be free). Everything started is
 # stopped on exit.
 #
 # Output: the Markdown report on stdout (also OUT/report.md), progress on stderr; exit status
@@ -83,6 +84,7 @@ heartbeat_s=30 resume_window_s=120
 fill_conns=4
 server_core=0 client_core=1
 http_port=19960
+metrics_port=19961
 # The JWT secret reaches the daemon and the client through the environment (flags show in ps).
 export TETHER_STATE_JWT_SECRET="bench-state-secret-$$-$RANDOM"
 bin=${CARGO_TARGET_DIR:-target}/release
@@ -154,7 +156,9 @@ work=$(mktemp -d /tmp/tether-state-bench.XXXXXX)
 [[ -n $out ]] || out=$(mktemp -d /tmp/tether-state-results.XXXXXX)
 mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
-if (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null; then die "port 127.0.0.1:$http_port is in use"; fi
+for port in "$http_port" "$metrics_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port 127.0.0.1:$port is in use"; fi
+done
 
 # ---- servers ------------------------------------------------------------------------------
 tether_pid="" redis_pid="" tether_cmd="" redis_cmd=""
@@ -162,6 +166,7 @@ start_tether() {   # start_tether NAME HEARTBEAT_S MAX_SESSIONS
     local name=$1 cmd
     mkdir -p "$work/$name"
     cmd=("$bin/tether-state" --socket "$work/$name/state.sock" --http "127.0.0.1:$http_port"
+         --metrics "127.0.0.1:$metrics_port"
          --journal "$work/$name/journal" --journal-fsync everysec
          --heartbeat-s "$2" --resume-window-s "$resume_window_s" --max-sessions "$3")
     tether_cmd="RUST_LOG=warn TETHER_STATE_JWT_SECRET=… taskset -c $server_core ${cmd[*]}"
@@ -171,7 +176,7 @@ start_tether() {   # start_tether NAME HEARTBEAT_S MAX_SESSIONS
     tether_sock=$work/$name/state.sock
     for _ in $(seq 200); do
         kill -0 "$tether_pid" 2>/dev/null || { tail -n 20 "$out/logs/$name.log" >&2; die "tether-state exited while starting (log: $out/logs/$name.log)"; }
-        [[ -S $tether_sock ]] && curl -sf "http://127.0.0.1:$http_port/metrics" >/dev/null && return 0
+        [[ -S $tether_sock ]] && curl -sf "http://127.0.0.1:$metrics_port/metrics" >/dev/null && return 0
         sleep 0.05
     done
     die "tether-state did not listen within 10 s (log: $out/logs/$name.log)"
@@ -316,7 +321,7 @@ start_redis redis-mix
 for r in $(seq "$rounds"); do
     if ((r % 2)); then run_tether "$r"; run_redis "$r"; else run_redis "$r"; run_tether "$r"; fi
 done
-curl -s "http://127.0.0.1:$http_port/metrics" >"$out/mix-tether-metrics.txt" || true
+curl -s "http://127.0.0.1:$metrics_port/metrics" >"$out/mix-tether-metrics.txt" || true
 redis-cli -s "$redis_sock" info >"$out/mix-redis-info.txt"
 mix_tether_cmd=$tether_cmd mix_redis_cmd=$redis_cmd
 stop_server "$tether_pid"
@@ -340,7 +345,7 @@ done
 [[ -s $out/fill-tether.json ]] || die "state_load fill did not finish within 120 s"
 sleep 1   # let the daemon settle (journal buffers flushed)
 t_rss1=$(rss_kib "$tether_pid")
-curl -s "http://127.0.0.1:$http_port/metrics" >"$out/fill-tether-metrics.txt" || true
+curl -s "http://127.0.0.1:$metrics_port/metrics" >"$out/fill-tether-metrics.txt" || true
 kill -0 "$tether_pid" 2>/dev/null || die "tether-state died during the fill"
 fill_tether_cmd=$tether_cmd
 stop_server "$fill_pid"

@@ -4,7 +4,8 @@
 //! validators its keys share and `--help` defaults taken from `Default` ([`config`]), secrets
 //! that never print ([`secret`]), tracing logs in text or JSON ([`logging`]), and signal handling
 //! ([`signals`]), systemd readiness notification ([`notify`]) and watchdog pings gated on a
-//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), counters, gauges,
+//! liveness check ([`watchdog`]), the open-files limit ([`rlimit`]), memory given back after a
+//! burst ([`heap`]), counters, gauges,
 //! histograms and their one declaration per daemon ([`metrics`], [`metric_set!`]), Prometheus
 //! text ([`prometheus`]) and the read and write loops of a nonblocking socket
 //! ([`nonblocking`]); with the `http` feature, an axum app on its own thread
@@ -13,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod golden;
+pub mod heap;
 #[cfg(feature = "http")]
 pub mod http_thread;
 pub mod logging;

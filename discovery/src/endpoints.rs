@@ -1,13 +1,17 @@
-//! `--etcd URL[,URL…]`: the etcd cluster's client URLs.
+//! `--etcd URL[,URL…]`: the etcd cluster's client URLs, and the user to connect as.
 
 use tether_daemon::config::validate::etcd_endpoint;
+use tether_daemon::secret::Secret;
 
 use crate::error::DiscoveryError;
 
-/// The client URLs of one etcd cluster (`http://host:port`; a bare `host:port` means http).
-/// Any one member is enough to work: the client balances over all of them.
+/// The client URLs of one etcd cluster (`http://host:port`; a bare `host:port` means http),
+/// and the etcd user to authenticate as, if any. Any one member is enough to work.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoints(Vec<String>);
+pub struct Endpoints {
+    urls: Vec<String>,
+    user: Option<(String, Secret)>,
+}
 
 impl Endpoints {
     /// Parses each URL; every one must be an
@@ -21,12 +25,30 @@ impl Endpoints {
         for url in urls {
             out.push(etcd_endpoint(url.as_ref())?);
         }
-        Ok(Endpoints(out))
+        Ok(Endpoints {
+            urls: out,
+            user: None,
+        })
+    }
+
+    /// The same cluster, connected to as etcd user `name` with `password`.
+    pub fn with_user(self, name: String, password: Secret) -> Endpoints {
+        Endpoints {
+            user: Some((name, password)),
+            ..self
+        }
     }
 
     /// The URLs, normalized to `http://host:port`.
     pub fn urls(&self) -> &[String] {
-        &self.0
+        &self.urls
+    }
+
+    /// The etcd user and password to authenticate with; None = no authentication.
+    pub fn user(&self) -> Option<(&str, &Secret)> {
+        self.user
+            .as_ref()
+            .map(|(name, password)| (name.as_str(), password))
     }
 }
 

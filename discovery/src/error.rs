@@ -9,6 +9,9 @@ pub enum DiscoveryError {
     /// An `--etcd` value that is not `http://host:port` (or `host:port`).
     #[error(transparent)]
     Endpoint(#[from] BadEndpoint),
+    /// The etcd password file could not be read.
+    #[error("etcd_password_file {path}: {why}")]
+    Password { path: String, why: String },
     /// No endpoint was given.
     #[error("no etcd endpoint given")]
     NoEndpoint,

@@ -161,13 +161,14 @@ fn parse(prefix: &str, key: &[u8], value: &[u8]) -> Option<Member> {
         .ok()
 }
 
-/// A new client for one member of `endpoints`: the first, from a rotating start, that
+/// A new client, authenticated as `endpoints`' user if it has one, for one member of
+/// `endpoints`: the first, from a rotating start, that
 /// accepts a connection now (the first of all if none does). One member per client keeps a
 /// session's calls on one server (a lease granted through one member and used through
 /// another can be "not found" until the other has applied it), and leaves dead members out
 /// (the client would balance calls onto them). A failed session connects again, to the next
-/// member that answers. HTTP/2 keepalives notice a dead member within seconds even on a
-/// quiet watch.
+/// member that answers. HTTP/2 keepalives notice a dead member within [`KEEPALIVE`] plus
+/// [`KEEPALIVE_TIMEOUT`] even on a quiet watch.
 pub(crate) async fn connect(endpoints: &Endpoints) -> Result<Client, DiscoveryError> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let urls = endpoints.urls();
@@ -182,12 +183,27 @@ pub(crate) async fn connect(endpoints: &Endpoints) -> Result<Client, DiscoveryEr
             break;
         }
     }
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive(KEEPALIVE, KEEPALIVE_TIMEOUT)
         .with_keep_alive_while_idle(true);
+    if let Some((user, password)) = endpoints.user() {
+        // Authenticates now (a wrong password fails the connect) and again whenever the
+        // token expires.
+        let password = String::from_utf8_lossy(password.expose()).into_owned();
+        options = options
+            .with_user(user, password)
+            .with_auto_token_refresh(true);
+    }
     timed(Client::connect([chosen], Some(options))).await
 }
+
+/// How often an idle connection pings its member. etcd refuses pings more frequent than its
+/// `--grpc-keepalive-min-time` (5 s by default) with a GOAWAY "too_many_pings" and closes the
+/// connection, every watch on it included: 2 s here made every watch fail about every 10 s.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the member is taken for dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long [`connect`] waits for each member to accept a TCP connection.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);

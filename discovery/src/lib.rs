@@ -11,12 +11,15 @@
 //!   previous value on DELETE, re-synced from scratch after any failure.
 //! - [`supervisor`]: [`Registration`], a key kept under a lease (TTL 10 s, keepalive every
 //!   TTL/3), granted and put again after an etcd restart or a lost lease, revoked on stop.
-//! - [`endpoints`]: parsing `--etcd URL[,URL…]`.
+//! - [`endpoints`]: parsing `--etcd URL[,URL…]`; the user to connect as.
+//! - [`auth`]: the etcd credential keys every daemon with `--etcd` takes (`etcd_user`,
+//!   `etcd_password_file`), declared once ([`EtcdAuth`], [`EtcdAuthFlags`]), and their checks.
 //! - [`error`]: the typed errors ([`DiscoveryError`]).
 //!
 //! etcd work runs on a thread of its own (a current-thread tokio runtime), so the daemons
 //! whose data path is mio (gateway, echo node) take no tokio runtime of their own.
 
+mod auth;
 mod endpoints;
 mod error;
 mod etcd;
@@ -27,6 +30,7 @@ mod supervisor;
 
 use std::time::Duration;
 
+pub use auth::{EtcdAuth, EtcdAuthEnv, EtcdAuthFlags};
 pub use endpoints::Endpoints;
 pub use error::DiscoveryError;
 pub use etcd::EtcdDiscovery;

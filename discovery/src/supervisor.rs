@@ -5,7 +5,10 @@
 //! 1. connect (a fresh client: etcd-client does not reconnect a broken stream by itself),
 //!    grant a lease of `ttl`, put the key with the latest value under it;
 //! 2. keep the lease alive every `ttl / 3`, checking each answer: a TTL of 0 means etcd no
-//!    longer knows the lease (it expired, or etcd restarted without its data);
+//!    longer knows the lease (it expired, or etcd restarted without its data); and read the
+//!    key back each time, a unary call that etcd authenticates (its keepalive stream, once
+//!    open, it does not): a credential deleted or changed in etcd ends the session, so the
+//!    lease runs out, and a key deleted by hand is put again;
 //! 3. put the key again whenever [`Registration::update`] gives a new value;
 //! 4. on any failure — etcd unreachable, a broken stream, a lost lease — back off
 //!    ([`RETRY_MIN`] doubling to [`RETRY_MAX`]) and start again at 1, so a restarted etcd
@@ -18,7 +21,7 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, GetOptions, PutOptions};
 use tokio::sync::{watch, Notify};
 
 use crate::endpoints::Endpoints;
@@ -219,6 +222,12 @@ async fn session(
             _ = tick.tick() => {
                 timed(async { keeper.keep_alive().await }).await?;
                 waiting_since.get_or_insert_with(tokio::time::Instant::now);
+                let options = GetOptions::new().with_keys_only();
+                let ours = timed(client.get(shared.key.as_str(), Some(options))).await?;
+                if ours.kvs().is_empty() {
+                    tracing::warn!(key = %shared.key, "etcd: the key was deleted; putting it again");
+                    put(shared, &mut client, lease).await?;
+                }
             }
             // Read all the time, so a broken stream (etcd gone) is noticed at once.
             answer = answers.message() => match answer? {

@@ -4,10 +4,12 @@
 //!
 //! `etcd` comes from Debian's `etcd-server` package; `cargo xtask test` installs it.
 //! Keys are read through etcd's JSON gateway (`POST /v3/kv/range`), so the tests need no
-//! client of their own.
+//! client of their own. With authentication on, [`Cluster::etcdctl`] (Debian's
+//! `etcd-client`) acts as a user, and [`Cluster::enable_auth`] and [`Cluster::add_user`] set
+//! users and roles up the way doc/operations.md tells operators to.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -215,6 +217,92 @@ impl Cluster {
         ids.sort();
         ids
     }
+}
+
+impl Cluster {
+    /// Runs `etcdctl ARGS` on this cluster as `user` (`name:password`), or as nobody, with
+    /// `stdin` as its input; returns whether it succeeded, and what it printed (stdout, then
+    /// stderr).
+    pub fn etcdctl(
+        &self,
+        user: Option<&str>,
+        args: &[&str],
+        stdin: Option<&Path>,
+    ) -> (bool, String) {
+        let mut command = Command::new("etcdctl");
+        command.args(args);
+        self.etcdctl_env(&mut command, user);
+        run_with_stdin(command, stdin)
+    }
+
+    fn etcdctl_env(&self, command: &mut Command, user: Option<&str>) {
+        command
+            .env("ETCDCTL_API", "3")
+            .env("ETCDCTL_ENDPOINTS", self.endpoints())
+            .env_remove("ETCDCTL_USER")
+            .env_remove("ETCDCTL_PASSWORD");
+        if let Some(user) = user {
+            command.env("ETCDCTL_USER", user);
+        }
+    }
+
+    /// Creates the `root` user with `password` and turns authentication on, as
+    /// doc/operations.md says; afterwards `root:password` can do anything.
+    pub fn enable_auth(&self, root_password_file: &Path) {
+        for args in [
+            &["user", "add", "root", "--interactive=false"][..],
+            &["auth", "enable"],
+        ] {
+            let stdin = (args[0] == "user").then_some(root_password_file);
+            let (ok, out) = self.etcdctl(None, args, stdin);
+            assert!(ok, "etcdctl {args:?}: {out}");
+        }
+    }
+
+    /// `deploy/etcd/tether-etcd-user.sh KIND ID PASSWORD_FILE` as `root` (`root:password`).
+    pub fn add_user(&self, root: &str, kind: &str, id: &str, password_file: &Path) {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etcd/tether-etcd-user.sh");
+        let mut command = Command::new("sh");
+        command.arg(script).args([kind, id]).arg(password_file);
+        self.etcdctl_env(&mut command, Some(root));
+        let (ok, out) = run_with_stdin(command, None);
+        assert!(ok, "tether-etcd-user.sh {kind} {id}: {out}");
+    }
+
+    /// The sorted ids under `prefix`, read as `user` (`name:password`) with etcdctl.
+    pub fn ids_as(&self, user: &str, prefix: &str) -> Vec<String> {
+        let (ok, out) = self.etcdctl(
+            Some(user),
+            &["get", "--prefix", "--keys-only", prefix],
+            None,
+        );
+        assert!(ok, "etcdctl get {prefix}: {out}");
+        let mut ids: Vec<String> = out
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .map(String::from)
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// Runs `command` to its end with `stdin` (or nothing) as input: (success, stdout + stderr).
+fn run_with_stdin(mut command: Command, stdin: Option<&Path>) -> (bool, String) {
+    let input = match stdin {
+        Some(path) => Stdio::from(std::fs::File::open(path).expect("open the stdin file")),
+        None => Stdio::null(),
+    };
+    let out = command.stdin(input).output().unwrap_or_else(|e| {
+        panic!("cannot run {command:?} ({e}): install Debian's etcd-client (cargo xtask test does)")
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 impl Drop for Cluster {

@@ -396,13 +396,65 @@ pub fn loadgen(args: &[&str]) -> (bool, serde_json::Value) {
 
 /// Sends `request` (raw bytes: a whole HTTP/1.1 request, ideally with `Connection: close`)
 /// on a fresh connection and returns (status, body) of the answer, read to EOF.
-pub(crate) fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     try_http_raw(addr, request).unwrap_or_else(|e| panic!("HTTP to {addr}: {e}"))
 }
 
 /// [`http_raw`], with a failure to connect or send as an error instead of a panic: for polls
 /// that may start before the server listens.
 pub(crate) fn try_http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
+    exchange(addr, request).map(|answer| (answer.status, answer.body))
+}
+
+/// An HTTP/1.1 answer, read to EOF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// The status line and the headers.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// `method path` with `headers` and `body` on a fresh connection that closes after the
+/// answer.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body);
+    exchange(addr, &request).unwrap_or_else(|e| panic!("HTTP to {addr}: {e}"))
+}
+
+/// Sends `request` on a fresh connection and reads the answer to EOF.
+fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<HttpAnswer> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(request)?;
@@ -414,18 +466,32 @@ pub(crate) fn try_http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+        .map(|(h, b)| (h.to_string(), b.to_string()))
+        .unwrap_or((response.clone(), String::new()));
+    Ok(HttpAnswer { status, head, body })
 }
 
 /// `POST path` with a JSON `body` on an HTTP/1.1 server; returns (status, body).
 pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    http_post_with(addr, path, &[], body)
+}
+
+/// [`http_post`] with extra `headers`.
+pub fn http_post_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

@@ -1,6 +1,7 @@
-//! Support for the tether-state tests: the daemon on a fresh Unix socket, HTTP port and
-//! journal directory ([`StateDaemon`]), a blocking gateway-side link over the socket
-//! ([`StateLink`]), login tokens, and the push/session HTTP calls.
+//! Support for the tether-state tests: the daemon on a fresh Unix socket, push API port,
+//! metrics port and journal directory ([`StateDaemon`]), a blocking gateway-side link over
+//! the socket ([`StateLink`]), login tokens, push API token files ([`write_api_tokens`]),
+//! and the push/session HTTP calls.
 //!
 //! Every read has a timeout and every wait a deadline, so a broken daemon fails a test
 //! instead of hanging it.
@@ -19,7 +20,7 @@ use base64::Engine;
 use serde_json::Value;
 use tether_proto::{encode, Decoder, Kind, NodeErrorBody, Routed};
 
-use crate::{free_addr, http_get, http_post, Proc};
+use crate::{free_addr, http_get, http_request, HttpAnswer, Proc};
 
 /// The JWT secret every [`StateDaemon`] is started with.
 pub const SECRET: &str = "e2e-state-secret";
@@ -50,9 +51,76 @@ pub fn token(sub: &str) -> String {
     tether_state::token::sign(SECRET.as_bytes(), sub, now_s() + 3600)
 }
 
+/// A client of the gateway at `addr` logged in as `device` (LOGIN with [`token`], LOGIN_OK
+/// checked); returns it and the LOGIN_OK JSON.
+pub fn gateway_login(addr: SocketAddr, device: &str) -> (crate::Client, Value) {
+    let mut c = crate::Client::connect(addr);
+    c.send_frame(Kind::Login, 1, token(device).as_bytes());
+    let r = c.expect();
+    assert_eq!((r.kind, r.id), (Kind::LoginOk, 1), "{device}: {r:?}");
+    (
+        c,
+        serde_json::from_slice(&r.body).expect("LOGIN_OK is JSON"),
+    )
+}
+
 /// A token with arbitrary claims, signed with [`SECRET`].
 pub fn token_with(claims: &Value) -> String {
     tether_state::token::sign_claims(SECRET.as_bytes(), claims)
+}
+
+/// Writes a push API token file at `path`: one `NAME SHA256 SCOPES` line per
+/// `(name, token, scopes)`.
+pub fn write_api_tokens(path: &Path, tokens: &[(&str, &str, &str)]) {
+    let text: String = tokens
+        .iter()
+        .map(|(name, token, scopes)| {
+            let hash = tether_state::api_tokens::hash_hex(token.as_bytes());
+            format!("{name} {hash} {scopes}\n")
+        })
+        .collect();
+    std::fs::write(path, text).expect("write the API token file");
+}
+
+/// Runs `tether-e2e-peer` as `uid`, primary group `gid` and supplementary `groups` (this
+/// process must be root): it connects to `socket` and sends HELLO `gateway`. Returns its one
+/// line of JSON (see `src/bin/peer.rs`).
+pub fn hello_as(socket: &Path, gateway: &str, uid: u32, gid: u32, groups: &[u32]) -> Value {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // A copy beside the socket: the build directory need not be reachable by `uid`.
+    let exe = socket.with_file_name("tether-e2e-peer");
+    std::fs::copy(crate::binary("tether-e2e-peer"), &exe).expect("copy tether-e2e-peer");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut command = std::process::Command::new(&exe);
+    command.arg(socket).arg(gateway);
+    // SAFETY: between fork and exec only the three id syscalls run (no allocation, no lock).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // ETXTBSY while a thread of this process forked holding the copy open for writing.
+    let mut tries = 0;
+    let out = loop {
+        match command.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.expect("run tether-e2e-peer as another uid"),
+        }
+    };
+    assert!(out.status.success(), "tether-e2e-peer: {out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("tether-e2e-peer printed no JSON ({e}): {out:?}"))
 }
 
 /// A fresh, empty directory under the system temp dir.
@@ -65,14 +133,19 @@ pub fn temp_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// A tether-state process on its own socket, HTTP port and journal directory.
+/// A tether-state process on its own socket, HTTP ports and journal directory.
 #[derive(Debug)]
 pub struct StateDaemon {
     proc: Option<Proc>,
     /// The Unix socket gateways connect to.
     pub socket: PathBuf,
-    /// The push/session/metrics HTTP listener (a new port after [`StateDaemon::restart`]).
+    /// The push API listener (a new port after [`StateDaemon::restart`]).
     pub http: SocketAddr,
+    /// The metrics listener (a new port after [`StateDaemon::restart`]).
+    pub metrics: SocketAddr,
+    /// The bearer token the push and session helpers send, for a daemon started with
+    /// `--api-tokens-file`.
+    pub api_token: Option<String>,
     /// The journal directory.
     pub journal: PathBuf,
     /// The directory holding the socket and the journal.
@@ -89,6 +162,8 @@ impl StateDaemon {
             proc: None,
             socket: dir.join("state.sock"),
             http: free_addr(),
+            metrics: free_addr(),
+            api_token: None,
             journal: dir.join("journal"),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -97,14 +172,22 @@ impl StateDaemon {
         daemon
     }
 
-    /// The command-line flags for a daemon on `socket`, `http` and `journal`, with
-    /// `--jwt-secret` [`SECRET`] unless `extra` names a JWT secret itself.
-    pub fn args(socket: &Path, http: SocketAddr, journal: &Path, extra: &[String]) -> Vec<String> {
+    /// The command-line flags for a daemon on `socket`, `http`, `metrics` and `journal`,
+    /// with `--jwt-secret` [`SECRET`] unless `extra` names a JWT secret itself.
+    pub fn args(
+        socket: &Path,
+        http: SocketAddr,
+        metrics: SocketAddr,
+        journal: &Path,
+        extra: &[String],
+    ) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "--socket".into(),
             socket.display().to_string(),
             "--http".into(),
             http.to_string(),
+            "--metrics".into(),
+            metrics.to_string(),
             "--journal".into(),
             journal.display().to_string(),
         ];
@@ -123,7 +206,13 @@ impl StateDaemon {
 
     fn launch(&mut self) {
         assert!(self.proc.is_none(), "the daemon is still running");
-        let args = StateDaemon::args(&self.socket, self.http, &self.journal, &self.extra);
+        let args = StateDaemon::args(
+            &self.socket,
+            self.http,
+            self.metrics,
+            &self.journal,
+            &self.extra,
+        );
         let mut proc = StateDaemon::spawn_raw(&args);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -131,17 +220,18 @@ impl StateDaemon {
                 panic!("tether-state exited at start-up: {status} (args {args:?})");
             }
             let socket_up = UnixStream::connect(&self.socket).is_ok();
-            let http_up =
-                std::net::TcpStream::connect_timeout(&self.http, Duration::from_millis(200))
-                    .is_ok();
-            if socket_up && http_up {
+            let tcp_up = |addr| {
+                std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+            };
+            if socket_up && tcp_up(&self.http) && tcp_up(&self.metrics) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "tether-state did not listen on {} and {} within {START_TIMEOUT:?}",
+                "tether-state did not listen on {}, {} and {} within {START_TIMEOUT:?}",
                 self.socket.display(),
-                self.http
+                self.http,
+                self.metrics
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -170,10 +260,33 @@ impl StateDaemon {
     }
 
     /// Starts the daemon again (after [`StateDaemon::kill`] or [`StateDaemon::stop`]) on the
-    /// same socket path, journal and flags, with a new HTTP port, and waits until it listens.
+    /// same socket path, journal and flags, with new HTTP ports, and waits until it listens.
     pub fn restart(&mut self) {
         self.http = free_addr();
+        self.metrics = free_addr();
         self.launch();
+    }
+
+    /// SIGHUP: the daemon re-reads its configuration and its API token file.
+    pub fn reload(&mut self) {
+        self.proc().signal(libc::SIGHUP);
+    }
+
+    /// A request to the push API with `token` as its bearer token (none when `None`).
+    pub fn api(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> HttpAnswer {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| vec![("Authorization", b)])
+            .unwrap_or_default();
+        http_request(self.http, method, path, &headers, body)
+    }
+
+    /// `DELETE /v1/sessions/{device}` with [`StateDaemon::api_token`]: the status and JSON.
+    pub fn end_session(&self, device: &str) -> (u16, Value) {
+        let path = format!("/v1/sessions/{device}");
+        let answer = self.api("DELETE", &path, self.api_token.as_deref(), b"");
+        (answer.status, answer.json())
     }
 
     /// A new link: connected, HELLO'd as `gateway` (HELLO_OK checked) and with an empty
@@ -197,10 +310,10 @@ impl StateDaemon {
         self.post_push(body.to_string().as_bytes())
     }
 
-    /// `POST /v1/push` with a raw body.
+    /// `POST /v1/push` with a raw body (and [`StateDaemon::api_token`]).
     pub fn post_push(&self, body: &[u8]) -> (u16, Value) {
-        let (status, text) = http_post(self.http, "/v1/push", body);
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let answer = self.api("POST", "/v1/push", self.api_token.as_deref(), body);
+        (answer.status, answer.json())
     }
 
     /// A push that must be answered 200 with `status`; returns its msg_id (when it has one).
@@ -223,7 +336,9 @@ impl StateDaemon {
     /// `GET /v1/sessions/{device}`: the session's JSON, or `None` on 404 (whose body must be
     /// a JSON error).
     pub fn session(&self, device: &str) -> Option<Value> {
-        let (status, body) = http_get(self.http, &format!("/v1/sessions/{device}"));
+        let path = format!("/v1/sessions/{device}");
+        let answer = self.api("GET", &path, self.api_token.as_deref(), b"");
+        let (status, body) = (answer.status, answer.body);
         let v: Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("session answer is not JSON ({e}): {status} {body:?}"));
         match status {
@@ -242,9 +357,9 @@ impl StateDaemon {
             .unwrap_or_else(|| panic!("no session for {device}"))
     }
 
-    /// The `/metrics` text.
+    /// The `/metrics` text, from the metrics listener.
     pub fn metrics(&self) -> String {
-        let (status, text) = http_get(self.http, "/metrics");
+        let (status, text) = http_get(self.metrics, "/metrics");
         assert_eq!(status, 200, "{text}");
         text
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use tether_e2e::state::{token, StateDaemon};
+use tether_e2e::state::{gateway_login, StateDaemon};
 use tether_e2e::{echo_node, eventually, http_get, ipconfig, metric, Client, Proc};
 use tether_proto::Kind;
 
@@ -27,14 +27,6 @@ fn gateway(
     tether_e2e::gateway_with_state(&[node], socket, id, &args)
 }
 
-fn login(addr: SocketAddr, device: &str) -> (Client, serde_json::Value) {
-    let mut c = Client::connect(addr);
-    c.send_frame(Kind::Login, 1, token(device).as_bytes());
-    let r = c.expect();
-    assert_eq!((r.kind, r.id), (Kind::LoginOk, 1), "{device}: {r:?}");
-    (c, serde_json::from_slice(&r.body).expect("LOGIN_OK JSON"))
-}
-
 #[test]
 fn state_sigkilled_and_restarted_under_load_loses_no_session_and_no_request() {
     const CLIENTS: usize = 100;
@@ -44,7 +36,7 @@ fn state_sigkilled_and_restarted_under_load_loses_no_session_and_no_request() {
     let mut sessions = Vec::new();
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let (c, json) = login(listen, &format!("kill-{i}"));
+        let (c, json) = gateway_login(listen, &format!("kill-{i}"));
         sessions.push(json["session"].as_str().expect("session").to_string());
         clients.push(c);
     }
@@ -125,7 +117,7 @@ fn a_draining_gateway_sends_goaway_and_its_clients_resume_elsewhere_with_their_p
         &["--drain-timeout-ms", "5000"],
     );
     let (_gw2, listen2, _) = gateway(node, &state.socket, "gw-stay", &[]);
-    let (mut c, json) = login(listen1, "mover");
+    let (mut c, json) = gateway_login(listen1, "mover");
     let (status, body) = state.push("mover", b"unacked", None);
     assert_eq!(
         (status, body["status"].as_str()),
@@ -182,7 +174,7 @@ fn clients_keep_working_when_ipconfig_goes_away() {
     eventually(Duration::from_secs(5), "the gateway listed", || {
         http_get(ipc, "/ip_list").1.contains("gw-report")
     });
-    let (mut c, _) = login(listen, "steady");
+    let (mut c, _) = gateway_login(listen, "steady");
     ipc_proc.signal(libc::SIGKILL);
     ipc_proc.wait_timeout(Duration::from_secs(5));
     for id in 10..40u64 {
@@ -191,7 +183,7 @@ fn clients_keep_working_when_ipconfig_goes_away() {
         assert_eq!((r.kind, r.id), (Kind::Data, id));
         thread::sleep(Duration::from_millis(20));
     }
-    let (mut late, _) = login(listen, "newcomer");
+    let (mut late, _) = gateway_login(listen, "newcomer");
     late.send_frame(Kind::Ping, 3, b"");
     assert_eq!(late.expect().kind, Kind::Pong);
     let (_, stats) = http_get(admin, "/stats");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tether_e2e::state::{token, StateDaemon};
+use tether_e2e::state::{gateway_login, token, StateDaemon};
 use tether_e2e::{echo_node, eventually, metric, wait_for_state_links, Client, Proc, Reply};
 use tether_proto::Kind;
 
@@ -29,15 +29,6 @@ fn gateway_with_state(
 /// Both reactors' links to the state daemon are up.
 fn state_links_up(admin: SocketAddr) {
     wait_for_state_links(admin, 2, Duration::from_secs(10));
-}
-
-fn login(addr: SocketAddr, device: &str) -> (Client, serde_json::Value) {
-    let mut c = Client::connect(addr);
-    c.send_frame(Kind::Login, 1, token(device).as_bytes());
-    let r = c.expect();
-    assert_eq!((r.kind, r.id), (Kind::LoginOk, 1), "{r:?}");
-    let json = serde_json::from_slice(&r.body).expect("LOGIN_OK is JSON");
-    (c, json)
 }
 
 fn expect_error_then_close(c: &mut Client, code: u16) -> Reply {
@@ -75,7 +66,7 @@ fn a_client_must_log_in_before_anything_else() {
     let r = expect_error_then_close(&mut forger, 5);
     assert_eq!(r.id, 5);
 
-    let (mut c, json) = login(listen, "dev-login");
+    let (mut c, json) = gateway_login(listen, "dev-login");
     assert_eq!(json["session"].as_str().map(str::len), Some(16), "{json}");
     assert!(
         json["resume_token"].as_str().is_some_and(|t| t.len() == 49),
@@ -128,7 +119,7 @@ fn pushes_reach_the_client_and_its_ack_empties_the_queue() {
     // on a loaded machine, so whatever comes after it would be a re-send of an acknowledged push.
     let state = StateDaemon::start(&["--push-retry-base-ms", "1000"]);
     let (_node, _gw, listen, admin) = gateway_with_state(&state.socket, "gw-push", &[]);
-    let (mut c, _) = login(listen, "dev-push");
+    let (mut c, _) = gateway_login(listen, "dev-push");
     let msg = push(&state, "dev-push", b"\x00binary push\xff");
     let r = c.expect();
     assert_eq!((r.kind, r.id), (Kind::Push, msg), "{r:?}");
@@ -151,7 +142,7 @@ fn pushes_reach_the_client_and_its_ack_empties_the_queue() {
 fn heartbeats_keep_a_session_and_a_newer_login_kicks_the_older() {
     let state = StateDaemon::start(&["--heartbeat-s", "1"]);
     let (_node, _gw, listen, _admin) = gateway_with_state(&state.socket, "gw-beat", &[]);
-    let (mut c, json) = login(listen, "dev-beat");
+    let (mut c, json) = gateway_login(listen, "dev-beat");
     assert_eq!(json["heartbeat_s"], 1);
     // 4 s of PINGs every 300 ms: well past the 3 s deadline, still online.
     let until = Instant::now() + Duration::from_secs(4);
@@ -164,11 +155,11 @@ fn heartbeats_keep_a_session_and_a_newer_login_kicks_the_older() {
     }
     assert_eq!(state.session_of("dev-beat")["state"], "online");
 
-    let (_newer, _) = login(listen, "dev-beat");
+    let (_newer, _) = gateway_login(listen, "dev-beat");
     expect_error_then_close(&mut c, 12);
 
     // A silent client is KICKed with TIMEOUT after 3 × 1 s.
-    let (mut silent, _) = login(listen, "dev-silent");
+    let (mut silent, _) = gateway_login(listen, "dev-silent");
     let r = silent
         .recv_timeout(Duration::from_secs(6))
         .expect("a KICK within 6 s");
@@ -180,7 +171,7 @@ fn resume_on_another_gateway_redelivers_unacknowledged_pushes() {
     let state = StateDaemon::start(&["--push-retry-base-ms", "5000"]);
     let (_n1, _gw1, listen1, _) = gateway_with_state(&state.socket, "gw-one", &[]);
     let (_n2, _gw2, listen2, _) = gateway_with_state(&state.socket, "gw-two", &[]);
-    let (mut c, json) = login(listen1, "dev-move");
+    let (mut c, json) = gateway_login(listen1, "dev-move");
     let first = push(&state, "dev-move", b"first");
     let second = push(&state, "dev-move", b"second");
     assert_eq!(c.expect().id, first);
@@ -221,7 +212,7 @@ fn resume_on_another_gateway_redelivers_unacknowledged_pushes() {
 fn without_the_state_daemon_logged_in_clients_carry_on_and_logins_get_unavailable() {
     let mut state = StateDaemon::start(&[]);
     let (_node, _gw, listen, admin) = gateway_with_state(&state.socket, "gw-away", &[]);
-    let (mut c, json) = login(listen, "dev-stays");
+    let (mut c, json) = gateway_login(listen, "dev-stays");
     state.kill();
     eventually(Duration::from_secs(5), "state links down", || {
         metric(admin, "tether_gateway_state_links_up") == Some(0.0)

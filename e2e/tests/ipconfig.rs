@@ -222,7 +222,7 @@ fn check_lists_every_error_at_once() {
     // An empty file is the defaults.
     let (ok, stderr, stdout) = run_check("empty", "");
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("listen = \"0.0.0.0:6789\""), "{stdout}");
+    assert!(stdout.contains("listen = \"127.0.0.1:6789\""), "{stdout}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tether_e2e::state::{StateDaemon, SECRET};
+use tether_e2e::state::{temp_dir, write_api_tokens, StateDaemon, SECRET};
 use tether_e2e::{binary, echo_node, eventually, gateway_with_state, ipconfig, listed, loadgen};
 
 fn run_loadgen(args: &[&str], json: &std::path::Path) -> (bool, serde_json::Value, String) {
@@ -235,10 +235,18 @@ fn jwt_logins_heartbeats_and_pushes_through_a_gateway_with_state() {
 }
 
 /// Gateways found through `/ip_list`: two gateways report to a real tether-ipconfig, the
-/// connections spread over both, and the loadgen's own pushes (`--push-rate`) all arrive.
+/// connections spread over both, and the loadgen's own pushes (`--push-rate`, with a bearer
+/// token from `--push-token-file`) all arrive.
 #[test]
 fn ipconfig_spreads_connections_and_push_rate_pushes_arrive() {
-    let state = StateDaemon::start(&[]);
+    let tokens = temp_dir("loadgen-push-token");
+    let (token_file, api_tokens) = (tokens.join("push-token"), tokens.join("api-tokens"));
+    std::fs::write(&token_file, "loadgen-push-token-5f0c\n").expect("write the push token");
+    write_api_tokens(
+        &api_tokens,
+        &[("loadgen", "loadgen-push-token-5f0c", "push")],
+    );
+    let state = StateDaemon::start(&["--api-tokens-file", api_tokens.to_str().unwrap()]);
     let (_node, node) = echo_node(&["--reactors", "1"]);
     let (_ipc, ipc) = ipconfig(&["--stale-after-ms", "3000"]);
     let url = format!("http://{ipc}");
@@ -273,6 +281,8 @@ fn ipconfig_spreads_connections_and_push_rate_pushes_arrive() {
         "200",
         "--push-url",
         &push_url,
+        "--push-token-file",
+        token_file.to_str().unwrap(),
     ]);
     assert!(ok, "loadgen reported failure: {s:#}");
     assert_eq!(n(&s["conns"]["logged_in"]), conns, "{s:#}");
@@ -294,6 +304,7 @@ fn ipconfig_spreads_connections_and_push_rate_pushes_arrive() {
     eventually(Duration::from_secs(5), "no push pending", || {
         state.metric("tether_state_pushes_pending") == Some(0.0)
     });
+    let _ = std::fs::remove_dir_all(&tokens);
 }
 
 /// SIGTERM one of two gateways mid-run: its clients get GOAWAY, find the other through

@@ -65,6 +65,28 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
     let secret_file = scratch.join("jwt");
     std::fs::write(&secret_file, "from-a-file\n").expect("write the secret file");
     let secret_file = secret_file.to_str().expect("utf-8 path").to_string();
+    let key = "k".repeat(64);
+    let path_of = |name: &str, contents: &str| {
+        let path = scratch.join(name);
+        std::fs::write(&path, contents).expect("write a credential file");
+        path.to_str().expect("utf-8 path").to_string()
+    };
+    let report_key = path_of("report-key", &format!("{key}\n"));
+    let report_keys = path_of("report-keys", &format!("gw-1 {key}\n"));
+    let etcd_password = path_of("etcd-password", "an-etcd-password\n");
+    // `etcd_password_file` is an Option, None by default; it needs `etcd_user` beside it.
+    let etcd_auth = || Run {
+        args: vec![
+            "--etcd-user".into(),
+            "ops-doc".into(),
+            "--etcd-password-file".into(),
+            etcd_password.clone(),
+        ],
+        sets: &["etcd_user", "etcd_password_file"],
+    };
+    let api_tokens = scratch.join("api-tokens");
+    std::fs::write(&api_tokens, "").expect("write the API token file");
+    let api_tokens = api_tokens.to_str().expect("utf-8 path").to_string();
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         Daemon {
@@ -85,6 +107,12 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                     args: tls_args(scratch),
                     sets: &["tls_cert", "tls_key"],
                 },
+                // `ipconfig_key_file` is an Option, None by default.
+                Run {
+                    args: vec!["--ipconfig-key-file".into(), report_key],
+                    sets: &["ipconfig_key_file"],
+                },
+                etcd_auth(),
             ],
         },
         Daemon {
@@ -101,23 +129,48 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                     args: vec!["--jwt-secret-file".into(), secret_file],
                     sets: &["jwt_secret", "jwt_secret_file"],
                 },
+                // The push API's tokens and the socket's allow-lists are Options too.
+                Run {
+                    args: vec![
+                        "--jwt-secret".into(),
+                        SECRET.into(),
+                        "--api-tokens-file".into(),
+                        api_tokens,
+                        "--allow-uids".into(),
+                        "1".into(),
+                        "--allow-gids".into(),
+                        "2".into(),
+                    ],
+                    sets: &["jwt_secret", "api_tokens_file", "allow_uids", "allow_gids"],
+                },
             ],
         },
         Daemon {
             binary: "tether-ipconfig",
             env_prefix: "TETHER_IPCONFIG_",
-            runs: vec![Run {
-                args: vec![],
-                sets: &[],
-            }],
+            runs: vec![
+                Run {
+                    args: vec![],
+                    sets: &[],
+                },
+                // `report_keys_file` is an Option, None by default.
+                Run {
+                    args: vec!["--report-keys-file".into(), report_keys],
+                    sets: &["report_keys_file"],
+                },
+                etcd_auth(),
+            ],
         },
         Daemon {
             binary: "tether-echo-node",
             env_prefix: "TETHER_NODE_",
-            runs: vec![Run {
-                args: vec![],
-                sets: &[],
-            }],
+            runs: vec![
+                Run {
+                    args: vec![],
+                    sets: &[],
+                },
+                etcd_auth(),
+            ],
         },
     ]
 }

@@ -851,18 +851,31 @@ fn announce_end_detaches_unannounced_sessions() {
 }
 
 #[test]
-fn a_second_link_with_the_same_gateway_id_replaces_the_first() {
+fn a_gateway_id_held_by_a_live_link_is_refused_and_taken_once_that_link_closes() {
     let d = StateDaemon::start(&QUIET);
     let mut old = d.link("gw-y");
     old.login_ok(R1, 1, "dev-y");
+    // A second link naming the same id while the first lives: STATE_ERROR 5, closed.
+    let mut second = StateLink::connect(&d.socket);
+    second.send_frame(Kind::Hello, 0, b"gw-y");
+    let reason = second.expect_state_error(5, 0);
+    assert!(reason.contains("held by a live link"), "{reason}");
+    eventually(Duration::from_secs(2), "the refusal counted", || {
+        d.metric("tether_state_hellos_refused_total") == Some(1.0)
+    });
+    assert_eq!(d.metric("tether_state_link_errors_total"), Some(0.0));
+    // The first link is untouched: its pushes still reach it.
+    let m = d.push_expect("dev-y", b"still old", "delivered").unwrap();
+    expect_push(&mut old, m, R1, b"still old");
+    old.ack(R1, m);
+    eventually(Duration::from_secs(2), "the ack processed", || {
+        pending_of(&d, "dev-y") == 0
+    });
+    // Closed, the id is free: a new link (connected right after the close, before the daemon
+    // may have read its EOF) takes it, announces and gets the pushes.
+    drop(old);
     let mut new = StateLink::connect(&d.socket);
     new.hello("gw-y");
-    // The old link is closed (a STATE_ERROR before the close is tolerated).
-    match old.next_event(Duration::from_secs(5)) {
-        Event::Closed => {}
-        Event::Frame(reply) if reply.kind == Kind::StateError => old.expect_closed(),
-        other => panic!("the replaced link got {other:?}"),
-    }
     new.announce(&[R1]);
     new.announce_end();
     let m = d
@@ -870,6 +883,7 @@ fn a_second_link_with_the_same_gateway_id_replaces_the_first() {
         .unwrap();
     expect_push(&mut new, m, R1, b"on the new link");
     assert_eq!(state_of(&d, "dev-y"), "online");
+    assert_eq!(d.metric("tether_state_hellos_refused_total"), Some(1.0));
 }
 
 #[test]
@@ -1091,7 +1105,7 @@ fn a_record_naming_an_unregistered_gateway_refuses_the_start() {
     journal.append(&attach).expect("append");
     drop(journal);
 
-    let args = StateDaemon::args(&d.socket, free_addr(), &d.journal, &[]);
+    let args = StateDaemon::args(&d.socket, free_addr(), free_addr(), &d.journal, &[]);
     let mut child = Command::new(binary("tether-state"))
         .args(&args)
         .env("RUST_LOG", "error")
@@ -1140,7 +1154,13 @@ fn a_second_daemon_on_the_same_socket_or_journal_refuses_to_start() {
     let d = StateDaemon::start(&QUIET);
     let other = temp_dir("state-second");
 
-    let args = StateDaemon::args(&d.socket, free_addr(), &other.join("journal"), &[]);
+    let args = StateDaemon::args(
+        &d.socket,
+        free_addr(),
+        free_addr(),
+        &other.join("journal"),
+        &[],
+    );
     let mut second = StateDaemon::spawn_raw(&args);
     let status = second
         .wait_timeout(Duration::from_secs(5))
@@ -1152,7 +1172,13 @@ fn a_second_daemon_on_the_same_socket_or_journal_refuses_to_start() {
     );
     d.link("gw-still-there").login_ok(R1, 1, "dev-2nd");
 
-    let args = StateDaemon::args(&other.join("other.sock"), free_addr(), &d.journal, &[]);
+    let args = StateDaemon::args(
+        &other.join("other.sock"),
+        free_addr(),
+        free_addr(),
+        &d.journal,
+        &[],
+    );
     let mut third = StateDaemon::spawn_raw(&args);
     let status = third
         .wait_timeout(Duration::from_secs(5))

@@ -161,12 +161,16 @@ fn ipconfig_is_ready_once_it_accepts_and_pings_while_its_runtime_answers() {
 #[test]
 fn state_is_ready_once_its_socket_accepts_and_pings_while_its_loop_goes_round() {
     let dir = temp_dir("systemd-state");
-    let (socket, http) = (dir.join("state.sock"), free_addr());
-    let args = StateDaemon::args(&socket, http, &dir.join("journal"), &[]);
+    let (socket, http, metrics) = (dir.join("state.sock"), free_addr(), free_addr());
+    let args = StateDaemon::args(&socket, http, metrics, &dir.join("journal"), &[]);
     notifies_like_a_notify_unit(
         "tether-state",
         &args,
-        &[Endpoint::Unix(socket), Endpoint::Tcp(http)],
+        &[
+            Endpoint::Unix(socket),
+            Endpoint::Tcp(http),
+            Endpoint::Tcp(metrics),
+        ],
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

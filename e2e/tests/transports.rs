@@ -76,6 +76,7 @@ fn python(args: &[&str]) -> String {
     let python = python_with_websockets();
     let run = run(
         Command::new(python)
+            .arg("-u") // unbuffered: a client that hangs still shows how far it got
             .arg(script("transport_clients.py"))
             .args(args),
         CLIENT_TIMEOUT,

@@ -8,7 +8,20 @@ use serde::{Deserialize, Serialize};
 use tether_daemon::config::validate::{self, Checks};
 use tether_daemon::config::{ConfigError, Validate};
 use tether_daemon::logging::LogFormat;
+use tether_discovery::{EtcdAuth, EtcdAuthEnv, EtcdAuthFlags};
 use tether_proto::DEFAULT_MAX_BODY;
+
+/// Keys with no value by default, for `--help`.
+pub const NO_DEFAULT: &[tether_daemon::config::help::NoDefault] = &[("etcd_password_file", "")];
+
+/// The environment variables of the etcd credential flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Env;
+
+impl EtcdAuthEnv for Env {
+    const ETCD_USER: &'static str = "TETHER_NODE_ETCD_USER";
+    const ETCD_PASSWORD_FILE: &'static str = "TETHER_NODE_ETCD_PASSWORD_FILE";
+}
 
 /// Everything a node can be told. Every key has a flag of the same name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +46,9 @@ pub struct Config {
     /// etcd client URLs: register under `/tether/nodes/{id}` so gateways find this node;
     /// empty = not registered (gateways list it in `nodes`).
     pub etcd: Vec<String>,
+    /// The etcd user to register as (`etcd_user`, `etcd_password_file`).
+    #[serde(flatten)]
+    pub etcd_auth: EtcdAuth,
     /// This node's id in etcd; empty = `<hostname>-<port>`.
     pub id: String,
     /// The `host:port` gateways dial, registered in etcd; empty = `listen` (127.0.0.1 when it
@@ -53,6 +69,7 @@ impl Default for Config {
             max_queued_bytes: 4 << 20,
             backlog: 4096,
             etcd: Vec::new(),
+            etcd_auth: EtcdAuth::default(),
             id: String::new(),
             advertise: String::new(),
             log_format: LogFormat::Text,
@@ -77,6 +94,7 @@ impl Validate for Config {
             "at most 10000000 (10 s)",
         );
         c.etcd("etcd", &self.etcd);
+        self.etcd_auth.check(&mut c, &self.etcd);
         // What discovery accepts in a record (empty: the node derives one).
         if !self.id.is_empty() {
             c.check("id", validate::member_id(&self.id));
@@ -144,6 +162,9 @@ pub struct Opts {
     /// etcd client URLs, comma-separated: register there; none = not registered.
     #[arg(long, env = "TETHER_NODE_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub etcd_auth: EtcdAuthFlags<Env>,
     /// Node id in etcd; empty = `<hostname>-<port>`.
     #[arg(
         long,
@@ -222,7 +243,7 @@ mod tests {
 
     #[test]
     fn every_flag_is_a_key_and_its_help_shows_its_default() {
-        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(&[]);
+        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(NO_DEFAULT);
         assert!(problems.is_empty(), "{problems:#?}");
     }
 }

@@ -25,5 +25,5 @@ mod node;
 mod pool;
 mod reactor;
 
-pub use config::{Config, Opts};
+pub use config::{Config, Opts, NO_DEFAULT};
 pub use node::run;

@@ -12,6 +12,8 @@ struct EchoNode;
 impl Daemon for EchoNode {
     type Opts = Opts;
     type Config = Config;
+    const NO_DEFAULT: &'static [tether_daemon::config::help::NoDefault] =
+        tether_echo_node::NO_DEFAULT;
 
     fn load(opts: &Opts) -> Result<Config, ConfigErrors> {
         opts.load()

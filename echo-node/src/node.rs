@@ -10,7 +10,7 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tether_daemon::metrics::{Counter, Gauge};
-use tether_discovery::{DiscoveryError, Endpoints, Member, Registration, Role, LEASE_TTL};
+use tether_discovery::{DiscoveryError, Member, Registration, Role, LEASE_TTL};
 use tether_proto::Decoder;
 use thiserror::Error;
 
@@ -197,7 +197,7 @@ pub(crate) fn register(
     if config.etcd.is_empty() {
         return Ok(None);
     }
-    let endpoints = Endpoints::parse(&config.etcd)?;
+    let endpoints = config.etcd_auth.endpoints(&config.etcd)?;
     let local = node.local_addr();
     let id = if config.id.is_empty() {
         let host = hostname().unwrap_or_else(|| "node".into());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::Token;
+use tether_daemon::heap::shrink_idle;
 use tether_daemon::nonblocking::write_queued;
 
 use crate::health::Health;
@@ -109,6 +110,18 @@ impl Backend {
         }
         self.left_waiting = self.pending() > 0;
         Ok(())
+    }
+
+    /// Frees link buffers a burst grew past `keep` bytes that are empty again; returns the
+    /// bytes freed.
+    pub(crate) fn trim(&mut self, keep: usize) -> usize {
+        let mut freed = 0;
+        if self.pending() == 0 {
+            self.out.clear();
+            self.written = 0;
+            freed += shrink_idle(&mut self.out, keep);
+        }
+        freed + shrink_idle(&mut self.partial, keep)
     }
 
     /// Output has waited since `progress` without the socket taking a byte for longer than

@@ -3,7 +3,9 @@
 //!
 //! Each pool keeps at most `keep` buffers of at most `max_capacity` bytes, so what a burst
 //! leaves behind is bounded: larger buffers, and any beyond `keep`, go back to the
-//! allocator.
+//! allocator. And what a burst left is given back once quiet: each pool remembers the
+//! fewest buffers it held free since its last [`trim`](BufferPool::trim) (its low-water
+//! mark) — buffers nobody needed for a whole period — and a trim frees that many.
 
 use crate::client::ClientIo;
 
@@ -13,6 +15,8 @@ pub(crate) struct BufferPool {
     free: Vec<Vec<u8>>,
     keep: usize,
     max_capacity: usize,
+    /// The fewest buffers free since the last trim.
+    low: usize,
 }
 
 impl BufferPool {
@@ -22,6 +26,7 @@ impl BufferPool {
             free: Vec::new(),
             keep,
             max_capacity,
+            low: 0,
         }
     }
 
@@ -33,7 +38,9 @@ impl BufferPool {
 
     /// An empty buffer, reused when one is free.
     pub(crate) fn take(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_default()
+        let buf = self.free.pop().unwrap_or_default();
+        self.low = self.low.min(self.free.len());
+        buf
     }
 
     /// Returns a buffer to the pool (or frees it).
@@ -42,6 +49,13 @@ impl BufferPool {
             buf.clear();
             self.free.push(buf);
         }
+    }
+
+    /// Frees the buffers unused since the last trim; returns their bytes.
+    pub(crate) fn trim(&mut self) -> usize {
+        let freed = unused(&mut self.free, self.low, |buf| buf.capacity());
+        self.low = self.free.len();
+        freed
     }
 }
 
@@ -53,6 +67,8 @@ pub(crate) struct IoPool {
     free: Vec<Box<ClientIo>>,
     keep: usize,
     max_capacity: usize,
+    /// The fewest boxes free since the last trim.
+    low: usize,
 }
 
 impl IoPool {
@@ -62,11 +78,14 @@ impl IoPool {
             free: Vec::new(),
             keep,
             max_capacity,
+            low: 0,
         }
     }
 
     pub(crate) fn take(&mut self) -> Box<ClientIo> {
-        self.free.pop().unwrap_or_default()
+        let io = self.free.pop().unwrap_or_default();
+        self.low = self.low.min(self.free.len());
+        io
     }
 
     pub(crate) fn give(&mut self, mut io: Box<ClientIo>) {
@@ -84,6 +103,27 @@ impl IoPool {
         io.written = 0;
         self.free.push(io);
     }
+
+    /// Frees the boxes unused since the last trim; returns their bytes.
+    pub(crate) fn trim(&mut self) -> usize {
+        let freed = unused(&mut self.free, self.low, |io| {
+            size_of::<ClientIo>() + io.partial.capacity() + io.out.capacity()
+        });
+        self.low = self.free.len();
+        freed
+    }
+}
+
+/// Drops the `count` oldest entries of a free list (the bottom of the stack: the ones
+/// `take` reaches last) and returns their bytes, as `size` counts them.
+fn unused<T>(free: &mut Vec<T>, count: usize, size: impl Fn(&T) -> usize) -> usize {
+    let count = count.min(free.len());
+    let freed = free[..count].iter().map(size).sum();
+    free.drain(..count);
+    if free.capacity() > 2 * free.len().max(16) {
+        free.shrink_to_fit();
+    }
+    freed
 }
 
 #[cfg(test)]
@@ -103,6 +143,40 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr);
         pool.give(vec![0; 1025]);
         assert!(pool.take().capacity() == 0);
+    }
+
+    #[test]
+    fn a_trim_frees_what_went_unused_since_the_last_one() {
+        let mut pool = BufferPool::new(8, 1024);
+        let bufs: Vec<Vec<u8>> = (0..4).map(|_| Vec::with_capacity(100)).collect();
+        for buf in bufs {
+            pool.give(buf);
+        }
+        // The first trim only sets the mark: 4 free, none taken since.
+        pool.low = pool.free.len();
+        // One period: at most 3 taken at once, so 1 sat unused throughout.
+        let taken: Vec<Vec<u8>> = (0..3).map(|_| pool.take()).collect();
+        for buf in taken {
+            pool.give(buf);
+        }
+        assert_eq!(pool.trim(), 100);
+        assert_eq!(pool.free.len(), 3);
+        // A quiet period: every buffer went unused.
+        assert_eq!(pool.trim(), 300);
+        assert!(pool.free.is_empty());
+        assert_eq!(pool.trim(), 0);
+    }
+
+    #[test]
+    fn io_boxes_unused_for_a_period_are_freed() {
+        let mut pool = IoPool::new(4, 1024);
+        let mut io = pool.take();
+        io.out.reserve(512);
+        pool.give(io);
+        // Given back during this period: the low-water mark is still 0.
+        assert_eq!(pool.trim(), 0);
+        assert!(pool.trim() >= 512);
+        assert!(pool.free.is_empty());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tether_daemon::config::help::NoDefault;
 use tether_daemon::config::validate::{self, Checks};
 use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
 use tether_daemon::logging::LogFormat;
+use tether_discovery::{EtcdAuth, EtcdAuthEnv, EtcdAuthFlags};
 use tether_proto::DEFAULT_MAX_BODY;
 
 use crate::balance::Balance;
@@ -107,6 +108,10 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// ip-config services to report load to (`http://host:port`); none = no reporting.
     pub ipconfig: Vec<String>,
+    /// This gateway's report key (one line): reports are signed with it, as an ipconfig with
+    /// `report_keys_file` requires. Read again on SIGHUP. None = unsigned reports, which only
+    /// an ipconfig on loopback without `report_keys_file` accepts.
+    pub ipconfig_key_file: Option<PathBuf>,
     /// This gateway's id in reports; empty = `<hostname>-<port>`.
     pub id: String,
     /// The host:port clients dial, in reports; empty = the first listener (127.0.0.1 when
@@ -119,6 +124,9 @@ pub struct Config {
     /// refreshed every `report_interval_ms`) and take the echo nodes from `/tether/nodes/`
     /// instead of `nodes`. Empty = the static `nodes` list.
     pub etcd: Vec<String>,
+    /// The etcd user to register as (`etcd_user`, `etcd_password_file`).
+    #[serde(flatten)]
+    pub etcd_auth: EtcdAuth,
     pub log_format: LogFormat,
 }
 
@@ -167,11 +175,13 @@ impl Default for Config {
             login_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
             ipconfig: Vec::new(),
+            ipconfig_key_file: None,
             id: String::new(),
             advertise: String::new(),
             bandwidth_bytes_per_s: 1_250_000_000,
             report_interval_ms: 1000,
             etcd: Vec::new(),
+            etcd_auth: EtcdAuth::default(),
             log_format: LogFormat::Text,
         }
     }
@@ -268,6 +278,9 @@ impl Validate for Config {
                 format!("{url:?} is not http://host:port[/prefix]"),
             );
         }
+        if let Some(path) = &self.ipconfig_key_file {
+            c.check("ipconfig_key_file", crate::reporter::load_key(path));
+        }
         // What ipconfig accepts in a report (empty: the gateway derives one).
         if !self.id.is_empty() {
             c.check("id", validate::member_id(&self.id));
@@ -286,6 +299,7 @@ impl Validate for Config {
             "at least 100",
         );
         c.etcd("etcd", &self.etcd);
+        self.etcd_auth.check(&mut c, &self.etcd);
         c.into_errors()
     }
 }
@@ -448,16 +462,19 @@ impl Config {
         if self.state != other.state {
             changed.push("state");
         }
-        if self.etcd != other.etcd {
-            changed.push("etcd");
+        if self.etcd != other.etcd || self.etcd_auth != other.etcd_auth {
+            changed.push("etcd/etcd_user/etcd_password_file");
         }
         if self.ipconfig != other.ipconfig
+            || self.ipconfig_key_file != other.ipconfig_key_file
             || self.id != other.id
             || self.advertise != other.advertise
             || self.bandwidth_bytes_per_s != other.bandwidth_bytes_per_s
             || self.report_interval_ms != other.report_interval_ms
         {
-            changed.push("ipconfig/id/advertise/bandwidth_bytes_per_s/report_interval_ms");
+            changed.push(
+                "ipconfig/ipconfig_key_file/id/advertise/bandwidth_bytes_per_s/report_interval_ms",
+            );
         }
         changed
     }
@@ -496,7 +513,18 @@ pub const NO_DEFAULT: &[NoDefault] = &[
     ("state", "anonymous logins"),
     ("tls_cert", "no TLS listener"),
     ("tls_key", "no TLS listener"),
+    ("ipconfig_key_file", "unsigned reports"),
+    ("etcd_password_file", ""),
 ];
+
+/// The environment variables of the etcd credential flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Env;
+
+impl EtcdAuthEnv for Env {
+    const ETCD_USER: &'static str = "TETHER_GATEWAY_ETCD_USER";
+    const ETCD_PASSWORD_FILE: &'static str = "TETHER_GATEWAY_ETCD_PASSWORD_FILE";
+}
 
 /// Command-line flags; each overrides the file's key and reads `TETHER_GATEWAY_<KEY>`. Their
 /// help says no default: `--help` appends the one `Config::default()` has.
@@ -626,6 +654,9 @@ pub struct Opts {
     /// ip-config service to report to, http://host:port; repeat for several; none = no reports.
     #[arg(long, env = "TETHER_GATEWAY_IPCONFIG", value_delimiter = ',')]
     pub ipconfig: Option<Vec<String>>,
+    /// File holding this gateway's report key: reports are signed with it.
+    #[arg(long, env = "TETHER_GATEWAY_IPCONFIG_KEY_FILE")]
+    pub ipconfig_key_file: Option<PathBuf>,
     /// Gateway id in reports; empty = `<hostname>-<port>`.
     #[arg(
         long,
@@ -646,6 +677,9 @@ pub struct Opts {
     /// none = the --node list.
     #[arg(long, env = "TETHER_GATEWAY_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub etcd_auth: EtcdAuthFlags<Env>,
     /// Log format: text or json.
     #[arg(long, env = "TETHER_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

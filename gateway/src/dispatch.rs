@@ -247,6 +247,20 @@ impl Dispatcher {
         &self.policy
     }
 
+    /// Gives back what a burst left (the reactor calls this about once a second): payload
+    /// copies unused since the last trim, and the in-flight table's room when a quarter of it
+    /// or less is used. Returns the bytes freed.
+    pub fn trim(&mut self) -> usize {
+        let mut freed = self.copies.trim();
+        let capacity = self.table.capacity();
+        if capacity > 64 && self.table.len() * 4 <= capacity {
+            self.table.shrink_to(self.table.len() * 2);
+            let slot = size_of::<(u64, Entry)>() + 1;
+            freed += capacity.saturating_sub(self.table.capacity()) * slot;
+        }
+        freed
+    }
+
     /// New limits (reload); a shorter timeout applies to requests already in flight.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;

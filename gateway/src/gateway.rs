@@ -25,7 +25,7 @@ use crate::metrics::{GatewayInfo, Metrics};
 use crate::reactor::{self, Command, Reactor, Setup};
 use crate::reporter::{self, Endpoint, Reporter};
 use crate::transport::{self, CertError, Resumption, Transport};
-use tether_discovery::{DiscoveryError, Endpoints, Registration, Role, LEASE_TTL};
+use tether_discovery::{DiscoveryError, Registration, Role, LEASE_TTL};
 
 /// How long start-up waits for etcd's node list before starting with none.
 const ETCD_SYNC_WAIT: Duration = Duration::from_secs(2);
@@ -51,6 +51,8 @@ pub(crate) enum GatewayError {
     Discovery(#[from] DiscoveryError),
     #[error("TLS: {0}")]
     Tls(#[from] CertError),
+    #[error("ipconfig_key_file {0}")]
+    Key(String),
 }
 
 struct ReactorHandle {
@@ -75,6 +77,8 @@ pub(crate) struct Gateway {
     fleet: Fleet,
     /// This gateway's key in etcd, with `etcd` set.
     registration: Option<Arc<Registration>>,
+    /// Signs reports to ipconfig, with `ipconfig_key_file`.
+    signer: Option<Arc<reporter::Signer>>,
     info: Arc<GatewayInfo>,
     stop_accepting: Arc<AtomicBool>,
 }
@@ -122,7 +126,7 @@ impl Gateway {
         let etcd = if config.etcd.is_empty() {
             None
         } else {
-            Some(Endpoints::parse(&config.etcd)?)
+            Some(config.etcd_auth.endpoints(&config.etcd)?)
         };
         let fleet = match &etcd {
             None => Fleet::fixed(Arc::new(config.settings()))?,
@@ -218,6 +222,15 @@ impl Gateway {
         }
 
         let mut registration = None;
+        let signer = match &config.ipconfig_key_file {
+            Some(path) => Some(Arc::new(reporter::Signer::new(
+                reporter::load_key(path).map_err(GatewayError::Key)?,
+            ))),
+            None => None,
+        };
+        if signer.is_none() && !config.ipconfig.is_empty() {
+            tracing::info!("no ipconfig_key_file: reports are unsigned, which only an ipconfig on loopback without report_keys_file accepts");
+        }
         let reporter = if config.ipconfig.is_empty() && etcd.is_none() {
             None
         } else {
@@ -239,6 +252,7 @@ impl Gateway {
                 metrics: metrics.clone(),
                 info: info.clone(),
                 registration: None,
+                signer: signer.clone(),
             };
             if let Some(endpoints) = etcd {
                 let key = Role::Gateway.key(&setup.id);
@@ -263,6 +277,7 @@ impl Gateway {
             reporter,
             fleet,
             registration,
+            signer,
             info,
             stop_accepting,
         })
@@ -287,6 +302,16 @@ impl Gateway {
     pub(crate) fn reload(&mut self, config: Config) -> Vec<&'static str> {
         let ignored = config.restart_only_changes(&self.config);
         self.reload_certificate(&config);
+        // The key file's path is restart-only; its contents (a new key) apply now.
+        if let (Some(signer), Some(path)) = (&self.signer, &self.config.ipconfig_key_file) {
+            match reporter::load_key(path) {
+                Ok(key) => {
+                    signer.replace(key);
+                    tracing::info!(path = %path.display(), "report key reloaded");
+                }
+                Err(e) => tracing::error!("report key not reloaded, the old one stays: {e}"),
+            }
+        }
         // Through the fleet: with etcd, the nodes stay the discovered ones.
         self.fleet.reload(Arc::new(config.settings()));
         self.info
@@ -303,11 +328,13 @@ impl Gateway {
         kept.log_format = self.config.log_format;
         kept.state = self.config.state.clone();
         kept.ipconfig = self.config.ipconfig.clone();
+        kept.ipconfig_key_file = self.config.ipconfig_key_file.clone();
         kept.id = self.config.id.clone();
         kept.advertise = self.config.advertise.clone();
         kept.bandwidth_bytes_per_s = self.config.bandwidth_bytes_per_s;
         kept.report_interval_ms = self.config.report_interval_ms;
         kept.etcd = self.config.etcd.clone();
+        kept.etcd_auth = self.config.etcd_auth.clone();
         self.config = kept;
         ignored
     }
@@ -381,6 +408,7 @@ impl Gateway {
 /// (`opts` say where it is and which flags override it).
 pub fn run(opts: &Opts, config: Config) -> anyhow::Result<()> {
     tether_daemon::rlimit::raise_and_log();
+    tether_daemon::heap::return_memory_promptly();
     // Signals first: a SIGTERM that arrives while starting (clients are served before
     // `start` returns) drains once started instead of killing the process.
     let (tx, rx) = crossbeam_channel::unbounded();

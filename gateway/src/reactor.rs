@@ -13,7 +13,8 @@
 //! reads and writes through [`Layers`], the TLS handshake budget), [`nodes`] (links, health,
 //! reading replies),
 //! [`requests`] (the glue to the sans-IO [`Dispatcher`] that decides where a request goes
-//! and what becomes of it), [`sessions`] (the state daemon's link). Handlers return what
+//! and what becomes of it), [`sessions`] (the state daemon's link), [`trim`] (memory a burst
+//! left, given back once quiet). Handlers return what
 //! became of a connection ([`Verdict`]) or a link ([`LinkVerdict`]) and the loop acts on it.
 
 mod clients;
@@ -21,6 +22,7 @@ mod layered;
 mod nodes;
 mod requests;
 mod sessions;
+mod trim;
 
 use std::collections::VecDeque;
 use std::io;
@@ -144,6 +146,8 @@ pub(crate) struct Reactor {
     logins: VecDeque<(usize, u32, u32)>,
     /// When the next idle sweep is due (with an idle timeout).
     next_idle_sweep: Instant,
+    /// When memory a burst left is next given back.
+    next_trim: Instant,
 }
 
 impl Reactor {
@@ -189,6 +193,7 @@ impl Reactor {
             login_gate: LoginGate::new(settings.max_logins_inflight),
             logins: VecDeque::new(),
             next_idle_sweep: now,
+            next_trim: now + trim::TRIM_INTERVAL,
         };
         if let Some(tls) = setup.tls {
             reactor.layers.set_tls(tls);
@@ -281,6 +286,10 @@ impl Reactor {
         }
         if self.state.is_some() {
             self.tick_state();
+        }
+        if self.now >= self.next_trim {
+            self.next_trim = self.now + trim::TRIM_INTERVAL;
+            self.trim();
         }
         self.publish_nodes();
     }

@@ -7,19 +7,28 @@
 //! the larger of what the reactors moved for clients and what the host's non-loopback NICs
 //! moved (sysinfo), since both draw on the same link; cpu is the host's, in percent.
 //!
+//! With `ipconfig_key_file` set every report is signed ([`Signer`], the scheme of
+//! [`tether_proto::report_auth`]): this gateway's id, a timestamp that only grows, and an
+//! HMAC-SHA256 of both and the body under the gateway's key, in three headers. An ipconfig
+//! with `report_keys_file` refuses anything else; one without it (loopback only) ignores
+//! them. SIGHUP reads the key file again, so a key rotates without a restart.
+//!
 //! With `etcd` set the same report is this gateway's record in etcd: each report replaces the
 //! value of `/tether/gateways/{id}` (kept under a lease by a [`Registration`]), which every
 //! ipconfig replica watching etcd records as if it had been posted to it.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tether_daemon::secret::Secret;
 use tether_discovery::Registration;
+use tether_proto::report_auth::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use thiserror::Error;
 
 use crate::metrics::{GatewayInfo, Metrics};
@@ -76,8 +85,14 @@ impl Endpoint {
         })
     }
 
-    /// Sends one report; a non-2xx answer is an error carrying the status line.
-    pub(crate) fn post(&self, body: &[u8], timeout: Duration) -> Result<(), ReportError> {
+    /// Sends one report with `extra` header lines (each ending in CRLF); a non-2xx answer is
+    /// an error carrying the status line.
+    pub(crate) fn post(
+        &self,
+        body: &[u8],
+        extra: &str,
+        timeout: Duration,
+    ) -> Result<(), ReportError> {
         let target = self.host_port.clone();
         let addr = self
             .host_port
@@ -93,7 +108,7 @@ impl Endpoint {
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
             self.path,
             self.host_port,
             body.len()
@@ -117,6 +132,61 @@ impl Endpoint {
     }
 }
 
+/// The key in `ipconfig_key_file` (one line, as `openssl rand -hex 32` prints it).
+pub(crate) fn load_key(path: &Path) -> Result<Secret, String> {
+    let contents =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    report_auth::key_from_file(&contents)
+        .map(Secret::new)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Signs this gateway's reports with its key.
+#[derive(Debug)]
+pub(crate) struct Signer {
+    key: Mutex<Secret>,
+    /// The last timestamp signed (Unix ms): each report gets a later one, even if the clock
+    /// steps back, so ipconfig never takes a report for a replay.
+    last_ms: AtomicU64,
+}
+
+impl Signer {
+    pub(crate) fn new(key: Secret) -> Signer {
+        Signer {
+            key: Mutex::new(key),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Signs with `key` from now on (SIGHUP).
+    pub(crate) fn replace(&self, key: Secret) {
+        *self.key.lock().unwrap_or_else(PoisonError::into_inner) = key;
+    }
+
+    /// The three header lines that sign `body` as gateway `id`'s report, at `now_ms` or just
+    /// after the last one signed.
+    pub(crate) fn headers(&self, id: &str, body: &[u8], now_ms: u64) -> String {
+        let previous = self.last_ms.fetch_max(now_ms, Ordering::AcqRel);
+        let timestamp = if previous >= now_ms {
+            self.last_ms.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            now_ms
+        };
+        let key = self.key.lock().unwrap_or_else(PoisonError::into_inner);
+        let signature = report_auth::sign(key.expose(), id, timestamp, body);
+        format!(
+            "{ID_HEADER}: {id}\r\n{TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {signature}\r\n"
+        )
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Bytes per second from two readings of a running total.
 pub(crate) fn rate(before: u64, after: u64, elapsed: Duration) -> u64 {
     let secs = elapsed.as_secs_f64();
@@ -137,6 +207,8 @@ pub(crate) struct Setup {
     pub info: Arc<GatewayInfo>,
     /// The etcd registration whose value each report replaces.
     pub registration: Option<Arc<Registration>>,
+    /// Signs the reports to ipconfig, with `ipconfig_key_file`.
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl Setup {
@@ -269,9 +341,15 @@ fn report_loop(setup: Setup, signal: &(Mutex<Signal>, Condvar)) {
         if let Some(registration) = &setup.registration {
             registration.update(body.clone());
         }
+        let signature = match &setup.signer {
+            Some(signer) if !setup.endpoints.is_empty() => {
+                signer.headers(&setup.id, &body, unix_ms())
+            }
+            _ => String::new(),
+        };
         let mut all_ok = true;
         for endpoint in &setup.endpoints {
-            if let Err(e) = endpoint.post(&body, Duration::from_secs(1)) {
+            if let Err(e) = endpoint.post(&body, &signature, Duration::from_secs(1)) {
                 all_ok = false;
                 if !failing {
                     tracing::warn!(error = %e, "cannot report to ipconfig (logged once until it works again)");
@@ -368,13 +446,77 @@ mod tests {
             got
         });
         let e = Endpoint::parse(&format!("http://{addr}")).unwrap();
-        assert!(e.post(b"{}", Duration::from_secs(2)).is_ok());
+        assert!(e.post(b"{}", "", Duration::from_secs(2)).is_ok());
+        let signed = "x-tether-gateway: gw-1\r\n";
         assert!(matches!(
-            e.post(b"{}", Duration::from_secs(2)),
+            e.post(b"{}", signed, Duration::from_secs(2)),
             Err(ReportError::Status(..))
         ));
         let requests = server.join().unwrap();
         assert!(requests[0].starts_with("POST /v1/report HTTP/1.1\r\n"));
         assert!(requests[0].ends_with("\r\n\r\n{}"));
+        assert!(requests[1].contains("\r\nx-tether-gateway: gw-1\r\nConnection: close\r\n"));
+    }
+
+    #[test]
+    fn signatures_verify_and_timestamps_only_grow() {
+        let key = "k".repeat(64);
+        let signer = Signer::new(Secret::new(key.as_bytes()));
+        let header = |text: &str, name: &str| -> String {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap()
+                .trim_end()
+                .to_string()
+        };
+        let mut last = 0;
+        // The clock steps back after the second report: timestamps still grow.
+        for now in [1_000, 2_000, 1_500, 1_500] {
+            let text = signer.headers("gw-1", b"{}", now);
+            assert_eq!(header(&text, ID_HEADER), "gw-1");
+            let ts: u64 = header(&text, TIMESTAMP_HEADER).parse().unwrap();
+            assert!(ts > last, "{ts} after {last}");
+            last = ts;
+            let sig = header(&text, SIGNATURE_HEADER);
+            assert!(report_auth::verifies(
+                key.as_bytes(),
+                "gw-1",
+                ts,
+                b"{}",
+                &sig
+            ));
+        }
+        assert_eq!(last, 2_002);
+        let next = "n".repeat(64);
+        signer.replace(Secret::new(next.as_bytes()));
+        let text = signer.headers("gw-1", b"{}", 5_000);
+        let sig = header(&text, SIGNATURE_HEADER);
+        assert!(report_auth::verifies(
+            next.as_bytes(),
+            "gw-1",
+            5_000,
+            b"{}",
+            &sig
+        ));
+    }
+
+    #[test]
+    fn key_files_hold_one_good_key() {
+        let dir = std::env::temp_dir().join(format!("gw-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, format!("{}\n", "a".repeat(64))).unwrap();
+        assert_eq!(load_key(&good).unwrap().expose(), "a".repeat(64).as_bytes());
+        let short = dir.join("short");
+        std::fs::write(&short, "hunter2\n").unwrap();
+        let err = load_key(&short).unwrap_err();
+        assert!(
+            err.contains("the key is 7 characters") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(load_key(&dir.join("missing"))
+            .unwrap_err()
+            .starts_with("cannot read"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
+use tether_daemon::heap::shrink_idle;
 use tether_daemon::nonblocking::write_queued;
 use tether_proto::{encode, ErrorBody, Frame, Kind, NodeErrorBody, Routed};
 
@@ -234,6 +235,18 @@ impl StateLink {
         Ok(false)
     }
 
+    /// Frees link buffers a burst grew past `keep` bytes that are empty again; returns the
+    /// bytes freed.
+    pub(crate) fn trim(&mut self, keep: usize) -> usize {
+        let mut freed = 0;
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            freed += shrink_idle(&mut self.out, keep);
+        }
+        freed + shrink_idle(&mut self.partial, keep)
+    }
+
     /// Queues `routes` as HEARTBEAT (or ANNOUNCE) frames.
     pub(crate) fn routes(&mut self, kind: Kind, routes: &[u64]) {
         for chunk in routes.chunks(ROUTES_PER_FRAME) {
@@ -326,6 +339,17 @@ mod tests {
                 route: 99,
                 payload: b"hi"
             })
+        );
+
+        // A refused HELLO.
+        out.clear();
+        let reason = "gateway id \"gw/0\" is held by a live link";
+        encode::header(&mut out, Kind::StateError, 0, 0, 2 + reason.len());
+        out.extend_from_slice(&ErrorCode::AuthFailed.as_u16().to_be_bytes());
+        out.extend_from_slice(reason.as_bytes());
+        assert_eq!(
+            parse(&decode(&out)),
+            Ok(StateEvent::Refused { code: 5, reason })
         );
     }
 

@@ -115,6 +115,20 @@ fn a_black_hole_node_frees_every_request_at_its_deadline() {
     assert_eq!(d.inflight(), 0);
     assert_eq!(d.copied_bytes(), 0);
     assert_eq!(d.nodes()[0].outstanding, 0);
+
+    // And what the burst grew is given back once quiet: the table's room at once, the
+    // pooled copies once a whole period went by without them.
+    let first = d.trim();
+    assert!(
+        first >= 3000 * 72,
+        "the in-flight table's room is freed: {first} bytes"
+    );
+    let second = d.trim();
+    assert!(
+        second >= 1500 * 1000,
+        "copies unused for a period are freed: {second} bytes"
+    );
+    assert_eq!(d.trim(), 0, "nothing is left to free");
 }
 
 #[test]

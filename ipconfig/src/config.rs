@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use tether_daemon::config::help::NoDefault;
 use tether_daemon::config::validate::Checks;
 use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
 use tether_daemon::logging::LogFormat;
+use tether_discovery::{EtcdAuth, EtcdAuthEnv, EtcdAuthFlags};
+
+use crate::credentials::Credentials;
 
 /// Largest `top_n`: a request deals at most this many entries.
 pub(crate) const MAX_TOP_N: usize = 100;
@@ -20,13 +24,24 @@ pub(crate) const MAX_GATEWAYS: usize = 1_000_000;
 /// Smallest and largest `max_report_bytes`.
 pub(crate) const REPORT_BYTES_RANGE: (usize, usize) = (512, 1 << 20);
 
+/// Keys with no value by default, for `--help`.
+pub const NO_DEFAULT: &[NoDefault] = &[
+    ("report_keys_file", "unsigned reports, loopback only"),
+    ("etcd_password_file", ""),
+];
+
 /// Everything the service can be told. Every key has a flag of the same name and a
 /// `TETHER_IPCONFIG_<KEY>` env var.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// HTTP listener for reports, `/ip_list`, `/healthz` and `/metrics`.
+    /// HTTP listener for reports, `/ip_list`, `/healthz` and `/metrics`. Off loopback it
+    /// needs `report_keys_file` (or anyone who reaches it could list their own gateways).
     pub listen: SocketAddr,
+    /// Which keys may sign reports for which gateway ids (see [`crate::credentials`]); set,
+    /// every `POST /v1/report` must be signed. None = unsigned reports are accepted, and
+    /// `listen` must be a loopback address.
+    pub report_keys_file: Option<PathBuf>,
     /// Reports per gateway the scores average over.
     pub window: usize,
     /// A gateway with no report for this long is dropped.
@@ -44,13 +59,17 @@ pub struct Config {
     /// etcd client URLs: also take the gateways registered under `/tether/gateways/`
     /// (watched); empty = HTTP reports only.
     pub etcd: Vec<String>,
+    /// The etcd user to watch as (`etcd_user`, `etcd_password_file`).
+    #[serde(flatten)]
+    pub etcd_auth: EtcdAuth,
     pub log_format: LogFormat,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 6789)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6789)),
+            report_keys_file: None,
             window: 5,
             stale_after_ms: 3000,
             top_n: 5,
@@ -59,6 +78,7 @@ impl Default for Config {
             max_report_bytes: 16 * 1024,
             workers: 0,
             etcd: Vec::new(),
+            etcd_auth: EtcdAuth::default(),
             log_format: LogFormat::Text,
         }
     }
@@ -67,6 +87,26 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigError> {
         let mut c = Checks::new();
+        c.need(
+            self.listen.ip().is_loopback() || self.report_keys_file.is_some(),
+            "listen",
+            format!(
+                "{} is not a loopback address: set report_keys_file, or anyone who reaches it \
+                 can list their own gateways (see doc/operations.md, Security)",
+                self.listen
+            ),
+        );
+        if let Some(path) = &self.report_keys_file {
+            if let Err(errors) = Credentials::load(path) {
+                for e in errors {
+                    c.need(
+                        false,
+                        "report_keys_file",
+                        format!("{}: {e}", path.display()),
+                    );
+                }
+            }
+        }
         c.need(
             (1..=MAX_WINDOW).contains(&self.window),
             "window",
@@ -105,6 +145,7 @@ impl Validate for Config {
         );
         c.need(self.workers <= 1024, "workers", "at most 1024");
         c.etcd("etcd", &self.etcd);
+        self.etcd_auth.check(&mut c, &self.etcd);
         c.into_errors()
     }
 }
@@ -128,6 +169,15 @@ impl Config {
     }
 }
 
+/// The environment variables of the etcd credential flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Env;
+
+impl EtcdAuthEnv for Env {
+    const ETCD_USER: &'static str = "TETHER_IPCONFIG_ETCD_USER";
+    const ETCD_PASSWORD_FILE: &'static str = "TETHER_IPCONFIG_ETCD_PASSWORD_FILE";
+}
+
 /// Command-line flags; each overrides the file's key of the same name and reads
 /// `TETHER_IPCONFIG_<KEY>` from the environment when not given. Their help says no default:
 /// `--help` appends the one `Config::default()` has.
@@ -137,9 +187,12 @@ pub struct Opts {
     #[arg(long, env = "TETHER_IPCONFIG_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// HTTP listener.
+    /// HTTP listener; off loopback it needs --report-keys-file.
     #[arg(long, env = "TETHER_IPCONFIG_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// File of `ID KEY` lines: reports must be signed with their gateway's key.
+    #[arg(long, env = "TETHER_IPCONFIG_REPORT_KEYS_FILE")]
+    pub report_keys_file: Option<PathBuf>,
     /// Reports per gateway the scores average over.
     #[arg(long, env = "TETHER_IPCONFIG_WINDOW")]
     pub window: Option<usize>,
@@ -164,6 +217,9 @@ pub struct Opts {
     /// etcd client URLs, comma-separated: watch the gateways registered there; none = HTTP only.
     #[arg(long, env = "TETHER_IPCONFIG_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub etcd_auth: EtcdAuthFlags<Env>,
     /// Log format: text or json.
     #[arg(long, env = "TETHER_IPCONFIG_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -184,7 +240,7 @@ mod tests {
     fn no_file_and_no_flags_gives_the_defaults() {
         let config = Opts::default().load().unwrap();
         assert_eq!(config, Config::default());
-        assert_eq!(config.listen.to_string(), "0.0.0.0:6789");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:6789");
         assert_eq!(
             (config.window, config.stale_after_ms, config.top_n),
             (5, 3000, 5)
@@ -232,8 +288,57 @@ mod tests {
     }
 
     #[test]
+    fn off_loopback_reports_must_be_signed() {
+        let public = Opts {
+            listen: Some("0.0.0.0:6789".parse().unwrap()),
+            ..Opts::default()
+        };
+        let err = public.load().unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert_eq!(err.errors[0].key, "listen");
+        assert!(err.errors[0]
+            .message
+            .starts_with("0.0.0.0:6789 is not a loopback address: set report_keys_file"));
+        for loopback in ["127.0.0.1:6789", "127.0.0.2:1", "[::1]:6789"] {
+            let opts = Opts {
+                listen: Some(loopback.parse().unwrap()),
+                ..Opts::default()
+            };
+            assert!(opts.load().is_ok(), "{loopback}");
+        }
+
+        let dir = std::env::temp_dir().join(format!("ipconfig-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, format!("gw-1 {}\n", "k".repeat(64))).unwrap();
+        let signed = Opts {
+            listen: Some("0.0.0.0:6789".parse().unwrap()),
+            report_keys_file: Some(good),
+            ..Opts::default()
+        };
+        assert!(signed.load().is_ok());
+        // A bad file: every bad line listed, no key shown.
+        let bad = dir.join("bad");
+        std::fs::write(&bad, "gw-1 tooshort-secret\nnokey\n").unwrap();
+        let opts = Opts {
+            report_keys_file: Some(bad),
+            ..Opts::default()
+        };
+        let err = opts.load().unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.errors.len(), 2, "{text}");
+        assert!(
+            text.contains("line 1: the key is 15 characters")
+                && text.contains("line 2: expected `ID KEY`"),
+            "{text}"
+        );
+        assert!(!text.contains("tooshort-secret"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn every_flag_is_a_key_and_its_help_shows_its_default() {
-        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(&[]);
+        let problems = tether_daemon::config::help::disagreements::<Opts, Config>(NO_DEFAULT);
         assert!(problems.is_empty(), "{problems:#?}");
     }
 }

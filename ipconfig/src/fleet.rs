@@ -11,6 +11,11 @@
 //!   over HTTP are left alone.
 //!
 //! Every replica watching the same cluster therefore tracks the same gateways.
+//!
+//! A record is authenticated by etcd, not here: with etcd authentication on and one role per
+//! gateway (doc/operations.md, Security), only gateway `id`'s credential can write
+//! `/tether/gateways/{id}`, so the key names the gateway and the record's own `id` is
+//! ignored. This watch connects as `etcd_user`, whose role should only read.
 
 use std::collections::HashSet;
 use std::sync::PoisonError;

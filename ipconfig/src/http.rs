@@ -2,7 +2,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /v1/report` | 200 `{"status":"ok"}`; 400 `{"error","field"}` for a malformed or out-of-range report; 413 over `max_report_bytes`; 503 past `max_gateways` |
+//! | `POST /v1/report` | 200 `{"status":"ok"}`; 400 `{"error","field"}` for a malformed or out-of-range report; with `report_keys_file`, 401 `{"error","reason"}` unsigned or not signed right ([`crate::auth`]), 403 `{"error","reason"}` signed for another gateway; 413 over `max_report_bytes`; 503 past `max_gateways` |
 //! | `GET /ip_list` | 200 `{"gateways":[{"id","addr","score":{"dynamic","static"}}…],"generated_at_ms"}`, at most `top_n` entries, ties shuffled per request; 503 `{"error","generated_at_ms"}` when no gateway is eligible |
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
@@ -27,7 +27,9 @@ use axum::Router;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::auth::{check_body_id, Presented, Refusal, Verifier};
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::metrics::{Endpoint, Metrics, Rejection};
 use crate::registry::{RecordError, Recorded, Registry};
 use crate::report::Report;
@@ -88,10 +90,14 @@ pub struct AppState {
     pub max_report_bytes: usize,
     /// When (monotonic ms) a refusal for `max_gateways` was last logged; 0 = never.
     pub full_logged_at_ms: AtomicU64,
+    /// With `report_keys_file`: who may report. None = unsigned reports are accepted.
+    pub(crate) auth: Option<Mutex<Verifier>>,
 }
 
 impl AppState {
-    pub fn new(config: &Config) -> AppState {
+    /// The state of a service with `config`, checking reports against `credentials`
+    /// (`report_keys_file`, loaded) when given.
+    pub fn new(config: &Config, credentials: Option<Credentials>) -> AppState {
         AppState {
             registry: Mutex::new(Registry::new(
                 config.window,
@@ -105,6 +111,21 @@ impl AppState {
             top_n: config.top_n,
             max_report_bytes: config.max_report_bytes,
             full_logged_at_ms: AtomicU64::new(0),
+            auth: credentials.map(|c| Mutex::new(Verifier::new(c))),
+        }
+    }
+
+    /// New report credentials (SIGHUP). False when the service checks no signatures (it was
+    /// started without `report_keys_file`).
+    pub fn replace_credentials(&self, credentials: Credentials) -> bool {
+        match &self.auth {
+            Some(auth) => {
+                auth.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .replace(credentials);
+                true
+            }
+            None => false,
         }
     }
 
@@ -220,7 +241,37 @@ async fn report(State(s): State<Shared>, request: Request) -> Response {
     response
 }
 
+/// A refused report: counted, logged at debug, answered 401 or 403 with a JSON reason.
+fn refuse(s: &AppState, refusal: &Refusal) -> Response {
+    let reason = refusal.reason();
+    s.metrics.report_rejected(reason);
+    tracing::debug!(reason = reason.label(), "report refused: {refusal}");
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let body = json!({"error": refusal.to_string(), "reason": reason.label()}).to_string();
+    let mut response = (status, [(header::CONTENT_TYPE, JSON)], body).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Tether-Report-HMAC-SHA256"),
+        );
+    }
+    response
+}
+
+/// The signature headers of `request`, owned (a header that is not visible ASCII is None).
+fn signature_headers(request: &Request) -> [Option<String>; 3] {
+    use tether_proto::report_auth::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER].map(|name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
 async fn record(s: &AppState, request: Request) -> Response {
+    let [id, timestamp, signature] = signature_headers(&request);
     let body = match Bytes::from_request(request, &()).await {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -237,6 +288,24 @@ async fn record(s: &AppState, request: Request) -> Response {
             return error(StatusCode::BAD_REQUEST, &message, None);
         }
     };
+    let signed_for = match &s.auth {
+        Some(auth) => {
+            let presented = Presented {
+                id: id.as_deref(),
+                timestamp: timestamp.as_deref(),
+                signature: signature.as_deref(),
+            };
+            let verdict = auth
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .authenticate(&presented, &body, unix_ms());
+            match verdict {
+                Ok(id) => Some(id),
+                Err(refusal) => return refuse(s, &refusal),
+            }
+        }
+        None => None,
+    };
     let report = match Report::parse(&body) {
         Ok(report) => report,
         Err(e) => {
@@ -245,6 +314,11 @@ async fn record(s: &AppState, request: Request) -> Response {
             return error(StatusCode::BAD_REQUEST, &e.to_string(), e.field());
         }
     };
+    if let Some(signed_for) = signed_for {
+        if let Err(refusal) = check_body_id(&signed_for, &report.id) {
+            return refuse(s, &refusal);
+        }
+    }
     let id = report.id.clone();
     let now_ms = s.clock.now_ms();
     match s.accept_report(report, now_ms) {

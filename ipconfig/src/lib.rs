@@ -8,6 +8,8 @@
 //!
 //! - [`config`]: keys, flags, env vars, ranges.
 //! - [`report`]: the report body and its validation.
+//! - [`credentials`]: `report_keys_file`, which keys sign for which gateway ids.
+//! - [`auth`]: who may report: signature, clock window, replays, id binding (sans-IO).
 //! - [`window`]: a gateway's last samples and their means (sans-IO).
 //! - [`score`]: scores and ranking order (sans-IO).
 //! - [`registry`]: gateways by id, stale eviction, ranking (sans-IO).
@@ -18,7 +20,9 @@
 //! - [`fleet`]: gateways registered in etcd (`--etcd`), watched into the registry.
 //! - [`service`]: start, stop, the rebuild task, [`run`].
 
+mod auth;
 mod config;
+mod credentials;
 mod fleet;
 mod http;
 pub mod metrics;
@@ -30,5 +34,6 @@ mod service;
 mod snapshot;
 mod window;
 
-pub use config::{Config, Opts};
+pub use config::{Config, Opts, NO_DEFAULT};
+pub use credentials::Credentials;
 pub use service::{run, Service, StartError};

@@ -12,6 +12,8 @@ struct IpConfig;
 impl Daemon for IpConfig {
     type Opts = Opts;
     type Config = Config;
+    const NO_DEFAULT: &'static [tether_daemon::config::help::NoDefault] =
+        tether_ipconfig::NO_DEFAULT;
 
     fn load(opts: &Opts) -> Result<Config, ConfigErrors> {
         opts.load()

@@ -10,7 +10,7 @@
 //! | `tether_ipconfig_http_requests_total` | counter | `endpoint` (ip_list, report, healthz, metrics, other), `class` (1xx…5xx) |
 //! | `tether_ipconfig_http_request_duration_seconds` | histogram | `endpoint`; explicit buckets, 1 µs … 1 s |
 //! | `tether_ipconfig_reports_accepted_total` | counter | |
-//! | `tether_ipconfig_reports_rejected_total` | counter | `reason` (malformed, invalid, too_large, full) |
+//! | `tether_ipconfig_reports_rejected_total` | counter | `reason` (malformed, invalid, too_large, full; with `report_keys_file`: unsigned, bad_headers, unknown_id, bad_signature, expired, replayed, forbidden) |
 //! | `tether_ipconfig_gateways` | gauge | `state` (live, draining, full) |
 //! | `tether_ipconfig_gateways_stale_dropped_total` | counter | |
 //! | `tether_ipconfig_list_entries` | gauge | entries an `/ip_list` answer has now |
@@ -74,6 +74,20 @@ tether_daemon::label_set! {
         TooLarge = "too_large",
         /// `max_gateways` reached (503).
         Full = "full",
+        /// With `report_keys_file`: no signature headers at all (401).
+        Unsigned = "unsigned",
+        /// A signature header missing or unreadable (401).
+        BadHeaders = "bad_headers",
+        /// No key for the gateway id in `report_keys_file` (401).
+        UnknownId = "unknown_id",
+        /// The signature verifies with none of the id's keys (401).
+        BadSignature = "bad_signature",
+        /// The timestamp is more than 30 s from this host's clock (401).
+        Expired = "expired",
+        /// The timestamp is not later than the last accepted one of that id (401).
+        Replayed = "replayed",
+        /// Signed for one gateway, the body names another (403).
+        Forbidden = "forbidden",
     }
 }
 

@@ -18,6 +18,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::http::{router, AppState, Shared};
 
 /// Listen backlog: room for a burst of clients asking for the list at once.
@@ -41,6 +42,8 @@ pub enum StartError {
     Thread(#[source] std::io::Error),
     #[error("cannot watch etcd")]
     Etcd(#[source] tether_discovery::DiscoveryError),
+    #[error("report_keys_file {path}: {problems}")]
+    Credentials { path: String, problems: String },
 }
 
 /// A running service. Dropping it stops it too (like [`Service::stop`]).
@@ -77,12 +80,19 @@ impl Service {
             .local_addr()
             .map_err(|source| StartError::Listen { addr, source })?;
 
-        let state: Shared = Arc::new(AppState::new(config));
+        let credentials = config
+            .report_keys_file
+            .as_deref()
+            .map(load_credentials)
+            .transpose()?;
+        let state: Shared = Arc::new(AppState::new(config, credentials));
         let fleet = if config.etcd.is_empty() {
             None
         } else {
-            let endpoints =
-                tether_discovery::Endpoints::parse(&config.etcd).map_err(StartError::Etcd)?;
+            let endpoints = config
+                .etcd_auth
+                .endpoints(&config.etcd)
+                .map_err(StartError::Etcd)?;
             Some(crate::fleet::watch(endpoints, state.clone()).map_err(StartError::Etcd)?)
         };
         let app = router(state.clone());
@@ -181,6 +191,18 @@ impl Drop for Service {
     }
 }
 
+/// The report credentials in the file at `path`.
+pub(crate) fn load_credentials(path: &std::path::Path) -> Result<Credentials, StartError> {
+    Credentials::load(path).map_err(|errors| StartError::Credentials {
+        path: path.display().to_string(),
+        problems: errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
 /// A TCP listener on `addr` with SO_REUSEADDR and a deep backlog. Needs a runtime context.
 fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -255,17 +277,31 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// SIGHUP: reads `report_keys_file` again; a file with errors leaves the old keys in force.
+/// The rest of the configuration needs a restart.
+fn reload_credentials(config: &Config, service: &Service) {
+    let Some(path) = &config.report_keys_file else {
+        tracing::info!(
+            "SIGHUP: no report_keys_file to reload (restart to change the configuration)"
+        );
+        return;
+    };
+    match load_credentials(path) {
+        Ok(credentials) => {
+            let (ids, prefixes) = credentials.counts();
+            service.state().replace_credentials(credentials);
+            tracing::info!(path = %path.display(), ids, prefixes, "SIGHUP: report keys reloaded");
+        }
+        Err(e) => tracing::error!("SIGHUP: {e}; the previous report keys stay in force"),
+    }
+}
+
 /// Runs the service until SIGTERM or SIGINT, then stops gracefully.
 pub fn run(config: Config) -> anyhow::Result<()> {
     // Signals first: a SIGTERM that arrives while starting still stops cleanly.
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    tether_daemon::signals::spawn(move |event| match event {
-        tether_daemon::signals::SignalEvent::Stop => {
-            let _ = stop_tx.send(());
-        }
-        tether_daemon::signals::SignalEvent::Reload => {
-            tracing::info!("SIGHUP: nothing to reload (restart to change the configuration)");
-        }
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    tether_daemon::signals::spawn(move |event| {
+        let _ = events_tx.send(event);
     })?;
     let service = Service::start(&config)?;
     tracing::info!(
@@ -275,14 +311,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         stale_after_ms = config.stale_after_ms,
         top_n = config.top_n,
         etcd = ?config.etcd,
-        "ipconfig listening"
+        report_keys_file = ?config.report_keys_file,
+        "ipconfig listening{}",
+        if config.report_keys_file.is_some() { "; reports must be signed" } else { "; reports are not signed (loopback only)" }
     );
     tether_daemon::notify::ready();
     let watchdog = tether_daemon::watchdog::Watchdog::start(
         "the HTTP server runs and the runtime ran the last probe task",
         service.liveness(),
     );
-    let _ = stop_rx.recv();
+    while let Ok(tether_daemon::signals::SignalEvent::Reload) = events_rx.recv() {
+        reload_credentials(&config, &service);
+    }
     tracing::info!("stopping");
     tether_daemon::notify::stopping();
     drop(watchdog);

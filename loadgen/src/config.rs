@@ -117,6 +117,11 @@ pub struct Args {
     )]
     pub push_url: String,
 
+    /// A file holding the push API's bearer token (a trailing newline is ignored), sent as
+    /// `Authorization: Bearer` with every push; needs the token's `push` scope.
+    #[arg(long, env = "TETHER_LOADGEN_PUSH_TOKEN_FILE", value_name = "PATH")]
+    pub push_token_file: Option<PathBuf>,
+
     /// Connections to open and keep for the whole run.
     #[arg(long, env = "TETHER_LOADGEN_CONNS", default_value_t = 100)]
     pub conns: usize,
@@ -280,12 +285,14 @@ impl Mode {
     }
 }
 
-/// `--push-rate` and where to POST.
+/// `--push-rate`, where to POST, and the bearer token to POST with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushConfig {
     /// Pushes per second, all devices together.
     pub rate: f64,
     pub url: Url,
+    /// From `--push-token-file`; never printed.
+    pub token: Option<Secret>,
 }
 
 /// This process is worker `index` of `count` (`--procs`): it runs the connections whose
@@ -418,8 +425,12 @@ pub enum ConfigError {
         url: String,
         reason: String,
     },
-    #[error("--jwt-secret-file {path:?}: {reason}")]
-    SecretFile { path: PathBuf, reason: String },
+    #[error("--{flag} {path:?}: {reason}")]
+    SecretFile {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("the JWT key is empty")]
     EmptySecret,
     #[error("--device-prefix must be 1 to {MAX_DEVICE_PREFIX} bytes")]
@@ -541,7 +552,23 @@ impl Args {
                 if !(rate.is_finite() && rate > 0.0) {
                     errors.push(ConfigError::BadPushRate(rate));
                 }
-                url("push-url", &self.push_url, &mut errors).map(|url| PushConfig { rate, url })
+                let token = self.push_token_file.as_deref().and_then(|path| {
+                    let token = secret_file("push-token-file", path, &mut errors)?;
+                    if token.is_empty() {
+                        errors.push(ConfigError::SecretFile {
+                            flag: "push-token-file",
+                            path: path.to_path_buf(),
+                            reason: "the file is empty".into(),
+                        });
+                        return None;
+                    }
+                    Some(token)
+                });
+                url("push-url", &self.push_url, &mut errors).map(|url| PushConfig {
+                    rate,
+                    url,
+                    token,
+                })
             }
             None => None,
         };
@@ -692,22 +719,33 @@ impl Args {
     fn login(&self, errors: &mut Vec<ConfigError>) -> Option<Secret> {
         match (&self.jwt_secret, &self.jwt_secret_file) {
             (Some(key), _) => Some(key.clone()),
-            (None, Some(path)) => match std::fs::read(path) {
-                Ok(mut key) => {
-                    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        key.pop();
-                    }
-                    Some(Secret::new(key))
-                }
-                Err(e) => {
-                    errors.push(ConfigError::SecretFile {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    });
-                    None
-                }
-            },
+            (None, Some(path)) => secret_file("jwt-secret-file", path, errors),
             (None, None) => None,
+        }
+    }
+}
+
+/// A secret read from `path` (given with `--flag`), without its trailing newline; None and an
+/// error when it cannot be read.
+fn secret_file(
+    flag: &'static str,
+    path: &std::path::Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Secret> {
+    match std::fs::read(path) {
+        Ok(mut key) => {
+            while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                key.pop();
+            }
+            Some(Secret::new(key))
+        }
+        Err(e) => {
+            errors.push(ConfigError::SecretFile {
+                flag,
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+            None
         }
     }
 }
@@ -996,6 +1034,34 @@ mod tests {
         let push = config.push.unwrap();
         assert_eq!(push.rate, 200.0);
         assert_eq!(push.url.addr, "127.0.0.1:8902".parse().unwrap());
+        assert_eq!(push.token, None);
+        let path = std::env::temp_dir().join(format!("loadgen-push-token-{}", std::process::id()));
+        std::fs::write(&path, "t0ken\n").unwrap();
+        let with_token_file = [
+            "--target",
+            "127.0.0.1:1",
+            "--push-rate",
+            "1",
+            "--push-token-file",
+            path.to_str().unwrap(),
+        ];
+        let push = parse(&with_token_file).unwrap().push.unwrap();
+        assert_eq!(
+            push.token.as_ref().map(Secret::expose),
+            Some(b"t0ken".as_slice())
+        );
+        assert!(!format!("{push:?}").contains("t0ken"));
+        std::fs::write(&path, "\n").unwrap();
+        let errors = parse(&with_token_file).unwrap_err().0;
+        assert_eq!(
+            errors,
+            vec![ConfigError::SecretFile {
+                flag: "push-token-file",
+                path: path.clone(),
+                reason: "the file is empty".into()
+            }]
+        );
+        let _ = std::fs::remove_file(&path);
         let errors = parse(&[
             "--target",
             "127.0.0.1:1",

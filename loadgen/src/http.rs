@@ -92,14 +92,21 @@ pub(crate) fn get(host: &str, path: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A POST of a JSON `body` to `path` on `host`, keeping the connection open.
-pub(crate) fn post_json(host: &str, path: &str, body: &[u8]) -> Vec<u8> {
+/// A POST of a JSON `body` to `path` on `host`, keeping the connection open, with
+/// `Authorization: Bearer <bearer>` when given.
+pub(crate) fn post_json(host: &str, path: &str, body: &[u8], bearer: Option<&[u8]>) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
+         Content-Length: {}\r\n",
         body.len()
     )
     .into_bytes();
+    if let Some(token) = bearer {
+        request.extend_from_slice(b"Authorization: Bearer ");
+        request.extend_from_slice(token);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
     request.extend_from_slice(body);
     request
 }
@@ -316,9 +323,16 @@ mod tests {
         let get = String::from_utf8(get("h:1", "/ip_list")).unwrap();
         assert!(get.starts_with("GET /ip_list HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(get.ends_with("Connection: close\r\n\r\n"));
-        let post = post_json("h:1", "/v1/push", b"{}");
+        let post = post_json("h:1", "/v1/push", b"{}", None);
         let text = String::from_utf8(post).unwrap();
         assert!(text.contains("Content-Length: 2\r\n\r\n{}"));
+        assert!(!text.contains("Authorization"));
+        let post = post_json("h:1", "/v1/push", b"{}", Some(b"t0k"));
+        let text = String::from_utf8(post).unwrap();
+        assert!(
+            text.contains("Content-Length: 2\r\nAuthorization: Bearer t0k\r\n\r\n{}"),
+            "{text}"
+        );
     }
 
     #[test]

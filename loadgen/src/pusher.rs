@@ -7,8 +7,10 @@
 //! measure push latency from it. The requests go over one blocking keep-alive HTTP/1.1
 //! connection (reopened when the server closes it); a push is due at `start + n / R`, and
 //! a thread that falls behind sends at once without skipping. One thread does a few
-//! thousand POSTs per second on loopback; more needs more loadgen processes. Answers are
-//! counted by status; refusals and failures also under `errors` as `push_api_<cause>`.
+//! thousand POSTs per second on loopback; more needs more loadgen processes. With
+//! `--push-token-file`, each POST carries `Authorization: Bearer <token>`. Answers are
+//! counted by status; refusals and failures also under `errors` as `push_api_<cause>`
+//! (`push_api_http_401` for a token the daemon does not know, `_403` for one without `push`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -18,6 +20,8 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
+
+use tether_daemon::secret::Secret;
 
 use crate::config::PushConfig;
 use crate::http::{self, Url};
@@ -85,7 +89,7 @@ pub(crate) struct Devices {
 /// Sends pushes at `config.rate` from `start` until `end`; returns the counts.
 pub(crate) fn run(config: &PushConfig, devices: &Devices, start: Instant, end: Instant) -> PushApi {
     let mut api = PushApi::default();
-    let mut client = Client::new(config.url.clone());
+    let mut client = Client::new(config.url.clone(), config.token.clone());
     let mut rng = Rng::seeded();
     let path = config.url.path("/v1/push");
     let mut n: u64 = 0;
@@ -146,14 +150,16 @@ fn record(api: &mut PushApi, response: &http::Response) {
 /// One keep-alive HTTP/1.1 connection, reopened as needed.
 struct Client {
     url: Url,
+    token: Option<Secret>,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
 }
 
 impl Client {
-    fn new(url: Url) -> Client {
+    fn new(url: Url, token: Option<Secret>) -> Client {
         Client {
             url,
+            token,
             stream: None,
             buf: Vec::new(),
         }
@@ -162,7 +168,8 @@ impl Client {
     /// POSTs `body`; a kept-alive connection the server closed meanwhile is retried once on a
     /// fresh one. The error is a cause name.
     fn post(&mut self, path: &str, body: &[u8]) -> Result<http::Response, &'static str> {
-        let request = http::post_json(&self.url.host, path, body);
+        let bearer = self.token.as_ref().map(Secret::expose);
+        let request = http::post_json(&self.url.host, path, body, bearer);
         let reused = self.stream.is_some();
         match self.exchange(&request) {
             Err(Failure::Io) if reused => self.exchange(&request).map_err(Failure::name),
@@ -336,7 +343,8 @@ mod tests {
         assert_eq!(rng.below(0), 0);
     }
 
-    /// A fake push API on a kept-alive connection that it closes after two answers.
+    /// A fake push API on a kept-alive connection that it closes after two answers; every
+    /// request must carry the bearer token.
     #[test]
     fn posts_at_the_rate_over_keep_alive_and_survive_a_close() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -356,6 +364,11 @@ mod tests {
                     buf.extend_from_slice(&chunk[..n]);
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        assert!(
+                            head.lines()
+                                .any(|l| l == "Authorization: Bearer push-t0ken"),
+                            "{head}"
+                        );
                         let len: usize = head
                             .lines()
                             .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -384,6 +397,7 @@ mod tests {
         let config = PushConfig {
             rate: 100.0,
             url: Url::parse(&format!("http://{addr}")).unwrap(),
+            token: Some(Secret::new(b"push-t0ken".to_vec())),
         };
         let devices = Devices {
             prefix: "d".into(),

@@ -19,6 +19,9 @@
 //!
 //! [`ws`] carries the same frames over WebSocket (RFC 6455), just as sans-IO: the upgrade
 //! handshake, WebSocket framing and message assembly.
+//!
+//! [`report_auth`] signs and checks a gateway's load report to ipconfig (HMAC-SHA256 over
+//! the gateway id, a timestamp and the body), just as sans-IO.
 
 mod body;
 mod decode;
@@ -26,6 +29,7 @@ pub mod encode;
 mod error_code;
 mod frame;
 mod kind;
+pub mod report_auth;
 pub mod ws;
 
 pub use body::{routes, BodyError, ErrorBody, NodeErrorBody, Routed};

@@ -15,7 +15,15 @@ use tether_daemon::secret::Secret;
 use crate::journal::FsyncPolicy;
 
 /// Keys with no value by default, for `--help`.
-pub const NO_DEFAULT: &[NoDefault] = &[("jwt_secret_file", "")];
+pub const NO_DEFAULT: &[NoDefault] = &[
+    ("jwt_secret_file", ""),
+    (
+        "api_tokens_file",
+        "the push API is open, allowed on loopback only",
+    ),
+    ("allow_uids", "the daemon's own uid"),
+    ("allow_gids", "the socket file's group"),
+];
 /// Largest message TTL a push may ask for: 30 days.
 pub(crate) const MAX_TTL_S: u64 = 30 * 86_400;
 
@@ -36,8 +44,17 @@ pub enum DuplicateLogin {
 pub struct Config {
     /// The Unix socket gateways connect to.
     pub socket: PathBuf,
-    /// HTTP listener for the push API, `/metrics` and `/healthz`.
+    /// HTTP listener for the push API and `/healthz`.
     pub http: SocketAddr,
+    /// Bearer tokens of the push API (`NAME SHA256 SCOPES` lines; see `api_tokens.rs`).
+    /// Re-read on SIGHUP. Without it the API is open, which `check` allows on loopback only.
+    pub api_tokens_file: Option<PathBuf>,
+    /// HTTP listener for `/metrics` and `/healthz`, unauthenticated.
+    pub metrics: SocketAddr,
+    /// Uids allowed on the state socket; unset: the daemon's own.
+    pub allow_uids: Option<Vec<u32>>,
+    /// Gids (primary or supplementary) allowed on the state socket; unset: the socket's group.
+    pub allow_gids: Option<Vec<u32>>,
     /// Journal directory (sessions and unacknowledged pushes).
     pub journal: PathBuf,
     /// When the journal fsyncs: always, everysec or no.
@@ -80,6 +97,10 @@ impl Default for Config {
         Config {
             socket: runtime_dir().join("state.sock"),
             http: SocketAddr::from(([127, 0, 0, 1], 8902)),
+            api_tokens_file: None,
+            metrics: SocketAddr::from(([127, 0, 0, 1], 8903)),
+            allow_uids: None,
+            allow_gids: None,
             journal: std::env::var_os("STATE_DIRECTORY")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/var/lib/tether-state")),
@@ -132,6 +153,7 @@ impl Validate for Config {
             );
         }
         c.check("socket", validate::socket_path(&self.socket));
+        self.validate_access(&mut c);
         c.need(
             self.compact_bytes >= 1 << 20,
             "compact_bytes",
@@ -194,6 +216,35 @@ impl Validate for Config {
 }
 
 impl Config {
+    /// The push API's tokens, and the listeners: an open push API only on loopback.
+    fn validate_access(&self, c: &mut Checks) {
+        match &self.api_tokens_file {
+            Some(path) => match crate::api_tokens::Access::load(Some(path)) {
+                Ok(_) => {}
+                Err(crate::api_tokens::TokensFileError::Lines { errors, .. }) => {
+                    for e in errors {
+                        c.need(false, "api_tokens_file", e.to_string());
+                    }
+                }
+                Err(e) => c.need(false, "api_tokens_file", e.to_string()),
+            },
+            None => c.need(
+                self.http.ip().is_loopback(),
+                "api_tokens_file",
+                format!(
+                    "required when http ({}) is not a loopback address: without tokens, \
+                     anyone who reaches it can push to any device and read its session",
+                    self.http
+                ),
+            ),
+        }
+        c.need(
+            self.metrics != self.http,
+            "metrics",
+            "must differ from http: metrics are served unauthenticated on their own listener",
+        );
+    }
+
     /// The JWT key: `jwt_secret`, or the contents of `jwt_secret_file` without its trailing
     /// newline.
     pub fn secret(&self) -> std::io::Result<Vec<u8>> {
@@ -228,9 +279,21 @@ pub struct Opts {
     /// Unix socket gateways connect to, by default in $RUNTIME_DIRECTORY (else /run/tether).
     #[arg(long, env = "TETHER_STATE_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// HTTP listener for the push API and metrics.
+    /// HTTP listener for the push API.
     #[arg(long, env = "TETHER_STATE_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Push API bearer tokens: lines of NAME SHA256 SCOPES; re-read on SIGHUP.
+    #[arg(long, env = "TETHER_STATE_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// HTTP listener for /metrics and /healthz (unauthenticated).
+    #[arg(long, env = "TETHER_STATE_METRICS")]
+    pub metrics: Option<SocketAddr>,
+    /// Uids allowed to connect to the state socket, comma-separated.
+    #[arg(long, env = "TETHER_STATE_ALLOW_UIDS", value_delimiter = ',')]
+    pub allow_uids: Option<Vec<u32>>,
+    /// Gids allowed to connect to the state socket (primary or supplementary), comma-separated.
+    #[arg(long, env = "TETHER_STATE_ALLOW_GIDS", value_delimiter = ',')]
+    pub allow_gids: Option<Vec<u32>>,
     /// Journal directory, by default $STATE_DIRECTORY (else /var/lib/tether-state).
     #[arg(long, env = "TETHER_STATE_JOURNAL")]
     pub journal: Option<PathBuf>,
@@ -341,6 +404,79 @@ mod tests {
             "{rendered}"
         );
         assert!(!format!("{config:?}").contains("do-not-print-me"));
+    }
+
+    #[test]
+    fn an_open_push_api_is_refused_off_loopback_and_token_files_are_checked_line_by_line() {
+        let base = Opts {
+            jwt_secret: Some(Secret::from("s".to_string())),
+            ..Opts::default()
+        };
+        let config = base.load().unwrap();
+        assert_eq!(config.metrics.to_string(), "127.0.0.1:8903");
+        assert_eq!((config.allow_uids.clone(), config.allow_gids), (None, None));
+        for ok in ["127.0.0.2:8902", "[::1]:8902"] {
+            let opts = Opts {
+                http: Some(ok.parse().unwrap()),
+                ..base.clone()
+            };
+            assert!(opts.load().is_ok(), "{ok}");
+        }
+        let public = Opts {
+            http: Some("0.0.0.0:8902".parse().unwrap()),
+            metrics: Some("127.0.0.1:8902".parse().unwrap()),
+            ..base.clone()
+        };
+        let errors = public.load().unwrap_err().to_string();
+        assert!(
+            errors.contains(
+                "api_tokens_file: required when http (0.0.0.0:8902) is not a loopback address"
+            ),
+            "{errors}"
+        );
+        assert!(!errors.contains("metrics:"), "{errors}");
+
+        let dir = std::env::temp_dir().join(format!("tether-state-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("api-tokens");
+        let good = crate::api_tokens::hash_hex(b"tok");
+        std::fs::write(
+            &file,
+            format!("a {good} push\nb {good} push\nc nothex kick\n"),
+        )
+        .unwrap();
+        let with_file = Opts {
+            api_tokens_file: Some(file.clone()),
+            ..public.clone()
+        };
+        let errors = with_file.load().unwrap_err().to_string();
+        assert!(
+            errors.contains("api_tokens_file: line 2: the same token hash"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("api_tokens_file: line 3: the second field"),
+            "{errors}"
+        );
+        assert!(!errors.contains("required when http"), "{errors}");
+        std::fs::write(&file, format!("a {good} push\n")).unwrap();
+        assert!(with_file.load().is_ok());
+        let missing = Opts {
+            api_tokens_file: Some(dir.join("nope")),
+            ..base.clone()
+        };
+        let errors = missing.load().unwrap_err().to_string();
+        assert!(errors.contains("api_tokens_file: cannot read"), "{errors}");
+        let same = Opts {
+            metrics: Some("127.0.0.1:8902".parse().unwrap()),
+            ..base
+        };
+        let errors = same.load().unwrap_err().to_string();
+        assert!(
+            errors.contains("metrics: must differ from http"),
+            "{errors}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

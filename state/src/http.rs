@@ -1,9 +1,13 @@
-//! The push API (axum, on its own thread): `POST /v1/push`, `GET /v1/sessions/{device_id}`,
-//! `GET /metrics`, `GET /healthz`.
+//! The daemon's two HTTP listeners (axum, each on its own thread): the push API (`http`:
+//! `POST /v1/push`, `GET` and `DELETE /v1/sessions/{device_id}`, `GET /healthz`), where
+//! every request but `/healthz` needs a bearer token with the endpoint's scope
+//! ([`crate::api_tokens`]); and the metrics listener (`metrics`: `GET /metrics`,
+//! `GET /healthz`), unauthenticated, so that scraping never reaches the push API.
 //!
 //! Sessions live in the event loop, so the handlers send it a [`Command`] over a channel,
-//! wake it, and wait for the answer. A push is answered only after its record is in the
-//! journal. Every error is a JSON `{"error": "..."}` with a status that says whose fault it is.
+//! wake it, and wait for the answer. A push or an ended session is answered only after its
+//! record is in the journal. Every error is a JSON `{"error": "..."}` with a status that
+//! says whose fault it is; 401 and 403 also carry `WWW-Authenticate: Bearer …`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,9 +26,10 @@ use serde_json::json;
 use tether_daemon::http_thread::{HttpError, HttpThread};
 use tokio::sync::oneshot;
 
+use crate::api_tokens::{AccessCell, Denied, Granted, Scope};
 use crate::config::MAX_TTL_S;
 use crate::metrics::Metrics;
-use crate::store::{PushRefused, PushStatus, SessionView};
+use crate::store::{EndedSession, PushRefused, PushStatus, SessionView};
 
 /// How long a handler waits for the event loop.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +47,10 @@ pub(crate) enum Command {
     View {
         device: String,
         reply: oneshot::Sender<Option<SessionView>>,
+    },
+    End {
+        device: String,
+        reply: oneshot::Sender<Option<EndedSession>>,
     },
 }
 
@@ -65,9 +74,9 @@ impl LoopHandle {
 
 struct Shared {
     handle: LoopHandle,
+    access: AccessCell,
     metrics: Arc<Metrics>,
     max_payload: usize,
-    version: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -78,42 +87,124 @@ struct PushRequest {
     ttl_s: Option<u64>,
 }
 
-/// The running HTTP listener; stops when dropped.
+/// The running listeners; they stop when dropped.
 pub(crate) struct Http {
-    thread: HttpThread,
+    push_api: HttpThread,
+    metrics: HttpThread,
+}
+
+/// Where each listener binds, and what the push API needs.
+pub(crate) struct HttpSetup {
+    pub push_api: SocketAddr,
+    pub metrics: SocketAddr,
+    pub access: AccessCell,
+    pub max_payload: usize,
+    pub version: &'static str,
 }
 
 impl Http {
     pub(crate) fn start(
-        addr: SocketAddr,
+        setup: HttpSetup,
         handle: LoopHandle,
         metrics: Arc<Metrics>,
-        max_payload: usize,
-        version: &'static str,
     ) -> Result<Http, HttpError> {
-        let app = router(Arc::new(Shared {
+        let scrape = metrics_router(metrics.clone(), setup.version);
+        let metrics_thread = HttpThread::start(
+            "metrics listener",
+            "tether-state-metrics",
+            setup.metrics,
+            scrape,
+        )?;
+        let app = push_api_router(Arc::new(Shared {
             handle,
+            access: setup.access,
             metrics,
-            max_payload,
-            version,
+            max_payload: setup.max_payload,
         }));
-        let thread = HttpThread::start("push API listener", "tether-state-http", addr, app)?;
-        Ok(Http { thread })
+        let push_api = HttpThread::start(
+            "push API listener",
+            "tether-state-http",
+            setup.push_api,
+            app,
+        )?;
+        Ok(Http {
+            push_api,
+            metrics: metrics_thread,
+        })
     }
 
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.thread.local_addr()
+    pub(crate) fn push_api_addr(&self) -> SocketAddr {
+        self.push_api.local_addr()
+    }
+
+    pub(crate) fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr()
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn push_api_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/push", post(push))
-        .route("/v1/sessions/{device_id}", get(session))
-        .route("/metrics", get(metrics))
+        .route("/v1/sessions/{device_id}", get(session).delete(end_session))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(|| async {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "metrics are served on the metrics listener (the `metrics` key), not here",
+                )
+            }),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(shared)
+}
+
+fn metrics_router(metrics: Arc<Metrics>, version: &'static str) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        tether_daemon::prometheus::CONTENT_TYPE,
+                    )],
+                    metrics.render(version),
+                )
+                    .into_response()
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+}
+
+/// `None` when the request's bearer token has `needed`; else the 401 or 403 answer, counted
+/// by reason.
+fn refusal(shared: &Shared, headers: &HeaderMap, needed: Scope) -> Option<Response> {
+    let access = shared.access.get();
+    let presented = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let denied = match access.authorize(presented, needed) {
+        Ok(Granted::Open | Granted::Token(_)) => return None,
+        Err(denied) => denied,
+    };
+    let m = &shared.metrics;
+    match &denied {
+        Denied::Missing => m.api_denied_missing.inc_shared(),
+        Denied::Unknown => m.api_denied_unknown.inc_shared(),
+        Denied::Scope { token, needed } => {
+            m.api_denied_scope.inc_shared();
+            tracing::warn!(token = %token, scope = needed.name(), "push API: a token used without the scope its request needs");
+        }
+    }
+    let status = StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = error(status, &denied.message());
+    if let Ok(challenge) = header::HeaderValue::from_str(&denied.challenge()) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    Some(response)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -132,7 +223,10 @@ fn body_limit(max_payload: usize) -> usize {
     max_payload.div_ceil(3) * 4 + 4096
 }
 
-async fn push(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(refused) = refusal(&shared, &headers, Scope::Push) {
+        return refused;
+    }
     let limit = body_limit(shared.max_payload);
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return error(
@@ -217,9 +311,38 @@ async fn push(State(shared): State<Arc<Shared>>, body: Body) -> Response {
     }
 }
 
-async fn session(State(shared): State<Arc<Shared>>, Path(device): Path<String>) -> Response {
+async fn session(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(device): Path<String>,
+) -> Response {
+    let view = |reply| Command::View { device, reply };
+    session_command(&shared, &headers, Scope::SessionsRead, view).await
+}
+
+/// `DELETE /v1/sessions/{device_id}`: kicks the device's connection and removes its session.
+async fn end_session(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(device): Path<String>,
+) -> Response {
+    let end = |reply| Command::End { device, reply };
+    session_command(&shared, &headers, Scope::Kick, end).await
+}
+
+/// A command about one session, for a request whose token has `needed`: 200 with the loop's
+/// answer as JSON, or 404.
+async fn session_command<T: serde::Serialize>(
+    shared: &Shared,
+    headers: &HeaderMap,
+    needed: Scope,
+    command: impl FnOnce(oneshot::Sender<Option<T>>) -> Command,
+) -> Response {
+    if let Some(refused) = refusal(shared, headers, needed) {
+        return refused;
+    }
     let (reply, answer) = oneshot::channel();
-    if !shared.handle.send(Command::View { device, reply }) {
+    if !shared.handle.send(command(reply)) {
         return busy();
     }
     match tokio::time::timeout(LOOP_TIMEOUT, answer).await {
@@ -231,15 +354,4 @@ async fn session(State(shared): State<Arc<Shared>>, Path(device): Path<String>) 
             "the daemon did not answer in time",
         ),
     }
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            tether_daemon::prometheus::CONTENT_TYPE,
-        )],
-        shared.metrics.render(shared.version),
-    )
-        .into_response()
 }

@@ -7,13 +7,17 @@
 //! - [`store`]: the sessions and every change to them, sans-IO.
 //! - [`session`], [`token`], [`record`]: a session, a login token, a journal record.
 //! - [`journal`], [`wheel`]: the crash-safe journal and the timing wheel underneath.
-//! - [`http`]: the push API; [`socket`]: binding the Unix socket; [`config`], [`metrics`].
+//! - [`http`]: the push API and the metrics listener; [`api_tokens`]: who may call the push
+//!   API; [`socket`]: binding the Unix socket and reading a peer's credentials; [`peers`]:
+//!   who may connect to it; [`config`], [`metrics`].
 
+pub mod api_tokens;
 pub mod config;
 mod http;
 pub mod journal;
 mod link;
 pub mod metrics;
+mod peers;
 pub mod record;
 mod server;
 mod session;
@@ -22,11 +26,14 @@ pub mod store;
 pub mod token;
 pub mod wheel;
 
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use tether_daemon::signals::{self, SignalEvent};
+
+use api_tokens::{Access, AccessCell};
 
 pub use config::{Config, Opts};
 
@@ -37,7 +44,10 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         "starting tether-state"
     );
     let secret = config.secret().context("reading the JWT secret")?;
+    let access =
+        Access::load(config.api_tokens_file.as_deref()).context("reading api_tokens_file")?;
     let metrics = Arc::new(metrics::Metrics::default());
+    publish_access(&access, &metrics);
     let clock = server::Clock::new();
 
     // The journal first: its lock keeps a second daemon off the same state.
@@ -67,21 +77,27 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
     drop(replay);
 
     let listener = socket::bind(&config.socket).context("binding the state socket")?;
+    let peers = socket_peers(&config.socket, &config)?;
     let poll = mio::Poll::new().context("creating the poller")?;
     let waker =
         Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).context("creating the waker")?);
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(16 * 1024);
+    let access = AccessCell::new(access);
     let http = http::Http::start(
-        config.http,
+        http::HttpSetup {
+            push_api: config.http,
+            metrics: config.metrics,
+            access: access.clone(),
+            max_payload: config.max_payload,
+            version: env!("CARGO_PKG_VERSION"),
+        },
         http::LoopHandle {
             commands: commands_tx,
             waker: waker.clone(),
         },
         metrics.clone(),
-        config.max_payload,
-        env!("CARGO_PKG_VERSION"),
     )
-    .with_context(|| format!("starting the HTTP listener on {}", config.http))?;
+    .context("starting the HTTP listeners")?;
 
     let signal = Arc::new(AtomicU8::new(server::RUN));
     {
@@ -97,6 +113,7 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     }
 
+    let reload_metrics = metrics.clone();
     let mut server = server::Server::new(
         poll,
         listener,
@@ -108,17 +125,21 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         metrics,
         clock,
         signal,
+        peers,
     )
     .context("registering the state socket")?;
     tracing::info!(
         socket = %config.socket.display(),
-        http = %http.local_addr(),
+        peers = %server.peers,
+        http = %http.push_api_addr(),
+        metrics = %http.metrics_addr(),
         "listening"
     );
     tether_daemon::notify::ready();
     let watchdog = watchdog(&server);
 
-    let result = server.run(|store, journal| reload(&opts, &config, store, journal));
+    let result =
+        server.run(|loop_state| reload(&opts, &config, &access, &reload_metrics, loop_state));
     drop(watchdog);
     drop(http);
     if let Err(e) = std::fs::remove_file(&config.socket) {
@@ -142,9 +163,45 @@ fn watchdog(server: &server::Server) -> Option<tether_daemon::watchdog::Watchdog
     })
 }
 
-/// SIGHUP: the rules (secret, timings, limits) and the fsync policy change; the socket, the
-/// HTTP address and the journal directory need a restart.
-fn reload(opts: &Opts, running: &Config, store: &mut store::Store, journal: &mut journal::Journal) {
+/// The push API's rules, in the metrics and the log.
+fn publish_access(access: &Access, metrics: &metrics::Metrics) {
+    metrics.api_tokens.set(access.tokens() as u64);
+    match access {
+        Access::Open => {
+            tracing::warn!("push API: no api_tokens_file, every request is allowed (loopback only)")
+        }
+        Access::Tokens(tokens) => {
+            tracing::info!(tokens = ?tokens, "push API: bearer tokens loaded")
+        }
+    }
+}
+
+/// Who may connect to the state socket: `allow_uids` / `allow_gids`, or this process's uid
+/// and the socket file's group.
+fn socket_peers(socket: &std::path::Path, config: &Config) -> anyhow::Result<peers::Peers> {
+    let socket_gid = std::fs::metadata(socket)
+        .with_context(|| format!("reading the group of {}", socket.display()))?
+        .gid();
+    // SAFETY: geteuid has no failure mode and no side effect.
+    let own_uid = unsafe { libc::geteuid() };
+    Ok(peers::Peers::new(config, own_uid, socket_gid))
+}
+
+/// SIGHUP: the rules (secret, timings, limits), the fsync policy, the push API's tokens
+/// (`api_tokens_file` re-read) and the socket's allow-list change; the socket, the HTTP
+/// addresses and the journal directory need a restart.
+fn reload(
+    opts: &Opts,
+    running: &Config,
+    access: &AccessCell,
+    metrics: &metrics::Metrics,
+    loop_state: server::Reloadable<'_>,
+) {
+    let server::Reloadable {
+        store,
+        journal,
+        peers,
+    } = loop_state;
     let mut config = match opts.load() {
         Ok(config) => config,
         Err(errors) => {
@@ -157,6 +214,24 @@ fn reload(opts: &Opts, running: &Config, store: &mut store::Store, journal: &mut
             return tracing::error!(error = %e, "SIGHUP: cannot read the JWT secret, nothing changed")
         }
     };
+    let tokens = match Access::load(config.api_tokens_file.as_deref()) {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            return tracing::error!(error = %e, "SIGHUP: cannot read api_tokens_file, nothing changed")
+        }
+    };
+    let kept = with_running_listeners(running, &config);
+    if !kept.is_empty() {
+        let errors: Vec<String> = kept.iter().map(ToString::to_string).collect();
+        return tracing::error!(
+            errors = %errors.join("; "),
+            "SIGHUP: configuration refused with the listeners that keep running, nothing changed"
+        );
+    }
+    let new_peers = match socket_peers(&running.socket, &config) {
+        Ok(peers) => peers,
+        Err(e) => return tracing::error!(error = %e, "SIGHUP: nothing changed"),
+    };
     let ignored = restart_only_changes(running, &config);
     if !ignored.is_empty() {
         tracing::warn!(
@@ -166,10 +241,32 @@ fn reload(opts: &Opts, running: &Config, store: &mut store::Store, journal: &mut
     }
     config.max_payload = running.max_payload;
     store.set_rules(store::Rules::new(&config, secret));
+    publish_access(&tokens, metrics);
+    access.set(tokens);
+    if *peers != new_peers {
+        tracing::info!(peers = %new_peers, "SIGHUP: state socket allow-list changed");
+        *peers = new_peers;
+    }
     if let Err(e) = journal.set_policy(config.journal_fsync) {
         tracing::error!(error = %e, "SIGHUP: cannot change the fsync policy");
     }
     tracing::info!("SIGHUP: configuration reloaded");
+}
+
+/// What `check` says of `new` with the running `http` and `metrics`, which a reload does not
+/// change: a push API that keeps listening on a non-loopback address keeps needing
+/// `api_tokens_file`.
+fn with_running_listeners(
+    running: &Config,
+    new: &Config,
+) -> Vec<tether_daemon::config::ConfigError> {
+    use tether_daemon::config::Validate;
+    let kept = Config {
+        http: running.http,
+        metrics: running.metrics,
+        ..new.clone()
+    };
+    kept.validate()
 }
 
 /// Keys of `new` that differ from `running` and only a restart applies.
@@ -180,6 +277,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if running.http != new.http {
         changed.push("http");
+    }
+    if running.metrics != new.metrics {
+        changed.push("metrics");
     }
     if running.journal != new.journal {
         changed.push("journal");
@@ -195,4 +295,36 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("log_format");
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_daemon::secret::Secret;
+
+    #[test]
+    fn a_reload_cannot_open_a_push_api_that_keeps_listening_off_loopback() {
+        let dir = std::env::temp_dir().join(format!("tether-state-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join("api-tokens");
+        std::fs::write(&tokens, format!("a {} push\n", api_tokens::hash_hex(b"t"))).unwrap();
+        let running = Config {
+            jwt_secret: Secret::from("s".to_string()),
+            http: "0.0.0.0:8902".parse().unwrap(),
+            api_tokens_file: Some(tokens.clone()),
+            ..Config::default()
+        };
+        // The file moves http back to loopback (a restart key) and drops the tokens: valid on
+        // its own, refused with the listener that stays.
+        let new = Config {
+            http: "127.0.0.1:8902".parse().unwrap(),
+            api_tokens_file: None,
+            ..running.clone()
+        };
+        let errors = with_running_listeners(&running, &new);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "api_tokens_file");
+        assert!(with_running_listeners(&running, &running).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -7,6 +7,8 @@ use std::io;
 use mio::net::UnixStream;
 use tether_daemon::nonblocking::write_queued;
 
+use crate::peers::PeerCred;
+
 /// Largest frame body on a state link (STATE_PUSH carries a route and a payload).
 pub(crate) const MAX_BODY: u32 = 1 << 20;
 /// Largest push payload that fits in a STATE_PUSH: `MAX_BODY` less the route, rounded down.
@@ -23,6 +25,8 @@ pub(crate) struct Link {
     pub gateway: Option<u16>,
     /// The gateway id, for logs.
     pub name: String,
+    /// Who connected, for logs.
+    pub peer: PeerCred,
     /// An incomplete frame: what has arrived of it.
     pub partial: Vec<u8>,
     /// Encoded frames not yet written; `written` of them went out already.
@@ -33,11 +37,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(stream: UnixStream) -> Link {
+    pub(crate) fn new(stream: UnixStream, peer: PeerCred) -> Link {
         Link {
             stream,
             gateway: None,
             name: String::new(),
+            peer,
             partial: Vec::new(),
             out: Vec::new(),
             written: 0,

@@ -1,8 +1,9 @@
 //! The daemon's counters and gauges, declared once in page order, and their Prometheus page.
 //!
-//! The event loop is the only writer, so every counter is a [`Counter`] bumped with a relaxed
-//! load and store; the HTTP thread reads. Every value is a count that is exact once the loop
-//! is quiet.
+//! The event loop is the only writer of every counter but `api_denied_total`, so they are
+//! [`Counter`]s bumped with a relaxed load and store; the push API's thread bumps its refusals
+//! with `inc_shared`, and the metrics listener's thread reads. Every value is a count that is
+//! exact once the loop is quiet.
 //!
 //! Families whose samples the store bumps one by one (`logins_total{result}` and the like)
 //! are declared as one field per sample, the first naming the family. The page's
@@ -42,6 +43,7 @@ tether_daemon::metric_set! {
         pub kicks_timeout: Counter
             => "kicks_total", "KICKs sent, by reason." [reason = "timeout"];
         pub kicks_replaced: Counter => [reason = "replaced"];
+        pub kicks_operator: Counter => [reason = "operator"];
         pub closed: Counter
             => "detached_total", "Sessions detached, by cause." [cause = "closed"];
         pub vanished: Counter => [cause = "vanished"];
@@ -77,6 +79,18 @@ tether_daemon::metric_set! {
 
         pub link_errors: Counter
             => "link_errors_total", "Gateway links closed for bad input.";
+        pub peers_refused: Counter
+            => "peers_refused_total",
+               "Connections to the state socket refused: the peer's uid and groups are not in allow_uids or allow_gids.";
+        pub hellos_refused: Counter
+            => "hellos_refused_total",
+               "HELLOs refused because a live link holds that gateway id.";
+        pub api_tokens: Gauge
+            => "api_tokens", "Push API tokens loaded from api_tokens_file (0 without one).";
+        pub api_denied_missing: Counter
+            => "api_denied_total", "Push API requests refused, by reason." [reason = "missing_token"];
+        pub api_denied_unknown: Counter => [reason = "unknown_token"];
+        pub api_denied_scope: Counter => [reason = "missing_scope"];
         pub frames_in: Counter
             => "frames_received_total", "Frames received from gateways.";
         pub journal_bytes: Gauge => "journal_bytes", "Bytes in the current journal file.";

@@ -1,6 +1,12 @@
 //! The daemon's single event loop: the Unix listener, every gateway link, the HTTP
 //! commands, the timers and the journal, on one thread (mio).
 //!
+//! Who may link: a connecting process whose credentials `allow_uids` / `allow_gids` do not
+//! allow is refused at accept (STATE_ERROR 5, close). A HELLO naming a gateway id that a live
+//! link holds is refused the same way; a gateway id whose old link has closed — even if its
+//! EOF is still waiting in this iteration's events, as after a SIGKILL and an immediate
+//! restart — is taken by the new link at once.
+//!
 //! One iteration: wait for readiness or the next timer; read and apply what arrived; fire
 //! due timers; append this iteration's records to the journal and `tick` it; only then write
 //! the frames and HTTP answers that acknowledge those records. So a SIGKILL never loses
@@ -8,7 +14,7 @@
 //! the loop only for encoding the state into memory and switching journals; the snapshot is
 //! written on the journal's compaction thread, and `tick` says when it is done.
 
-use std::io;
+use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -25,7 +31,9 @@ use crate::http::{Command, PushResult};
 use crate::journal::{Compacted, ImageWriter, Journal};
 use crate::link::{Link, MAX_BODY, MAX_OUT, READ_CHUNK};
 use crate::metrics::Metrics;
-use crate::store::{LinkFault, Now, Store, MAX_GATEWAY_ID};
+use crate::peers::Peers;
+use crate::socket::{peer_credentials, peer_gone};
+use crate::store::{EndedSession, LinkFault, Now, Store, MAX_GATEWAY_ID};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -69,6 +77,32 @@ impl Default for Clock {
     }
 }
 
+/// An answer to the HTTP thread that may leave only once this iteration's records are in the
+/// journal.
+enum Answer {
+    Push(tokio::sync::oneshot::Sender<PushResult>, PushResult),
+    End(
+        tokio::sync::oneshot::Sender<Option<EndedSession>>,
+        Option<EndedSession>,
+    ),
+}
+
+impl Answer {
+    fn send(self) {
+        let _ = match self {
+            Answer::Push(reply, result) => reply.send(result).map_err(drop),
+            Answer::End(reply, result) => reply.send(result).map_err(drop),
+        };
+    }
+}
+
+/// What SIGHUP may change in the loop.
+pub(crate) struct Reloadable<'a> {
+    pub store: &'a mut Store,
+    pub journal: &'a mut Journal,
+    pub peers: &'a mut Peers,
+}
+
 pub(crate) struct Server {
     pub poll: Poll,
     pub listener: UnixListener,
@@ -81,6 +115,8 @@ pub(crate) struct Server {
     pub clock: Clock,
     /// Set by the signal thread: [`STOP`] or [`RELOAD`].
     pub signal: Arc<AtomicU8>,
+    /// Who may connect to the socket.
+    pub peers: Peers,
     /// Journal size past which the next compaction starts: `compact_bytes`, or more after a
     /// compaction that could not even start (so that it is not retried every iteration).
     compact_at: u64,
@@ -90,7 +126,7 @@ pub(crate) struct Server {
     decoder: Decoder,
     /// What every link's reads go into (complete frames are applied from here).
     scratch: Vec<u8>,
-    push_replies: Vec<(tokio::sync::oneshot::Sender<PushResult>, PushResult)>,
+    answers: Vec<Answer>,
     dirty: Vec<usize>,
     /// Loop iterations so far; see [`Server::loops`].
     loops: Arc<AtomicU64>,
@@ -109,6 +145,7 @@ impl Server {
         metrics: Arc<Metrics>,
         clock: Clock,
         signal: Arc<AtomicU8>,
+        peers: Peers,
     ) -> io::Result<Server> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -123,12 +160,13 @@ impl Server {
             metrics,
             clock,
             signal,
+            peers,
             compact_at: compact_bytes,
             links: Slab::new(),
             gateway_links: Vec::new(),
             decoder: Decoder::new(MAX_BODY),
             scratch: vec![0; READ_CHUNK],
-            push_replies: Vec::new(),
+            answers: Vec::new(),
             dirty: Vec::new(),
             loops: Arc::new(AtomicU64::new(0)),
         })
@@ -141,10 +179,7 @@ impl Server {
     }
 
     /// Runs until a stop signal; `reload` is called for SIGHUP.
-    pub(crate) fn run(
-        &mut self,
-        mut reload: impl FnMut(&mut Store, &mut Journal),
-    ) -> anyhow::Result<()> {
+    pub(crate) fn run(&mut self, mut reload: impl FnMut(Reloadable<'_>)) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = self.clock.now();
@@ -184,7 +219,11 @@ impl Server {
 
             match self.signal.swap(RUN, Ordering::Relaxed) {
                 STOP => return self.stop(),
-                RELOAD => reload(&mut self.store, &mut self.journal),
+                RELOAD => reload(Reloadable {
+                    store: &mut self.store,
+                    journal: &mut self.journal,
+                    peers: &mut self.peers,
+                }),
                 _ => {}
             }
         }
@@ -201,13 +240,45 @@ impl Server {
                         );
                         continue;
                     }
+                    let peer = match peer_credentials(&stream) {
+                        Ok(peer) => peer,
+                        Err(e) => {
+                            self.metrics.peers_refused.inc();
+                            tracing::warn!(error = %e, "state socket: cannot read a peer's credentials; closing it");
+                            continue;
+                        }
+                    };
+                    if !self.peers.allows(&peer) {
+                        self.metrics.peers_refused.inc();
+                        tracing::warn!(
+                            pid = peer.pid,
+                            uid = peer.uid,
+                            gid = peer.gid,
+                            groups = ?peer.groups,
+                            allowed = %self.peers,
+                            "state socket: refused a peer not in allow_uids / allow_gids"
+                        );
+                        let fault = LinkFault {
+                            code: ErrorCode::AuthFailed,
+                            id: 0,
+                            reason: format!(
+                                "uid {} gid {} may not use this socket (allow_uids, allow_gids)",
+                                peer.uid, peer.gid
+                            ),
+                        };
+                        let mut out = Vec::new();
+                        state_error(&mut out, &fault);
+                        // Best effort: an empty socket buffer takes it whole; then close.
+                        let _ = stream.write(&out);
+                        continue;
+                    }
                     let entry = self.links.vacant_entry();
                     let token = Token(entry.key() + FIRST_LINK);
                     self.poll
                         .registry()
                         .register(&mut stream, token, Interest::READABLE)
                         .context("register a gateway link")?;
-                    entry.insert(Link::new(stream));
+                    entry.insert(Link::new(stream, peer));
                     self.metrics.links_open.set(self.links.len() as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -300,18 +371,34 @@ impl Server {
                 reason: format!("the gateway id must be 1 to {MAX_GATEWAY_ID} bytes of UTF-8 without control characters"),
             })?
             .to_string();
+        let held = self
+            .store
+            .gateway_of(&name)
+            .and_then(|gw| self.gateway_links.get(gw as usize).copied().flatten());
+        if let Some(old) = held {
+            if self.links.get(old).is_some_and(|l| !peer_gone(&l.stream)) {
+                if let Some(link) = self.links.get(slot) {
+                    let p = &link.peer;
+                    tracing::warn!(gateway = %name, pid = p.pid, uid = p.uid, gid = p.gid, "refused a HELLO: a live link holds this gateway id");
+                }
+                return Err(LinkFault {
+                    code: ErrorCode::AuthFailed,
+                    id: frame.id,
+                    reason: format!(
+                        "gateway id {name:?} is held by a live link; it is free once that link closes"
+                    ),
+                });
+            }
+            // Its EOF may still wait in this iteration's events: close it now.
+            tracing::info!(gateway = %name, "gateway link closed by the gateway (seen at its new HELLO)");
+            self.close(old);
+        }
         let gw = self.store.hello(&name);
         let index = gw as usize;
         if self.gateway_links.len() <= index {
             self.gateway_links.resize(index + 1, None);
         }
-        if let Some(old) = self.gateway_links[index].replace(slot) {
-            tracing::warn!(gateway = %name, "the gateway connected again; closing its old link");
-            if let Some(link) = self.links.get_mut(old) {
-                link.gateway = None; // so closing it does not mark the gateway down
-            }
-            self.close(old);
-        }
+        self.gateway_links[index] = Some(slot);
         tracing::info!(gateway = %name, "gateway link up");
         if let Some(link) = self.links.get_mut(slot) {
             link.gateway = Some(gw);
@@ -320,21 +407,20 @@ impl Server {
         Ok(())
     }
 
-    /// Bad input on a link: STATE_ERROR, best effort, then close.
+    /// Bad input on a link, or a HELLO refused: STATE_ERROR, best effort, then close.
     fn refuse(&mut self, slot: usize, fault: LinkFault) {
-        self.metrics.link_errors.inc();
+        // AUTH_FAILED on a link is only ever a refused HELLO, logged where it was decided.
+        let hello_refused = fault.code == ErrorCode::AuthFailed;
+        if hello_refused {
+            self.metrics.hellos_refused.inc();
+        } else {
+            self.metrics.link_errors.inc();
+        }
         if let Some(link) = self.links.get_mut(slot) {
-            tracing::warn!(gateway = %link.name, code = fault.code.as_u16(), reason = %fault.reason, "closing a gateway link for bad input");
-            encode::header(
-                &mut link.out,
-                Kind::StateError,
-                0,
-                fault.id,
-                2 + fault.reason.len(),
-            );
-            link.out
-                .extend_from_slice(&fault.code.as_u16().to_be_bytes());
-            link.out.extend_from_slice(fault.reason.as_bytes());
+            if !hello_refused {
+                tracing::warn!(gateway = %link.name, code = fault.code.as_u16(), reason = %fault.reason, "closing a gateway link for bad input");
+            }
+            state_error(&mut link.out, &fault);
             let _ = link.flush();
         }
         self.close(slot);
@@ -365,10 +451,17 @@ impl Server {
                     reply,
                 } => {
                     let result = self.store.push(&device, &payload, ttl_s, now);
-                    self.push_replies.push((reply, result));
+                    self.answers.push(Answer::Push(reply, result));
                 }
                 Command::View { device, reply } => {
                     let _ = reply.send(self.store.view(&device, now));
+                }
+                Command::End { device, reply } => {
+                    let ended = self.store.end_session(&device);
+                    if let Some(ended) = &ended {
+                        tracing::info!(device = %ended.device_id, session = %ended.session, was_online = ended.was_online, "session ended through the push API");
+                    }
+                    self.answers.push(Answer::End(reply, ended));
                 }
             }
         }
@@ -472,8 +565,8 @@ impl Server {
             self.flush_link(slot);
         }
         self.dirty = dirty;
-        for (reply, result) in self.push_replies.drain(..) {
-            let _ = reply.send(result);
+        for answer in self.answers.drain(..) {
+            answer.send();
         }
     }
 
@@ -528,4 +621,11 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Appends a STATE_ERROR carrying `fault`.
+fn state_error(out: &mut Vec<u8>, fault: &LinkFault) {
+    encode::header(out, Kind::StateError, 0, fault.id, 2 + fault.reason.len());
+    out.extend_from_slice(&fault.code.as_u16().to_be_bytes());
+    out.extend_from_slice(fault.reason.as_bytes());
 }

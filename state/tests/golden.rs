@@ -51,6 +51,13 @@ fn metrics_page_is_unchanged() {
     m.journal_generation.set(next());
     m.compactions.add(next());
     m.compaction_failures.inc();
+    m.kicks_operator.add(next());
+    m.peers_refused.add(next());
+    m.hellos_refused.add(next());
+    m.api_tokens.set(next());
+    m.api_denied_missing.add(next());
+    m.api_denied_unknown.add(next());
+    m.api_denied_scope.add(next());
     assert_golden("metrics.txt", &m.render("1.2.3"));
     assert_golden("metrics_empty.txt", &Metrics::default().render("0.1.0"));
 }

@@ -426,6 +426,59 @@ fn a_second_login_kicks_the_first_and_takes_its_pushes_or_is_refused() {
 }
 
 #[test]
+fn ending_a_session_kicks_its_connection_and_nothing_can_resume_it() {
+    let metrics = Arc::new(Metrics::default());
+    let mut rig = Rig::new(rules(|_| {}));
+    rig.store = Store::new(rules(|_| {}), metrics.clone(), START);
+    rig.store.finish_replay(START);
+    let gw = rig.hello("gw-a");
+    let token = rig.login(gw, 1, "d")["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rig.store.push("d", b"p1", None, rig.now()).unwrap();
+    rig.store.push("d", b"p2", None, rig.now()).unwrap();
+    rig.output();
+    let ended = rig.store.end_session("d").expect("a session to end");
+    assert_eq!(
+        serde_json::to_value(&ended).unwrap(),
+        serde_json::json!({
+            "session": ended.session,
+            "device_id": "d",
+            "was_online": true,
+            "dropped_pushes": 2,
+        })
+    );
+    let got = rig.output();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].kind, got[0].route, got[0].code),
+        (Kind::Kick, 1, Some(12))
+    );
+    assert_eq!(rig.view("d"), None);
+    assert_eq!(rig.store.end_session("d"), None, "nothing left to end");
+    assert_eq!(metrics.kicks_operator.get(), 1);
+    assert_eq!(metrics.pushes_expired.get(), 2);
+    // Its resume token is dead.
+    let got = rig.routed(gw, Kind::StateResume, 3, 2, token.as_bytes());
+    assert_eq!((got[0].kind, got[0].code), (Kind::LoginFail, Some(5)));
+    // The journal agrees: a restart does not bring it back.
+    let journal = rig.journal.clone();
+    let replayed = Rig::replayed(rules(|_| {}), &journal);
+    assert_eq!(replayed.view("d"), None);
+
+    // A detached session is removed without a KICK.
+    let mut rig = Rig::new(rules(|_| {}));
+    let gw = rig.hello("gw-a");
+    rig.login(gw, 1, "e");
+    rig.routed(gw, Kind::Closed, 0, 1, b"");
+    let ended = rig.store.end_session("e").unwrap();
+    assert!(!ended.was_online);
+    assert!(rig.output().is_empty());
+    assert_eq!(rig.view("e"), None);
+}
+
+#[test]
 fn after_a_reconnect_unannounced_sessions_are_detached() {
     let mut rig = Rig::new(rules(|_| {}));
     let gw = rig.hello("gw-a");

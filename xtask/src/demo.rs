@@ -1,15 +1,19 @@
 //! `cargo xtask demo`: the whole stack on loopback, under load, in one command.
 //!
-//! Starts, as separate processes: tether-ipconfig (127.0.0.1:6789), tether-state (socket and
-//! journal under `target/demo/`, push API 127.0.0.1:8902), four echo nodes
+//! Starts, as separate processes: tether-ipconfig (127.0.0.1:6789), tether-state (socket,
+//! journal and push API token files under `target/demo/`, push API 127.0.0.1:8902 behind a
+//! bearer token made for the run, metrics 127.0.0.1:8903), four echo nodes
 //! (127.0.0.1:8890–8893) and two gateways (127.0.0.1:8900 admin 8901, 127.0.0.1:8910 admin
-//! 8911) that log clients in through the state daemon and report to ipconfig. Then
+//! 8911) that log clients in through the state daemon and report to ipconfig, each report
+//! signed with the gateway's own key (`target/demo/gw-*.key`; ipconfig's
+//! `target/demo/report-keys`, fresh random keys every run). Then
 //! tether-loadgen finds the gateways through `/ip_list`, logs every connection in with a JWT,
 //! heartbeats, pipelines echo DATA, pushes to its own devices through the state daemon's
-//! `POST /v1/push` (`--push-rate`) and acknowledges the pushes it receives, measuring their
-//! latency. This command prints one summary table,
+//! `POST /v1/push` (`--push-rate`, with the token: `--push-token-file`) and acknowledges the
+//! pushes it receives, measuring their latency. This command prints one summary table,
 //! stops everything with SIGTERM and fails if anything went wrong: a loadgen failure, a push
-//! not accepted, an error counted by a daemon, or a process that did not exit cleanly.
+//! not accepted, an error counted by a daemon, a report ipconfig refused, or a process that
+//! did not exit cleanly.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tether_daemon::prometheus::read_sample;
 
 const NODE_PORTS: [u16; 4] = [8890, 8891, 8892, 8893];
@@ -27,6 +32,7 @@ const NODE_PORTS: [u16; 4] = [8890, 8891, 8892, 8893];
 const GATEWAYS: [(&str, u16, u16); 2] = [("gw-a", 8900, 8901), ("gw-b", 8910, 8911)];
 const IPCONFIG_PORT: u16 = 6789;
 const STATE_HTTP_PORT: u16 = 8902;
+const STATE_METRICS_PORT: u16 = 8903;
 /// The demo's JWT key, shared by tether-state and the load generator.
 const SECRET: &str = "tether-demo-secret";
 /// Devices the load generator logs in as: `<prefix>-<connection index>`.
@@ -61,7 +67,7 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
 
     let mut ports: Vec<u16> = NODE_PORTS.to_vec();
     ports.extend(GATEWAYS.iter().flat_map(|g| [g.1, g.2]));
-    ports.extend([IPCONFIG_PORT, STATE_HTTP_PORT]);
+    ports.extend([IPCONFIG_PORT, STATE_HTTP_PORT, STATE_METRICS_PORT]);
     for port in ports {
         let addr = localhost(port);
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
@@ -69,20 +75,36 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         }
     }
 
+    // Report keys: one per gateway, and ipconfig's list of who holds which.
+    let mut report_keys = String::from("# gateway id, key: written by cargo xtask demo\n");
+    for (id, _, _) in GATEWAYS {
+        let key = random_key().context("cannot read /dev/urandom")?;
+        report_keys.push_str(&format!("{id} {key}\n"));
+        std::fs::write(work.join(format!("{id}.key")), format!("{key}\n"))
+            .context("cannot write a gateway's report key")?;
+    }
+    let report_keys_file = work.join("report-keys");
+    std::fs::write(&report_keys_file, report_keys).context("cannot write report-keys")?;
+
     let mut stack = Stack::default();
     let ipconfig_url = format!("http://{}", localhost(IPCONFIG_PORT));
     stack.start(
         "ipconfig",
-        Command::new(bin.join("tether-ipconfig")).args([
-            "--listen",
-            &localhost(IPCONFIG_PORT).to_string(),
-            "--stale-after-ms",
-            "2000",
-        ]),
+        Command::new(bin.join("tether-ipconfig"))
+            .args([
+                "--listen",
+                &localhost(IPCONFIG_PORT).to_string(),
+                "--stale-after-ms",
+                "2000",
+            ])
+            .arg("--report-keys-file")
+            .arg(&report_keys_file),
         localhost(IPCONFIG_PORT),
     )?;
     let socket = work.join("state.sock");
     let state_http = localhost(STATE_HTTP_PORT);
+    let state_metrics = localhost(STATE_METRICS_PORT);
+    let (push_token, api_tokens) = push_api_token(&work)?;
     stack.start(
         "state",
         Command::new(bin.join("tether-state"))
@@ -91,10 +113,15 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
             .arg("--journal")
             .arg(work.join("journal"))
             .args(["--http", &state_http.to_string()])
+            .args(["--metrics", &state_metrics.to_string()])
+            .arg("--api-tokens-file")
+            .arg(&api_tokens)
             .args(["--heartbeat-s", "10"])
             .env("TETHER_STATE_JWT_SECRET", SECRET),
         state_http,
     )?;
+    crate::wait_for_port(state_metrics, Duration::from_secs(10))
+        .context("the state daemon's metrics listener did not start")?;
     let mut node_list = Vec::new();
     for port in NODE_PORTS {
         let addr = localhost(port);
@@ -120,7 +147,9 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
                 .args(["--node", &node_list.join(",")])
                 .arg("--state")
                 .arg(&socket)
-                .args(["--ipconfig", &ipconfig_url, "--report-interval-ms", "500"]),
+                .args(["--ipconfig", &ipconfig_url, "--report-interval-ms", "500"])
+                .arg("--ipconfig-key-file")
+                .arg(work.join(format!("{id}.key"))),
             localhost(port),
         )?;
     }
@@ -145,8 +174,9 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         .map(|&pid| rss_kib(pid))
         .collect();
     println!(
-        "demo: ipconfig {ipconfig_url}, state {} (push API http://{state_http}), nodes {}, gateways {}",
+        "demo: ipconfig {ipconfig_url}, state {} (push API http://{state_http}, token in {}; metrics http://{state_metrics}), nodes {}, gateways {}",
         socket.display(),
+        push_token.display(),
         node_list.join(" "),
         GATEWAYS.map(|g| format!("{} 127.0.0.1:{}", g.0, g.1)).join(", ")
     );
@@ -157,7 +187,9 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         .env("TETHER_LOADGEN_JWT_SECRET", SECRET)
         .args(["--device-prefix", DEVICE_PREFIX])
         .args(["--push-rate", PUSH_RATE])
-        .args(["--push-url", &format!("http://{state_http}")]);
+        .args(["--push-url", &format!("http://{state_http}")])
+        .arg("--push-token-file")
+        .arg(&push_token);
     let load_args: Vec<String> = if extra.is_empty() {
         DEMO_LOAD.iter().map(|s| s.to_string()).collect()
     } else {
@@ -248,13 +280,47 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         let growth = peak[i].saturating_sub(baseline[i]) * 1024;
         gateway_rows.push((id.to_string(), accepted, peak_open[i], growth));
     }
-    let state_metrics = http(state_http, "GET", "/metrics", None)
+    let state_metrics = http(state_metrics, "GET", "/metrics", None)
         .map(|(_, body)| body)
         .unwrap_or_default();
-    let link_errors = read_sample(&state_metrics, "tether_state_link_errors_total").unwrap_or(0.0);
-    if link_errors > 0.0 {
+    let state_errors = [
+        (
+            "tether_state_link_errors_total",
+            "gateway links closed for bad input",
+        ),
+        ("tether_state_peers_refused_total", "socket peers refused"),
+        ("tether_state_hellos_refused_total", "HELLOs refused"),
+        (
+            "tether_state_api_denied_total{reason=\"missing_token\"}",
+            "push API requests without a token",
+        ),
+        (
+            "tether_state_api_denied_total{reason=\"unknown_token\"}",
+            "push API requests with an unknown token",
+        ),
+        (
+            "tether_state_api_denied_total{reason=\"missing_scope\"}",
+            "push API requests without the scope they need",
+        ),
+    ];
+    for (series, what) in state_errors {
+        let n = read_sample(&state_metrics, series).unwrap_or(0.0);
+        if n > 0.0 {
+            failures.push(format!("tether-state counted {n} {what} ({series})"));
+        }
+    }
+
+    let ipconfig_metrics = http(localhost(IPCONFIG_PORT), "GET", "/metrics", None)
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let refused_reports: f64 = ipconfig_metrics
+        .lines()
+        .filter(|line| line.starts_with("tether_ipconfig_reports_rejected_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    if refused_reports > 0.0 {
         failures.push(format!(
-            "tether-state closed {link_errors} gateway links for bad input"
+            "ipconfig refused {refused_reports} gateway reports (see reports_rejected_total)"
         ));
     }
 
@@ -275,6 +341,13 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
     } else {
         bail!("demo failed:\n  {}", failures.join("\n  "))
     }
+}
+
+/// A fresh report key: 32 random bytes in hex, as `openssl rand -hex 32` makes one.
+fn random_key() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn print_table(summary: &Value, gateways: &[(String, u64, u64, u64)], state: &str) {
@@ -340,6 +413,37 @@ fn print_table(summary: &Value, gateways: &[(String, u64, u64, u64)], state: &st
         errors, summary["errors"], summary["verify_failures"]
     );
     println!();
+}
+
+/// A fresh push API token for this run: the token itself in `<work>/push-token` (for the load
+/// generator, mode 0600) and its SHA-256 with the scopes the demo uses in
+/// `<work>/api-tokens` (for the state daemon). Returns both paths.
+fn push_api_token(work: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("cannot read /dev/urandom")?;
+    let token = hex(&random);
+    let token_path = work.join("push-token");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&token_path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .context("cannot write target/demo/push-token")?;
+    let tokens_path = work.join("api-tokens");
+    let line = format!(
+        "# made by cargo xtask demo: NAME SHA256 SCOPES\ndemo {} push,sessions:read\n",
+        hex(&Sha256::digest(token.as_bytes()))
+    );
+    std::fs::write(&tokens_path, line).context("cannot write target/demo/api-tokens")?;
+    Ok((token_path, tokens_path))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `--flag N` in `args`.

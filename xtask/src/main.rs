@@ -6,11 +6,13 @@
 //!   exits non-zero if anything failed (see `demo.rs`).
 //! - `cargo xtask test`: installs the system packages and tools the tests need when they are
 //!   missing, builds every binary and runs every test, then runs every fuzz target for a
-//!   bounded time (`fuzz.rs`) and every bench script in its smoke mode (`bench_smoke.rs`).
+//!   bounded time (`fuzz.rs`), every bench script in its smoke mode (`bench_smoke.rs`), and
+//!   the browser client's type check and tests (`js.rs`).
 
 mod bench_smoke;
 mod demo;
 mod fuzz;
+mod js;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,10 +25,11 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "\
 usage: cargo xtask demo [loadgen flags…]   run the cluster under load
        cargo xtask test [STEP FLAGS] [cargo test args…]
-                                           install, build and run every test, then the fuzz
-                                           and bench smoke steps
+                                           install, build and run every test, then the fuzz,
+                                           bench smoke and js steps
 step flags: --only-fuzz          only the fuzz step
             --only-smoke         only the bench smoke step
+            --only-js            only the js step (clients/js: type check, unit tests)
             --fuzz-seconds N     how long each fuzz target runs (default 25)";
 
 fn main() -> Result<()> {
@@ -87,6 +90,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("pip3", "python3-pip"),
     ("systemd-analyze", "systemd"),
     ("etcd", "etcd-server"),
+    // etcdctl: the etcd authentication tests set users and roles up with it.
+    ("etcdctl", "etcd-client"),
 ];
 
 /// Which parts of `cargo xtask test` run, from its leading flags; the rest goes to cargo test.
@@ -94,6 +99,7 @@ struct TestPlan {
     tests: bool,
     fuzz: bool,
     smoke: bool,
+    js: bool,
     fuzz_seconds: u64,
     cargo_test_args: Vec<String>,
 }
@@ -104,14 +110,15 @@ impl TestPlan {
             tests: true,
             fuzz: true,
             smoke: true,
+            js: true,
             fuzz_seconds: fuzz::DEFAULT_SECONDS,
             cargo_test_args: Vec::new(),
         };
         let mut args = args.iter();
+        let mut only = Vec::new();
         while let Some(arg) = args.next() {
             match arg.as_str() {
-                "--only-fuzz" => (plan.tests, plan.smoke) = (false, false),
-                "--only-smoke" => (plan.tests, plan.fuzz) = (false, false),
+                "--only-fuzz" | "--only-smoke" | "--only-js" => only.push(arg.as_str()),
                 "--fuzz-seconds" => {
                     let value = args.next().context("--fuzz-seconds needs a number")?;
                     plan.fuzz_seconds = value
@@ -125,13 +132,21 @@ impl TestPlan {
                 }
             }
         }
-        if !(plan.tests || plan.fuzz || plan.smoke) {
-            bail!("--only-fuzz and --only-smoke exclude each other\n{USAGE}");
+        match only.as_slice() {
+            [] => {}
+            [step] => {
+                plan.tests = false;
+                plan.fuzz = *step == "--only-fuzz";
+                plan.smoke = *step == "--only-smoke";
+                plan.js = *step == "--only-js";
+            }
+            _ => bail!("{} exclude each other\n{USAGE}", only.join(" and ")),
         }
         if !plan.tests && !plan.cargo_test_args.is_empty() {
             bail!(
-                "cargo test arguments {:?} with --only-fuzz or --only-smoke",
-                plan.cargo_test_args
+                "cargo test arguments {:?} with {}",
+                plan.cargo_test_args,
+                only.join(" ")
             );
         }
         Ok(plan)
@@ -150,6 +165,9 @@ fn test(args: &[String]) -> Result<()> {
     if plan.smoke {
         packages.extend_from_slice(bench_smoke::PACKAGES);
     }
+    if plan.js {
+        packages.extend_from_slice(js::PACKAGES);
+    }
     ensure_packages(&packages)?;
     if plan.tests {
         ensure_test_tools()?;
@@ -163,6 +181,9 @@ fn test(args: &[String]) -> Result<()> {
     }
     if plan.smoke {
         bench_smoke::run_all()?;
+    }
+    if plan.js {
+        js::run_all()?;
     }
     Ok(())
 }
@@ -291,7 +312,7 @@ mod tests {
     #[test]
     fn every_step_runs_by_default_and_the_rest_goes_to_cargo_test() {
         let p = plan(&["-p", "tether-e2e", "--", "--only-fuzz"]).unwrap();
-        assert!(p.tests && p.fuzz && p.smoke);
+        assert!(p.tests && p.fuzz && p.smoke && p.js);
         assert_eq!(p.fuzz_seconds, fuzz::DEFAULT_SECONDS);
         assert_eq!(p.cargo_test_args, ["-p", "tether-e2e", "--", "--only-fuzz"]);
     }
@@ -302,7 +323,9 @@ mod tests {
         assert!(!p.tests && p.fuzz && !p.smoke);
         assert_eq!(p.fuzz_seconds, 3);
         let p = plan(&["--only-smoke"]).unwrap();
-        assert!(!p.tests && !p.fuzz && p.smoke);
+        assert!(!p.tests && !p.fuzz && p.smoke && !p.js);
+        let p = plan(&["--only-js"]).unwrap();
+        assert!(!p.tests && !p.fuzz && !p.smoke && p.js);
         assert!(plan(&["--only-fuzz", "--only-smoke"]).is_err());
         assert!(plan(&["--only-smoke", "-p", "x"]).is_err());
         assert!(plan(&["--fuzz-seconds", "soon"]).is_err());

@@ -275,7 +275,12 @@ impl Reactor {
                 }
             }
             StateEvent::Refused { code, reason } => {
+                // A refused HELLO (5: a live link holds this gateway id, or this process may
+                // not use the socket) is the operator's to fix: warn at every retry.
                 let why = format!("the state daemon refused the link ({code}: {reason})");
+                if let Some(link) = self.state.as_mut() {
+                    link.complained = false;
+                }
                 self.state_down(&why);
             }
         }

@@ -30,6 +30,11 @@ impl Store {
         gw
     }
 
+    /// The index of gateway id `name`, if it was ever seen.
+    pub(crate) fn gateway_of(&self, name: &str) -> Option<u16> {
+        self.gateway_index.get(name).copied()
+    }
+
     /// Whether one more gateway id fits (indices are u16).
     pub(crate) fn can_add_gateway(&self, name: &str) -> bool {
         self.gateway_index.contains_key(name) || self.gateways.len() < u16::MAX as usize

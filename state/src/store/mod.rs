@@ -14,7 +14,7 @@
 //!
 //! - `links.rs`: what a gateway link sends (HELLO, LOGIN, RESUME, HEARTBEAT, ANNOUNCE, CLOSED,
 //!   ACK) and what each does to the sessions;
-//! - `push.rs`: what the HTTP API asks: queue a push, view a session;
+//! - `push.rs`: what the HTTP API asks: queue a push, view or end a session;
 //! - `lifecycle.rs`: a session going from online to detached to removed, on its timer;
 //! - `delivery.rs`: a session's push queue: sending, retransmitting, expiring;
 //! - `timers.rs`: the timing wheel, and which timer of which session fired;
@@ -59,7 +59,7 @@ use records::RecordBuf;
 
 pub use links::LinkFault;
 pub use now::Now;
-pub use push::{PushRefused, PushStatus, SessionView};
+pub use push::{EndedSession, PushRefused, PushStatus, SessionView};
 pub use rules::Rules;
 
 /// The timer wheel's resolution.

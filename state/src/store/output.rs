@@ -46,6 +46,11 @@ impl Store {
             ErrorCode::Timeout => self.metrics.kicks_timeout.inc(),
             _ => self.metrics.kicks_replaced.inc(),
         }
+        self.send_kick(gw, route, code, reason);
+    }
+
+    /// KICK, uncounted (the caller counts it under its reason).
+    pub(super) fn send_kick(&mut self, gw: u16, route: u64, code: ErrorCode, reason: &str) {
         if let Some(out) = self.out(gw) {
             encode::routed_error(out, Kind::Kick, 0, route, code, reason);
         }

@@ -1,7 +1,9 @@
 //! What the HTTP API asks of the store: `POST /v1/push` queues a push for a device's session
-//! (and sends it when the session is online), `GET /v1/sessions/{device}` shows a session.
+//! (and sends it when the session is online), `GET /v1/sessions/{device}` shows a session,
+//! `DELETE /v1/sessions/{device}` ends it.
 
 use serde::Serialize;
+use tether_proto::ErrorCode;
 
 use super::{Now, Store};
 use crate::record::Record;
@@ -46,6 +48,17 @@ pub struct SessionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_until_unix_ms: Option<u64>,
     pub pending: usize,
+}
+
+/// What `DELETE /v1/sessions/{device}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndedSession {
+    pub session: String,
+    pub device_id: String,
+    /// The session had a connection, which its gateway was told to close (KICK 12 KICKED).
+    pub was_online: bool,
+    /// Unacknowledged pushes dropped with the session.
+    pub dropped_pushes: usize,
 }
 
 impl Store {
@@ -136,5 +149,32 @@ impl Store {
             resume_until_unix_ms,
             pending: s.pending(),
         })
+    }
+
+    /// `DELETE /v1/sessions/{device}`: the session's connection, if it has one, is KICKed
+    /// (12 KICKED, so the client is closed), and the session is removed with its pushes: it
+    /// cannot be resumed. The removal is journaled like a resume window's end.
+    pub fn end_session(&mut self, device: &str) -> Option<EndedSession> {
+        let slot = self.find_device(device)?;
+        let s = &self.sessions[slot];
+        let ended = EndedSession {
+            session: format!("{:016x}", s.id),
+            device_id: s.device.to_string(),
+            was_online: s.is_online(),
+            dropped_pushes: s.pending(),
+        };
+        let (session, gw, route) = (s.id, s.gateway, s.route);
+        if ended.was_online {
+            self.metrics.kicks_operator.inc();
+            self.send_kick(
+                gw,
+                route,
+                ErrorCode::Kicked,
+                "the session was ended by the operator",
+            );
+        }
+        self.log(Record::Remove { session });
+        self.remove(slot, true);
+        Some(ended)
     }
 }
