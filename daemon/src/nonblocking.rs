@@ -7,7 +7,7 @@ mod read;
 
 use std::io::{self, Write};
 
-pub use read::{read_frames, ReadEnd, Reading};
+pub use read::{read_chunks, read_frames, ReadEnd, Reading};
 
 /// Writes `out[*written..]` until all of it is written or the socket would block, advancing
 /// `written` by what the socket took. A write that takes nothing is `WriteZero`; EINTR is

@@ -16,6 +16,7 @@ use tether_proto::{Decoder, ErrorBody, Kind};
 mod etcd;
 mod notify;
 pub mod state;
+pub mod transports;
 
 pub use etcd::{gateway_nodes, Cluster};
 pub use notify::NotifySocket;

@@ -48,6 +48,19 @@ struct Row {
     flag: String,
 }
 
+/// `--tls-cert` and `--tls-key` naming a certificate made for the run.
+fn tls_args(scratch: &std::path::Path) -> Vec<String> {
+    let cert = tether_e2e::transports::TestCa::new(scratch)
+        .issue("gateway", tether_e2e::transports::KeyType::EcdsaP256);
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+    vec![
+        "--tls-cert".into(),
+        path(&cert.cert),
+        "--tls-key".into(),
+        path(&cert.key),
+    ]
+}
+
 fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
     let secret_file = scratch.join("jwt");
     std::fs::write(&secret_file, "from-a-file\n").expect("write the secret file");
@@ -92,6 +105,11 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                 Run {
                     args: args(&["--state", "/tmp/tether-ops-doc/state.sock"]),
                     sets: &["state"],
+                },
+                // So are `tls_cert` and `tls_key`, which `check` loads.
+                Run {
+                    args: tls_args(scratch),
+                    sets: &["tls_cert", "tls_key"],
                 },
                 // `ipconfig_key_file` is an Option, None by default.
                 Run {

@@ -1,7 +1,8 @@
 //! Acceptor threads: block in `accept`, set TCP_NODELAY and non-blocking, and hand each
 //! socket to the reactor with the fewest open connections over a channel, waking it.
 //!
-//! Past `max_connections` a new socket gets ERROR OVERLOADED and is closed. When the process
+//! Past `max_connections` a new socket gets ERROR OVERLOADED (on a plain TCP listener; on a
+//! TLS or WebSocket one, whose client expects a handshake first, it is just closed). When the process
 //! runs out of descriptors (EMFILE/ENFILE), one descriptor kept in reserve is released to
 //! accept and close the waiting connection, so the listener does not spin on an error it
 //! cannot clear; the event is logged at most once a second.
@@ -19,11 +20,12 @@ use tether_proto::{encode, ErrorCode};
 
 use crate::balance::client_key;
 use crate::metrics::GatewayInfo;
+use crate::transport::Transport;
 
 /// How an acceptor reaches one reactor.
 #[derive(Clone)]
 pub(crate) struct ReactorDoor {
-    pub incoming: Sender<(mio::net::TcpStream, u64)>,
+    pub incoming: Sender<(mio::net::TcpStream, u64, Transport)>,
     pub waker: Arc<Waker>,
     pub open: Arc<AtomicUsize>,
 }
@@ -31,6 +33,8 @@ pub(crate) struct ReactorDoor {
 /// Everything one acceptor thread needs.
 pub(crate) struct Acceptor {
     pub listener: Arc<TcpListener>,
+    /// What the listener speaks; the reactor starts the connection's layers for it.
+    pub transport: Transport,
     pub reactors: Vec<ReactorDoor>,
     pub stop: Arc<AtomicBool>,
     pub info: Arc<GatewayInfo>,
@@ -86,7 +90,9 @@ impl Acceptor {
         let max = self.info.max_connections.load(Ordering::Relaxed);
         if open as u64 >= max {
             let _ = stream.set_nonblocking(true);
-            let _ = (&stream).write(overloaded);
+            if self.transport == Transport::Tcp {
+                let _ = (&stream).write(overloaded);
+            }
             self.info.rejected_at_accept.inc_shared();
             return;
         }
@@ -104,7 +110,7 @@ impl Acceptor {
         let key = client_key(peer.ip());
         if target
             .incoming
-            .send((mio::net::TcpStream::from_std(stream), key))
+            .send((mio::net::TcpStream::from_std(stream), key, self.transport))
             .is_err()
         {
             target.open.fetch_sub(1, Ordering::Relaxed);

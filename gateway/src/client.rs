@@ -50,6 +50,12 @@ impl Marks {
     pub(crate) const WATCHED: u8 = 1 << 3;
     /// Sent a frame since the last HEARTBEAT batch.
     pub(crate) const ALIVE: u8 = 1 << 4;
+    /// Speaks TLS, WebSocket or both: its session is in the reactor's
+    /// [`Layers`](crate::transport::Layers).
+    pub(crate) const LAYERED: u8 = 1 << 5;
+    /// Closing, everything written and the write side shut: what the peer still sends is
+    /// read and dropped until its EOF (or the close linger).
+    pub(crate) const SHUT: u8 = 1 << 6;
 
     pub(crate) fn has(self, mark: u8) -> bool {
         self.0 & mark != 0

@@ -19,14 +19,37 @@ use tether_proto::DEFAULT_MAX_BODY;
 use crate::balance::Balance;
 use crate::dispatch::{Policy, Retry, MAX_NODE_QUEUE};
 use crate::route::MAX_REACTORS;
+use crate::transport::{Transport, WsPolicy};
+use tether_proto::ws::ServerHandshake;
 
 /// Everything a gateway can be told. Every key has a flag of the same name (`nodes` is
 /// `--node`), and a `TETHER_GATEWAY_<KEY>` env var.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Client listeners.
+    /// Client listeners speaking v1 frames over plain TCP.
     pub listen: Vec<SocketAddr>,
+    /// Client listeners speaking v1 frames over TLS (needs `tls_cert` and `tls_key`).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Client listeners speaking WebSocket: v1 frames in binary messages, subprotocol
+    /// `tether.v1`.
+    pub listen_ws: Vec<SocketAddr>,
+    /// Client listeners speaking WebSocket over TLS (needs `tls_cert` and `tls_key`).
+    pub listen_wss: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first, for the TLS listeners; re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`; re-read on SIGHUP.
+    pub tls_key: Option<PathBuf>,
+    /// TLS handshake reads each reactor processes per loop iteration; the rest wait for the
+    /// next one, so a storm of handshakes does not stall established clients.
+    pub tls_handshakes_per_loop: u32,
+    /// Request paths that upgrade to WebSocket; others get 404.
+    pub ws_paths: Vec<String>,
+    /// Browser origins allowed to open a WebSocket (`https://app.example.com`, or `*` for
+    /// any); others get 403. Guards against cross-site WebSocket hijacking.
+    pub ws_origins: Vec<String>,
+    /// Whether an upgrade with no `Origin` (a client that is not a browser) is allowed.
+    pub ws_allow_no_origin: bool,
     pub backlog: u32,
     /// Accepting threads per listener.
     pub acceptors: usize,
@@ -111,6 +134,15 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 8900))],
+            listen_tls: Vec::new(),
+            listen_ws: Vec::new(),
+            listen_wss: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_handshakes_per_loop: 32,
+            ws_paths: vec!["/".into(), "/ws".into()],
+            ws_origins: Vec::new(),
+            ws_allow_no_origin: true,
             backlog: 4096,
             acceptors: 2,
             reactors: 0,
@@ -158,7 +190,12 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigError> {
         let mut c = Checks::new();
-        c.need(!self.listen.is_empty(), "listen", "at least one address");
+        c.need(
+            self.listeners().next().is_some(),
+            "listen",
+            "at least one listener (listen, listen_tls, listen_ws or listen_wss)",
+        );
+        self.validate_transports(&mut c);
         c.need(self.acceptors >= 1, "acceptors", "at least 1");
         c.need(self.acceptors <= 64, "acceptors", "at most 64");
         c.need(
@@ -268,6 +305,82 @@ impl Validate for Config {
 }
 
 impl Config {
+    /// Every client listener with what it speaks, plain TCP first.
+    pub(crate) fn listeners(&self) -> impl Iterator<Item = (SocketAddr, Transport)> + '_ {
+        self.listen
+            .iter()
+            .map(|&a| (a, Transport::Tcp))
+            .chain(self.listen_tls.iter().map(|&a| (a, Transport::Tls)))
+            .chain(self.listen_ws.iter().map(|&a| (a, Transport::Ws)))
+            .chain(self.listen_wss.iter().map(|&a| (a, Transport::Wss)))
+    }
+
+    /// Whether a listener speaks TLS (so the certificate must load).
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.listeners().any(|(_, t)| t.uses_tls())
+    }
+
+    fn validate_transports(&self, c: &mut Checks) {
+        let mut all: Vec<SocketAddr> = self.listeners().map(|(a, _)| a).collect();
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        c.need(
+            all.len() == before,
+            "listen",
+            "an address is listed twice (across listen, listen_tls, listen_ws, listen_wss)",
+        );
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                c.check("tls_cert", crate::transport::check_certs(cert, key))
+            }
+            (None, None) => c.need(
+                !self.uses_tls(),
+                "tls_cert",
+                "listen_tls and listen_wss need tls_cert and tls_key",
+            ),
+            (Some(_), None) => c.need(false, "tls_key", "tls_cert needs tls_key"),
+            (None, Some(_)) => c.need(false, "tls_cert", "tls_key needs tls_cert"),
+        }
+        c.need(
+            (1..=100_000).contains(&self.tls_handshakes_per_loop),
+            "tls_handshakes_per_loop",
+            "between 1 and 100000",
+        );
+        c.need(!self.ws_paths.is_empty(), "ws_paths", "at least one path");
+        for path in &self.ws_paths {
+            c.need(
+                path.starts_with('/') && !path.contains(['?', ' ']),
+                "ws_paths",
+                format!("{path:?} is not an absolute path without a query"),
+            );
+        }
+        for origin in &self.ws_origins {
+            let ok = origin == "*"
+                || ["http://", "https://"].iter().any(|scheme| {
+                    origin
+                        .strip_prefix(scheme)
+                        .is_some_and(|host| !host.is_empty() && !host.contains(['/', ' ']))
+                });
+            c.need(
+                ok,
+                "ws_origins",
+                format!("{origin:?} is not `*` or scheme://host[:port] (no path)"),
+            );
+        }
+    }
+
+    /// The WebSocket upgrade policy these keys describe.
+    fn ws_policy(&self) -> WsPolicy {
+        let handshake = ServerHandshake {
+            paths: self.ws_paths.clone(),
+            origins: self.ws_origins.clone(),
+            allow_no_origin: self.ws_allow_no_origin,
+            ..ServerHandshake::default()
+        };
+        WsPolicy::new(handshake, self.max_body)
+    }
+
     /// `reactors` with 0 resolved to the number of cores.
     pub fn reactor_count(&self) -> usize {
         if self.reactors > 0 {
@@ -303,6 +416,8 @@ impl Config {
             rate_limit: self.rate_limit,
             login_timeout_ms: u32::try_from(self.login_timeout_ms).unwrap_or(u32::MAX / 2),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            ws: self.ws_policy(),
+            tls_handshakes_per_loop: self.tls_handshakes_per_loop,
             rate_burst: if self.rate_burst == 0 {
                 self.rate_limit.max(1)
             } else {
@@ -316,6 +431,15 @@ impl Config {
         let mut changed = Vec::new();
         if self.listen != other.listen {
             changed.push("listen");
+        }
+        if self.listen_tls != other.listen_tls {
+            changed.push("listen_tls");
+        }
+        if self.listen_ws != other.listen_ws {
+            changed.push("listen_ws");
+        }
+        if self.listen_wss != other.listen_wss {
+            changed.push("listen_wss");
         }
         if self.backlog != other.backlog {
             changed.push("backlog");
@@ -379,11 +503,16 @@ pub struct Settings {
     pub login_timeout_ms: u32,
     /// Zero = no idle timeout.
     pub idle_timeout: Duration,
+    /// The WebSocket upgrade policy and limits.
+    pub(crate) ws: WsPolicy,
+    pub tls_handshakes_per_loop: u32,
 }
 
 /// Keys with no value by default, for `--help`.
 pub const NO_DEFAULT: &[NoDefault] = &[
     ("state", "anonymous logins"),
+    ("tls_cert", "no TLS listener"),
+    ("tls_key", "no TLS listener"),
     ("ipconfig_key_file", "unsigned reports"),
     ("etcd_password_file", ""),
 ];
@@ -408,6 +537,33 @@ pub struct Opts {
     /// Client listener; repeat or comma-separate for several.
     #[arg(long, env = "TETHER_GATEWAY_LISTEN", value_delimiter = ',')]
     pub listen: Option<Vec<SocketAddr>>,
+    /// TLS client listener; repeat or comma-separate for several.
+    #[arg(long, env = "TETHER_GATEWAY_LISTEN_TLS", value_delimiter = ',')]
+    pub listen_tls: Option<Vec<SocketAddr>>,
+    /// WebSocket client listener; repeat or comma-separate for several.
+    #[arg(long, env = "TETHER_GATEWAY_LISTEN_WS", value_delimiter = ',')]
+    pub listen_ws: Option<Vec<SocketAddr>>,
+    /// WebSocket-over-TLS client listener; repeat or comma-separate for several.
+    #[arg(long, env = "TETHER_GATEWAY_LISTEN_WSS", value_delimiter = ',')]
+    pub listen_wss: Option<Vec<SocketAddr>>,
+    /// PEM certificate chain for the TLS listeners (re-read on SIGHUP).
+    #[arg(long, env = "TETHER_GATEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for tls_cert (re-read on SIGHUP).
+    #[arg(long, env = "TETHER_GATEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS handshake reads per reactor loop iteration before the rest wait.
+    #[arg(long, env = "TETHER_GATEWAY_TLS_HANDSHAKES_PER_LOOP")]
+    pub tls_handshakes_per_loop: Option<u32>,
+    /// Paths that upgrade to WebSocket, comma-separated.
+    #[arg(long, env = "TETHER_GATEWAY_WS_PATHS", value_delimiter = ',')]
+    pub ws_paths: Option<Vec<String>>,
+    /// Browser origins allowed to open a WebSocket, comma-separated; `*` = any.
+    #[arg(long, env = "TETHER_GATEWAY_WS_ORIGINS", value_delimiter = ',')]
+    pub ws_origins: Option<Vec<String>>,
+    /// Allow WebSocket upgrades without an Origin (non-browser clients).
+    #[arg(long, env = "TETHER_GATEWAY_WS_ALLOW_NO_ORIGIN")]
+    pub ws_allow_no_origin: Option<bool>,
     /// Listen backlog.
     #[arg(long, env = "TETHER_GATEWAY_BACKLOG")]
     pub backlog: Option<u32>,

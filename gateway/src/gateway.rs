@@ -24,6 +24,7 @@ use crate::fleet::Fleet;
 use crate::metrics::{GatewayInfo, Metrics};
 use crate::reactor::{self, Command, Reactor, Setup};
 use crate::reporter::{self, Endpoint, Reporter};
+use crate::transport::{self, CertError, Resumption, Transport};
 use tether_discovery::{DiscoveryError, Registration, Role, LEASE_TTL};
 
 /// How long start-up waits for etcd's node list before starting with none.
@@ -48,6 +49,8 @@ pub(crate) enum GatewayError {
     Spawn(std::io::Error),
     #[error("etcd: {0}")]
     Discovery(#[from] DiscoveryError),
+    #[error("TLS: {0}")]
+    Tls(#[from] CertError),
     #[error("ipconfig_key_file {0}")]
     Key(String),
 }
@@ -61,7 +64,9 @@ struct ReactorHandle {
 /// A running gateway.
 pub(crate) struct Gateway {
     config: Config,
-    listeners: Vec<Arc<std::net::TcpListener>>,
+    /// Session tickets and cache, kept across certificate reloads (with a TLS listener).
+    resumption: Option<Resumption>,
+    listeners: Vec<(Arc<std::net::TcpListener>, Transport)>,
     local_addrs: Vec<SocketAddr>,
     acceptors: Vec<JoinHandle<()>>,
     reactors: Vec<ReactorHandle>,
@@ -83,13 +88,27 @@ impl Gateway {
     /// reactor has tried its nodes once (up to the health timeout), so the first client is
     /// not refused NO_BACKEND only because links were still connecting.
     pub(crate) fn start(config: Config) -> Result<Gateway, GatewayError> {
+        let (resumption, tls) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) if config.uses_tls() => {
+                let resumption = Resumption::new()?;
+                let tls = transport::server_config(cert, key, &resumption)?;
+                (Some(resumption), Some(tls))
+            }
+            _ => (None, None),
+        };
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for &addr in &config.listen {
+        let mut listen_names = Vec::new();
+        for (addr, transport) in config.listeners() {
             let listener = listen(addr, config.backlog)
                 .map_err(|source| GatewayError::Listen { addr, source })?;
-            local_addrs.push(listener.local_addr().map_err(GatewayError::Poll)?);
-            listeners.push(Arc::new(listener));
+            let local = listener.local_addr().map_err(GatewayError::Poll)?;
+            local_addrs.push(local);
+            listen_names.push(match transport {
+                Transport::Tcp => local.to_string(),
+                other => format!("{}://{local}", other.name()),
+            });
+            listeners.push((Arc::new(listener), transport));
         }
 
         let reactor_count = config.reactor_count();
@@ -98,7 +117,7 @@ impl Gateway {
             .collect();
         let info = Arc::new(GatewayInfo::new(
             env!("CARGO_PKG_VERSION"),
-            local_addrs.iter().map(|a| a.to_string()).collect(),
+            listen_names,
             reactor_count,
             config.max_connections as u64,
         ));
@@ -146,6 +165,7 @@ impl Gateway {
                 poll,
                 incoming: incoming_rx,
                 commands: commands_rx,
+                tls: tls.clone(),
                 open,
                 metrics: metrics.clone(),
                 settings: settings.clone(),
@@ -183,10 +203,11 @@ impl Gateway {
 
         let stop_accepting = Arc::new(AtomicBool::new(false));
         let mut acceptors = Vec::new();
-        for listener in &listeners {
+        for (listener, transport) in &listeners {
             for n in 0..config.acceptors {
                 let acceptor = Acceptor {
                     listener: listener.clone(),
+                    transport: *transport,
                     reactors: doors.clone(),
                     stop: stop_accepting.clone(),
                     info: info.clone(),
@@ -246,6 +267,7 @@ impl Gateway {
 
         Ok(Gateway {
             config,
+            resumption,
             listeners,
             local_addrs,
             acceptors,
@@ -279,6 +301,7 @@ impl Gateway {
     /// health checking, limits. Keys that need a restart are reported and left as they are.
     pub(crate) fn reload(&mut self, config: Config) -> Vec<&'static str> {
         let ignored = config.restart_only_changes(&self.config);
+        self.reload_certificate(&config);
         // The key file's path is restart-only; its contents (a new key) apply now.
         if let (Some(signer), Some(path)) = (&self.signer, &self.config.ipconfig_key_file) {
             match reporter::load_key(path) {
@@ -316,6 +339,30 @@ impl Gateway {
         ignored
     }
 
+    /// Re-reads the certificate chain and key (rotated files, or new paths) and hands the
+    /// new configuration to every reactor: connections from now on use it, open ones keep
+    /// theirs, and session tickets stay valid. A certificate that does not load is logged and
+    /// the running one kept.
+    fn reload_certificate(&self, config: &Config) {
+        let (Some(resumption), Some(cert), Some(key)) =
+            (&self.resumption, &config.tls_cert, &config.tls_key)
+        else {
+            return;
+        };
+        match transport::server_config(cert, key, resumption) {
+            Ok(tls) => {
+                for reactor in &self.reactors {
+                    let _ = reactor.commands.send(Command::Tls(tls.clone()));
+                    let _ = reactor.waker.wake();
+                }
+                tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; keeping the running one")
+            }
+        }
+    }
+
     /// Stops accepting, sends GOAWAY to every client, waits up to `drain_timeout` for them
     /// to leave, then closes what is left and stops.
     pub(crate) fn drain(self) {
@@ -329,7 +376,7 @@ impl Gateway {
             reporter.report_now(Duration::from_secs(2));
         }
         self.stop_accepting.store(true, Ordering::Release);
-        for listener in &self.listeners {
+        for (listener, _) in &self.listeners {
             // Wakes the acceptors blocked in accept(2).
             // SAFETY: shutdown(2) on a listening socket this process owns.
             unsafe {

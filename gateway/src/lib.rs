@@ -10,6 +10,7 @@
 //! - [`gateway`]: start, reload, drain; [`config`]: keys, flags, env.
 //! - [`acceptor`]: accept and balance sockets over reactors.
 //! - [`reactor`]: the event loop; [`client`] and [`backend`]: its two kinds of socket.
+//! - [`transport`]: TLS and WebSocket between a client's socket and its v1 frames.
 //! - [`route`]: the route key that brings a node's reply back to its connection.
 //! - [`dispatch`]: the in-flight table and routing decisions, sans-IO.
 //! - [`balance`]: node selection, one algorithm per file; [`health`]: node up/down.
@@ -37,8 +38,10 @@ mod reactor;
 mod reporter;
 mod route;
 mod state_link;
+mod transport;
 
 pub use admin::{Admin, AdminError};
 pub use balance::Balance;
 pub use config::{Config, Opts, NO_DEFAULT};
 pub use gateway::run;
+pub use transport::CertError;

@@ -9,7 +9,8 @@
 //! Every family the reactors count is declared once, in page order, in the
 //! [`tether_daemon::metric_set!`] below: its field, name, help, labels and `/stats` key. The
 //! label values are the [`label_set!`](tether_daemon::label_set) enums ([`CloseReason`],
-//! [`SessionEvent`], [`BackendDrop`], [`Refusal`]) and the wire's [`ErrorCode`]s
+//! [`SessionEvent`], [`BackendDrop`], [`Refusal`], and the transports' [`TlsHandshake`],
+//! [`WsUpgrade`], [`WsClose`]) and the wire's [`ErrorCode`]s
 //! ([`ErrorCodes`]). The render functions add what no reactor counts: build info, the
 //! acceptors' refusals ([`GatewayInfo`]), the node table, reactors, limits, draining, uptime.
 //!
@@ -84,6 +85,101 @@ tether_daemon::label_set! {
         NotLoggedIn = "not_logged_in",
         /// LOGIN or RESUME was refused.
         AuthFailed = "auth_failed",
+        /// A TLS record or handshake failed (the alert, if any, sent), then closed.
+        TlsError = "tls_error",
+        /// A WebSocket upgrade was refused (the HTTP status sent), then closed.
+        WsRefused = "websocket_refused",
+        /// A WebSocket frame broke RFC 6455 or a limit (a close frame with its code sent).
+        WsError = "websocket_error",
+    }
+}
+
+tether_daemon::label_set! {
+    /// How a TLS handshake ended. Used as the `result` label of
+    /// `tether_gateway_tls_handshakes_total`.
+    pub enum TlsHandshake: "result" {
+        /// A full handshake (certificate, key exchange).
+        Full = "full",
+        /// A resumed session (ticket or session id): no certificate signature.
+        Resumed = "resumed",
+        /// The handshake failed (bad ClientHello, no common version or cipher, …).
+        Failed = "failed",
+    }
+}
+
+tether_daemon::label_set! {
+    /// What became of a WebSocket upgrade request. Used as the `result` label of
+    /// `tether_gateway_websocket_upgrades_total`: `accepted`, or the HTTP status refused with.
+    pub enum WsUpgrade: "result" {
+        /// 101 Switching Protocols.
+        Accepted = "accepted",
+        /// 400: malformed, a field missing or wrong, the `tether.v1` subprotocol not offered.
+        BadRequest = "400",
+        /// 403: an `Origin` not on `ws_origins`.
+        Forbidden = "403",
+        /// 404: a path not in `ws_paths`.
+        NotFound = "404",
+        /// 405: not GET.
+        MethodNotAllowed = "405",
+        /// 426: not a WebSocket upgrade, or not version 13.
+        UpgradeRequired = "426",
+        /// 431: the request head passed 8 KiB.
+        TooLarge = "431",
+    }
+}
+
+impl WsUpgrade {
+    pub(crate) fn from_status(status: tether_proto::ws::Status) -> WsUpgrade {
+        use tether_proto::ws::Status;
+        match status {
+            Status::BadRequest => WsUpgrade::BadRequest,
+            Status::Forbidden => WsUpgrade::Forbidden,
+            Status::NotFound => WsUpgrade::NotFound,
+            Status::MethodNotAllowed => WsUpgrade::MethodNotAllowed,
+            Status::UpgradeRequired => WsUpgrade::UpgradeRequired,
+            Status::HeaderFieldsTooLarge => WsUpgrade::TooLarge,
+        }
+    }
+}
+
+tether_daemon::label_set! {
+    /// The code of a WebSocket close frame the gateway sent. Used as the `code` label of
+    /// `tether_gateway_websocket_closes_total`.
+    pub enum WsClose: "code" {
+        /// Normal: the client's close echoed.
+        Normal = "1000",
+        /// Going away: the gateway drains.
+        GoingAway = "1001",
+        /// Protocol error: a frame broke RFC 6455.
+        ProtocolError = "1002",
+        /// Unsupported data: a text message.
+        UnsupportedData = "1003",
+        /// Invalid payload: a close reason that is not UTF-8.
+        InvalidPayload = "1007",
+        /// Policy violation: after a v1 ERROR that closes.
+        PolicyViolation = "1008",
+        /// Message too big: past `max_body` (from the frame header).
+        MessageTooBig = "1009",
+        /// Try again later: OVERLOADED.
+        TryAgainLater = "1013",
+        /// Any other code (a client's own code echoed).
+        Other = "other",
+    }
+}
+
+impl WsClose {
+    pub(crate) fn from_code(code: tether_proto::ws::CloseCode) -> WsClose {
+        match code.0 {
+            1000 => WsClose::Normal,
+            1001 => WsClose::GoingAway,
+            1002 => WsClose::ProtocolError,
+            1003 => WsClose::UnsupportedData,
+            1007 => WsClose::InvalidPayload,
+            1008 => WsClose::PolicyViolation,
+            1009 => WsClose::MessageTooBig,
+            1013 => WsClose::TryAgainLater,
+            _ => WsClose::Other,
+        }
     }
 }
 
@@ -257,6 +353,24 @@ tether_daemon::metric_set! {
         pub backend_dropped: Family<BackendDrop>
             => "backend_dropped_frames_total", "Frames from nodes dropped, by reason.",
                json "backend_dropped";
+        /// TLS handshakes, by [`TlsHandshake`]; write with [`Metrics::tls`].
+        pub tls_handshakes: Family<TlsHandshake>
+            => "tls_handshakes_total", "TLS handshakes on client listeners, by result.",
+               json "tls_handshakes";
+        /// Handshake reads put off to the next loop iteration (`tls_handshakes_per_loop`).
+        pub tls_deferred: Counter
+            => "tls_handshakes_deferred_total",
+               "TLS handshake reads deferred to the next loop iteration by the per-loop cap.",
+               json "tls_deferred";
+        /// WebSocket upgrades, by [`WsUpgrade`]; write with [`Metrics::ws_upgrade`].
+        pub ws_upgrades: Family<WsUpgrade>
+            => "websocket_upgrades_total",
+               "WebSocket upgrade requests, accepted or refused with an HTTP status.",
+               json "ws_upgrades";
+        /// WebSocket close frames sent, by [`WsClose`]; write with [`Metrics::ws_close`].
+        pub ws_closes: Family<WsClose>
+            => "websocket_closes_total", "WebSocket close frames sent to clients, by code.",
+               json "ws_closes";
         /// Client DATA in → reply out: request latency through the gateway.
         pub latency: Histogram<LatencyUs>
             => "request_duration_seconds",
@@ -288,6 +402,24 @@ impl Metrics {
     #[inline]
     pub fn close(&self, reason: CloseReason) {
         self.closed.inc(reason);
+    }
+
+    /// Counts one TLS handshake that ended as `result`.
+    #[inline]
+    pub fn tls(&self, result: TlsHandshake) {
+        self.tls_handshakes.inc(result);
+    }
+
+    /// Counts one WebSocket upgrade request.
+    #[inline]
+    pub fn ws_upgrade(&self, result: WsUpgrade) {
+        self.ws_upgrades.inc(result);
+    }
+
+    /// Counts one WebSocket close frame sent.
+    #[inline]
+    pub fn ws_close(&self, code: tether_proto::ws::CloseCode) {
+        self.ws_closes.inc(WsClose::from_code(code));
     }
 
     /// Connections closed for `reason` so far.

@@ -9,13 +9,16 @@
 //! once each — so the frames for one node from one iteration leave in one `write`.
 //!
 //! The loop is this file; each kind of socket has its own: [`clients`] (reading, replying,
-//! flushing, closing, their timers), [`nodes`] (links, health, reading replies),
+//! flushing, closing, their timers), [`layered`] (clients behind TLS or WebSocket: their
+//! reads and writes through [`Layers`], the TLS handshake budget), [`nodes`] (links, health,
+//! reading replies),
 //! [`requests`] (the glue to the sans-IO [`Dispatcher`] that decides where a request goes
 //! and what becomes of it), [`sessions`] (the state daemon's link), [`trim`] (memory a burst
 //! left, given back once quiet). Handlers return what
 //! became of a connection ([`Verdict`]) or a link ([`LinkVerdict`]) and the loop acts on it.
 
 mod clients;
+mod layered;
 mod nodes;
 mod requests;
 mod sessions;
@@ -42,6 +45,7 @@ use crate::health::HealthPolicy;
 use crate::login_gate::LoginGate;
 use crate::metrics::{CloseReason, Metrics};
 use crate::state_link::StateLink;
+use crate::transport::{Layers, Transport};
 
 /// The token of the reactor's waker.
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -62,14 +66,18 @@ pub(crate) enum Command {
     Reload(Arc<Settings>),
     /// Send GOAWAY to every client and exit once they are gone or at `deadline`.
     Drain { deadline: Instant },
+    /// A new TLS certificate (SIGHUP) for the connections from now on.
+    Tls(Arc<rustls::ServerConfig>),
 }
 
 /// What a reactor is built from.
 pub(crate) struct Setup {
     pub index: usize,
     pub poll: Poll,
-    pub incoming: Receiver<(TcpStream, u64)>,
+    pub incoming: Receiver<(TcpStream, u64, Transport)>,
     pub commands: Receiver<Command>,
+    /// The TLS certificate, with a TLS listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Open connections, incremented by acceptors at hand-off, decremented here at close.
     pub open: Arc<AtomicUsize>,
     pub metrics: Arc<Metrics>,
@@ -102,7 +110,7 @@ enum LinkVerdict {
 pub(crate) struct Reactor {
     index: usize,
     poll: Poll,
-    incoming: Receiver<(TcpStream, u64)>,
+    incoming: Receiver<(TcpStream, u64, Transport)>,
     commands: Receiver<Command>,
     open: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
@@ -110,6 +118,8 @@ pub(crate) struct Reactor {
     policy: HealthPolicy,
     decoder: tether_proto::Decoder,
     clients: Slab<Client>,
+    /// The TLS and WebSocket layers of the clients that have them.
+    layers: Layers,
     backends: Vec<Backend>,
     /// Where requests go and what becomes of them (sans-IO).
     dispatcher: Dispatcher,
@@ -154,6 +164,7 @@ impl Reactor {
             policy: policy_of(&settings),
             decoder: tether_proto::Decoder::new(settings.max_body),
             clients: Slab::with_capacity(setup.capacity),
+            layers: Layers::new(settings.ws.clone(), settings.tls_handshakes_per_loop),
             backends: Vec::new(),
             dispatcher: Dispatcher::new(settings.dispatch, settings.balance, seed(setup.index)),
             actions: Vec::new(),
@@ -184,6 +195,9 @@ impl Reactor {
             next_idle_sweep: now,
             next_trim: now + trim::TRIM_INTERVAL,
         };
+        if let Some(tls) = setup.tls {
+            reactor.layers.set_tls(tls);
+        }
         reactor.apply(settings);
         reactor
     }
@@ -193,7 +207,11 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now();
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.layers.has_deferred() {
+                Duration::ZERO // deferred TLS handshakes are read at once
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(reactor = self.index, error = %e, "poll failed; reactor stops");
@@ -201,6 +219,7 @@ impl Reactor {
                 }
             }
             self.now = Instant::now();
+            self.read_deferred();
             let mut woken = false;
             for event in events.iter() {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
@@ -279,6 +298,7 @@ impl Reactor {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Reload(settings) => self.apply(settings),
+                Command::Tls(config) => self.layers.set_tls(config),
                 Command::Drain { deadline } => {
                     self.draining = Some(deadline);
                     let slots: Vec<usize> = self.clients.iter().map(|(slot, _)| slot).collect();
@@ -302,6 +322,8 @@ impl Reactor {
             link.set_backoff(settings.reconnect_min, settings.reconnect_max);
         }
         self.login_gate.set_limit(settings.max_logins_inflight);
+        self.layers
+            .set_policy(&settings.ws, settings.tls_handshakes_per_loop);
         self.dispatcher.set_policy(settings.dispatch);
         self.dispatcher.set_balance(settings.balance);
         self.settings = settings.clone();

@@ -46,6 +46,10 @@ pub(crate) enum Cause {
     IpListBad,
     /// A connection told GOAWAY did not get back within `--reconnect-timeout`.
     ReconnectTimeout,
+    /// TLS failed: the handshake (certificate, version) or a record.
+    TlsError,
+    /// The WebSocket upgrade was refused, or the server broke RFC 6455.
+    WsError,
 }
 
 impl Cause {
@@ -70,6 +74,8 @@ impl Cause {
             Cause::IpListHttp => "ip_list_http_error",
             Cause::IpListBad => "ip_list_bad_answer",
             Cause::ReconnectTimeout => "reconnect_timeout",
+            Cause::TlsError => "tls_error",
+            Cause::WsError => "websocket_error",
         }
     }
 

@@ -6,6 +6,7 @@
 //! every flag once, in one pass, reporting every problem at once. The JWT key is never
 //! printed.
 
+use crate::link::{LinkSpec, Transport};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -250,6 +251,37 @@ pub struct Args {
     /// No progress line on stderr.
     #[arg(long, env = "TETHER_LOADGEN_QUIET")]
     pub quiet: bool,
+
+    /// Speak TLS to the targets (a gateway's `listen_tls`): needs --tls-ca.
+    #[arg(long, env = "TETHER_LOADGEN_TLS", conflicts_with_all = ["ws", "wss"])]
+    pub tls: bool,
+
+    /// Speak WebSocket to the targets (a gateway's `listen_ws`): v1 frames in binary
+    /// messages, subprotocol tether.v1.
+    #[arg(long, env = "TETHER_LOADGEN_WS", conflicts_with = "wss")]
+    pub ws: bool,
+
+    /// Speak WebSocket over TLS (a gateway's `listen_wss`): needs --tls-ca.
+    #[arg(long, env = "TETHER_LOADGEN_WSS")]
+    pub wss: bool,
+
+    /// PEM certificates to trust for --tls and --wss (a test CA, or the gateway's own
+    /// self-signed certificate).
+    #[arg(long, env = "TETHER_LOADGEN_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The server name for SNI and the certificate check (--tls, --wss), and the `Host` of
+    /// the WebSocket upgrade.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_TLS_SERVER_NAME",
+        default_value = "localhost"
+    )]
+    pub tls_server_name: String,
+
+    /// The path of the WebSocket upgrade (--ws, --wss).
+    #[arg(long, env = "TETHER_LOADGEN_WS_PATH", default_value = "/ws")]
+    pub ws_path: String,
 }
 
 /// How DATA frames are offered.
@@ -394,6 +426,14 @@ pub struct Config {
     pub procs: usize,
     /// Set in a worker process started by `--procs`.
     pub shard: Option<Shard>,
+    /// `--tls`, `--ws`, `--wss` or plain TCP.
+    pub transport: Transport,
+    /// `--tls-ca`.
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-server-name`.
+    pub server_name: String,
+    /// `--ws-path`.
+    pub ws_path: String,
 }
 
 /// One thing wrong with the flags.
@@ -461,6 +501,8 @@ pub enum ConfigError {
     NoProcs,
     #[error("--worker-of {0:?}: not J/K with J < K")]
     BadShard(String),
+    #[error("{0}")]
+    Transport(String),
 }
 
 /// Every problem found in the flags, reported together.
@@ -612,6 +654,21 @@ impl Args {
         if self.procs == 0 {
             errors.push(ConfigError::NoProcs);
         }
+        let transport = match (self.tls, self.ws, self.wss) {
+            (true, _, _) => Transport::Tls,
+            (_, true, _) => Transport::Ws,
+            (_, _, true) => Transport::Wss,
+            _ => Transport::Tcp,
+        };
+        // Loads the CA and checks the name now, so a worker cannot fail to.
+        if let Err(e) = LinkSpec::new(
+            transport,
+            self.tls_ca.as_deref(),
+            &self.tls_server_name,
+            &self.ws_path,
+        ) {
+            errors.push(ConfigError::Transport(e));
+        }
         let shard = match self.worker_of.as_deref() {
             Some(text) => match Shard::parse(text) {
                 Some(shard) => Some(shard),
@@ -678,6 +735,10 @@ impl Args {
             echo_fraction: self.echo_fraction,
             procs: self.procs,
             shard,
+            transport,
+            tls_ca: self.tls_ca,
+            server_name: self.tls_server_name,
+            ws_path: self.ws_path,
         })
     }
 
@@ -814,6 +875,10 @@ impl Config {
             echo_fraction: 1.0,
             procs: 1,
             shard: None,
+            transport: Transport::Tcp,
+            tls_ca: None,
+            server_name: "localhost".to_string(),
+            ws_path: "/ws".to_string(),
         }
     }
 

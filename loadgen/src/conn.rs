@@ -20,6 +20,7 @@ use mio::net::TcpStream;
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind, HEADER_LEN};
 
 use crate::cause::Cause;
+use crate::link::Link;
 use crate::outstanding::Outstanding;
 use crate::payload;
 use crate::pushes::{self, PushLog, Seen};
@@ -113,6 +114,8 @@ pub(crate) struct Conn {
     pub echo: bool,
     pub state: State,
     pub stream: Option<TcpStream>,
+    /// TLS and/or WebSocket between the socket and the v1 frames (`None`: plain TCP).
+    pub link: Option<Box<Link>>,
     /// The gateway the socket is connected or connecting to (`None` while resolving).
     pub peer: Option<SocketAddr>,
     /// Whether the socket's connect has completed (while resolving: to ipconfig).
@@ -167,6 +170,7 @@ impl Conn {
             echo: true,
             state: State::Idle,
             stream: None,
+            link: None,
             peer: None,
             connected: false,
             rbuf: Vec::new(),
@@ -200,7 +204,7 @@ impl Conn {
 
     /// Bytes queued and not yet written to the socket.
     pub(crate) fn backlog(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len() - self.wpos + self.link.as_ref().map_or(0, |l| l.pending())
     }
 
     fn take_id(&mut self) -> u64 {
@@ -288,7 +292,42 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Cause::of_stream_error(&e)),
             };
-            let data = scratch.get(..n).unwrap_or_default();
+            let mut link = self.link.take();
+            if let Some(l) = link.as_mut() {
+                let data = scratch.get_mut(..n).unwrap_or_default();
+                // What the link owes the server (records, pongs, a close) goes at once.
+                let received = l.receive(data).and_then(|()| l.write(stream));
+                if let Err(cause) = received {
+                    self.link = link;
+                    return Err(cause);
+                }
+            }
+            let data: &[u8] = match link.as_ref() {
+                Some(l) => l.plain(),
+                None => scratch.get(..n).unwrap_or_default(),
+            };
+            let handled = self.take_bytes(data, env, now, window, stats);
+            self.link = link;
+            handled?;
+            // A short read emptied the socket's receive buffer; epoll reports the next
+            // arrival as a new edge (the same shortcut tokio takes), so save the extra read.
+            if n < scratch.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles the complete frames in `data` (after any partial frame kept from earlier
+    /// reads); keeps an incomplete tail.
+    fn take_bytes(
+        &mut self,
+        data: &[u8],
+        env: &Env,
+        now: Instant,
+        window: &Window,
+        stats: &mut Stats,
+    ) -> Result<(), Cause> {
+        {
             if self.rbuf.is_empty() {
                 let used = self.handle_frames(data, env, now, window, stats)?;
                 self.rbuf
@@ -300,12 +339,8 @@ impl Conn {
                 rbuf.drain(..used);
                 self.rbuf = rbuf;
             }
-            // A short read emptied the socket's receive buffer; epoll reports the next
-            // arrival as a new edge (the same shortcut tokio takes), so save the extra read.
-            if n < scratch.len() {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 
     /// Handles the complete frames at the front of `buf`; returns the bytes they used.
@@ -465,6 +500,15 @@ impl Conn {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
+        if let Some(link) = self.link.as_mut() {
+            let taken = link.send(self.wbuf.get(self.wpos..).unwrap_or_default())?;
+            self.wpos += taken;
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+            }
+            return link.write(stream);
+        }
         while self.wpos < self.wbuf.len() {
             match stream.write(self.wbuf.get(self.wpos..).unwrap_or_default()) {
                 Ok(0) => return Err(Cause::IoError),
@@ -516,6 +560,7 @@ impl Conn {
     /// outstanding requests (the caller decides what they become).
     pub(crate) fn drop_socket(&mut self) {
         self.stream = None;
+        self.link = None;
         self.connected = false;
         self.rbuf = Vec::new();
         self.wbuf = Vec::new();

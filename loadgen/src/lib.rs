@@ -19,6 +19,9 @@
 //! on the `--echo-fraction` subset) and are checked at the end; [`limits`] names the limit
 //! a run runs into (RLIMIT_NOFILE, local ports, memory).
 //!
+//! With `--tls`, `--ws` or `--wss` each connection speaks the gateway's other transports
+//! through a [`link`] (rustls; the WebSocket client side of `tether_proto::ws`).
+//!
 //! [`run`] is the whole program minus argument parsing and printing; `main.rs` adds those.
 
 mod cause;
@@ -30,6 +33,7 @@ mod dial;
 mod http;
 mod ip_list;
 mod limits;
+mod link;
 mod outstanding;
 mod payload;
 mod procs;
@@ -53,6 +57,7 @@ use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::RecvTimeoutError;
 
 pub use config::{Args, Config, ConfigError, ConfigErrors, Mode};
+pub use link::Transport;
 pub use procs::{run_parent, run_worker};
 pub use summary::Summary;
 

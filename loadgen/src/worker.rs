@@ -35,6 +35,7 @@ use crate::config::{Config, Mode};
 use crate::conn::{Conn, Env, State};
 use crate::deadlines::{Alarm, Deadlines};
 use crate::dial;
+use crate::link::LinkSpec;
 use crate::progress::{Live, Slot};
 use crate::schedule::{self, Round, Schedule};
 use crate::start_line::{Arrival, StartLine};
@@ -72,6 +73,8 @@ pub(crate) enum WorkerError {
     Poll(#[source] io::Error),
     #[error("creating the latency histogram")]
     Histogram(#[from] hdrhistogram::CreationError),
+    #[error("setting up --tls/--ws/--wss: {0}")]
+    Link(String),
 }
 
 /// Runs worker `index` over `conns` (whose `global` indices ascend) and returns its stats.
@@ -105,6 +108,8 @@ struct Worker<'a> {
     ready: Vec<(usize, bool)>,
     conns: Vec<Conn>,
     env: Env,
+    /// How each connection to a gateway sets up its TLS or WebSocket link.
+    link: LinkSpec,
     stats: Stats,
     scratch: Vec<u8>,
     window: Window,
@@ -148,6 +153,13 @@ impl<'a> Worker<'a> {
                 },
                 ..Env::new(config.payload, config.max_body)
             },
+            link: LinkSpec::new(
+                config.transport,
+                config.tls_ca.as_deref(),
+                &config.server_name,
+                &config.ws_path,
+            )
+            .map_err(WorkerError::Link)?,
             stats: Stats::new()?,
             scratch: vec![0; SCRATCH],
             window: Window {

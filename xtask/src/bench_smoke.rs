@@ -30,7 +30,9 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
     ("redis-cli", "redis-tools"),
+    // bench/transports.sh: test certificates, `openssl s_time`, and `ss` to count sockets.
     ("openssl", "openssl"),
+    ("ss", "iproute2"),
 ];
 
 pub(crate) fn run_all() -> Result<()> {

@@ -80,9 +80,14 @@ fn run(cmd: &mut Command) -> Result<()> {
 // cargo xtask test
 
 /// System packages the tests need, as (command that must exist, Debian package).
-/// `systemd-analyze` verifies the units in deploy/systemd (e2e/tests/systemd.rs).
+/// `systemd-analyze` verifies the units in deploy/systemd (e2e/tests/systemd.rs); openssl,
+/// pip and npm serve the transport tests (e2e/tests/transports.rs, see [`ensure_test_tools`]).
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
+    ("openssl", "openssl"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
+    ("pip3", "python3-pip"),
     ("systemd-analyze", "systemd"),
     ("etcd", "etcd-server"),
     // etcdctl: the etcd authentication tests set users and roles up with it.
@@ -167,6 +172,7 @@ fn test(args: &[String]) -> Result<()> {
     }
     ensure_packages(&packages)?;
     if plan.tests {
+        ensure_test_tools()?;
         run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
         run(cargo()
             .args(["test", "--release", "--workspace"])
@@ -227,6 +233,38 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
     install.extend_from_slice(packages);
     apt(&install)
+}
+
+/// The clients nobody in Tether wrote that the transport tests run: Python's `websockets`
+/// (pip, by name) and Node's `ws` (npm, by name, into `<target>/node-tools`, where
+/// `e2e/src/transports.rs` looks for it). Each is installed only when missing.
+fn ensure_test_tools() -> Result<()> {
+    let has_websockets = Command::new("python3")
+        .args(["-c", "import websockets.sync.client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_websockets {
+        eprintln!("xtask: pip install websockets");
+        let pip = |extra: &[&str]| {
+            let mut cmd = Command::new("python3");
+            cmd.args(["-m", "pip", "install", "-q"])
+                .args(extra)
+                .arg("websockets");
+            run(&mut cmd)
+        };
+        // A Debian python3 refuses system-wide installs unless told.
+        pip(&[]).or_else(|_| pip(&["--break-system-packages"]))?;
+    }
+    let node_tools = target_dir().join("node-tools");
+    if !node_tools.join("node_modules/ws/package.json").exists() {
+        eprintln!("xtask: npm install ws into {}", node_tools.display());
+        std::fs::create_dir_all(&node_tools)?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&node_tools)
+            .arg("ws"))?;
+    }
+    Ok(())
 }
 
 /// `program args…` as root: directly when we are root, else through sudo.

@@ -57,15 +57,16 @@ pub struct Reading<B> {
 }
 
 /// Reads until the socket would block (or the short-read rule says it is empty), handing
-/// each read's bytes to `on_chunk`, which returns `Break` to stop.
+/// each read's bytes to `on_chunk`, which returns `Break` to stop. The bytes are the
+/// caller's to change (a layer that decrypts or unmasks in place).
 ///
 /// `buf` must not be empty (a read into it would look like EOF).
-pub(super) fn read_chunks<C, R, B>(
+pub fn read_chunks<C, R, B>(
     owner: &mut C,
     mut socket: impl FnMut(&mut C) -> Option<&mut R>,
     buf: &mut [u8],
     until_eagain: bool,
-    mut on_chunk: impl FnMut(&mut C, &[u8]) -> ControlFlow<B>,
+    mut on_chunk: impl FnMut(&mut C, &mut [u8]) -> ControlFlow<B>,
 ) -> Reading<B>
 where
     R: Read + ?Sized,
@@ -87,7 +88,7 @@ where
             Err(e) => break ReadEnd::Failed(e),
         };
         bytes += n;
-        if let ControlFlow::Break(stop) = on_chunk(owner, &buf[..n]) {
+        if let ControlFlow::Break(stop) = on_chunk(owner, &mut buf[..n]) {
             break ReadEnd::Stopped(stop);
         }
         if n < buf.len() && !until_eagain {

@@ -8,6 +8,7 @@
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
+use mio::net::TcpStream;
 use mio::{Interest, Token};
 use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{encode, ErrorCode, Frame, Kind};
@@ -28,7 +29,7 @@ impl Reactor {
     /// Takes the sockets the acceptors handed over.
     pub(super) fn adopt(&mut self) {
         let now_ms = self.now_ms();
-        while let Ok((mut stream, key)) = self.incoming.try_recv() {
+        while let Ok((mut stream, key, transport)) = self.incoming.try_recv() {
             let bucket = TokenBucket::full(self.settings.rate_burst, now_ms);
             let entry = self.clients.vacant_entry();
             let slot = entry.key();
@@ -50,7 +51,17 @@ impl Reactor {
             } else {
                 Login::Anonymous
             };
-            entry.insert(Client::new(stream, self.generation, key, bucket, login));
+            let mut client = Client::new(stream, self.generation, key, bucket, login);
+            match self.layers.open(slot, transport) {
+                Ok(layered) => client.marks.set(Marks::LAYERED, layered),
+                Err(why) => {
+                    tracing::warn!(transport = transport.name(), why, "connection dropped");
+                    let _ = self.poll.registry().deregister(&mut client.stream);
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            entry.insert(client);
             self.metrics.accepted.inc();
             if self.draining.is_some() {
                 self.reply(slot, Kind::GoAway, 0, GOAWAY_BODY);
@@ -67,6 +78,12 @@ impl Reactor {
         let Some(client) = self.clients.get_mut(slot) else {
             return Verdict::Keep;
         };
+        if client.marks.has(Marks::SHUT) {
+            return self.linger(slot);
+        }
+        if client.marks.has(Marks::LAYERED) {
+            return self.read_layered(slot, until_eagain);
+        }
         let mut partial = match client.io.as_mut() {
             Some(io) => std::mem::take(&mut io.partial),
             None => Vec::new(),
@@ -77,17 +94,7 @@ impl Reactor {
         let mut completed = false;
         let reading = read_frames(
             self,
-            |r| {
-                let client = r.clients.get_mut(slot)?;
-                if client.closing.is_some() {
-                    return None;
-                }
-                if client.inflight >= max_inflight {
-                    client.marks.set(Marks::PAUSED, true);
-                    return None;
-                }
-                Some(&mut client.stream)
-            },
+            |r| r.readable(slot, max_inflight),
             &mut scratch,
             &mut partial,
             &decoder,
@@ -120,9 +127,23 @@ impl Reactor {
         }
     }
 
+    /// The client's socket for one more read, or `None` to read no more: it is closing,
+    /// gone, or paused at `max_inflight` (marked so, to be read again as replies come back).
+    pub(super) fn readable(&mut self, slot: usize, max_inflight: u32) -> Option<&mut TcpStream> {
+        let client = self.clients.get_mut(slot)?;
+        if client.closing.is_some() {
+            return None;
+        }
+        if client.inflight >= max_inflight {
+            client.marks.set(Marks::PAUSED, true);
+            return None;
+        }
+        Some(&mut client.stream)
+    }
+
     /// After a read: keeps an incomplete tail in a pooled buffer (watched, so a stalled one
     /// times out), or gives the buffers back once nothing is pending.
-    fn keep_partial(&mut self, slot: usize, partial: Vec<u8>, completed: bool) {
+    pub(super) fn keep_partial(&mut self, slot: usize, partial: Vec<u8>, completed: bool) {
         let now_ms = self.now_ms();
         let Some(client) = self.clients.get_mut(slot) else {
             return;
@@ -143,13 +164,26 @@ impl Reactor {
         }
         let io = client.io.get_or_insert_with(|| self.io_pool.take());
         io.partial = partial;
+        self.watch_partial(slot);
+    }
+
+    /// Puts a client with an unfinished input in the timeout watch list (its clock starts
+    /// now unless it already runs).
+    pub(super) fn watch_partial(&mut self, slot: usize) {
+        let now_ms = self.now_ms();
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
+        };
+        if client.since_ms == 0 {
+            client.since_ms = now_ms;
+        }
         if !client.marks.has(Marks::WATCHED) {
             client.marks.set(Marks::WATCHED, true);
             self.watch.push((slot, client.generation));
         }
     }
 
-    fn on_client_frame(&mut self, slot: usize, frame: Frame<'_>) {
+    pub(super) fn on_client_frame(&mut self, slot: usize, frame: Frame<'_>) {
         if self.state.is_some() && self.gate(slot, &frame) {
             return;
         }
@@ -199,7 +233,6 @@ impl Reactor {
 
     /// Sends ERROR; for codes that close, reads nothing more and closes once written.
     pub(super) fn client_error(&mut self, slot: usize, id: u64, code: ErrorCode, reason: &str) {
-        let now_ms = self.now_ms();
         let Some(out) = self.client_out(slot) else {
             return;
         };
@@ -207,16 +240,25 @@ impl Reactor {
         self.metrics.frames_out.inc();
         self.metrics.error(code);
         if code.closes_connection() {
-            if let Some(client) = self.clients.get_mut(slot) {
-                client.closing = CloseReason::from_error(code).or(Some(CloseReason::Reset));
-                client.since_ms = now_ms;
-                if let Some(io) = client.io.as_mut() {
-                    io.partial.clear();
-                }
-                if !client.marks.has(Marks::WATCHED) {
-                    client.marks.set(Marks::WATCHED, true);
-                    self.watch.push((slot, client.generation));
-                }
+            let reason = CloseReason::from_error(code).unwrap_or(CloseReason::Reset);
+            self.close_when_flushed(slot, reason);
+        }
+        self.mark_client(slot);
+    }
+
+    /// Reads nothing more from the client and closes it, for `reason`, once what is queued
+    /// is written (or after a linger).
+    pub(super) fn close_when_flushed(&mut self, slot: usize, reason: CloseReason) {
+        let now_ms = self.now_ms();
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.closing = Some(reason);
+            client.since_ms = now_ms;
+            if let Some(io) = client.io.as_mut() {
+                io.partial.clear();
+            }
+            if !client.marks.has(Marks::WATCHED) {
+                client.marks.set(Marks::WATCHED, true);
+                self.watch.push((slot, client.generation));
             }
         }
         self.mark_client(slot);
@@ -271,25 +313,48 @@ impl Reactor {
             return Verdict::Keep;
         };
         client.marks.set(Marks::DIRTY, false);
-        match client.flush() {
+        let layered = client.marks.has(Marks::LAYERED);
+        let flushed = if layered {
+            self.flush_layered(slot)
+        } else {
+            client.flush()
+        };
+        match flushed {
             Ok(n) => self.metrics.bytes_out.add(n as u64),
             Err(_) => return Verdict::Close(CloseReason::Reset),
         }
-        let pending = client.pending();
+        let pending = self.layer_pending(slot);
+        let Some(client) = self.clients.get_mut(slot) else {
+            return Verdict::Keep;
+        };
+        let pending = pending + client.pending();
         if pending > max_queued && client.closing.is_none() {
-            // It does not read: drop what is queued, say why once, close.
+            // It does not read: drop what is queued, say why once (a layered client's
+            // layers are behind on it already: it is only counted), close.
             if let Some(io) = client.io.as_mut() {
                 io.out.clear();
                 io.written = 0;
                 encode::error(&mut io.out, 0, ErrorCode::SlowConsumer, "replies not read");
             }
-            let _ = client.flush();
+            if !layered {
+                let _ = client.flush();
+            }
             self.metrics.error(ErrorCode::SlowConsumer);
             return Verdict::Close(CloseReason::SlowConsumer);
         }
         if pending == 0 {
             if let Some(reason) = client.closing {
-                return Verdict::Close(reason);
+                if !layered {
+                    return Verdict::Close(reason);
+                }
+                // A layered client's last words (a close frame, close_notify) must be read
+                // before the socket goes: see `Reactor::linger`.
+                if !client.marks.has(Marks::SHUT) {
+                    client.marks.set(Marks::SHUT, true);
+                    if client.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                        return Verdict::Close(reason);
+                    }
+                }
             }
         }
         let want = pending > 0;
@@ -321,6 +386,9 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut client.stream);
             if let Some(io) = client.io.take() {
                 self.io_pool.give(io);
+            }
+            if client.marks.has(Marks::LAYERED) {
+                self.layers.close(slot);
             }
             self.open.fetch_sub(1, Ordering::Relaxed);
             self.metrics.close(reason);
@@ -383,6 +451,7 @@ impl Reactor {
         let frame_timeout = self.settings.frame_timeout_ms;
         let mut watch = std::mem::take(&mut self.watch);
         watch.retain(|&(slot, generation)| {
+            let layer_partial = self.layer_partial(slot);
             let Some(client) = self
                 .clients
                 .get_mut(slot)
@@ -398,7 +467,7 @@ impl Reactor {
                 }
                 return true;
             }
-            if !client.has_partial() {
+            if !client.has_partial() && !layer_partial {
                 client.marks.set(Marks::WATCHED, false);
                 client.since_ms = 0;
                 return false;

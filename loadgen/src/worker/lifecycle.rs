@@ -89,6 +89,16 @@ impl Worker<'_> {
                 self.stats.error(Cause::of_connect_error(&e).name());
                 continue;
             }
+            conn.link = match self
+                .link
+                .start(conn.global as u64 ^ now.elapsed().as_nanos() as u64)
+            {
+                Ok(link) => link,
+                Err(cause) => {
+                    self.stats.error(cause.name());
+                    continue;
+                }
+            };
             conn.stream = Some(stream);
             conn.peer = Some(addr);
             conn.connected = false;
