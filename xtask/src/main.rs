@@ -10,7 +10,7 @@
 //! - `cargo xtask test`: installs the system packages and tools the tests need when they are
 //!   missing, builds every binary and runs every test, then runs every fuzz target for a
 //!   bounded time (`fuzz.rs`), every bench script in its smoke mode (`bench_smoke.rs`), and
-//!   the browser client's type check and tests (`js.rs`).
+//!   the browser client's type check, unit tests and browser test (`js.rs`).
 
 mod bench_smoke;
 mod demo;
@@ -38,7 +38,8 @@ usage: cargo xtask demo [loadgen flags…]   run the cluster under load
                                            bench smoke and js steps
 step flags: --only-fuzz          only the fuzz step
             --only-smoke         only the bench smoke step
-            --only-js            only the js step (clients/js: type check, unit tests)
+            --only-js            only the js step (clients/js: type check, unit tests, the
+                                 browser test in headless Chromium against the stack)
             --fuzz-seconds N     how long each fuzz target runs (default 25)";
 
 fn main() -> Result<()> {

@@ -7,11 +7,13 @@
 //
 // It needs the stack running: `cargo xtask test --only-js` starts it on free ports and names
 // a JSON description of it in TETHER_PAGE_DEMO (see xtask/src/js.rs). Without it the test is
-// skipped, saying so. Every wait is bounded.
+// skipped, saying so. Every wait is bounded. The page as it was at the end, passed or not, is
+// left beside the description as page.png.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 const described = process.env.TETHER_PAGE_DEMO;
 /** Longest wait for any one thing the page should show. */
@@ -52,8 +54,14 @@ test('the push console logs in, echoes, takes pushes and resumes on another gate
   const pushToken = readFileSync(demo.push_token_file, 'utf8').trim();
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({ executablePath: demo.chromium, args: LAUNCH_ARGS, timeout: 30_000 });
-  t.after(() => browser.close());
-  const page = await browser.newPage();
+  /** @type {import('playwright-core').Page | undefined} */
+  let shown;
+  t.after(async () => {
+    await shown?.screenshot({ path: join(dirname(described), 'page.png'), fullPage: true }).catch(() => {});
+    await browser.close();
+  });
+  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  shown = page;
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
