@@ -189,8 +189,20 @@ export function gatewaysOf(list, secure) {
 }
 
 /**
+ * The `/ip_list` URL of an ipconfig base URL, keeping a path prefix a proxy may put it under
+ * (`https://api.example/tether` → `https://api.example/tether/ip_list`), as the gateways'
+ * `ipconfig` URLs do.
+ * @param {string} base
+ * @returns {URL}
+ */
+export function ipListUrl(base) {
+  return new URL('ip_list', base.endsWith('/') ? base : `${base}/`);
+}
+
+/**
  * @typedef {object} Options
- * @property {string} [ipconfig]  base URL of ipconfig (`/ip_list` is fetched from it)
+ * @property {string} [ipconfig]  base URL of ipconfig (`/ip_list` is fetched from it, below
+ *   any path it has)
  * @property {string[]} [gateways]  WebSocket URLs to dial instead of asking ipconfig
  * @property {string | (() => string | Promise<string>)} token  the login token, or a
  *   function that gets a fresh one (called for every LOGIN)
@@ -378,7 +390,7 @@ export class TetherClient extends EventTarget {
   /** @returns {Promise<string[]>} WebSocket URLs, best first */
   async candidates() {
     if (this.options.gateways?.length) return [...this.options.gateways];
-    const response = await fetch(new URL('/ip_list', this.options.ipconfig), {
+    const response = await fetch(ipListUrl(this.options.ipconfig ?? ''), {
       cache: 'no-store',
     });
     if (!response.ok) throw new Error(`/ip_list answered ${response.status}`);

@@ -1,6 +1,7 @@
 //! Gateways report to ipconfig: both show up in /ip_list, and a draining one drops out at
-//! once, before its clients are told to reconnect; a gateway whose id or advertised address
-//! ipconfig would refuse does not pass `check`.
+//! once, before its clients are told to reconnect; each entry lists where clients dial each
+//! transport the gateway offers; a gateway whose id or advertised address ipconfig would
+//! refuse does not pass `check`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -79,6 +80,76 @@ fn gateways_report_and_a_draining_one_is_delisted_at_once() {
 }
 
 /// A report of an idle gateway with this `id` and `addr`.
+#[test]
+fn the_list_says_where_to_dial_each_transport() {
+    let (_node, node) = echo_node(&[]);
+    let (_ipc, ipc) = ipconfig(&["--stale-after-ms", "10000"]);
+    let url = format!("http://{ipc}");
+    let (tcp, ws, admin) = (free_addr(), free_addr(), free_addr());
+    let common = |id: &'static str, admin: std::net::SocketAddr| {
+        vec![
+            "--id".to_string(),
+            id.into(),
+            "--admin".into(),
+            admin.to_string(),
+            "--node".into(),
+            node.to_string(),
+            "--reactors".into(),
+            "1".into(),
+            "--pin-cores".into(),
+            "false".into(),
+            "--ipconfig".into(),
+            url.clone(),
+            "--report-interval-ms".into(),
+            "200".into(),
+        ]
+    };
+    // Addresses derived from the listeners.
+    let mut derived = common("derived", admin);
+    derived.extend(["--listen".into(), tcp.to_string()]);
+    derived.extend(["--listen-ws".into(), ws.to_string()]);
+    let derived: Vec<&str> = derived.iter().map(String::as_str).collect();
+    let _derived = Proc::spawn("tether-gateway", &derived);
+    // Only WebSocket (no `listen`: a file can say so), told what a proxy in front offers
+    // (wss on 443) and its public name.
+    let (ws_only, admin_b) = (free_addr(), free_addr());
+    let file = std::env::temp_dir().join(format!("reporting-ws-only-{}.toml", std::process::id()));
+    std::fs::write(&file, format!("listen = []\nlisten_ws = [\"{ws_only}\"]\n")).unwrap();
+    let mut told = common("told", admin_b);
+    told.extend(["--config".into(), file.display().to_string()]);
+    told.extend(["--advertise".into(), "gw-b.example:8920".into()]);
+    told.extend(["--advertise-ws".into(), "gw-b.example:8920".into()]);
+    told.extend(["--advertise-wss".into(), "gw-b.example:443".into()]);
+    let told: Vec<&str> = told.iter().map(String::as_str).collect();
+    let _told = Proc::spawn("tether-gateway", &told);
+    eventually(Duration::from_secs(10), "both gateways listed", || {
+        listed(ipc) == ["derived", "told"]
+    });
+    let (_, body) = http_get(ipc, "/ip_list");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = |id: &str| {
+        list["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {list}"))
+    };
+    assert_eq!(entry("derived")["addr"], tcp.to_string());
+    assert_eq!(
+        entry("derived")["transports"],
+        serde_json::json!({"tcp": tcp.to_string(), "ws": ws.to_string()})
+    );
+    assert_eq!(entry("told")["addr"], "gw-b.example:8920");
+    assert_eq!(
+        entry("told")["transports"],
+        serde_json::json!({"ws": "gw-b.example:8920", "wss": "gw-b.example:443"}),
+        "no plain TCP listener: no tcp entry, though `advertise` is set"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
 fn report(id: &str, addr: &str) -> Vec<u8> {
     serde_json::json!({
         "id": id, "addr": addr, "connections": 0, "max_connections": 100,

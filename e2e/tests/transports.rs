@@ -461,3 +461,63 @@ fn loadgen_logs_in_echoes_and_acks_pushes_over_tls_ws_and_wss() {
         100.0
     );
 }
+
+/// A load generator that finds its gateway through `/ip_list` dials the address listed for
+/// its own transport (`transports.ws`, `.wss`, `.tls`), not `addr` (the plain TCP one).
+#[test]
+fn loadgen_finds_each_transports_address_through_ip_list() {
+    let dir = temp_dir("transports-ip-list");
+    let ca = TestCa::new(&dir);
+    let cert = ca.issue("gw", KeyType::EcdsaP256);
+    let (_ipc, ipc) = tether_e2e::ipconfig(&[]);
+    let url = format!("http://{ipc}");
+    let gw = Gateway::start(
+        &cert,
+        &[
+            "--ipconfig",
+            &url,
+            "--id",
+            "gw-listed",
+            "--report-interval-ms",
+            "200",
+        ],
+    );
+    eventually(Duration::from_secs(10), "the gateway listed", || {
+        tether_e2e::listed(ipc) == ["gw-listed"]
+    });
+    let (_, body) = tether_e2e::http_get(ipc, "/ip_list");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let transports = &list["gateways"][0]["transports"];
+    assert_eq!(transports["ws"], gw.ws.to_string(), "{list}");
+    assert_eq!(transports["wss"], gw.wss.to_string(), "{list}");
+    assert_eq!(transports["tls"], gw.tls.to_string(), "{list}");
+    for flag in ["--ws", "--wss", "--tls"] {
+        let (ok, s) = tether_e2e::loadgen(&[
+            flag,
+            "--ipconfig",
+            &url,
+            "--tls-ca",
+            path(&ca.cert),
+            "--conns",
+            "10",
+            "--pipeline",
+            "2",
+            "--duration",
+            "1",
+        ]);
+        assert!(ok, "{flag}: {s}");
+        assert_eq!(s["conns"]["established"], 10, "{flag}: {s}");
+        assert_eq!(s["conns"]["failed"], 0, "{flag}: {s}");
+        assert!(s["frames"]["received"].as_u64() > Some(10), "{flag}: {s}");
+        assert_eq!(s["verify_failures"], 0, "{flag}: {s}");
+        assert_eq!(s["errors"], serde_json::json!({}), "{flag}: {s}");
+    }
+    assert_eq!(
+        gw.metric(r#"tether_gateway_websocket_upgrades_total{result="accepted"}"#),
+        20.0
+    );
+    assert_eq!(
+        gw.metric(r#"tether_gateway_tls_handshakes_total{result="full"}"#),
+        20.0
+    );
+}

@@ -114,9 +114,19 @@ pub struct Config {
     pub ipconfig_key_file: Option<PathBuf>,
     /// This gateway's id in reports; empty = `<hostname>-<port>`.
     pub id: String,
-    /// The host:port clients dial, in reports; empty = the first listener (127.0.0.1 when
-    /// it listens on every address — set this on a real host).
+    /// The host:port clients dial, in reports (`addr`, and `transports.tcp` with a plain TCP
+    /// listener); empty = the first listener (127.0.0.1 when it listens on every address —
+    /// set this on a real host).
     pub advertise: String,
+    /// The host:port clients dial for v1 over TLS (`transports.tls`); empty = the first
+    /// `listen_tls`, or none. Set, it is listed even without such a listener (a proxy).
+    pub advertise_tls: String,
+    /// The host:port browsers dial for WebSocket (`transports.ws`); empty = the first
+    /// `listen_ws`, or none.
+    pub advertise_ws: String,
+    /// The host:port browsers dial for WebSocket over TLS (`transports.wss`); empty = the
+    /// first `listen_wss`, or none.
+    pub advertise_wss: String,
     /// Network capacity reported for scoring, bytes/s (default 10 Gbit/s).
     pub bandwidth_bytes_per_s: u64,
     pub report_interval_ms: u64,
@@ -178,6 +188,9 @@ impl Default for Config {
             ipconfig_key_file: None,
             id: String::new(),
             advertise: String::new(),
+            advertise_tls: String::new(),
+            advertise_ws: String::new(),
+            advertise_wss: String::new(),
             bandwidth_bytes_per_s: 1_250_000_000,
             report_interval_ms: 1000,
             etcd: Vec::new(),
@@ -285,8 +298,15 @@ impl Validate for Config {
         if !self.id.is_empty() {
             c.check("id", validate::member_id(&self.id));
         }
-        if !self.advertise.is_empty() {
-            c.check("advertise", validate::dial_addr(&self.advertise));
+        for (key, value) in [
+            ("advertise", &self.advertise),
+            ("advertise_tls", &self.advertise_tls),
+            ("advertise_ws", &self.advertise_ws),
+            ("advertise_wss", &self.advertise_wss),
+        ] {
+            if !value.is_empty() {
+                c.check(key, validate::dial_addr(value));
+            }
         }
         c.need(
             self.bandwidth_bytes_per_s >= 1,
@@ -356,17 +376,7 @@ impl Config {
             );
         }
         for origin in &self.ws_origins {
-            let ok = origin == "*"
-                || ["http://", "https://"].iter().any(|scheme| {
-                    origin
-                        .strip_prefix(scheme)
-                        .is_some_and(|host| !host.is_empty() && !host.contains(['/', ' ']))
-                });
-            c.need(
-                ok,
-                "ws_origins",
-                format!("{origin:?} is not `*` or scheme://host[:port] (no path)"),
-            );
+            c.check("ws_origins", validate::web_origin(origin));
         }
     }
 
@@ -469,11 +479,14 @@ impl Config {
             || self.ipconfig_key_file != other.ipconfig_key_file
             || self.id != other.id
             || self.advertise != other.advertise
+            || self.advertise_tls != other.advertise_tls
+            || self.advertise_ws != other.advertise_ws
+            || self.advertise_wss != other.advertise_wss
             || self.bandwidth_bytes_per_s != other.bandwidth_bytes_per_s
             || self.report_interval_ms != other.report_interval_ms
         {
             changed.push(
-                "ipconfig/ipconfig_key_file/id/advertise/bandwidth_bytes_per_s/report_interval_ms",
+                "ipconfig/ipconfig_key_file/id/advertise*/bandwidth_bytes_per_s/report_interval_ms",
             );
         }
         changed
@@ -667,6 +680,15 @@ pub struct Opts {
     /// host:port clients dial, in reports; empty = the first listener.
     #[arg(long, env = "TETHER_GATEWAY_ADVERTISE")]
     pub advertise: Option<String>,
+    /// host:port clients dial for TLS, in reports; empty = the first TLS listener.
+    #[arg(long, env = "TETHER_GATEWAY_ADVERTISE_TLS")]
+    pub advertise_tls: Option<String>,
+    /// host:port browsers dial for WebSocket, in reports; empty = the first ws listener.
+    #[arg(long, env = "TETHER_GATEWAY_ADVERTISE_WS")]
+    pub advertise_ws: Option<String>,
+    /// host:port browsers dial for WebSocket over TLS; empty = the first wss listener.
+    #[arg(long, env = "TETHER_GATEWAY_ADVERTISE_WSS")]
+    pub advertise_wss: Option<String>,
     /// Network capacity for scoring, bytes/s.
     #[arg(long, env = "TETHER_GATEWAY_BANDWIDTH_BYTES_PER_S")]
     pub bandwidth_bytes_per_s: Option<u64>,
@@ -739,6 +761,8 @@ mod tests {
         let opts = Opts {
             id: Some("gw 1".into()),
             advertise: Some("0.0.0.0:8900".into()),
+            advertise_ws: Some("ws://gw:8920".into()),
+            advertise_wss: Some("gw.example:0".into()),
             ..Opts::default()
         };
         let err = opts.load().unwrap_err();
@@ -748,6 +772,8 @@ mod tests {
             [
                 "id: only printable ASCII characters, no spaces",
                 "advertise: 0.0.0.0 is not an address clients can dial",
+                "advertise_ws: must be host:port, without a scheme",
+                "advertise_wss: port must be 1-65535",
             ]
         );
         for advertise in ["[::]:8900", "gw.example:0", "gw.example"] {

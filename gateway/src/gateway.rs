@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::acceptor::{Acceptor, ReactorDoor};
 use crate::admin::{Admin, AdminError};
+use crate::advertise;
 use crate::config::{Config, Opts};
 use crate::fleet::Fleet;
 use crate::metrics::{GatewayInfo, Metrics};
@@ -145,7 +146,8 @@ impl Gateway {
             Vec::new()
         };
         let capacity = config.max_connections.div_ceil(reactor_count).min(1 << 20);
-        let gateway_id = gateway_id(&config, &local_addrs);
+        let host = advertise::host_name();
+        let gateway_id = advertise::gateway_id(&config, local_addrs.first().copied(), &host);
         let mut doors = Vec::with_capacity(reactor_count);
         let mut reactors = Vec::with_capacity(reactor_count);
         for (index, metrics) in metrics.iter().enumerate() {
@@ -239,14 +241,20 @@ impl Gateway {
                 .iter()
                 .filter_map(|url| Endpoint::parse(url).ok())
                 .collect();
-            let (id, addr) = identity(&config, &local_addrs);
+            let bound: Vec<(SocketAddr, Transport)> = local_addrs
+                .iter()
+                .zip(&listeners)
+                .map(|(&addr, (_, transport))| (addr, *transport))
+                .collect();
+            let advertised = advertise::advertised(&config, &bound, &host);
             if !config.ipconfig.is_empty() {
-                tracing::info!(%id, %addr, ipconfig = ?config.ipconfig, "reporting load");
+                tracing::info!(id = %advertised.id, addr = %advertised.addr, transports = ?advertised.transports, ipconfig = ?config.ipconfig, "reporting load");
             }
             let mut setup = reporter::Setup {
                 endpoints,
-                id,
-                addr,
+                id: advertised.id,
+                addr: advertised.addr,
+                transports: advertised.transports,
                 bandwidth_bytes_per_s: config.bandwidth_bytes_per_s,
                 interval: Duration::from_millis(config.report_interval_ms),
                 metrics: metrics.clone(),
@@ -331,6 +339,9 @@ impl Gateway {
         kept.ipconfig_key_file = self.config.ipconfig_key_file.clone();
         kept.id = self.config.id.clone();
         kept.advertise = self.config.advertise.clone();
+        kept.advertise_tls = self.config.advertise_tls.clone();
+        kept.advertise_ws = self.config.advertise_ws.clone();
+        kept.advertise_wss = self.config.advertise_wss.clone();
         kept.bandwidth_bytes_per_s = self.config.bandwidth_bytes_per_s;
         kept.report_interval_ms = self.config.report_interval_ms;
         kept.etcd = self.config.etcd.clone();
@@ -466,36 +477,6 @@ fn watchdog(metrics: &[Arc<Metrics>]) -> Option<tether_daemon::watchdog::Watchdo
     Watchdog::start("every reactor ticked since the last ping", move || {
         progress.moved(ticks())
     })
-}
-
-/// The id and client address this gateway reports under.
-fn identity(config: &Config, local: &[SocketAddr]) -> (String, String) {
-    let first = local
-        .first()
-        .copied()
-        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8900)));
-    let addr = if !config.advertise.is_empty() {
-        config.advertise.clone()
-    } else if first.ip().is_unspecified() {
-        tracing::warn!(
-            "listening on every address and no `advertise` set: reporting 127.0.0.1:{}",
-            first.port()
-        );
-        format!("127.0.0.1:{}", first.port())
-    } else {
-        first.to_string()
-    };
-    (gateway_id(config, local), addr)
-}
-
-/// This gateway's id: `id`, or `<hostname>-<first listener's port>`.
-fn gateway_id(config: &Config, local: &[SocketAddr]) -> String {
-    if !config.id.is_empty() {
-        return config.id.clone();
-    }
-    let port = local.first().map_or(8900, SocketAddr::port);
-    let host = sysinfo::System::host_name().unwrap_or_else(|| "gateway".into());
-    format!("{host}-{port}")
 }
 
 /// Waits until every reactor sees at least one node up, or `timeout`.

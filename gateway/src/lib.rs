@@ -17,11 +17,13 @@
 //! - [`login_gate`]: admission control for logins, sans-IO.
 //! - [`rate_limit`], [`buffer_pool`], [`metrics`], [`admin`].
 //! - [`fleet`]: the node set from a discovery source (the `nodes` list, or etcd).
-//! - [`reporter`]: load reports to the ip-config service, and the etcd registration.
+//! - [`reporter`]: load reports to the ip-config service, and the etcd registration;
+//!   [`advertise`]: the id and addresses (per transport) they tell clients to dial.
 //! - [`state_link`]: each reactor's link to the state daemon (logins, heartbeats, pushes).
 
 mod acceptor;
 mod admin;
+mod advertise;
 mod backend;
 mod balance;
 mod buffer_pool;

@@ -3,7 +3,8 @@
 //! gateway starts to drain, so it stops being listed before its clients reconnect.
 //!
 //! A report is `POST /v1/report` with `{"id","addr","connections","max_connections",
-//! "bytes_in_per_s","bytes_out_per_s","bandwidth_bytes_per_s","cpu","draining"}`. Traffic is
+//! "bytes_in_per_s","bytes_out_per_s","bandwidth_bytes_per_s","cpu","draining","transports"}`
+//! (`transports`: where clients dial each transport offered, see [`crate::advertise`]). Traffic is
 //! the larger of what the reactors moved for clients and what the host's non-loopback NICs
 //! moved (sysinfo), since both draw on the same link; cpu is the host's, in percent.
 //!
@@ -31,6 +32,7 @@ use tether_discovery::Registration;
 use tether_proto::report_auth::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use thiserror::Error;
 
+use crate::advertise::Transports;
 use crate::metrics::{GatewayInfo, Metrics};
 
 /// What one report says.
@@ -45,6 +47,7 @@ pub(crate) struct Report {
     pub bandwidth_bytes_per_s: u64,
     pub cpu: f64,
     pub draining: bool,
+    pub transports: Transports,
 }
 
 /// An ip-config endpoint: `http://host:port[/prefix]`.
@@ -201,6 +204,7 @@ pub(crate) struct Setup {
     pub endpoints: Vec<Endpoint>,
     pub id: String,
     pub addr: String,
+    pub transports: Transports,
     pub bandwidth_bytes_per_s: u64,
     pub interval: Duration,
     pub metrics: Vec<Arc<Metrics>>,
@@ -225,6 +229,7 @@ impl Setup {
             bandwidth_bytes_per_s: self.bandwidth_bytes_per_s,
             cpu: 0.0,
             draining: self.info.draining.load(Ordering::Acquire),
+            transports: self.transports.clone(),
         }
     }
 }
@@ -335,6 +340,7 @@ fn report_loop(setup: Setup, signal: &(Mutex<Signal>, Condvar)) {
             bandwidth_bytes_per_s: setup.bandwidth_bytes_per_s,
             cpu: f64::from(system.global_cpu_usage()).clamp(0.0, 100.0),
             draining: setup.info.draining.load(Ordering::Acquire),
+            transports: setup.transports.clone(),
         };
         (last, last_in, last_out) = (now, bytes_in, bytes_out);
         let body = serde_json::to_vec(&report).unwrap_or_default();
@@ -405,8 +411,17 @@ mod tests {
             bandwidth_bytes_per_s: 1000,
             cpu: 12.5,
             draining: false,
+            transports: Transports {
+                tcp: Some("127.0.0.1:8900".into()),
+                ws: Some("127.0.0.1:8920".into()),
+                ..Transports::default()
+            },
         };
         let value = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            value["transports"],
+            serde_json::json!({"tcp": "127.0.0.1:8900", "ws": "127.0.0.1:8920"})
+        );
         let mut keys: Vec<&str> = value
             .as_object()
             .unwrap()
@@ -425,7 +440,8 @@ mod tests {
                 "cpu",
                 "draining",
                 "id",
-                "max_connections"
+                "max_connections",
+                "transports"
             ]
         );
     }

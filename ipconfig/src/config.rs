@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tether_daemon::config::help::NoDefault;
-use tether_daemon::config::validate::Checks;
+use tether_daemon::config::validate::{self, Checks};
 use tether_daemon::config::{ConfigError, ConfigErrors, Validate};
 use tether_daemon::logging::LogFormat;
 use tether_discovery::{EtcdAuth, EtcdAuthEnv, EtcdAuthFlags};
@@ -56,6 +56,9 @@ pub struct Config {
     pub max_report_bytes: usize,
     /// Tokio worker threads; 0 = one per core.
     pub workers: usize,
+    /// Browser origins (`https://app.example.com`, or `*` for any) whose pages may read
+    /// `GET /ip_list` across origins (CORS); empty = no CORS headers. Never covers reports.
+    pub cors_origins: Vec<String>,
     /// etcd client URLs: also take the gateways registered under `/tether/gateways/`
     /// (watched); empty = HTTP reports only.
     pub etcd: Vec<String>,
@@ -77,6 +80,7 @@ impl Default for Config {
             max_gateways: 10_000,
             max_report_bytes: 16 * 1024,
             workers: 0,
+            cors_origins: Vec::new(),
             etcd: Vec::new(),
             etcd_auth: EtcdAuth::default(),
             log_format: LogFormat::Text,
@@ -144,6 +148,9 @@ impl Validate for Config {
             format!("between {lo} and {hi}"),
         );
         c.need(self.workers <= 1024, "workers", "at most 1024");
+        for origin in &self.cors_origins {
+            c.check("cors_origins", validate::web_origin(origin));
+        }
         c.etcd("etcd", &self.etcd);
         self.etcd_auth.check(&mut c, &self.etcd);
         c.into_errors()
@@ -214,6 +221,9 @@ pub struct Opts {
     /// Tokio worker threads, 0 = one per core.
     #[arg(long, env = "TETHER_IPCONFIG_WORKERS")]
     pub workers: Option<usize>,
+    /// Browser origins allowed to read /ip_list across origins (CORS), comma-separated.
+    #[arg(long, env = "TETHER_IPCONFIG_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     /// etcd client URLs, comma-separated: watch the gateways registered there; none = HTTP only.
     #[arg(long, env = "TETHER_IPCONFIG_ETCD", value_delimiter = ',')]
     pub etcd: Option<Vec<String>>,
@@ -269,6 +279,7 @@ mod tests {
             max_gateways: Some(0),
             max_report_bytes: Some(1),
             workers: Some(5000),
+            cors_origins: Some(vec!["https://ok.example".into(), "ok.example".into()]),
             ..Opts::default()
         };
         let err = bad.load().unwrap_err();
@@ -281,7 +292,8 @@ mod tests {
                 "rebuild_interval_ms",
                 "max_gateways",
                 "max_report_bytes",
-                "workers"
+                "workers",
+                "cors_origins"
             ],
             "{err}"
         );

@@ -3,7 +3,8 @@
 //! | request | answer |
 //! |---|---|
 //! | `POST /v1/report` | 200 `{"status":"ok"}`; 400 `{"error","field"}` for a malformed or out-of-range report; with `report_keys_file`, 401 `{"error","reason"}` unsigned or not signed right ([`crate::auth`]), 403 `{"error","reason"}` signed for another gateway; 413 over `max_report_bytes`; 503 past `max_gateways` |
-//! | `GET /ip_list` | 200 `{"gateways":[{"id","addr","score":{"dynamic","static"}}…],"generated_at_ms"}`, at most `top_n` entries, ties shuffled per request; 503 `{"error","generated_at_ms"}` when no gateway is eligible |
+//! | `GET /ip_list` | 200 `{"gateways":[{"id","addr","transports":{"tcp","tls","ws","wss"},"score":{"dynamic","static"}}…],"generated_at_ms"}`, at most `top_n` entries, ties shuffled per request; 503 `{"error","generated_at_ms"}` when no gateway is eligible. With `cors_origins`: `Vary: Origin`, and `Access-Control-Allow-Origin` for an allowed `Origin` ([`crate::cors`]) |
+//! | `OPTIONS /ip_list` | with `cors_origins`: a CORS preflight, 204 for an allowed `Origin`, 403 `{"error"}` otherwise; without: 405 |
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
 //! | anything else | 404 (405 for a wrong method) with a JSON error |
@@ -20,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 
 use crate::auth::{check_body_id, Presented, Refusal, Verifier};
 use crate::config::Config;
+use crate::cors::{Cors, Preflight, ALLOW_METHODS, MAX_AGE_S};
 use crate::credentials::Credentials;
 use crate::metrics::{Endpoint, Metrics, Rejection};
 use crate::registry::{RecordError, Recorded, Registry};
@@ -92,6 +94,8 @@ pub struct AppState {
     pub full_logged_at_ms: AtomicU64,
     /// With `report_keys_file`: who may report. None = unsigned reports are accepted.
     pub(crate) auth: Option<Mutex<Verifier>>,
+    /// Which browser origins may read `/ip_list` (`cors_origins`).
+    pub(crate) cors: Cors,
 }
 
 impl AppState {
@@ -112,6 +116,7 @@ impl AppState {
             max_report_bytes: config.max_report_bytes,
             full_logged_at_ms: AtomicU64::new(0),
             auth: credentials.map(|c| Mutex::new(Verifier::new(c))),
+            cors: Cors::new(&config.cors_origins),
         }
     }
 
@@ -181,7 +186,7 @@ pub(crate) type Shared = Arc<AppState>;
 pub(crate) fn router(state: Shared) -> Router {
     let limit = state.max_report_bytes;
     Router::new()
-        .route("/ip_list", get(ip_list))
+        .route("/ip_list", get(ip_list).options(ip_list_preflight))
         .route(
             "/v1/report",
             post(report).layer(DefaultBodyLimit::max(limit)),
@@ -197,7 +202,7 @@ thread_local! {
     static DEALER: RefCell<Dealer> = RefCell::new(Dealer::from_entropy());
 }
 
-async fn ip_list(State(s): State<Shared>) -> Response {
+async fn ip_list(State(s): State<Shared>, request: HeaderMap) -> Response {
     let started = Instant::now();
     let rendered = s.snapshot.with(|snap| {
         let body = DEALER.with(|d| snap.render(&mut d.borrow_mut()));
@@ -207,7 +212,7 @@ async fn ip_list(State(s): State<Shared>) -> Response {
         Ok(body) => (StatusCode::OK, body),
         Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body),
     };
-    let response = (
+    let mut response = (
         status,
         [
             (header::CONTENT_TYPE, JSON),
@@ -216,8 +221,64 @@ async fn ip_list(State(s): State<Shared>) -> Response {
         Body::from(body),
     )
         .into_response();
+    add_cors(&s.cors, &request, response.headers_mut());
     s.metrics
         .request(Endpoint::IpList, status.as_u16(), started.elapsed());
+    response
+}
+
+/// The CORS headers of an `/ip_list` answer to `request` (none with CORS off).
+fn add_cors(cors: &Cors, request: &HeaderMap, out: &mut HeaderMap) {
+    if !cors.is_on() {
+        return;
+    }
+    out.insert(header::VARY, HeaderValue::from_static("origin"));
+    let origin = request.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    // The value is the request's own header value, or `*`: always a valid header value.
+    if let Some(Ok(value)) = cors
+        .allow_origin(origin)
+        .map(|v| HeaderValue::from_bytes(&v))
+    {
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+}
+
+/// `OPTIONS /ip_list`: a browser's CORS preflight ([`crate::cors`]).
+async fn ip_list_preflight(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    request: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let origin = request.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    let mut response = match s.cors.preflight(origin) {
+        Preflight::Off => return method_not_allowed(State(s), method, uri).await,
+        Preflight::Allowed => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(ALLOW_METHODS),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static(MAX_AGE_S),
+            );
+            response
+        }
+        Preflight::Refused => error(
+            StatusCode::FORBIDDEN,
+            "this origin may not read /ip_list (cors_origins)",
+            None,
+        ),
+    };
+    add_cors(&s.cors, &request, response.headers_mut());
+    s.metrics.request(
+        Endpoint::IpList,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 

@@ -16,12 +16,14 @@
 //! - [`snapshot`]: the pre-serialized list and the per-request tie shuffle.
 //! - [`rng`]: the small generator behind the shuffle.
 //! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`cors`]: which browser origins may read `/ip_list` (sans-IO).
 //! - [`http`]: the axum routes.
 //! - [`fleet`]: gateways registered in etcd (`--etcd`), watched into the registry.
 //! - [`service`]: start, stop, the rebuild task, [`run`].
 
 mod auth;
 mod config;
+mod cors;
 mod credentials;
 mod fleet;
 mod http;

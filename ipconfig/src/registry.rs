@@ -10,7 +10,8 @@
 //!   refused, so it is not listed either;
 //! - **stale** once `stale_after` has passed since its last report: it is dropped.
 //!
-//! A report with a new `addr` for a known id starts a fresh window (it is another listener).
+//! A report with a new `addr` for a known id starts a fresh window (it is another listener);
+//! its `transports` (where clients dial each transport) replace the last ones as they are.
 //! Past `max_gateways` ids, a report from an unknown id is refused after stale gateways have
 //! been dropped, so one flood of made-up ids cannot push real gateways out.
 
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::report::Report;
+use crate::report::{Report, Transports};
 use crate::score::Score;
 use crate::window::{Sample, Window};
 
@@ -46,6 +47,7 @@ pub struct Recorded {
 struct Gateway {
     id: Arc<str>,
     addr: Arc<str>,
+    transports: Arc<Transports>,
     window: Window,
     last_seen_ms: u64,
     draining: bool,
@@ -57,6 +59,7 @@ struct Gateway {
 pub struct Ranked {
     pub id: Arc<str>,
     pub addr: Arc<str>,
+    pub transports: Arc<Transports>,
     pub score: Score,
 }
 
@@ -127,6 +130,9 @@ impl Registry {
                 g.addr = Arc::from(report.addr.as_str());
                 g.window.clear();
             }
+            if *g.transports != report.transports {
+                g.transports = Arc::new(report.transports);
+            }
             g.window.push(sample);
             g.last_seen_ms = g.last_seen_ms.max(now_ms);
             g.draining = report.draining;
@@ -153,6 +159,7 @@ impl Registry {
             Gateway {
                 id,
                 addr: Arc::from(report.addr.as_str()),
+                transports: Arc::new(report.transports),
                 window,
                 last_seen_ms: now_ms,
                 draining: report.draining,
@@ -215,6 +222,7 @@ impl Registry {
                 ranking.ranked.push(Ranked {
                     id: g.id.clone(),
                     addr: g.addr.clone(),
+                    transports: g.transports.clone(),
                     score,
                 });
             }
@@ -247,6 +255,7 @@ mod tests {
             bandwidth_bytes_per_s: spare_gib * GIB,
             cpu: 0.0,
             draining: false,
+            transports: Transports::default(),
         }
     }
 
@@ -352,6 +361,38 @@ mod tests {
         let r = reg.rank(2);
         assert_eq!(&*r.ranked[0].addr, "elsewhere:1");
         assert_eq!(r.ranked[0].score.dynamic(), 3.0);
+    }
+
+    #[test]
+    fn the_latest_transports_are_ranked_with_the_window_kept() {
+        let mut reg = Registry::new(5, 3000, 100);
+        let ws = |addr: &str| Transports {
+            ws: Some(addr.into()),
+            ..Transports::default()
+        };
+        reg.record(
+            Report {
+                transports: ws("a.example:8920"),
+                ..report("a", 1.0, 1)
+            },
+            0,
+        )
+        .unwrap();
+        reg.record(
+            Report {
+                transports: ws("a.example:9920"),
+                ..report("a", 3.0, 1)
+            },
+            1,
+        )
+        .unwrap();
+        let r = reg.rank(2);
+        assert_eq!(r.ranked[0].transports.ws.as_deref(), Some("a.example:9920"));
+        assert_eq!(
+            r.ranked[0].score.dynamic(),
+            2.0,
+            "same addr: the window goes on"
+        );
     }
 
     #[test]

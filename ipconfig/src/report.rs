@@ -5,13 +5,16 @@
 //! ```json
 //! {"id": "gw-1", "addr": "10.0.0.7:8900", "connections": 1200, "max_connections": 100000,
 //!  "bytes_in_per_s": 5.0e6, "bytes_out_per_s": 7.5e6, "bandwidth_bytes_per_s": 1.25e9,
-//!  "cpu": 12.5, "draining": false}
+//!  "cpu": 12.5, "draining": false,
+//!  "transports": {"tcp": "10.0.0.7:8900", "ws": "10.0.0.7:8920"}}
 //! ```
 //!
-//! Every field is required; unknown fields are ignored (a newer gateway may send more). The
-//! body is checked field by field so that a rejection names the field at fault. `id` and
-//! `addr` are judged by the rules every daemon's `check` uses for its own id and advertised
-//! address ([`member_id`], [`dial_addr`]), so a gateway that passes `check` is not refused:
+//! Every field is required but `transports` (gateways older than it do not send it);
+//! unknown fields are ignored (a newer gateway may send more), and so are unknown transport
+//! names inside `transports`. The body is checked field by field so that a rejection names
+//! the field at fault (`transports.ws` for one transport). `id`, `addr` and every transport's
+//! address are judged by the rules every daemon's `check` uses for its own id and advertised
+//! addresses ([`member_id`], [`dial_addr`]), so a gateway that passes `check` is not refused:
 //!
 //! | field | accepted |
 //! |---|---|
@@ -21,7 +24,9 @@
 //! | `bytes_in_per_s`, `bytes_out_per_s`, `bandwidth_bytes_per_s` | numbers (integer or not), 0 ..= 1e15 |
 //! | `cpu` | a number, 0 ..= 100 (percent of the whole host) |
 //! | `draining` | `true` or `false` |
+//! | `transports` | optional; an object whose `tcp`, `tls`, `ws`, `wss` (each optional) are `host:port` as for `addr`; other names ignored |
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tether_daemon::config::validate::{dial_addr, member_id};
 use thiserror::Error;
@@ -43,6 +48,48 @@ pub struct Report {
     pub bandwidth_bytes_per_s: f64,
     pub cpu: f64,
     pub draining: bool,
+    /// Where clients dial each transport the gateway offers.
+    pub transports: Transports,
+}
+
+/// The `host:port` a client dials for each transport a gateway offers (v1 frames over plain
+/// TCP, TLS, WebSocket, WebSocket over TLS); a transport it does not offer is `None`.
+/// Serialized as `/ip_list` shows it: only the transports offered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Transports {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wss: Option<String>,
+}
+
+impl Transports {
+    /// Validates a report's `transports` object: each known transport's address, by name.
+    fn from_value(v: &Value) -> Result<Transports, ReportError> {
+        let Value::Object(o) = v else {
+            return Err(bad("transports", wrong_type("an object", v)));
+        };
+        let addr = |name: &'static str, key: &str| -> Result<Option<String>, ReportError> {
+            match o.get(key) {
+                None => Ok(None),
+                Some(Value::String(s)) => match dial_addr(s) {
+                    Ok(()) => Ok(Some(s.clone())),
+                    Err(p) => Err(bad(name, p.to_string())),
+                },
+                Some(other) => Err(bad(name, wrong_type("a string", other))),
+            }
+        };
+        Ok(Transports {
+            tcp: addr("transports.tcp", "tcp")?,
+            tls: addr("transports.tls", "tls")?,
+            ws: addr("transports.ws", "ws")?,
+            wss: addr("transports.wss", "wss")?,
+        })
+    }
 }
 
 /// Why a report was refused (answered 400).
@@ -113,6 +160,10 @@ impl Report {
             draining: match field(o, "draining")? {
                 Value::Bool(b) => *b,
                 other => return Err(bad("draining", wrong_type("true or false", other))),
+            },
+            transports: match o.get("transports") {
+                None => Transports::default(),
+                Some(v) => Transports::from_value(v)?,
             },
         })
     }
@@ -218,6 +269,11 @@ mod tests {
         assert_eq!(r.bandwidth_bytes_per_s, 1.25e9);
         assert_eq!(r.cpu, 12.5);
         assert!(!r.draining);
+        assert_eq!(
+            r.transports,
+            Transports::default(),
+            "an older gateway sends none"
+        );
         // More connections than the limit is accepted (the limit may have been lowered).
         assert_eq!(
             Report::parse(&with("connections", json!(1000)))
@@ -225,6 +281,31 @@ mod tests {
                 .connections,
             1000
         );
+    }
+
+    #[test]
+    fn transports_are_kept_by_name_and_unknown_ones_ignored() {
+        let r = Report::parse(&with(
+            "transports",
+            json!({"tcp": "10.0.0.1:8900", "ws": "gw.example:8920", "wss": "[2001:db8::1]:443", "quic": 7}),
+        ))
+        .unwrap();
+        assert_eq!(
+            r.transports,
+            Transports {
+                tcp: Some("10.0.0.1:8900".into()),
+                tls: None,
+                ws: Some("gw.example:8920".into()),
+                wss: Some("[2001:db8::1]:443".into()),
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&r.transports).unwrap(),
+            json!({"tcp": "10.0.0.1:8900", "ws": "gw.example:8920", "wss": "[2001:db8::1]:443"})
+        );
+        let empty = Report::parse(&with("transports", json!({}))).unwrap();
+        assert_eq!(empty.transports, Transports::default());
+        assert_eq!(serde_json::to_string(&empty.transports).unwrap(), "{}");
     }
 
     /// Table: body → the field named in the error (None: not an object at all).
@@ -383,6 +464,41 @@ mod tests {
                 "draining number",
                 with("draining", json!(0)),
                 Some("draining"),
+            ),
+            (
+                "transports string",
+                with("transports", json!("ws://h:1")),
+                Some("transports"),
+            ),
+            (
+                "transports null",
+                with("transports", Value::Null),
+                Some("transports"),
+            ),
+            (
+                "transports array",
+                with("transports", json!(["h:1"])),
+                Some("transports"),
+            ),
+            (
+                "transport number",
+                with("transports", json!({"ws": 8920})),
+                Some("transports.ws"),
+            ),
+            (
+                "transport unspecified",
+                with("transports", json!({"tcp": "h:1", "wss": "0.0.0.0:443"})),
+                Some("transports.wss"),
+            ),
+            (
+                "transport scheme",
+                with("transports", json!({"tcp": "ws://h:1"})),
+                Some("transports.tcp"),
+            ),
+            (
+                "transport no port",
+                with("transports", json!({"tls": "gw.example"})),
+                Some("transports.tls"),
             ),
         ];
         for (name, body, want) in cases {

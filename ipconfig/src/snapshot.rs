@@ -31,15 +31,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 
 use crate::registry::Ranked;
+use crate::report::Transports;
 use crate::rng::WyRand;
 
 const PREFIX: &[u8] = b"{\"gateways\":[";
 
-/// One entry of the list as JSON: `{"id","addr","score":{"dynamic","static"}}`.
+/// One entry of the list as JSON: `{"id","addr","transports":{…},"score":{"dynamic","static"}}`
+/// (`transports` lists only what the gateway offers: `{}` from a gateway that does not say).
 #[derive(Serialize)]
 struct Entry<'a> {
     id: &'a str,
     addr: &'a str,
+    transports: &'a Transports,
     score: EntryScore,
 }
 
@@ -97,6 +100,7 @@ impl Snapshot {
             let entry = Entry {
                 id: &r.id,
                 addr: &r.addr,
+                transports: &r.transports,
                 score: EntryScore {
                     dynamic: r.score.dynamic(),
                     static_: r.score.static_(),
@@ -331,6 +335,11 @@ mod tests {
             .map(|&(id, d, s)| Ranked {
                 id: Arc::from(id),
                 addr: Arc::from(format!("{id}.example:8900").as_str()),
+                transports: Arc::new(Transports {
+                    tcp: Some(format!("{id}.example:8900")),
+                    ws: Some(format!("{id}.example:8920")),
+                    ..Transports::default()
+                }),
                 score: Score::from_centi(d, s),
             })
             .collect()
@@ -356,8 +365,12 @@ mod tests {
             v,
             serde_json::json!({
                 "gateways": [
-                    {"id": "a", "addr": "a.example:8900", "score": {"dynamic": 1.13, "static": 2.5}},
-                    {"id": "b", "addr": "b.example:8900", "score": {"dynamic": 1.0, "static": 0.07}},
+                    {"id": "a", "addr": "a.example:8900",
+                     "transports": {"tcp": "a.example:8900", "ws": "a.example:8920"},
+                     "score": {"dynamic": 1.13, "static": 2.5}},
+                    {"id": "b", "addr": "b.example:8900",
+                     "transports": {"tcp": "b.example:8900", "ws": "b.example:8920"},
+                     "score": {"dynamic": 1.0, "static": 0.07}},
                 ],
                 "generated_at_ms": 1234
             })

@@ -173,6 +173,7 @@ mod tests {
             bandwidth_bytes_per_s: cap,
             cpu: 0.0,
             draining: false,
+            transports: Default::default(),
         };
         assert_eq!(
             Sample::from_report(&report(10, 100, 100.0, 200.0, 1000.0)),

@@ -77,7 +77,7 @@ fn a_report_then_the_list_best_first() {
     assert_eq!(ids(&body), ["fast", "fast-crowded", "slow"]);
     assert_eq!(
         body["gateways"][0],
-        serde_json::json!({"id": "fast", "addr": "gw-2.example:8900", "score": {"dynamic": 3.25, "static": 10.0}})
+        serde_json::json!({"id": "fast", "addr": "gw-2.example:8900", "transports": {}, "score": {"dynamic": 3.25, "static": 10.0}})
     );
     assert_eq!(body["gateways"][1]["addr"], "[2001:db8::3]:8900");
     assert_eq!(body["gateways"][2]["score"]["dynamic"], 1.0);
@@ -117,6 +117,162 @@ fn a_report_then_the_list_best_first() {
         ids(&body).first().map(String::as_str) == Some("slow")
             && body["gateways"][0]["score"]["dynamic"] == 3.92
     });
+}
+
+/// A report with `transports` (and one more field a newer gateway may send).
+fn report_with_transports(id: &str, transports: Value) -> Vec<u8> {
+    let mut body: Value =
+        serde_json::from_slice(&report_json(id, "10.0.0.1:8900", 1.0, 10, false)).unwrap();
+    body["transports"] = transports;
+    body["from_the_future"] = serde_json::json!({"anything": [1, 2]});
+    body.to_string().into_bytes()
+}
+
+#[test]
+fn the_list_carries_each_gateways_transports() {
+    let (_service, addr) = start(config());
+    report(
+        addr,
+        &report_with_transports(
+            "both",
+            serde_json::json!({"tcp": "10.0.0.1:8900", "ws": "10.0.0.1:8920", "wss": "gw.example:443", "quic": "10.0.0.1:9"}),
+        ),
+    );
+    report(addr, &report_json("old", "10.0.0.2:8900", 1.0, 10, false));
+    let body = wait_for_ids(addr, &["both", "old"]);
+    let entry = |id: &str| {
+        body["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(entry("both")["addr"], "10.0.0.1:8900", "addr is unchanged");
+    assert_eq!(
+        entry("both")["transports"],
+        serde_json::json!({"tcp": "10.0.0.1:8900", "ws": "10.0.0.1:8920", "wss": "gw.example:443"}),
+        "known transports only"
+    );
+    assert_eq!(entry("old")["addr"], "10.0.0.2:8900");
+    assert_eq!(entry("old")["transports"], serde_json::json!({}));
+
+    // A later report's transports replace the earlier ones.
+    report(
+        addr,
+        &report_with_transports("both", serde_json::json!({"ws": "10.0.0.1:9920"})),
+    );
+    eventually(Duration::from_secs(5), "the new ws address", || {
+        let (_, body) = list(addr);
+        body["gateways"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|g| g["transports"] == serde_json::json!({"ws": "10.0.0.1:9920"}))
+        })
+    });
+}
+
+#[test]
+fn cors_is_off_by_default() {
+    let (_service, addr) = start(config());
+    report(addr, &report_json("a", "10.0.0.1:8900", 1.0, 10, false));
+    wait_for_ids(addr, &["a"]);
+    let origin = [("Origin", "http://127.0.0.1:8080")];
+    let r = Http::connect(addr).request_with("GET", "/ip_list", &origin, None);
+    assert_eq!(r.status, 200);
+    for name in ["access-control-allow-origin", "vary"] {
+        assert_eq!(r.header(name), None, "{name}");
+    }
+    let r = Http::connect(addr).request_with(
+        "OPTIONS",
+        "/ip_list",
+        &[
+            ("Origin", "http://127.0.0.1:8080"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn cors_lets_listed_origins_read_the_list_and_nothing_else() {
+    let page = "http://127.0.0.1:8080";
+    let (_service, addr) = start(Config {
+        cors_origins: vec!["https://app.example".into(), page.into()],
+        ..config()
+    });
+    report(addr, &report_json("a", "10.0.0.1:8900", 1.0, 10, false));
+    wait_for_ids(addr, &["a"]);
+    let get = |origin: Option<&str>| {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+        Http::connect(addr).request_with("GET", "/ip_list", &headers, None)
+    };
+
+    // A listed origin reads the list; the answer says it varies by Origin.
+    let r = get(Some(page));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some(page));
+    assert_eq!(r.header("vary"), Some("origin"));
+    assert_eq!(ids(&r.json()), ["a"]);
+    let r = get(Some("HTTPS://APP.EXAMPLE"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("HTTPS://APP.EXAMPLE")
+    );
+    // Another origin, or none, still gets the list (a browser keeps it from the page) but no
+    // CORS header.
+    for origin in [
+        Some("https://evil.example"),
+        Some("http://127.0.0.1:8081"),
+        None,
+    ] {
+        let r = get(origin);
+        assert_eq!(r.status, 200, "{origin:?}");
+        assert_eq!(r.header("access-control-allow-origin"), None, "{origin:?}");
+        assert_eq!(r.header("vary"), Some("origin"), "{origin:?}");
+        assert_eq!(ids(&r.json()), ["a"]);
+    }
+
+    // Preflights: 204 with the methods for a listed origin, 403 for the rest.
+    let preflight = |origin: Option<&str>| {
+        let mut headers = vec![("Access-Control-Request-Method", "GET")];
+        headers.extend(origin.map(|o| ("Origin", o)));
+        Http::connect(addr).request_with("OPTIONS", "/ip_list", &headers, None)
+    };
+    let r = preflight(Some(page));
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some(page));
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert!(r.body.is_empty());
+    for origin in [Some("https://evil.example"), None] {
+        let r = preflight(origin);
+        assert_eq!(r.status, 403, "{origin:?}");
+        assert_eq!(r.header("access-control-allow-origin"), None);
+        assert!(r.json()["error"].as_str().unwrap().contains("cors_origins"));
+    }
+
+    // Never on reports, metrics or health: no header, and no preflight.
+    let body = report_json("b", "10.0.0.2:8900", 1.0, 10, false);
+    let r =
+        Http::connect(addr).request_with("POST", "/v1/report", &[("Origin", page)], Some(&body));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = Http::connect(addr).request_with(
+        "OPTIONS",
+        "/v1/report",
+        &[("Origin", page), ("Access-Control-Request-Method", "POST")],
+        None,
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    for path in ["/metrics", "/healthz"] {
+        let r = Http::connect(addr).request_with("GET", path, &[("Origin", page)], None);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("access-control-allow-origin"), None, "{path}");
+    }
 }
 
 #[test]
@@ -367,6 +523,23 @@ fn bad_reports_are_refused_with_a_json_error_and_harm_nobody() {
             with("id", serde_json::json!("")),
             400,
             Some("id"),
+            "invalid",
+        ),
+        (
+            "transports not an object",
+            with("transports", serde_json::json!("ws://10.0.0.1:8920")),
+            400,
+            Some("transports"),
+            "invalid",
+        ),
+        (
+            "transport address bad",
+            with(
+                "transports",
+                serde_json::json!({"tcp": "10.0.0.1:8900", "ws": "10.0.0.1"}),
+            ),
+            400,
+            Some("transports.ws"),
             "invalid",
         ),
         ("oversize body", oversize, 413, None, "too_large"),

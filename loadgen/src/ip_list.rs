@@ -1,12 +1,20 @@
 //! Which gateways a connection tries, in which order: tether-ipconfig's `GET /ip_list`
-//! answer parsed (`{"gateways":[{"id","addr","score"}…],"generated_at_ms"}`, best first),
-//! or the `--target` list started at the connection's own target; minus the gateway that
-//! just sent GOAWAY while another one is listed. Sans-IO.
+//! answer parsed (`{"gateways":[{"id","addr","transports","score"}…],"generated_at_ms"}`,
+//! best first), or the `--target` list started at the connection's own target; minus the
+//! gateway that just sent GOAWAY while another one is listed. Sans-IO.
+//!
+//! From `/ip_list` a connection dials the address of its own transport: `transports.ws`
+//! for `--ws`, and so on. A gateway without that transport is skipped; `addr` stands in for
+//! `transports.tcp`, and for every transport when the answer has no `transports` at all (an
+//! ipconfig older than them).
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use serde::Deserialize;
 use thiserror::Error;
+
+use crate::link::Transport;
 
 /// The largest `/ip_list` answer read (a top_n of 100 entries is about 10 KB).
 pub(crate) const MAX_BODY: usize = 256 * 1024;
@@ -19,6 +27,20 @@ struct Answer {
 #[derive(Debug, Deserialize)]
 struct Entry {
     addr: String,
+    transports: Option<HashMap<String, String>>,
+}
+
+impl Entry {
+    /// The address to dial over `transport`, if the gateway offers it.
+    fn dial(&self, transport: Transport) -> Option<&str> {
+        match &self.transports {
+            None => Some(&self.addr),
+            Some(offered) => offered
+                .get(transport.name())
+                .map(String::as_str)
+                .or((transport == Transport::Tcp).then_some(self.addr.as_str())),
+        }
+    }
 }
 
 /// Why an `/ip_list` answer gives no gateway to dial.
@@ -28,25 +50,30 @@ pub(crate) enum IpListError {
     Json(String),
     #[error("no gateway listed")]
     Empty,
+    #[error("no listed gateway offers {0}")]
+    NoTransport(&'static str),
     #[error("no listed address resolves (first: {0:?})")]
     Addr(String),
 }
 
-/// The listed gateways' addresses, best first. An `addr` that is not an IP literal is
-/// resolved here (blocking: ipconfig answers with what gateways advertise, normally IPs);
-/// entries that do not resolve are skipped.
-pub(crate) fn parse(body: &[u8]) -> Result<Vec<SocketAddr>, IpListError> {
+/// The listed gateways' addresses for `transport`, best first. An address that is not an IP
+/// literal is resolved here (blocking: ipconfig answers with what gateways advertise,
+/// normally IPs); entries that do not resolve are skipped.
+pub(crate) fn parse(body: &[u8], transport: Transport) -> Result<Vec<SocketAddr>, IpListError> {
     let answer: Answer =
         serde_json::from_slice(body).map_err(|e| IpListError::Json(e.to_string()))?;
-    let first = match answer.gateways.first() {
-        Some(entry) => entry.addr.clone(),
-        None => return Err(IpListError::Empty),
-    };
-    let addrs: Vec<SocketAddr> = answer
+    if answer.gateways.is_empty() {
+        return Err(IpListError::Empty);
+    }
+    let offered: Vec<&str> = answer
         .gateways
         .iter()
-        .filter_map(|entry| resolve(&entry.addr))
+        .filter_map(|entry| entry.dial(transport))
         .collect();
+    let Some(first) = offered.first().map(|a| a.to_string()) else {
+        return Err(IpListError::NoTransport(transport.name()));
+    };
+    let addrs: Vec<SocketAddr> = offered.iter().filter_map(|a| resolve(a)).collect();
     if addrs.is_empty() {
         return Err(IpListError::Addr(first));
     }
@@ -106,28 +133,50 @@ mod tests {
         let body = br#"{"gateways":[{"id":"gw-3","addr":"127.0.0.1:3","score":{"dynamic":1.16,"static":98800.0}},
             {"id":"gw-1","addr":"127.0.0.1:1","score":{"dynamic":1.15,"static":98800.0}}],
             "generated_at_ms":1763712000123}"#;
-        assert_eq!(parse(body), Ok(vec![addr(3), addr(1)]));
+        assert_eq!(parse(body, Transport::Tcp), Ok(vec![addr(3), addr(1)]));
         let named = br#"{"gateways":[{"id":"a","addr":"localhost:7"}]}"#;
-        assert_eq!(parse(named).unwrap()[0].port(), 7);
+        assert_eq!(parse(named, Transport::Tcp).unwrap()[0].port(), 7);
+        // No `transports` at all (an older ipconfig): `addr`, whatever the transport.
+        assert_eq!(parse(body, Transport::Ws), Ok(vec![addr(3), addr(1)]));
+    }
+
+    #[test]
+    fn each_transport_dials_its_own_address_and_skips_gateways_without_it() {
+        let body = br#"{"gateways":[
+            {"id":"old","addr":"127.0.0.1:1","transports":{}},
+            {"id":"web","addr":"127.0.0.1:2","transports":{"tcp":"127.0.0.1:2","ws":"127.0.0.1:22","wss":"127.0.0.1:23"}},
+            {"id":"tls","addr":"127.0.0.1:3","transports":{"tls":"127.0.0.1:33","quic":"x"}}]}"#;
+        assert_eq!(
+            parse(body, Transport::Tcp),
+            Ok(vec![addr(1), addr(2), addr(3)])
+        );
+        assert_eq!(parse(body, Transport::Ws), Ok(vec![addr(22)]));
+        assert_eq!(parse(body, Transport::Wss), Ok(vec![addr(23)]));
+        assert_eq!(parse(body, Transport::Tls), Ok(vec![addr(33)]));
+        let tcp_only =
+            br#"{"gateways":[{"id":"a","addr":"127.0.0.1:1","transports":{"tcp":"127.0.0.1:1"}}]}"#;
+        assert_eq!(
+            parse(tcp_only, Transport::Ws),
+            Err(IpListError::NoTransport("ws"))
+        );
     }
 
     #[test]
     fn bad_answers_are_errors() {
-        assert!(matches!(parse(b"<html>"), Err(IpListError::Json(_))));
+        let tcp = |body: &[u8]| parse(body, Transport::Tcp);
+        assert!(matches!(tcp(b"<html>"), Err(IpListError::Json(_))));
         assert!(matches!(
-            parse(br#"{"error":"no gateway"}"#),
+            tcp(br#"{"error":"no gateway"}"#),
             Err(IpListError::Json(_))
         ));
-        assert_eq!(parse(br#"{"gateways":[]}"#), Err(IpListError::Empty));
+        assert_eq!(tcp(br#"{"gateways":[]}"#), Err(IpListError::Empty));
         assert_eq!(
-            parse(
-                br#"{"gateways":[{"id":"x","addr":"nowhere.invalid:1"},{"id":"y","addr":"bad"}]}"#
-            ),
+            tcp(br#"{"gateways":[{"id":"x","addr":"nowhere.invalid:1"},{"id":"y","addr":"bad"}]}"#),
             Err(IpListError::Addr("nowhere.invalid:1".into()))
         );
         // One good entry is enough.
         assert_eq!(
-            parse(br#"{"gateways":[{"id":"y","addr":"bad"},{"id":"z","addr":"127.0.0.1:2"}]}"#),
+            tcp(br#"{"gateways":[{"id":"y","addr":"bad"},{"id":"z","addr":"127.0.0.1:2"}]}"#),
             Ok(vec![addr(2)])
         );
     }

@@ -35,6 +35,16 @@ impl Transport {
     pub fn uses_tls(self) -> bool {
         matches!(self, Transport::Tls | Transport::Wss)
     }
+
+    /// Its name in `/ip_list`'s `transports`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
 }
 
 /// How every connection of a run sets up its link: built once per process.

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the whole stack on loopback, under load, in one command.
 //!
-//! Starts, as separate processes: tether-ipconfig (127.0.0.1:6789), tether-state (socket,
+//! Starts, as separate processes ([`Stack`], `stack.rs`): tether-ipconfig (127.0.0.1:6789), tether-state (socket,
 //! journal and push API token files under `target/demo/`, push API 127.0.0.1:8902 behind a
 //! bearer token made for the run, metrics 127.0.0.1:8903), four echo nodes
 //! (127.0.0.1:8890–8893) and two gateways (127.0.0.1:8900 admin 8901, 127.0.0.1:8910 admin
@@ -14,11 +14,11 @@
 //! stops everything with SIGTERM and fails if anything went wrong: a loadgen failure, a push
 //! not accepted, an error counted by a daemon, a report ipconfig refused, or a process that
 //! did not exit cleanly.
+//!
+//! `cargo xtask demo --page` keeps the same stack running for a browser instead: `page.rs`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tether_daemon::prometheus::read_sample;
 
-const NODE_PORTS: [u16; 4] = [8890, 8891, 8892, 8893];
-/// (id, client port, admin port) of each gateway.
-const GATEWAYS: [(&str, u16, u16); 2] = [("gw-a", 8900, 8901), ("gw-b", 8910, 8911)];
-const IPCONFIG_PORT: u16 = 6789;
-const STATE_HTTP_PORT: u16 = 8902;
-const STATE_METRICS_PORT: u16 = 8903;
-/// The demo's JWT key, shared by tether-state and the load generator.
-const SECRET: &str = "tether-demo-secret";
+use crate::http_client::http;
+use crate::stack::{localhost, unclean_exits, Ports, Stack, JWT_SECRET};
+
 /// Devices the load generator logs in as: `<prefix>-<connection index>`.
 const DEVICE_PREFIX: &str = "demo";
 /// Pushes per second the load generator sends through the push API while the load runs.
@@ -53,137 +48,40 @@ const DEMO_LOAD: &[&str] = &[
     "2",
 ];
 
-fn localhost(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Result<()> {
     crate::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     let bin = root.join("target/release");
     let work = root.join("target/demo");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).context("cannot create target/demo")?;
-
-    let mut ports: Vec<u16> = NODE_PORTS.to_vec();
-    ports.extend(GATEWAYS.iter().flat_map(|g| [g.1, g.2]));
-    ports.extend([IPCONFIG_PORT, STATE_HTTP_PORT, STATE_METRICS_PORT]);
-    for port in ports {
-        let addr = localhost(port);
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            bail!("{addr} is already in use: stop whatever listens there first");
-        }
-    }
-
-    // Report keys: one per gateway, and ipconfig's list of who holds which.
-    let mut report_keys = String::from("# gateway id, key: written by cargo xtask demo\n");
-    for (id, _, _) in GATEWAYS {
-        let key = random_key().context("cannot read /dev/urandom")?;
-        report_keys.push_str(&format!("{id} {key}\n"));
-        std::fs::write(work.join(format!("{id}.key")), format!("{key}\n"))
-            .context("cannot write a gateway's report key")?;
-    }
-    let report_keys_file = work.join("report-keys");
-    std::fs::write(&report_keys_file, report_keys).context("cannot write report-keys")?;
-
-    let mut stack = Stack::default();
-    let ipconfig_url = format!("http://{}", localhost(IPCONFIG_PORT));
-    stack.start(
-        "ipconfig",
-        Command::new(bin.join("tether-ipconfig"))
-            .args([
-                "--listen",
-                &localhost(IPCONFIG_PORT).to_string(),
-                "--stale-after-ms",
-                "2000",
-            ])
-            .arg("--report-keys-file")
-            .arg(&report_keys_file),
-        localhost(IPCONFIG_PORT),
-    )?;
-    let socket = work.join("state.sock");
-    let state_http = localhost(STATE_HTTP_PORT);
-    let state_metrics = localhost(STATE_METRICS_PORT);
-    let (push_token, api_tokens) = push_api_token(&work)?;
-    stack.start(
-        "state",
-        Command::new(bin.join("tether-state"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--journal")
-            .arg(work.join("journal"))
-            .args(["--http", &state_http.to_string()])
-            .args(["--metrics", &state_metrics.to_string()])
-            .arg("--api-tokens-file")
-            .arg(&api_tokens)
-            .args(["--heartbeat-s", "10"])
-            .env("TETHER_STATE_JWT_SECRET", SECRET),
-        state_http,
-    )?;
-    crate::wait_for_port(state_metrics, Duration::from_secs(10))
-        .context("the state daemon's metrics listener did not start")?;
-    let mut node_list = Vec::new();
-    for port in NODE_PORTS {
-        let addr = localhost(port);
-        node_list.push(addr.to_string());
-        stack.start(
-            &format!("node {addr}"),
-            Command::new(bin.join("tether-echo-node")).args([
-                "--listen",
-                &addr.to_string(),
-                "--reactors",
-                "1",
-            ]),
-            addr,
-        )?;
-    }
-    for (id, port, admin) in GATEWAYS {
-        let listen = localhost(port).to_string();
-        stack.start(
-            id,
-            Command::new(bin.join("tether-gateway"))
-                .args(["--id", id, "--listen", &listen, "--advertise", &listen])
-                .args(["--admin", &localhost(admin).to_string()])
-                .args(["--node", &node_list.join(",")])
-                .arg("--state")
-                .arg(&socket)
-                .args(["--ipconfig", &ipconfig_url, "--report-interval-ms", "500"])
-                .arg("--ipconfig-key-file")
-                .arg(work.join(format!("{id}.key"))),
-            localhost(port),
-        )?;
-    }
-    wait_until(
-        Duration::from_secs(10),
-        "both gateways linked to state and listed by ipconfig",
-        || {
-            let linked = GATEWAYS.iter().all(|g| {
-                metric(localhost(g.2), "tether_gateway_state_links_up").is_some_and(|n| n >= 1.0)
-            });
-            let listed = http(localhost(IPCONFIG_PORT), "GET", "/ip_list", None)
-                .ok()
-                .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                .and_then(|v| v["gateways"].as_array().map(Vec::len))
-                .is_some_and(|n| n == GATEWAYS.len());
-            linked && listed
-        },
-    )?;
+    // No page (its port is unused without a web origin).
+    let mut stack = Stack::start(&bin, &work, Ports::fixed(0), None)?;
+    let ports = stack.ports.clone();
+    let gateways = ports.gateways;
+    let ipconfig_url = ports.ipconfig_url();
+    let state_http = localhost(ports.state_http);
+    let state_metrics = localhost(ports.state_metrics);
+    let push_token = stack.files.push_token.clone();
     let baseline: Vec<u64> = stack
         .gateway_pids()
         .iter()
         .map(|&pid| rss_kib(pid))
         .collect();
+    let nodes: Vec<String> = ports
+        .nodes
+        .iter()
+        .map(|&p| localhost(p).to_string())
+        .collect();
     println!(
         "demo: ipconfig {ipconfig_url}, state {} (push API http://{state_http}, token in {}; metrics http://{state_metrics}), nodes {}, gateways {}",
-        socket.display(),
+        stack.files.socket.display(),
         push_token.display(),
-        node_list.join(" "),
-        GATEWAYS.map(|g| format!("{} 127.0.0.1:{}", g.0, g.1)).join(", ")
+        nodes.join(" "),
+        gateways.map(|g| format!("{} 127.0.0.1:{}", g.id, g.tcp)).join(", ")
     );
 
     let summary_path = root.join("target/demo-summary.json");
     let mut load = Command::new(bin.join("tether-loadgen"));
     load.args(["--ipconfig", &ipconfig_url])
-        .env("TETHER_LOADGEN_JWT_SECRET", SECRET)
+        .env("TETHER_LOADGEN_JWT_SECRET", JWT_SECRET)
         .args(["--device-prefix", DEVICE_PREFIX])
         .args(["--push-rate", PUSH_RATE])
         .args(["--push-url", &format!("http://{state_http}")])
@@ -211,7 +109,7 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
 
     // The gateways' memory and connections while the load runs, sampled every 200 ms.
     let mut peak = baseline.clone();
-    let mut peak_open = vec![0u64; GATEWAYS.len()];
+    let mut peak_open = vec![0u64; gateways.len()];
     let started = Instant::now();
     let load_status = loop {
         if let Some(status) = loadgen.try_wait()? {
@@ -219,7 +117,7 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         }
         for (i, &pid) in stack.gateway_pids().iter().enumerate() {
             peak[i] = peak[i].max(rss_kib(pid));
-            let open = http(localhost(GATEWAYS[i].2), "GET", "/stats", None)
+            let open = http(localhost(gateways[i].admin), "GET", "/stats", &[], None)
                 .ok()
                 .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
                 .and_then(|stats| stats["totals"]["open"].as_u64())
@@ -263,8 +161,9 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         ));
     }
     let mut gateway_rows = Vec::new();
-    for (i, (id, _, admin)) in GATEWAYS.iter().enumerate() {
-        let stats = http(localhost(*admin), "GET", "/stats", None)
+    for (i, g) in gateways.iter().enumerate() {
+        let id = g.id;
+        let stats = http(localhost(g.admin), "GET", "/stats", &[], None)
             .ok()
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
             .unwrap_or(Value::Null);
@@ -279,7 +178,7 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         let growth = peak[i].saturating_sub(baseline[i]) * 1024;
         gateway_rows.push((id.to_string(), accepted, peak_open[i], growth));
     }
-    let state_metrics = http(state_metrics, "GET", "/metrics", None)
+    let state_metrics = http(state_metrics, "GET", "/metrics", &[], None)
         .map(|(_, body)| body)
         .unwrap_or_default();
     let state_errors = [
@@ -309,7 +208,7 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
         }
     }
 
-    let ipconfig_metrics = http(localhost(IPCONFIG_PORT), "GET", "/metrics", None)
+    let ipconfig_metrics = http(localhost(ports.ipconfig), "GET", "/metrics", &[], None)
         .map(|(_, body)| body)
         .unwrap_or_default();
     let refused_reports: f64 = ipconfig_metrics
@@ -324,13 +223,7 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
     }
 
     print_table(&summary, &gateway_rows, &state_metrics);
-    for (name, result) in stack.stop_all() {
-        match result {
-            Ok(status) if status.success() => {}
-            Ok(status) => failures.push(format!("{name} exited with {status}")),
-            Err(e) => failures.push(format!("{name}: {e:#}")),
-        }
-    }
+    failures.extend(unclean_exits(stack.stop_all()));
     if failures.is_empty() {
         println!(
             "demo: ok — zero errors, every process stopped cleanly; loadgen summary in {}",
@@ -340,13 +233,6 @@ pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -
     } else {
         bail!("demo failed:\n  {}", failures.join("\n  "))
     }
-}
-
-/// A fresh report key: 32 random bytes in hex, as `openssl rand -hex 32` makes one.
-fn random_key() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn print_table(summary: &Value, gateways: &[(String, u64, u64, u64)], state: &str) {
@@ -414,151 +300,10 @@ fn print_table(summary: &Value, gateways: &[(String, u64, u64, u64)], state: &st
     println!();
 }
 
-/// A fresh push API token for this run: the token itself in `<work>/push-token` (for the load
-/// generator, mode 0600) and its SHA-256 with the scopes the demo uses in
-/// `<work>/api-tokens` (for the state daemon). Returns both paths.
-fn push_api_token(work: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut random = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut random))
-        .context("cannot read /dev/urandom")?;
-    let token = hex(&random);
-    let token_path = work.join("push-token");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&token_path)
-        .and_then(|mut f| writeln!(f, "{token}"))
-        .context("cannot write target/demo/push-token")?;
-    let tokens_path = work.join("api-tokens");
-    let line = format!(
-        "# made by cargo xtask demo: NAME SHA256 SCOPES\ndemo {} push,sessions:read\n",
-        hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
-    );
-    std::fs::write(&tokens_path, line).context("cannot write target/demo/api-tokens")?;
-    Ok((token_path, tokens_path))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `--flag N` in `args`.
 fn flag_value(args: &[String], flag: &str) -> Option<u64> {
     let at = args.iter().position(|a| a == flag)?;
     args.get(at + 1)?.parse().ok()
-}
-
-/// The stack's processes, stopped in reverse start order.
-#[derive(Default)]
-struct Stack {
-    daemons: Vec<Daemon>,
-}
-
-impl Stack {
-    /// Starts `command` and waits until something accepts on `listening`.
-    fn start(&mut self, name: &str, command: &mut Command, listening: SocketAddr) -> Result<()> {
-        // Warnings and errors only: the summary table is the demo's output.
-        let child = command
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        self.daemons.push(Daemon {
-            child,
-            name: name.to_string(),
-        });
-        crate::wait_for_port(listening, Duration::from_secs(10))
-            .with_context(|| format!("{name} did not start"))
-    }
-
-    fn gateway_pids(&self) -> Vec<u32> {
-        self.daemons
-            .iter()
-            .filter(|d| GATEWAYS.iter().any(|g| g.0 == d.name))
-            .map(|d| d.child.id())
-            .collect()
-    }
-
-    /// SIGTERM to each, gateways first (they drain), then the rest.
-    fn stop_all(&mut self) -> Vec<(String, Result<ExitStatus>)> {
-        let mut results = Vec::new();
-        while let Some(daemon) = self.daemons.pop() {
-            let name = daemon.name.clone();
-            results.push((name, daemon.stop(Duration::from_secs(20))));
-        }
-        results
-    }
-}
-
-/// A child process; killed if dropped without a clean stop.
-struct Daemon {
-    child: Child,
-    name: String,
-}
-
-impl Daemon {
-    /// SIGTERM, then wait up to `timeout`.
-    fn stop(mut self, timeout: Duration) -> Result<ExitStatus> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("did not exit within {timeout:?} of SIGTERM");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection; (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let (_, text) = http(admin, "GET", "/metrics", None).ok()?;
-    read_sample(&text, series)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -571,15 +316,4 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }

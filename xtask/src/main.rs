@@ -3,16 +3,23 @@
 //! - `cargo xtask demo`: builds in release and runs the whole stack on loopback under load
 //!   (ipconfig, state, four echo nodes, two gateways, tether-loadgen logging in through
 //!   /ip_list, pushes through the push API), prints one summary table, stops everything and
-//!   exits non-zero if anything failed (see `demo.rs`).
+//!   exits non-zero if anything failed (see `demo.rs`; the stack itself: `stack.rs`).
+//! - `cargo xtask demo --page [--port N]`: the same stack with WebSocket listeners, kept
+//!   running for a browser, and the push console page served on 127.0.0.1:N (8080) until
+//!   Ctrl-C (see `page.rs`, `page_server.rs`).
 //! - `cargo xtask test`: installs the system packages and tools the tests need when they are
 //!   missing, builds every binary and runs every test, then runs every fuzz target for a
 //!   bounded time (`fuzz.rs`), every bench script in its smoke mode (`bench_smoke.rs`), and
-//!   the browser client's type check and tests (`js.rs`).
+//!   the browser client's type check, unit tests and browser test (`js.rs`).
 
 mod bench_smoke;
 mod demo;
 mod fuzz;
+mod http_client;
 mod js;
+mod page;
+mod page_server;
+mod stack;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,18 +31,28 @@ use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "\
 usage: cargo xtask demo [loadgen flags…]   run the cluster under load
+       cargo xtask demo --page [--port N]  keep the cluster running for a browser, the
+                                           push console on http://127.0.0.1:N/ (8080)
        cargo xtask test [STEP FLAGS] [cargo test args…]
                                            install, build and run every test, then the fuzz,
                                            bench smoke and js steps
 step flags: --only-fuzz          only the fuzz step
             --only-smoke         only the bench smoke step
-            --only-js            only the js step (clients/js: type check, unit tests)
+            --only-js            only the js step (clients/js: type check, unit tests, the
+                                 browser test in headless Chromium against the stack)
             --fuzz-seconds N     how long each fuzz target runs (default 25)";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
-        Some("demo") => demo::demo(&root(), cargo, &args.collect::<Vec<_>>()),
+        Some("demo") => {
+            let args: Vec<String> = args.collect();
+            if args.first().is_some_and(|a| a == "--page") {
+                page::run(&root(), cargo, &args[1..])
+            } else {
+                demo::demo(&root(), cargo, &args)
+            }
+        }
         Some("test") => test(&args.collect::<Vec<_>>()),
         _ => {
             eprintln!("{USAGE}");
@@ -63,6 +80,24 @@ fn target_dir() -> PathBuf {
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
+    // `cargo run` gave xtask the variables of its own package (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, …). ring's build script tracks some of them, so passing them on
+    // would rebuild ring and everything above it each time `cargo xtask …` and a build it
+    // runs alternate.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        if per_package {
+            cmd.env_remove(&*name);
+        }
+    }
     cmd
 }
 
@@ -299,6 +334,18 @@ fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
             bail!("nothing accepts on {addr} after {timeout:?}");
         }
         thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Polls `check` every 50 ms until it holds, or fails after `timeout`.
+fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ import {
   decodeFrames,
   encodeFrame,
   gatewaysOf,
+  ipListUrl,
   retryAfterMs,
 } from '../tether.js';
 
@@ -80,6 +81,14 @@ test('gateways come from /ip_list by transport, best first', () => {
   ]);
   assert.deepEqual(gatewaysOf(list, true), [{ id: 'b', url: 'wss://gw.example:443/ws' }]);
   assert.deepEqual(gatewaysOf({ nonsense: 1 }, false), []);
+});
+
+test('/ip_list is fetched below the ipconfig URL, path prefix kept', () => {
+  assert.equal(ipListUrl('http://127.0.0.1:6789').href, 'http://127.0.0.1:6789/ip_list');
+  assert.equal(ipListUrl('http://127.0.0.1:6789/').href, 'http://127.0.0.1:6789/ip_list');
+  assert.equal(ipListUrl('https://api.example/tether').href, 'https://api.example/tether/ip_list');
+  assert.equal(ipListUrl('https://api.example/tether/').href, 'https://api.example/tether/ip_list');
+  assert.throws(() => ipListUrl('not a url'));
 });
 
 // -- the client over a scripted WebSocket --------------------------------------------------
@@ -255,4 +264,32 @@ test('an unreachable gateway is skipped for the next one', async () => {
   await until('LOGIN on b', () => FakeSocket.all[1]?.sent.length === 1);
   assert.equal(FakeSocket.all[1].url, 'ws://gw-b/ws');
   c.stop();
+});
+
+test('the client finds its gateways through /ip_list and dials their WebSocket', async () => {
+  const c = client({ gateways: undefined, ipconfig: 'http://ipconfig.test:6789/base' });
+  const asked = [];
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = async (url) => {
+    asked.push(String(url));
+    return {
+      ok: true,
+      status: 200,
+      json: async () => ({
+        gateways: [
+          { id: 'tcp-only', addr: 'h1:8900', transports: { tcp: 'h1:8900' } },
+          { id: 'web', addr: 'h2:8900', transports: { tcp: 'h2:8900', ws: 'h2:8920' } },
+        ],
+      }),
+    };
+  };
+  try {
+    c.start();
+    await until('a socket', () => FakeSocket.all.length === 1);
+    assert.deepEqual(asked, ['http://ipconfig.test:6789/base/ip_list']);
+    assert.equal(FakeSocket.all[0].url, 'ws://h2:8920/ws', 'the gateway offering ws, at /ws');
+    c.stop();
+  } finally {
+    globalThis.fetch = realFetch;
+  }
 });

@@ -1,6 +1,6 @@
 //! The rules for values several daemons take, each judged in one place: member ids,
-//! addresses clients dial, etcd endpoints and Unix socket paths; and [`Checks`], which every
-//! daemon's [`Validate`](super::Validate) collects its errors in.
+//! addresses clients dial, etcd endpoints, Unix socket paths and browser origins; and
+//! [`Checks`], which every daemon's [`Validate`](super::Validate) collects its errors in.
 //!
 //! ipconfig judges a report's `id` and `addr` with [`member_id`] and [`dial_addr`], and
 //! discovery judges etcd records with them, so a gateway or node whose `check` passes never
@@ -49,6 +49,8 @@ pub enum Invalid {
     Path,
     #[error("a socket path of 1 to {MAX_SOCKET_PATH} bytes")]
     SocketPath,
+    #[error("{0:?} is not `*` or scheme://host[:port] (no path)")]
+    Origin(String),
 }
 
 /// An etcd endpoint that [`etcd_endpoint`] refused.
@@ -165,6 +167,23 @@ pub fn socket_path(path: &Path) -> Result<(), Invalid> {
     }
 }
 
+/// An entry of a browser-origin allow-list (the gateway's `ws_origins`, ipconfig's
+/// `cors_origins`): `*` for any, or `http://host[:port]` / `https://host[:port]` with no
+/// path, as a browser writes its `Origin` header.
+pub fn web_origin(origin: &str) -> Result<(), Invalid> {
+    let ok = origin == "*"
+        || ["http://", "https://"].iter().any(|scheme| {
+            origin
+                .strip_prefix(scheme)
+                .is_some_and(|host| !host.is_empty() && !host.contains(['/', ' ']))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::Origin(origin.to_string()))
+    }
+}
+
 /// The errors a [`Validate`](super::Validate) finds, in the order it looks.
 #[derive(Debug, Default)]
 pub struct Checks(Vec<ConfigError>);
@@ -203,6 +222,33 @@ impl Checks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_a_star_or_scheme_and_host() {
+        for good in [
+            "*",
+            "https://app.example",
+            "http://127.0.0.1:8080",
+            "https://[::1]:443",
+        ] {
+            assert_eq!(web_origin(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "app.example",
+            "https://",
+            "https://app.example/",
+            "ftp://x",
+            "http://a b",
+        ] {
+            assert_eq!(
+                web_origin(bad).map_err(|e| e.to_string()),
+                Err(format!(
+                    "{bad:?} is not `*` or scheme://host[:port] (no path)"
+                ))
+            );
+        }
+    }
 
     #[test]
     fn ids_are_printable_ascii_without_spaces() {

@@ -69,7 +69,21 @@ impl Http {
     }
 
     pub(crate) fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Response {
+        self.request_with(method, path, &[], body)
+    }
+
+    /// A request with extra header fields.
+    pub(crate) fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         let mut out = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host).into_bytes();
+        for (name, value) in headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
         if let Some(body) = body {
             out.extend_from_slice(
                 format!(
@@ -130,7 +144,7 @@ impl Http {
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
         };
-        let body = if method == "HEAD" {
+        let body = if method == "HEAD" || status == 204 || status == 304 {
             Vec::new()
         } else if let Some(len) = get("content-length") {
             let len: usize = len.parse().expect("content-length");

@@ -17,6 +17,7 @@ use crate::conn::State;
 use crate::dial;
 use crate::http::{self, Response};
 use crate::ip_list;
+use crate::link::Transport;
 
 /// Bytes of answer kept at most.
 const LIMIT: usize = http::MAX_HEAD + ip_list::MAX_BODY;
@@ -113,17 +114,17 @@ impl Worker<'_> {
             }
         };
         self.unhook(k);
-        match gateways(&response) {
+        match gateways(&response, self.config.transport) {
             Ok(listed) => self.try_gateways(k, &listed, now),
             Err(cause) => self.attempt_failed(k, cause, now),
         }
     }
 }
 
-/// The gateways an `/ip_list` answer lists, or the cause it gives none.
-fn gateways(response: &Response) -> Result<Vec<std::net::SocketAddr>, Cause> {
+/// The gateways an `/ip_list` answer lists for `transport`, or the cause it gives none.
+fn gateways(response: &Response, transport: Transport) -> Result<Vec<std::net::SocketAddr>, Cause> {
     match response.status {
-        200 => ip_list::parse(&response.body).map_err(|e| {
+        200 => ip_list::parse(&response.body, transport).map_err(|e| {
             tracing::debug!(error = %e, "unusable /ip_list answer");
             Cause::IpListBad
         }),
@@ -150,6 +151,7 @@ mod tests {
             200,
             br#"{"gateways":[{"id":"a","addr":"127.0.0.1:9"}],"generated_at_ms":1}"#,
         );
+        let gateways = |r: &Response| gateways(r, Transport::Tcp);
         assert_eq!(gateways(&ok), Ok(vec!["127.0.0.1:9".parse().unwrap()]));
         let none = response(503, br#"{"error":"no gateway is available"}"#);
         assert_eq!(gateways(&none), Err(Cause::IpListUnavailable));

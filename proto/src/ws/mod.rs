@@ -74,5 +74,5 @@ pub use mask::apply_mask;
 pub use opcode::Opcode;
 pub use protocol_error::ProtocolError;
 pub use refusal::{Refusal, Status};
-pub use server_handshake::{Accepted, Handshake, ServerHandshake};
+pub use server_handshake::{origin_allowed, Accepted, Handshake, ServerHandshake};
 pub use v1_message::{v1_frames, MessageError};

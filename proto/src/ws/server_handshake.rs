@@ -57,6 +57,15 @@ impl Default for ServerHandshake {
     }
 }
 
+/// Whether a browser's `Origin` (the header's bytes) is on the allow-list `origins`: an
+/// entry equal to it, compared whole and case-insensitively, or `*`. The gateway's
+/// WebSocket upgrades and ipconfig's CORS answers judge origins with this one rule.
+pub fn origin_allowed(origins: &[String], origin: &[u8]) -> bool {
+    origins
+        .iter()
+        .any(|o| o == "*" || o.as_bytes().eq_ignore_ascii_case(origin))
+}
+
 /// Where a handshake stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handshake<'a> {
@@ -195,11 +204,7 @@ impl ServerHandshake {
             Ok(None) if self.allow_no_origin => Ok(()),
             Ok(None) => Err(Refusal::new(Status::Forbidden, "Origin required")),
             Ok(Some(origin)) => {
-                let allowed = self
-                    .origins
-                    .iter()
-                    .any(|o| o == "*" || o.as_bytes().eq_ignore_ascii_case(origin));
-                if allowed {
+                if origin_allowed(&self.origins, origin) {
                     Ok(())
                 } else {
                     Err(Refusal::new(Status::Forbidden, "Origin not allowed"))
