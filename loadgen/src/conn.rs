@@ -346,6 +346,7 @@ impl Conn {
         match frame.kind {
             Kind::Data => match self.outstanding.take(frame.id) {
                 Some(since) => {
+                    stats.requests.answered += 1;
                     match payload::verify(self.global as u64, frame.id, env.payload, frame.body) {
                         Ok(()) => stats.reply(since, now, window),
                         Err(mismatch) => {
@@ -380,13 +381,13 @@ impl Conn {
                 } else if let Some(closing) = known.filter(|c| c.closes_connection()) {
                     // The drop's cause: counted once, by the worker.
                     self.signals.closed_by = Some(closing);
-                    self.outstanding.take(frame.id);
+                    self.errored(frame.id, stats);
                 } else {
                     match known {
                         Some(known) => stats.error(known.name()),
                         None => stats.error(&format!("ERROR_{code}")),
                     }
-                    self.outstanding.take(frame.id);
+                    self.errored(frame.id, stats);
                 }
             }
             Kind::GoAway => self.signals.goaway = true,
@@ -394,6 +395,13 @@ impl Conn {
             other => self.verify_failed(stats, frame.id, other.name()),
         }
         Ok(())
+    }
+
+    /// An ERROR answered request `id`: it is no longer in flight.
+    fn errored(&mut self, id: u64, stats: &mut Stats) {
+        if self.outstanding.take(id).is_some() {
+            stats.requests.errored += 1;
+        }
     }
 
     fn awaits_login(&self, id: u64) -> bool {
@@ -672,6 +680,44 @@ mod tests {
             Err(Cause::BadFrameFromServer)
         );
         assert_eq!(stats.verify_failures, 0);
+    }
+
+    #[test]
+    fn every_request_ends_answered_errored_or_in_flight() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        for _ in 0..5 {
+            conn.queue_data(&env, t0, &window, &mut stats);
+        }
+        let on = |conn: &mut Conn, stats: &mut Stats, kind, id, body: &[u8]| {
+            conn.on_frame(Frame::new(kind, id, body), &env, t0, &window, stats)
+                .unwrap();
+        };
+        on(&mut conn, &mut stats, Kind::Data, 1, &reply(1, 16));
+        let mut frames = Vec::new();
+        encode::error(
+            &mut frames,
+            2,
+            ErrorCode::RequestTimeout,
+            "no node answered",
+        );
+        encode::error(&mut frames, 3, ErrorCode::Busy, "retry");
+        // The same id again, and an id never sent: neither is a request.
+        encode::error(&mut frames, 3, ErrorCode::Busy, "retry");
+        encode::error(&mut frames, 77, ErrorCode::Unavailable, "node gone");
+        let mut at = 0;
+        while let Some((frame, used)) = env.decoder.decode(&frames[at..]).unwrap() {
+            conn.on_frame(frame, &env, t0, &window, &mut stats).unwrap();
+            at += used;
+        }
+        // A reply whose payload does not verify still answered its request.
+        on(&mut conn, &mut stats, Kind::Data, 4, &reply(5, 16));
+        let q = stats.requests;
+        assert_eq!((q.sent, q.answered, q.errored), (5, 2, 2), "{q:?}");
+        assert_eq!(stats.verify_failures, 1);
+        assert_eq!(conn.outstanding.len(), 1, "id 5 is still in flight");
+        assert!(!q.balanced(), "until the last one's fate is known");
+        stats.requests.unanswered += conn.close() as u64;
+        assert!(stats.requests.balanced(), "{:?}", stats.requests);
     }
 
     #[test]

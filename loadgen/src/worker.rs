@@ -9,7 +9,7 @@
 //! 3. **load**: for `--duration`, keep `--pipeline` frames outstanding per connection, or
 //!    send on the `--rate` timetable (woken at the next due send: poll timeout, sharpened
 //!    by a timerfd — see [`crate::timer`]);
-//! 4. **drain**: stop sending, wait up to [`DRAIN`] for outstanding replies (and for
+//! 4. **drain**: stop sending, wait up to `--drain` for outstanding replies (and for
 //!    connections still getting back after a GOAWAY), then close; whatever is still
 //!    outstanding counts as `unanswered`.
 //!
@@ -41,8 +41,6 @@ use crate::start_line::{Arrival, StartLine};
 use crate::stats::{Stats, Window};
 use crate::timer::{self, Timer};
 
-/// How long after the end replies are still awaited.
-pub(crate) const DRAIN: Duration = Duration::from_secs(1);
 /// Poll timeout while waiting at the start line.
 const START_LINE_POLL: Duration = Duration::from_millis(2);
 /// Bytes read from a socket at once.
@@ -186,7 +184,10 @@ impl<'a> Worker<'a> {
                 .map(|c| schedule::dial_at(self.connect_start, rate, c.global));
             let wake = match next_dial {
                 Some(at) => at,
-                None if self.settling == 0 => return Ok(()),
+                None if self.settling == 0 => {
+                    self.stats.setup = self.connect_start.elapsed();
+                    return Ok(());
+                }
                 None => now + self.config.connect_timeout,
             };
             self.poll_until(wake)?;
@@ -341,10 +342,10 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// Phase 4: wait up to [`DRAIN`] for the replies still outstanding and the connections
+    /// Phase 4: wait up to `--drain` for the replies still outstanding and the connections
     /// still getting back after a GOAWAY.
     fn drain(&mut self) -> Result<(), WorkerError> {
-        let deadline = self.window.end + DRAIN;
+        let deadline = self.window.end + self.config.drain;
         loop {
             let in_flight = self.conns.iter().any(|c| !c.outstanding.is_empty());
             if (!in_flight && self.reconnecting == 0) || Instant::now() >= deadline {
@@ -368,16 +369,19 @@ impl<'a> Worker<'a> {
                     self.stats.error("reconnect_unfinished");
                     self.stats.session.reconnects_failed += 1;
                     self.stats.dropped += 1;
-                    self.stats
-                        .errors_n("goaway_unanswered", conn.outstanding.clear() as u64);
+                    let lost = conn.outstanding.clear() as u64;
+                    self.stats.errors_n("goaway_unanswered", lost);
+                    self.stats.requests.lost += lost;
                 }
                 _ => {
                     self.stats.error("setup_unfinished");
                     self.stats.failed += 1;
                 }
             }
-            let unanswered = conn.close();
-            self.stats.errors_n("unanswered", unanswered as u64);
+            // Still up after the drain: whatever is in flight was never answered.
+            let unanswered = conn.close() as u64;
+            self.stats.errors_n("unanswered", unanswered);
+            self.stats.requests.unanswered += unanswered;
         }
         self.open = 0;
         self.publish();
