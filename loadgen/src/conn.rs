@@ -143,6 +143,8 @@ pub(crate) struct Conn {
     pub heartbeat: Option<Duration>,
     /// The deadline of the current phase (see [`crate::deadlines`]).
     pub phase_at: Option<Instant>,
+    /// The worker's lag when `phase_at` was set (see [`crate::lag`]).
+    pub phase_lag: Duration,
     /// When the next PING is due.
     pub ping_at: Option<Instant>,
     /// The id of the `--hold` check PING awaiting its PONG; 0 when none is.
@@ -184,6 +186,7 @@ impl Conn {
             busy: 0,
             heartbeat: None,
             phase_at: None,
+            phase_lag: Duration::ZERO,
             ping_at: None,
             check_id: 0,
             ever_connected: false,
@@ -196,6 +199,17 @@ impl Conn {
 
     pub(crate) fn is_ready(&self) -> bool {
         self.state == State::Ready
+    }
+
+    /// Whether the current phase waits for the other side (an `/ip_list` answer, a
+    /// connect, a LOGIN_OK, the replies due after a GOAWAY), so that its deadline is a
+    /// timeout, rather than for a backoff of its own to end.
+    pub(crate) fn awaits_server(&self) -> bool {
+        match self.state {
+            State::Resolving | State::Connecting | State::Leaving => true,
+            State::LoggingIn => self.login_id != 0,
+            State::Idle | State::Ready | State::Backoff | State::Closed => false,
+        }
     }
 
     /// Bytes queued and not yet written to the socket.
@@ -960,6 +974,25 @@ mod tests {
         assert!(conn.session.is_some(), "kept for RESUME");
         assert_eq!(conn.close(), 1);
         assert_eq!(conn.state, State::Closed);
+    }
+
+    #[test]
+    fn only_a_phase_waiting_for_the_server_has_a_timeout() {
+        let (mut conn, ..) = setup();
+        for (state, login_id, waits) in [
+            (State::Resolving, 0, true),
+            (State::Connecting, 0, true),
+            (State::LoggingIn, 7, true),
+            // A login answered BUSY or UNAVAILABLE waits for its own retry.
+            (State::LoggingIn, 0, false),
+            (State::Leaving, 0, true),
+            (State::Backoff, 0, false),
+            (State::Ready, 0, false),
+        ] {
+            conn.state = state;
+            conn.login_id = login_id;
+            assert_eq!(conn.awaits_server(), waits, "{state:?} login {login_id}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod deadlines;
 mod dial;
 mod http;
 mod ip_list;
+mod lag;
 mod limits;
 mod outstanding;
 mod payload;

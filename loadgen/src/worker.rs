@@ -35,6 +35,7 @@ use crate::config::{Config, Mode};
 use crate::conn::{Conn, Env, State};
 use crate::deadlines::{Alarm, Deadlines};
 use crate::dial;
+use crate::lag::Lag;
 use crate::progress::{Live, Slot};
 use crate::schedule::{self, Round, Schedule};
 use crate::start_line::{Arrival, StartLine};
@@ -118,6 +119,8 @@ struct Worker<'a> {
     reconnecting: usize,
     /// Per-connection timeouts, backoffs and heartbeats.
     deadlines: Deadlines,
+    /// How long the worker has been behind its sockets; phase deadlines wait for it.
+    lag: Lag,
     /// Connections with frames queued this iteration, to flush once.
     dirty: Vec<usize>,
     /// Open loop: wakes the poll at the next due send more precisely than its timeout can.
@@ -158,22 +161,29 @@ impl<'a> Worker<'a> {
             settling: 0,
             reconnecting: 0,
             deadlines: Deadlines::new(),
+            lag: Lag::new(),
             dirty: Vec::new(),
             timer: None,
         })
     }
 
     /// Phase 1: dial everything and wait until each connection is ready, failed or timed
-    /// out.
+    /// out. Dials at most [`schedule::DIALS_PER_TURN`] per turn, so a worker behind its
+    /// `--connect-rate` keeps reading what the connections it dialled are answering.
     fn connect_all(&mut self) -> Result<(), WorkerError> {
         let rate = self.config.connect_rate;
         let mut next = 0;
         loop {
             let now = Instant::now();
-            while let Some(conn) = self.conns.get(next) {
-                if schedule::dial_at(self.connect_start, rate, conn.global) > now {
-                    break;
-                }
+            let pending = self.conns.get(next..).unwrap_or_default();
+            let due = schedule::dials_due(
+                self.connect_start,
+                rate,
+                pending.iter().map(|c| c.global),
+                now,
+                schedule::DIALS_PER_TURN,
+            );
+            for _ in 0..due {
                 self.settling += 1;
                 self.start_attempt(next, now);
                 next += 1;
@@ -183,6 +193,7 @@ impl<'a> Worker<'a> {
                 .get(next)
                 .map(|c| schedule::dial_at(self.connect_start, rate, c.global));
             let wake = match next_dial {
+                // Overdue: a poll that does not wait, then the next turn.
                 Some(at) => at,
                 None if self.settling == 0 => {
                     self.stats.setup = self.connect_start.elapsed();
@@ -408,6 +419,8 @@ impl<'a> Worker<'a> {
             let readish = event.is_readable() || event.is_read_closed() || event.is_error();
             self.ready.push((event.token().0, readish));
         }
+        // A full batch leaves events waiting in the kernel: the worker is behind.
+        self.lag.polled(Instant::now(), self.ready.len() >= EVENTS);
         for i in 0..self.ready.len() {
             let Some(&(k, readish)) = self.ready.get(i) else {
                 break;
@@ -431,6 +444,15 @@ impl<'a> Worker<'a> {
             };
             match alarm {
                 Alarm::Phase if conn.phase_at == Some(at) => {
+                    // A timeout is not the server's if the worker was behind meanwhile; a
+                    // backoff ends when it ends.
+                    let due = self.lag.shift(at, conn.phase_lag, now);
+                    if conn.awaits_server() && due > now {
+                        conn.phase_at = Some(due);
+                        conn.phase_lag = self.lag.total(now);
+                        self.deadlines.set(due, k, Alarm::Phase);
+                        continue;
+                    }
                     conn.phase_at = None;
                     self.phase_timeout(k, now);
                 }

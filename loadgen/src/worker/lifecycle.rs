@@ -474,11 +474,14 @@ impl Worker<'_> {
         conn.drop_socket();
     }
 
-    /// Sets the deadline of `conns[k]`'s current phase to `wait` after `now`.
+    /// Sets the deadline of `conns[k]`'s current phase to `wait` after `now`, in the
+    /// worker's own time: pushed back by whatever lag accrues meanwhile (see [`crate::lag`]).
     pub(super) fn set_phase(&mut self, k: usize, now: Instant, wait: Duration) {
+        let lag = self.lag.total(now);
         if let Some(conn) = self.conns.get_mut(k) {
             let at = now + wait;
             conn.phase_at = Some(at);
+            conn.phase_lag = lag;
             self.deadlines.set(at, k, Alarm::Phase);
         }
     }
