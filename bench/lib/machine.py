@@ -7,8 +7,9 @@ how much CPU went to processes outside the run.
                                         than LIMIT % of one core over 1 s; prints that %
     machine.py cpu ROOT                 a CPU snapshot as JSON: {"t", "task", "ours",
                                         "kthreads"} — clock ticks of all tasks (from
-                                        /proc/stat), of ROOT and its descendants, and of
-                                        kernel threads
+                                        /proc/stat), of ROOT and its descendants (with
+                                        what their reaped children used), and of kernel
+                                        threads
     machine.py others SNAP1 SNAP2       % of one core that went to other processes between
                                         two snapshots (task − ours − kernel threads)
     machine.py rss PID                  VmRSS of PID in KiB (0 when it is gone)
@@ -58,17 +59,28 @@ def describe():
     return f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB, {platform.system()} {platform.release()}"
 
 
+def reaped_ticks(pid):
+    """cutime + cstime of pid: what its children that exited and were reaped used."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[13]) + int(rest[14])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def snapshot(root):
     procs = scan()
     ours = descendants([root], procs)
-    mine = sum(t for pid, (_, t) in procs.items() if pid in ours)
+    # A process of ours that exited moves its ticks to its parent's cutime/cstime.
+    mine = sum(t + reaped_ticks(pid) for pid, (_, t) in procs.items() if pid in ours)
     kthreads = sum(t for pid, (ppid, t) in procs.items() if pid == 2 or ppid == 2)
     return {"t": time.time(), "task": task_ticks(), "ours": mine, "kthreads": kthreads}
 
 
 def others(a, b):
-    """% of one core used outside ROOT's tree between snapshots a and b. Processes of ours
-    that exited in between make this an overestimate, never an underestimate."""
+    """% of one core used outside ROOT's tree between snapshots a and b. A process of ours
+    that exited in between without being reaped by one of ours makes it an overestimate."""
     dt = max(b["t"] - a["t"], 1e-3)
     ticks = (b["task"] - a["task"]) - max(0, b["ours"] - a["ours"]) - max(0, b["kthreads"] - a["kthreads"])
     return max(0.0, 100.0 * ticks / HZ / dt)
