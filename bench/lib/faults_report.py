@@ -146,7 +146,7 @@ def storm(out):
         goodput = c["logged_in"] / c["setup_s"] if c["setup_s"] else 0.0
         rows.append({"name": meta["name"], "rate": int(meta["rate"]), "n": int(meta["conns"]),
                      "goodput": goodput, "setup": c["setup_s"], "ok": lo["ok"],
-                     "failed": lo["failed"] + c["failed"], "dropped": c["dropped"],
+                     "failed": c["failed"], "dropped": c["dropped"],
                      "busy": lo.get("busy"), "busy_gw": busy_at_gw, "others": meta["others"],
                      "errors": lg["errors"]})
     one = next((r["goodput"] for r in rows if r["name"] == "1x"), 0.0)
@@ -157,7 +157,7 @@ def storm(out):
           f"max_logins_inflight 512 each) and one tether-state; tether-loadgen in "
           f"{setup['procs']} process(es). Capacity C = **{capacity:,} logins/s**.\n")
     print("| storm | offered logins/s | logins | goodput logins/s | of the offer | of 1× | "
-          "set-up s | BUSY answers (loadgen / gateways) | failed / dropped | other errors | "
+          "set-up s | BUSY answers (loadgen / gateways) | never logged in / dropped | errors | "
           "other processes' CPU |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
@@ -288,11 +288,12 @@ def soak(out):
         for labels, v in family(samples(f"{out}/metrics-{d}.txt"), "tether_gateway_connections_closed_total").items():
             gw_closed[labels] = gw_closed.get(labels, 0) + v
     slow_closes = gw_closed.get('{reason="slow_consumer"}', 0)
-    row(f"slow readers ({ledger['slow_readers']})", slow_q, f" ({slow_detail})" if slow_detail else "")
-    print(f"\nThe gateways closed {slow_closes:,.0f} connections SLOW_CONSUMER (their counters since "
-          f"their last start); the slow readers saw {slow_q.get('slow_consumer', 0):,} of those ERRORs "
-          f"(the rest were cut off behind the full socket buffer: a reset) and lost the requests "
-          f"queued with them.")
+    if ledger["slow_readers"]:
+        row(f"slow readers ({ledger['slow_readers']})", slow_q, f" ({slow_detail})" if slow_detail else "")
+        print(f"\nThe gateways closed {slow_closes:,.0f} connections SLOW_CONSUMER (their counters since "
+              f"their last start); the slow readers saw {slow_q.get('slow_consumer', 0):,} of those ERRORs "
+              f"(the rest were cut off behind the full socket buffer: a reset) and lost the requests "
+              f"queued with them.")
 
     p = ledger["pushes"]
     refused = {k: v for k, v in p.items() if k.startswith("refused_")}
