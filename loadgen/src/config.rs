@@ -171,6 +171,17 @@ pub struct Args {
     )]
     pub warmup: f64,
 
+    /// Seconds after the end that replies still in flight are waited for; what is still
+    /// in flight then counts as `requests.unanswered`. Set it above the server's request
+    /// timeout to hear every request's fate.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_DRAIN",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub drain: f64,
+
     /// Closed loop: DATA frames kept outstanding per connection [default: 1].
     #[arg(
         long,
@@ -409,6 +420,8 @@ pub struct Config {
     pub payload: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// `--drain`: how long after the end replies in flight are waited for.
+    pub drain: Duration,
     pub mode: Mode,
     pub threads: usize,
     pub sources: Vec<IpAddr>,
@@ -573,6 +586,7 @@ impl Args {
             None => seconds("duration", self.duration, true),
         };
         let warmup = seconds("warmup", self.warmup, false);
+        let drain = seconds("drain", self.drain, false);
         let connect_timeout = seconds("connect-timeout", self.connect_timeout, true);
 
         let push = match self.push_rate {
@@ -696,12 +710,14 @@ impl Args {
             Some(duration),
             Some(warmup),
             Some(connect_timeout),
+            Some(drain),
         ) = (
             heartbeat,
             reconnect_timeout,
             duration,
             warmup,
             connect_timeout,
+            drain,
         )
         else {
             return Err(ConfigErrors(errors));
@@ -723,6 +739,7 @@ impl Args {
             payload: self.payload,
             duration,
             warmup,
+            drain,
             mode,
             threads,
             sources,
@@ -861,6 +878,7 @@ impl Config {
             payload: 64,
             duration: Duration::from_secs(10),
             warmup: Duration::ZERO,
+            drain: Duration::from_secs(1),
             mode: Mode::Pipeline(1),
             threads: std::thread::available_parallelism()
                 .map(usize::from)

@@ -146,6 +146,8 @@ pub(crate) struct Conn {
     pub heartbeat: Option<Duration>,
     /// The deadline of the current phase (see [`crate::deadlines`]).
     pub phase_at: Option<Instant>,
+    /// The worker's lag when `phase_at` was set (see [`crate::lag`]).
+    pub phase_lag: Duration,
     /// When the next PING is due.
     pub ping_at: Option<Instant>,
     /// The id of the `--hold` check PING awaiting its PONG; 0 when none is.
@@ -188,6 +190,7 @@ impl Conn {
             busy: 0,
             heartbeat: None,
             phase_at: None,
+            phase_lag: Duration::ZERO,
             ping_at: None,
             check_id: 0,
             ever_connected: false,
@@ -200,6 +203,17 @@ impl Conn {
 
     pub(crate) fn is_ready(&self) -> bool {
         self.state == State::Ready
+    }
+
+    /// Whether the current phase waits for the other side (an `/ip_list` answer, a
+    /// connect, a LOGIN_OK, the replies due after a GOAWAY), so that its deadline is a
+    /// timeout, rather than for a backoff of its own to end.
+    pub(crate) fn awaits_server(&self) -> bool {
+        match self.state {
+            State::Resolving | State::Connecting | State::Leaving => true,
+            State::LoggingIn => self.login_id != 0,
+            State::Idle | State::Ready | State::Backoff | State::Closed => false,
+        }
     }
 
     /// Bytes queued and not yet written to the socket.
@@ -381,6 +395,7 @@ impl Conn {
         match frame.kind {
             Kind::Data => match self.outstanding.take(frame.id) {
                 Some(since) => {
+                    stats.requests.answered += 1;
                     match payload::verify(self.global as u64, frame.id, env.payload, frame.body) {
                         Ok(()) => stats.reply(since, now, window),
                         Err(mismatch) => {
@@ -415,13 +430,13 @@ impl Conn {
                 } else if let Some(closing) = known.filter(|c| c.closes_connection()) {
                     // The drop's cause: counted once, by the worker.
                     self.signals.closed_by = Some(closing);
-                    self.outstanding.take(frame.id);
+                    self.errored(frame.id, stats);
                 } else {
                     match known {
                         Some(known) => stats.error(known.name()),
                         None => stats.error(&format!("ERROR_{code}")),
                     }
-                    self.outstanding.take(frame.id);
+                    self.errored(frame.id, stats);
                 }
             }
             Kind::GoAway => self.signals.goaway = true,
@@ -429,6 +444,13 @@ impl Conn {
             other => self.verify_failed(stats, frame.id, other.name()),
         }
         Ok(())
+    }
+
+    /// An ERROR answered request `id`: it is no longer in flight.
+    fn errored(&mut self, id: u64, stats: &mut Stats) {
+        if self.outstanding.take(id).is_some() {
+            stats.requests.errored += 1;
+        }
     }
 
     fn awaits_login(&self, id: u64) -> bool {
@@ -720,6 +742,44 @@ mod tests {
     }
 
     #[test]
+    fn every_request_ends_answered_errored_or_in_flight() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        for _ in 0..5 {
+            conn.queue_data(&env, t0, &window, &mut stats);
+        }
+        let on = |conn: &mut Conn, stats: &mut Stats, kind, id, body: &[u8]| {
+            conn.on_frame(Frame::new(kind, id, body), &env, t0, &window, stats)
+                .unwrap();
+        };
+        on(&mut conn, &mut stats, Kind::Data, 1, &reply(1, 16));
+        let mut frames = Vec::new();
+        encode::error(
+            &mut frames,
+            2,
+            ErrorCode::RequestTimeout,
+            "no node answered",
+        );
+        encode::error(&mut frames, 3, ErrorCode::Busy, "retry");
+        // The same id again, and an id never sent: neither is a request.
+        encode::error(&mut frames, 3, ErrorCode::Busy, "retry");
+        encode::error(&mut frames, 77, ErrorCode::Unavailable, "node gone");
+        let mut at = 0;
+        while let Some((frame, used)) = env.decoder.decode(&frames[at..]).unwrap() {
+            conn.on_frame(frame, &env, t0, &window, &mut stats).unwrap();
+            at += used;
+        }
+        // A reply whose payload does not verify still answered its request.
+        on(&mut conn, &mut stats, Kind::Data, 4, &reply(5, 16));
+        let q = stats.requests;
+        assert_eq!((q.sent, q.answered, q.errored), (5, 2, 2), "{q:?}");
+        assert_eq!(stats.verify_failures, 1);
+        assert_eq!(conn.outstanding.len(), 1, "id 5 is still in flight");
+        assert!(!q.balanced(), "until the last one's fate is known");
+        stats.requests.unanswered += conn.close() as u64;
+        assert!(stats.requests.balanced(), "{:?}", stats.requests);
+    }
+
+    #[test]
     fn login_ok_keeps_the_session_and_a_resume_is_checked_against_it() {
         let (mut conn, env, window, mut stats, t0) = setup();
         conn.state = State::LoggingIn;
@@ -959,6 +1019,25 @@ mod tests {
         assert!(conn.session.is_some(), "kept for RESUME");
         assert_eq!(conn.close(), 1);
         assert_eq!(conn.state, State::Closed);
+    }
+
+    #[test]
+    fn only_a_phase_waiting_for_the_server_has_a_timeout() {
+        let (mut conn, ..) = setup();
+        for (state, login_id, waits) in [
+            (State::Resolving, 0, true),
+            (State::Connecting, 0, true),
+            (State::LoggingIn, 7, true),
+            // A login answered BUSY or UNAVAILABLE waits for its own retry.
+            (State::LoggingIn, 0, false),
+            (State::Leaving, 0, true),
+            (State::Backoff, 0, false),
+            (State::Ready, 0, false),
+        ] {
+            conn.state = state;
+            conn.login_id = login_id;
+            assert_eq!(conn.awaits_server(), waits, "{state:?} login {login_id}");
+        }
     }
 
     #[test]

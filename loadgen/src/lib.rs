@@ -32,6 +32,7 @@ mod deadlines;
 mod dial;
 mod http;
 mod ip_list;
+mod lag;
 mod limits;
 mod link;
 mod outstanding;

@@ -1,5 +1,6 @@
 //! Timetables, without any I/O: when each open-loop DATA frame is due, and when each
-//! connection may be dialled under `--connect-rate`.
+//! connection may be dialled under `--connect-rate` (and how many of the overdue ones to
+//! dial at once).
 //!
 //! Open loop (`--rate R`): connection `g` of `N` sends its frame number `n` at
 //! `start + (n + g / N) / R`, so the N connections' phases are spread evenly over one
@@ -110,6 +111,30 @@ pub(crate) fn dial_at(start: Instant, connect_rate: u32, global: usize) -> Insta
     start + Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
 }
 
+/// The most connections a worker dials in one turn of its loop. A worker that fell behind
+/// `--connect-rate` dials its backlog this many at a time, reading the answers of those
+/// already dialled in between: dialling the whole backlog first left their LOGIN_OKs
+/// unread until they timed out, and a login storm collapsed in the load generator. Each
+/// dial comes back as a few events (connected, LOGIN_OK or BUSY, a retry's answer), so 128
+/// of them stay within the 1,024 events one poll takes.
+pub(crate) const DIALS_PER_TURN: usize = 128;
+
+/// How many of `pending` (the global indices of a worker's connections not dialled yet, in
+/// dial order) to dial at `now`: those due by then, at most `budget`.
+pub(crate) fn dials_due(
+    start: Instant,
+    connect_rate: u32,
+    pending: impl IntoIterator<Item = usize>,
+    now: Instant,
+    budget: usize,
+) -> usize {
+    pending
+        .into_iter()
+        .take(budget)
+        .take_while(|&global| dial_at(start, connect_rate, global) <= now)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +201,24 @@ mod tests {
             assert!(at >= last);
             last = at;
         }
+    }
+
+    #[test]
+    fn an_overdue_backlog_is_dialled_a_turn_at_a_time() {
+        let start = Instant::now();
+        // 1,000/s: connection g is due at g ms.
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(dials_due(start, 1000, 0..10_000, at(0), 64), 1);
+        assert_eq!(dials_due(start, 1000, 5..10_000, at(9), 64), 5);
+        // Ten seconds behind: 10,000 are overdue, one turn dials 64 of them.
+        assert_eq!(dials_due(start, 1000, 0..10_000, at(10_000), 64), 64);
+        assert_eq!(dials_due(start, 1000, 9_990..10_000, at(10_000), 64), 10);
+        assert_eq!(dials_due(start, 1000, 0..0, at(10_000), 64), 0);
+        // No rate: everything is due, still a turn at a time.
+        assert_eq!(
+            dials_due(start, 0, 0..500, start, DIALS_PER_TURN),
+            DIALS_PER_TURN
+        );
     }
 
     #[test]

@@ -55,6 +55,45 @@ pub struct Stats {
     pub push: PushCounts,
     /// Push latency in µs (receive time − the payload's stamp), first deliveries only.
     pub push_latency: Histogram<u64>,
+    /// What became of every DATA frame sent, warmup included.
+    pub requests: RequestCounts,
+    /// From the first dial until every connection was ready or given up (the connect
+    /// phase); the longest of the workers' when merged.
+    pub setup: Duration,
+}
+
+/// What became of every DATA frame sent, warmup included: each ends in exactly one of
+/// `answered`, `errored`, `lost` or `unanswered`, so `sent` is their sum once the run is
+/// over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    /// DATA frames written to a connection's queue.
+    pub sent: u64,
+    /// Answered by DATA with their id (verified or not: `verify_failures` tells).
+    pub answered: u64,
+    /// Answered by an ERROR with their id (REQUEST_TIMEOUT, BUSY, UNAVAILABLE, …).
+    pub errored: u64,
+    /// In flight on a connection that went away before the end (closed by the server, reset,
+    /// told GOAWAY): the client saw its connection end, so nothing was silent.
+    pub lost: u64,
+    /// Still in flight at the very end, after the drain, on a connection that stayed up:
+    /// never answered at all.
+    pub unanswered: u64,
+}
+
+impl RequestCounts {
+    fn add(&mut self, o: &RequestCounts) {
+        self.sent += o.sent;
+        self.answered += o.answered;
+        self.errored += o.errored;
+        self.lost += o.lost;
+        self.unanswered += o.unanswered;
+    }
+
+    /// Whether every request sent is accounted for.
+    pub fn balanced(&self) -> bool {
+        self.sent == self.answered + self.errored + self.lost + self.unanswered
+    }
 }
 
 /// Logins, resumes, reconnects and heartbeats.
@@ -160,6 +199,8 @@ impl Stats {
             session: SessionCounts::default(),
             push: PushCounts::default(),
             push_latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+            requests: RequestCounts::default(),
+            setup: Duration::ZERO,
         })
     }
 
@@ -185,6 +226,7 @@ impl Stats {
     /// Counts a DATA frame sent (or scheduled) at `at`.
     pub fn sent(&mut self, at: Instant, window: &Window) {
         self.total_sent += 1;
+        self.requests.sent += 1;
         if window.measures(at) {
             self.sent += 1;
         }
@@ -228,6 +270,8 @@ impl Stats {
         }
         self.session.add(&other.session);
         self.push.add(&other.push);
+        self.requests.add(&other.requests);
+        self.setup = self.setup.max(other.setup);
         self.push_latency.add(&other.push_latency)?;
         self.latency.add(&other.latency)
     }
@@ -253,6 +297,10 @@ pub(crate) struct WireStats {
     pub session: SessionCounts,
     pub push: PushCounts,
     pub push_latency: Vec<(u64, u64)>,
+    #[serde(default)]
+    pub requests: RequestCounts,
+    #[serde(default)]
+    pub setup_s: f64,
 }
 
 fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
@@ -285,6 +333,8 @@ impl WireStats {
             session: s.session,
             push: s.push,
             push_latency: buckets(&s.push_latency),
+            requests: s.requests,
+            setup_s: s.setup.as_secs_f64(),
         }
     }
 
@@ -305,6 +355,8 @@ impl WireStats {
         }
         s.session = self.session;
         s.push = self.push;
+        s.requests = self.requests;
+        s.setup = Duration::try_from_secs_f64(self.setup_s).unwrap_or_default();
         refill(&mut s.latency, &self.latency)?;
         refill(&mut s.push_latency, &self.push_latency)?;
         Ok(s)
@@ -398,6 +450,9 @@ mod tests {
         }
         b.error("fd_limit");
         b.session.checks_answered = 7;
+        b.requests.errored = 3;
+        b.setup = Duration::from_millis(2500);
+        a.setup = Duration::from_millis(900);
         let text = serde_json::to_string(&WireStats::of(&b)).unwrap();
         let back: WireStats = serde_json::from_str(&text).unwrap();
         let mut merged = WireStats::of(&a).into_stats().unwrap();
@@ -412,5 +467,11 @@ mod tests {
         assert_eq!(merged.latency.len(), 5_000);
         assert_eq!(merged.errors.get("fd_limit"), Some(&1));
         assert_eq!(merged.session.checks_answered, 7);
+        assert_eq!(merged.requests.errored, 3);
+        assert_eq!(
+            merged.requests.answered, 0,
+            "reply() is the Conn's business"
+        );
+        assert_eq!(merged.setup, Duration::from_millis(2500), "the longest");
     }
 }

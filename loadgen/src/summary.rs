@@ -3,9 +3,10 @@
 //!
 //! JSON keys (bench scripts, `doc/bench.md` and `cargo xtask demo` rely on them):
 //! `mode`, `pipeline` | `rate`, `duration_s`, `warmup_s`, `payload`, `threads`, `login`,
-//! `conns{requested,established,logged_in,failed,dropped}`, `frames{sent,received,skipped}`,
+//! `conns{requested,established,logged_in,failed,dropped,setup_s}`,
+//! `frames{sent,received,skipped}`, `requests{sent,answered,errored,lost,unanswered}`,
 //! `errors{NAME:n}`, `verify_failures`, `throughput_per_s`,
-//! `latency_us{p50,p90,p99,p999,max,mean}`, `logins{ok,failed}`,
+//! `latency_us{p50,p90,p99,p999,max,mean}`, `logins{ok,failed,busy}`,
 //! `resumes{ok,failed,new_session}`, `reconnects{goaways,ok,failed}`,
 //! `heartbeats{sent,pongs}`,
 //! `push{received,unique,duplicates,out_of_order,unstamped,acked,latency_us{…}}`,
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Mode};
 use crate::cpu::CpuTime;
 use crate::pusher::PushApi;
-use crate::stats::Stats;
+use crate::stats::{RequestCounts, Stats};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -44,6 +45,10 @@ pub struct Summary {
     pub login: String,
     pub conns: Conns,
     pub frames: Frames,
+    /// What became of every DATA frame, warmup included (`frames` counts the measured
+    /// window only).
+    #[serde(default)]
+    pub requests: RequestCounts,
     /// Count by name, every failure including attempts a fallback recovered from:
     /// connection causes ("connect_refused", "reset", "eof", "login_timeout",
     /// "ip_list_unavailable", "reconnect_timeout", …), ERROR codes by name ("KICKED",
@@ -97,7 +102,7 @@ fn no_login() -> String {
     "none".to_string()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Conns {
     pub requested: u64,
     /// TCP connected to a gateway (or target) at least once.
@@ -110,6 +115,10 @@ pub struct Conns {
     /// Ready, then lost before the run ended (a GOAWAY followed by a successful reconnect
     /// is not a loss).
     pub dropped: u64,
+    /// Seconds from the first dial until every connection was ready (logged in) or given
+    /// up: with a login, `logged_in / setup_s` is the login rate the run achieved.
+    #[serde(default)]
+    pub setup_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +139,10 @@ pub struct Logins {
     pub ok: u64,
     /// LOGINs refused (ERROR), timed out or cut off; by cause in `errors`.
     pub failed: u64,
+    /// LOGINs and RESUMEs answered BUSY (the gateway's admission bound) and sent again
+    /// after its `retry_after_ms` hint; not failures.
+    #[serde(default)]
+    pub busy: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,12 +274,14 @@ impl Summary {
                 logged_in: session.logged_in,
                 failed: stats.failed,
                 dropped: stats.dropped,
+                setup_s: stats.setup.as_secs_f64(),
             },
             frames: Frames {
                 sent: stats.sent,
                 received: stats.received,
                 skipped: session.skipped,
             },
+            requests: stats.requests,
             errors: stats.errors.clone(),
             verify_failures: stats.verify_failures,
             throughput_per_s: throughput,
@@ -274,6 +289,7 @@ impl Summary {
             logins: Logins {
                 ok: session.logins_ok,
                 failed: session.logins_failed,
+                busy: session.logins_busy,
             },
             resumes: Resumes {
                 ok: session.resumes_ok,
@@ -379,13 +395,19 @@ impl fmt::Display for Summary {
         let c = &self.conns;
         writeln!(
             f,
-            "  conns        requested {}  established {}  logged in {}  failed {}  dropped {}  (login: {})",
-            c.requested, c.established, c.logged_in, c.failed, c.dropped, self.login
+            "  conns        requested {}  established {}  logged in {}  failed {}  dropped {}  (login: {}, set up in {:.2} s)",
+            c.requested, c.established, c.logged_in, c.failed, c.dropped, self.login, c.setup_s
         )?;
         writeln!(
             f,
             "  frames       sent {}  received {}",
             self.frames.sent, self.frames.received
+        )?;
+        let q = &self.requests;
+        writeln!(
+            f,
+            "  requests     sent {}  answered {}  errored {}  lost with their connection {}  unanswered {}",
+            q.sent, q.answered, q.errored, q.lost, q.unanswered
         )?;
         writeln!(f, "  throughput   {:.0} replies/s", self.throughput_per_s)?;
         let l = &self.latency_us;
@@ -402,8 +424,8 @@ impl fmt::Display for Summary {
         let (r, h, re) = (&self.resumes, &self.heartbeats, &self.reconnects);
         writeln!(
             f,
-            "  sessions     logins {} ok {} failed  resumes {} ok {} failed {} new  heartbeats {} sent {} pongs",
-            self.logins.ok, self.logins.failed, r.ok, r.failed, r.new_session, h.sent, h.pongs
+            "  sessions     logins {} ok {} failed {} busy  resumes {} ok {} failed {} new  heartbeats {} sent {} pongs",
+            self.logins.ok, self.logins.failed, self.logins.busy, r.ok, r.failed, r.new_session, h.sent, h.pongs
         )?;
         writeln!(
             f,
@@ -523,18 +545,23 @@ mod tests {
             "reconnects",
             "heartbeats",
             "push",
+            "requests",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         for (group, keys) in [
             (
                 "conns",
-                &["established", "logged_in", "failed", "dropped"][..],
+                &["established", "logged_in", "failed", "dropped", "setup_s"][..],
             ),
             ("frames", &["sent", "received", "skipped"][..]),
+            (
+                "requests",
+                &["sent", "answered", "errored", "lost", "unanswered"][..],
+            ),
             ("latency_us", &["p50", "p90", "p99", "p999", "max"][..]),
             ("cpu", &["user_s", "sys_s", "us_per_frame"][..]),
-            ("logins", &["ok", "failed"][..]),
+            ("logins", &["ok", "failed", "busy"][..]),
             ("resumes", &["ok", "failed", "new_session"][..]),
             ("reconnects", &["goaways", "ok", "failed"][..]),
             ("heartbeats", &["sent", "pongs"][..]),
@@ -580,6 +607,8 @@ mod tests {
         let mut stats = Stats::new().unwrap();
         stats.established = 1;
         stats.session.logins_ok = 1;
+        stats.session.logins_busy = 3;
+        stats.setup = Duration::from_millis(1500);
         stats.session.resumes_ok = 2;
         stats.session.goaways = 2;
         stats.session.reconnects_ok = 2;
@@ -596,6 +625,8 @@ mod tests {
         let summary = Summary::new(&config, 1, &stats, Some(&api), CpuTime::default());
         let json: serde_json::Value = serde_json::from_str(&summary.to_json().unwrap()).unwrap();
         assert_eq!(json["login"], "anonymous");
+        assert_eq!(json["logins"]["busy"], 3);
+        assert_eq!(json["conns"]["setup_s"], 1.5);
         assert_eq!(json["resumes"]["ok"], 2);
         assert_eq!(json["reconnects"]["goaways"], 2);
         assert_eq!(json["heartbeats"]["sent"], 7);

@@ -9,7 +9,7 @@
 //! 3. **load**: for `--duration`, keep `--pipeline` frames outstanding per connection, or
 //!    send on the `--rate` timetable (woken at the next due send: poll timeout, sharpened
 //!    by a timerfd — see [`crate::timer`]);
-//! 4. **drain**: stop sending, wait up to [`DRAIN`] for outstanding replies (and for
+//! 4. **drain**: stop sending, wait up to `--drain` for outstanding replies (and for
 //!    connections still getting back after a GOAWAY), then close; whatever is still
 //!    outstanding counts as `unanswered`.
 //!
@@ -35,6 +35,7 @@ use crate::config::{Config, Mode};
 use crate::conn::{Conn, Env, State};
 use crate::deadlines::{Alarm, Deadlines};
 use crate::dial;
+use crate::lag::Lag;
 use crate::link::LinkSpec;
 use crate::progress::{Live, Slot};
 use crate::schedule::{self, Round, Schedule};
@@ -42,8 +43,6 @@ use crate::start_line::{Arrival, StartLine};
 use crate::stats::{Stats, Window};
 use crate::timer::{self, Timer};
 
-/// How long after the end replies are still awaited.
-pub(crate) const DRAIN: Duration = Duration::from_secs(1);
 /// Poll timeout while waiting at the start line.
 const START_LINE_POLL: Duration = Duration::from_millis(2);
 /// Bytes read from a socket at once.
@@ -125,6 +124,8 @@ struct Worker<'a> {
     reconnecting: usize,
     /// Per-connection timeouts, backoffs and heartbeats.
     deadlines: Deadlines,
+    /// How long the worker has been behind its sockets; phase deadlines wait for it.
+    lag: Lag,
     /// Connections with frames queued this iteration, to flush once.
     dirty: Vec<usize>,
     /// Open loop: wakes the poll at the next due send more precisely than its timeout can.
@@ -172,22 +173,29 @@ impl<'a> Worker<'a> {
             settling: 0,
             reconnecting: 0,
             deadlines: Deadlines::new(),
+            lag: Lag::new(),
             dirty: Vec::new(),
             timer: None,
         })
     }
 
     /// Phase 1: dial everything and wait until each connection is ready, failed or timed
-    /// out.
+    /// out. Dials at most [`schedule::DIALS_PER_TURN`] per turn, so a worker behind its
+    /// `--connect-rate` keeps reading what the connections it dialled are answering.
     fn connect_all(&mut self) -> Result<(), WorkerError> {
         let rate = self.config.connect_rate;
         let mut next = 0;
         loop {
             let now = Instant::now();
-            while let Some(conn) = self.conns.get(next) {
-                if schedule::dial_at(self.connect_start, rate, conn.global) > now {
-                    break;
-                }
+            let pending = self.conns.get(next..).unwrap_or_default();
+            let due = schedule::dials_due(
+                self.connect_start,
+                rate,
+                pending.iter().map(|c| c.global),
+                now,
+                schedule::DIALS_PER_TURN,
+            );
+            for _ in 0..due {
                 self.settling += 1;
                 self.start_attempt(next, now);
                 next += 1;
@@ -197,8 +205,12 @@ impl<'a> Worker<'a> {
                 .get(next)
                 .map(|c| schedule::dial_at(self.connect_start, rate, c.global));
             let wake = match next_dial {
+                // Overdue: a poll that does not wait, then the next turn.
                 Some(at) => at,
-                None if self.settling == 0 => return Ok(()),
+                None if self.settling == 0 => {
+                    self.stats.setup = self.connect_start.elapsed();
+                    return Ok(());
+                }
                 None => now + self.config.connect_timeout,
             };
             self.poll_until(wake)?;
@@ -353,10 +365,10 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// Phase 4: wait up to [`DRAIN`] for the replies still outstanding and the connections
+    /// Phase 4: wait up to `--drain` for the replies still outstanding and the connections
     /// still getting back after a GOAWAY.
     fn drain(&mut self) -> Result<(), WorkerError> {
-        let deadline = self.window.end + DRAIN;
+        let deadline = self.window.end + self.config.drain;
         loop {
             let in_flight = self.conns.iter().any(|c| !c.outstanding.is_empty());
             if (!in_flight && self.reconnecting == 0) || Instant::now() >= deadline {
@@ -380,16 +392,19 @@ impl<'a> Worker<'a> {
                     self.stats.error("reconnect_unfinished");
                     self.stats.session.reconnects_failed += 1;
                     self.stats.dropped += 1;
-                    self.stats
-                        .errors_n("goaway_unanswered", conn.outstanding.clear() as u64);
+                    let lost = conn.outstanding.clear() as u64;
+                    self.stats.errors_n("goaway_unanswered", lost);
+                    self.stats.requests.lost += lost;
                 }
                 _ => {
                     self.stats.error("setup_unfinished");
                     self.stats.failed += 1;
                 }
             }
-            let unanswered = conn.close();
-            self.stats.errors_n("unanswered", unanswered as u64);
+            // Still up after the drain: whatever is in flight was never answered.
+            let unanswered = conn.close() as u64;
+            self.stats.errors_n("unanswered", unanswered);
+            self.stats.requests.unanswered += unanswered;
         }
         self.open = 0;
         self.publish();
@@ -416,6 +431,8 @@ impl<'a> Worker<'a> {
             let readish = event.is_readable() || event.is_read_closed() || event.is_error();
             self.ready.push((event.token().0, readish));
         }
+        // A full batch leaves events waiting in the kernel: the worker is behind.
+        self.lag.polled(Instant::now(), self.ready.len() >= EVENTS);
         for i in 0..self.ready.len() {
             let Some(&(k, readish)) = self.ready.get(i) else {
                 break;
@@ -439,6 +456,15 @@ impl<'a> Worker<'a> {
             };
             match alarm {
                 Alarm::Phase if conn.phase_at == Some(at) => {
+                    // A timeout is not the server's if the worker was behind meanwhile; a
+                    // backoff ends when it ends.
+                    let due = self.lag.shift(at, conn.phase_lag, now);
+                    if conn.awaits_server() && due > now {
+                        conn.phase_at = Some(due);
+                        conn.phase_lag = self.lag.total(now);
+                        self.deadlines.set(due, k, Alarm::Phase);
+                        continue;
+                    }
                     conn.phase_at = None;
                     self.phase_timeout(k, now);
                 }

@@ -49,8 +49,7 @@ impl Worker<'_> {
                 conn.stream = Some(stream);
                 conn.connected = false;
                 conn.queue_bytes(&http::get(&url.host, &url.path("/ip_list")));
-                let at = now + self.config.connect_timeout;
-                self.set_phase(k, at);
+                self.set_phase(k, now, self.config.connect_timeout);
             }
             Err(cause) => {
                 tracing::debug!(cause = cause.name(), ipconfig = %url.addr, "cannot reach ipconfig");

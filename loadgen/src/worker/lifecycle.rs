@@ -103,8 +103,7 @@ impl Worker<'_> {
             conn.peer = Some(addr);
             conn.connected = false;
             conn.state = State::Connecting;
-            let at = now + self.config.connect_timeout;
-            return self.set_phase(k, at);
+            return self.set_phase(k, now, self.config.connect_timeout);
         }
     }
 
@@ -148,7 +147,7 @@ impl Worker<'_> {
                     // No randomness to sign with: nothing goes out, and the login deadline
                     // tries again (as after UNAVAILABLE).
                     self.stats.error("token_signing");
-                    self.set_phase(k, now + self.config.connect_timeout);
+                    self.set_phase(k, now, self.config.connect_timeout);
                     return true;
                 }
             }
@@ -158,8 +157,7 @@ impl Worker<'_> {
         if !conn.queue_hello(hello) {
             return false;
         }
-        let at = now + self.config.connect_timeout;
-        self.set_phase(k, at);
+        self.set_phase(k, now, self.config.connect_timeout);
         true
     }
 
@@ -241,7 +239,7 @@ impl Worker<'_> {
         conn.state = State::Leaving;
         conn.login_id = 0;
         conn.ping_at = None;
-        self.set_phase(k, now + LEAVE_WAIT);
+        self.set_phase(k, now, LEAVE_WAIT);
     }
 
     /// Closes a connection told GOAWAY (its replies are in, or [`LEAVE_WAIT`] passed) and
@@ -250,8 +248,9 @@ impl Worker<'_> {
         if let Some(conn) = self.conns.get_mut(k) {
             // The last acknowledgements, if the socket takes them.
             let _ = conn.flush();
-            let lost = conn.outstanding.clear();
-            self.stats.errors_n("goaway_unanswered", lost as u64);
+            let lost = conn.outstanding.clear() as u64;
+            self.stats.errors_n("goaway_unanswered", lost);
+            self.stats.requests.lost += lost;
         }
         self.unhook(k);
         self.start_attempt(k, now);
@@ -335,7 +334,7 @@ impl Worker<'_> {
             None => reconnect::backoff(conn.busy.min(8), conn.global),
         };
         conn.busy = conn.busy.wrapping_add(1);
-        self.set_phase(k, now + wait)
+        self.set_phase(k, now, wait)
     }
 
     /// The LOGIN or RESUME in flight was answered ERROR `code`. UNAVAILABLE and the other
@@ -358,7 +357,7 @@ impl Worker<'_> {
             }
             let wait = reconnect::backoff(conn.login_retries, conn.global);
             conn.login_retries += 1;
-            return self.set_phase(k, now + wait);
+            return self.set_phase(k, now, wait);
         }
         if conn.resuming {
             self.stats.session.resumes_failed += 1;
@@ -396,8 +395,9 @@ impl Worker<'_> {
                 if cause != Cause::Eof {
                     self.stats.error(cause.name());
                 }
-                let lost = conn.outstanding.clear();
-                self.stats.errors_n("goaway_unanswered", lost as u64);
+                let lost = conn.outstanding.clear() as u64;
+                self.stats.errors_n("goaway_unanswered", lost);
+                self.stats.requests.lost += lost;
                 self.unhook(k);
                 self.start_attempt(k, now);
             }
@@ -445,14 +445,14 @@ impl Worker<'_> {
         let Some(r) = conn.reconnect.as_mut() else {
             return self.give_up(k);
         };
-        let at = now + reconnect::backoff(r.attempts, global);
+        let wait = reconnect::backoff(r.attempts, global);
         r.attempts += 1;
-        if at > r.by {
+        if now + wait > r.by {
             self.stats.error(Cause::ReconnectTimeout.name());
             return self.give_up(k);
         }
         conn.state = State::Backoff;
-        self.set_phase(k, at);
+        self.set_phase(k, now, wait);
     }
 
     /// The connection is over before the end of the run: dropped if it had been ready,
@@ -470,8 +470,9 @@ impl Worker<'_> {
             self.reconnecting = self.reconnecting.saturating_sub(1);
             self.stats.session.reconnects_failed += 1;
         }
-        let unanswered = conn.close();
-        self.stats.errors_n("unanswered", unanswered as u64);
+        let unanswered = conn.close() as u64;
+        self.stats.errors_n("unanswered", unanswered);
+        self.stats.requests.lost += unanswered;
         if was_up {
             self.stats.dropped += 1;
             self.open = self.open.saturating_sub(1);
@@ -492,10 +493,14 @@ impl Worker<'_> {
         conn.drop_socket();
     }
 
-    /// Sets the deadline of `conns[k]`'s current phase.
-    pub(super) fn set_phase(&mut self, k: usize, at: Instant) {
+    /// Sets the deadline of `conns[k]`'s current phase to `wait` after `now`, in the
+    /// worker's own time: pushed back by whatever lag accrues meanwhile (see [`crate::lag`]).
+    pub(super) fn set_phase(&mut self, k: usize, now: Instant, wait: Duration) {
+        let lag = self.lag.total(now);
         if let Some(conn) = self.conns.get_mut(k) {
+            let at = now + wait;
             conn.phase_at = Some(at);
+            conn.phase_lag = lag;
             self.deadlines.set(at, k, Alarm::Phase);
         }
     }
