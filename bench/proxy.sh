@@ -3,6 +3,7 @@
 # the same four echo nodes, the same cores, one run; plus the loadgen straight at one node.
 #
 #   bench/proxy.sh [--quick | --smoke] [--duration S] [--warmup S] [--out DIR] [--targets LIST]
+#                  [--against BIN]
 #
 #     --quick          short run: --duration 3 --warmup 1 (default 10 and 2)
 #     --smoke          the CI check that the script still runs: tiers of 20 and 40
@@ -11,6 +12,9 @@
 #     --out DIR        where raw loadgen JSON, /proc samples, configs and logs go
 #                      (default: a new mktemp dir, printed at the end; kept)
 #     --targets LIST   subset of node,tether,nginx,haproxy (default: all four)
+#     --against BIN    also run another tether-gateway binary (an older build, say) as the
+#                      target `baseline`, right after `tether` in every cell, with the same
+#                      flags; the ratios then include tether/baseline
 #
 # Targets, each in front of the same four echo nodes (127.0.0.1:19890-19893, --reactors 1):
 #   node     the loadgen straight at one echo node: what the rig does with no proxy at all
@@ -60,8 +64,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ---- parameters ------------------------------------------------------------------------
-duration=10 warmup=2 out="" targets_wanted="node tether nginx haproxy" smoke=0
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+duration=10 warmup=2 out="" targets_wanted="node tether nginx haproxy" smoke=0 baseline_bin=""
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --quick) duration=3 warmup=1 ;;
@@ -70,6 +74,7 @@ while (($#)); do
         --warmup) warmup=$2; shift ;;
         --out) out=$2; shift ;;
         --targets) targets_wanted=${2//,/ }; shift ;;
+        --against) baseline_bin=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "proxy.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -78,6 +83,12 @@ done
 for t in $targets_wanted; do
     [[ $t =~ ^(node|tether|nginx|haproxy)$ ]] || { echo "proxy.sh: unknown target '$t'" >&2; exit 2; }
 done
+if [[ -n $baseline_bin ]]; then
+    [[ -x $baseline_bin ]] || { echo "proxy.sh: --against $baseline_bin is not an executable" >&2; exit 2; }
+    baseline_bin=$(realpath "$baseline_bin")
+    targets_wanted=$(echo "$targets_wanted" | sed 's/\btether\b/tether baseline/')
+    [[ $targets_wanted == *baseline* ]] || targets_wanted+=" baseline"
+fi
 
 small=1000          # connections, first tier
 payloads=(64 1024)  # DATA payload bytes
@@ -335,7 +346,7 @@ run_one() {
     [[ $target == node ]] && n_nodes=1
     local ports=("${node_ports[@]:0:n_nodes}")
     case $target in
-        tether) ports+=("$gw_port" "$gw_admin") ;;
+        tether | baseline) ports+=("$gw_port" "$gw_admin") ;;
         nginx) ports+=("$nginx_port") ;;
         haproxy) ports+=("$haproxy_port") ;;
     esac
@@ -352,9 +363,11 @@ run_one() {
     case $target in
         node)
             addr="127.0.0.1:${node_ports[0]}" ;;
-        tether)
+        tether | baseline)
             addr="127.0.0.1:$gw_port"
-            cmd=("$bin/tether-gateway" --listen "$addr" --node "$node_list" --admin "127.0.0.1:$gw_admin"
+            local gateway=$bin/tether-gateway
+            [[ $target == baseline ]] && gateway=$baseline_bin
+            cmd=("$gateway" --listen "$addr" --node "$node_list" --admin "127.0.0.1:$gw_admin"
                  --reactors 1 --acceptors 1) ;;
         nginx)
             addr="127.0.0.1:$nginx_port"
@@ -367,7 +380,7 @@ run_one() {
         start_bg "$name.$target" "$proxy_core" "${cmd[@]}"
         proxy_pid=$started_pid
         proxy_cmd="taskset -c $proxy_core ${cmd[*]}"
-        [[ $target == tether ]] && proxy_cmd="RUST_LOG=warn $proxy_cmd"
+        [[ $target == tether || $target == baseline ]] && proxy_cmd="RUST_LOG=warn $proxy_cmd"
         wait_listen "$name.$target" "$proxy_pid" "${addr##*:}"
     fi
     probe "$addr"
@@ -467,6 +480,7 @@ measure() {   # measure TARGET CONNS PAYLOAD MODE : one run, once more if the ma
 setup_json() {
     local versions layout git_rev
     versions="tether-loadgen $($bin/tether-loadgen --version | awk '{print $2}'); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(haproxy -v | awk 'NR==1 {print "HAProxy", $3}')"
+    [[ -n $baseline_bin ]] && versions+="; baseline (--against): $baseline_bin"
     layout="core $proxy_core: the proxy under test alone (tether-gateway --reactors 1 --acceptors 1; nginx worker_processes 1 + idle master; HAProxy nbthread 1). core $rig_core: tether-loadgen --threads 1 and the echo nodes (--reactors 1 each; 4 behind a proxy, 1 in the direct row, core $proxy_core then idle). A proxy core % near 100 means the proxy is the bottleneck; the direct row shows what core $rig_core does with no proxy at all (behind the gateway the nodes see 4 multiplexed connections instead of one per client, so less work, and the gateway can exceed it)."
     git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)"
     json_kv "$out/setup.json" date "$(date -u '+%Y-%m-%d %H:%M UTC')" git "$git_rev" \

@@ -16,9 +16,9 @@ import json
 import os
 import sys
 
-TARGETS = ["node", "tether", "nginx", "haproxy"]
-LABEL = {"node": "echo node (direct)", "tether": "tether-gateway", "nginx": "nginx stream",
-         "haproxy": "HAProxy tcp"}
+TARGETS = ["node", "tether", "baseline", "nginx", "haproxy"]
+LABEL = {"node": "echo node (direct)", "tether": "tether-gateway", "baseline": "tether-gateway (--against)",
+         "nginx": "nginx stream", "haproxy": "HAProxy tcp"}
 OTHER_CPU_WARN = 10.0  # % of one core used by processes outside the run
 
 
@@ -229,7 +229,9 @@ def main():
     for (conns, payload, mode), by in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], mode_order[kv[0][2]])):
         t = by.get("tether", {})
         parts = []
-        for peer in ("nginx", "haproxy"):
+        for peer in ("baseline", "nginx", "haproxy"):
+            if peer == "baseline" and peer not in by:
+                continue
             p = by.get(peer, {})
             parts.append(f"tether/{peer}: msgs/s {ratio(t.get('tput'), p.get('tput'))}, p99 {ratio(t.get('p99'), p.get('p99'))}, "
                          f"CPU/msg {ratio(t.get('us_per_msg'), p.get('us_per_msg'))}")
