@@ -1,5 +1,5 @@
-//! The `main` every daemon shares: `NAME [flags]` loads the configuration, sets up logging
-//! and runs; `NAME check [flags]` prints the effective configuration (secrets redacted), or
+//! The `main` every daemon shares: `NAME [flags]` loads the configuration, sets up logging,
+//! has the allocator give memory back promptly ([`crate::heap`]) and runs; `NAME check [flags]` prints the effective configuration (secrets redacted), or
 //! every error in it, and exits 1 on errors. `--help` shows each flag's default as `check`
 //! prints it, taken from the config's `Default`.
 
@@ -74,6 +74,8 @@ pub fn main<D: Daemon>(name: &'static str, version: &'static str, about: &'stati
                 }
             };
             crate::logging::init(D::log_format(&config), "info");
+            // Before the daemon's threads: long-lived processes give a burst's memory back.
+            crate::heap::return_memory_promptly();
             match D::run(cli.opts, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

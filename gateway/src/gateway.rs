@@ -419,7 +419,6 @@ impl Gateway {
 /// (`opts` say where it is and which flags override it).
 pub fn run(opts: &Opts, config: Config) -> anyhow::Result<()> {
     tether_daemon::rlimit::raise_and_log();
-    tether_daemon::heap::return_memory_promptly();
     // Signals first: a SIGTERM that arrives while starting (clients are served before
     // `start` returns) drains once started instead of killing the process.
     let (tx, rx) = crossbeam_channel::unbounded();
