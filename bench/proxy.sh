@@ -25,6 +25,8 @@
 # open loop at 20,000 msgs/s in total (--rate = 20000/conns per connection)} x target; then,
 # for the big tier, each target with its connections nearly idle (memory per connection).
 # Every proxy and node is started fresh for each run; the targets of one cell run back to back.
+# Requests go unflagged (loadgen --resend-safe false): nginx and HAProxy never send a request
+# twice, and the gateway keeps no payload copy of a request not flagged safe to re-send.
 #
 # Core layout (2 cores, taskset) — the same for every target:
 #   core 0: the proxy under test, alone (all its threads / processes);
@@ -174,9 +176,9 @@ apt_install() {
         "${sudo[@]}" chmod 755 /usr/sbin/policy-rc.d
         made_policy_rc=1
     fi
-    if ((!apt_updated)); then "${sudo[@]}" apt-get update -q; apt_updated=1; fi
+    if ((!apt_updated)); then "${sudo[@]}" apt-get update -q >&2; apt_updated=1; fi
     say "apt-get install $*"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
     if ((made_policy_rc)); then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; made_policy_rc=0; fi
 }
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -404,7 +406,8 @@ run_one() {
     esac
     ((conns > small)) && shape+=(--connect-rate "$connect_rate")
     local lg=("$bin/tether-loadgen" --target "$addr" --conns "$conns" --payload "$payload"
-              --duration "$d" --warmup "$w" --threads 1 --quiet "${shape[@]}" --json "$out/$name.json")
+              --duration "$d" --warmup "$w" --threads 1 --quiet --resend-safe false "${shape[@]}"
+              --json "$out/$name.json")
 
     local node_csv
     node_csv=$(IFS=,; echo "${node_pids[*]}")

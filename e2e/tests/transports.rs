@@ -3,7 +3,8 @@
 //! through the state daemon (login, echo, PING, a push ACKed, an error that closes) on each
 //! transport; TLS 1.2 and 1.3 forced, each resumed; WebSocket conformance (pings,
 //! fragmentation, text, limits, origins, subprotocols); refused handshakes with their HTTP
-//! status or TLS alert; a certificate replaced on SIGHUP without dropping a client.
+//! status or TLS alert; a certificate replaced on SIGHUP without dropping a client; a
+//! WebSocket client's close 1001 at the drain deadline (read off a raw socket).
 //! Certificates are made at run time with the openssl CLI (ECDSA P-256 and RSA 2048).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -520,4 +521,65 @@ fn loadgen_finds_each_transports_address_through_ip_list() {
         gw.metric(r#"tether_gateway_tls_handshakes_total{result="full"}"#),
         20.0
     );
+}
+
+/// A WebSocket client that stays past `drain_timeout_ms` hears GOAWAY when the drain starts
+/// and a close frame with 1001 (going away) at the deadline, before the connection ends.
+#[test]
+fn a_websocket_client_still_open_at_the_drain_deadline_gets_close_1001() {
+    let dir = temp_dir("transports-drain");
+    let ca = TestCa::new(&dir);
+    let cert = ca.issue("gw", KeyType::EcdsaP256);
+    let mut gw = Gateway::start(&cert, &["--drain-timeout-ms", "500"]);
+    let mut raw = TcpStream::connect(gw.ws).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: tether.v1\r\n\r\n",
+    )
+    .unwrap();
+    let mut reader = BufReader::new(raw);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    gw.proc.signal(libc::SIGTERM);
+    // Unmasked server frames, each whole: (opcode, payload), until the connection ends.
+    let mut wire = Vec::new();
+    let _ = reader.read_to_end(&mut wire);
+    let mut messages = Vec::new();
+    let mut at = 0;
+    while at + 2 <= wire.len() {
+        let opcode = wire[at] & 0x0f;
+        let (len, head) = match wire[at + 1] & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([wire[at + 2], wire[at + 3]])),
+                4,
+            ),
+            127 => panic!("no frame here is that long"),
+            n => (usize::from(n), 2),
+        };
+        messages.push((opcode, wire[at + head..at + head + len].to_vec()));
+        at += head + len;
+    }
+    assert_eq!(at, wire.len(), "whole frames only: {wire:?}");
+    let opcodes: Vec<u8> = messages.iter().map(|(op, _)| *op).collect();
+    assert_eq!(
+        opcodes,
+        [0x2, 0x8],
+        "a binary message, then a close: {messages:?}"
+    );
+    let decoder = tether_proto::Decoder::new(tether_proto::DEFAULT_MAX_BODY);
+    let (goaway, _) = decoder.decode(&messages[0].1).unwrap().unwrap();
+    assert_eq!(goaway.kind, tether_proto::Kind::GoAway);
+    assert_eq!(&messages[1].1[..2], &1001u16.to_be_bytes(), "going away");
+    let exit = gw.proc.wait_timeout(Duration::from_secs(5)).expect("exits");
+    assert!(exit.success(), "{exit:?}");
 }

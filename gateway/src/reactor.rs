@@ -261,7 +261,13 @@ impl Reactor {
                 }
             }
         }
+        // Whoever is left: one last nonblocking write of what is queued for them and of their
+        // closing handshake (a WebSocket close 1001, TLS close_notify), then closed.
         let slots: Vec<usize> = self.clients.iter().map(|(slot, _)| slot).collect();
+        for &slot in &slots {
+            self.close_when_flushed(slot, CloseReason::Shutdown);
+        }
+        self.flush_clients();
         for slot in slots {
             self.close_client(slot, CloseReason::Shutdown);
         }
