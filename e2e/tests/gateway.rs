@@ -761,3 +761,100 @@ fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
+
+/// Two gateway processes on one port with `reuse_port`: the kernel spreads clients over both;
+/// when one drains, its listener leaves the port's group at once and every new client is
+/// served by the other; a process without `reuse_port` cannot bind the port at all.
+#[test]
+fn processes_share_a_port_with_reuse_port_and_one_drains_alone() {
+    let (_nodes, addrs) = cluster(1);
+    let listen = free_addr().to_string();
+    let node = addrs[0].to_string();
+    let start = |id: &str, reuse: &str| -> (Proc, SocketAddr) {
+        let admin = free_addr();
+        let admin_s = admin.to_string();
+        let args = [
+            "--listen",
+            &listen,
+            "--admin",
+            &admin_s,
+            "--node",
+            &node,
+            "--reactors",
+            "1",
+            "--pin-cores",
+            "false",
+            "--id",
+            id,
+            "--reuse-port",
+            reuse,
+            "--drain-timeout-ms",
+            "5000",
+        ];
+        (Proc::spawn("tether-gateway", &args), admin)
+    };
+    let open = |admin: SocketAddr| metric(admin, "tether_gateway_connections_open");
+    let (mut a, admin_a) = start("gw-a", "true");
+    tether_e2e::wait_for_port(admin_a, Duration::from_secs(10));
+    let (_b, admin_b) = start("gw-b", "true");
+    tether_e2e::wait_for_port(admin_b, Duration::from_secs(10));
+    let addr: SocketAddr = listen.parse().unwrap();
+
+    let mut first: Vec<Client> = (0..64).map(|_| Client::connect(addr)).collect();
+    for c in &mut first {
+        c.send_frame(Kind::Ping, 1, b"");
+        assert_eq!(c.expect().kind, Kind::Pong);
+    }
+    let (on_a, on_b) = (open(admin_a), open(admin_b));
+    assert_eq!(on_a + on_b, 64.0);
+    assert!(
+        on_a >= 1.0 && on_b >= 1.0,
+        "both processes took clients: {on_a} and {on_b}"
+    );
+
+    let (mut c, _) = start("gw-c", "false");
+    let status = c
+        .wait_timeout(Duration::from_secs(10))
+        .expect("a process without reuse_port exits");
+    assert!(
+        !status.success(),
+        "it cannot bind a shared port: {status:?}"
+    );
+
+    a.signal(libc::SIGTERM);
+    // gw-a's clients hear GOAWAY once its listener is out of the group: all of them in one
+    // iteration of its reactor, so once one has it the others have it too.
+    let started = Instant::now();
+    let mut heard = vec![false; first.len()];
+    while !heard.iter().any(|&h| h) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no GOAWAY");
+        for (c, h) in first.iter_mut().zip(heard.iter_mut()) {
+            *h = c
+                .recv_timeout(Duration::from_millis(20))
+                .is_some_and(|r| r.kind == Kind::GoAway);
+            if *h {
+                break;
+            }
+        }
+    }
+    for (c, h) in first.iter_mut().zip(heard.iter_mut()) {
+        if !*h {
+            *h = c
+                .recv_timeout(Duration::from_millis(200))
+                .is_some_and(|r| r.kind == Kind::GoAway);
+        }
+    }
+    let goaway = heard.iter().filter(|&&h| h).count() as u32;
+    assert_eq!(f64::from(goaway), on_a);
+    let mut second: Vec<Client> = (0..32).map(|_| Client::connect(addr)).collect();
+    for c in &mut second {
+        c.send_frame(Kind::Ping, 1, b"");
+        assert_eq!(c.expect().kind, Kind::Pong);
+    }
+    assert_eq!(open(admin_b), on_b + 32.0, "every new client went to gw-b");
+    drop(first);
+    let status = a
+        .wait_timeout(Duration::from_secs(10))
+        .expect("gw-a exits once its clients left");
+    assert!(status.success(), "{status:?}");
+}

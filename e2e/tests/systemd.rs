@@ -203,9 +203,10 @@ fn units_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd")
 }
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 5] = [
     "tether-echo-node@.service",
     "tether-gateway.service",
+    "tether-gateway@.service",
     "tether-ipconfig.service",
     "tether-state.service",
 ];
@@ -290,7 +291,10 @@ fn units_follow_the_checklist() {
             "{name}: ExecStartPre"
         );
 
-        let reloads = matches!(name, "tether-gateway.service" | "tether-state.service");
+        let reloads = matches!(
+            name,
+            "tether-gateway.service" | "tether-gateway@.service" | "tether-state.service"
+        );
         if reloads {
             expect("ExecReload", "/bin/kill -HUP $MAINPID");
         } else {
@@ -312,8 +316,8 @@ fn units_follow_the_checklist() {
 }
 
 /// Copies of the units in a fresh directory with `/usr/local/bin/` pointing at this build's
-/// binaries (verify checks that ExecStart's program exists), plus the echo node template as
-/// the instance `tether-echo-node@8890.service`. Returns the directory and the unit paths.
+/// binaries (verify checks that ExecStart's program exists), plus the templates as the
+/// instances `tether-echo-node@8890.service` and `tether-gateway@8911.service`. Returns the directory and the unit paths.
 fn units_for_this_build() -> (PathBuf, Vec<PathBuf>) {
     let bin_dir = binary("tether-gateway")
         .parent()
@@ -340,6 +344,9 @@ fn units_for_this_build() -> (PathBuf, Vec<PathBuf>) {
         let mut copies = vec![name.to_string()];
         if name == "tether-echo-node@.service" {
             copies.push("tether-echo-node@8890.service".into());
+        }
+        if name == "tether-gateway@.service" {
+            copies.push("tether-gateway@8911.service".into());
         }
         for copy in copies {
             let path = dir.join(copy);

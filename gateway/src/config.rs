@@ -51,6 +51,10 @@ pub struct Config {
     /// Whether an upgrade with no `Origin` (a client that is not a browser) is allowed.
     pub ws_allow_no_origin: bool,
     pub backlog: u32,
+    /// Bind every client listener with SO_REUSEPORT, so that several gateway processes on
+    /// this host share its ports and the kernel spreads new connections over them (each
+    /// process then needs its own `id` and `admin`).
+    pub reuse_port: bool,
     /// Accepting threads per listener.
     pub acceptors: usize,
     /// Event-loop threads; 0 = one per core.
@@ -154,6 +158,7 @@ impl Default for Config {
             ws_origins: Vec::new(),
             ws_allow_no_origin: true,
             backlog: 4096,
+            reuse_port: false,
             acceptors: 2,
             reactors: 0,
             pin_cores: true,
@@ -298,6 +303,12 @@ impl Validate for Config {
         if !self.id.is_empty() {
             c.check("id", validate::member_id(&self.id));
         }
+        c.need(
+            !self.reuse_port || !self.id.is_empty(),
+            "id",
+            "set, and unique per process, with reuse_port (processes sharing a port would all \
+             derive the same <hostname>-<port>)",
+        );
         for (key, value) in [
             ("advertise", &self.advertise),
             ("advertise_tls", &self.advertise_tls),
@@ -454,6 +465,9 @@ impl Config {
         if self.backlog != other.backlog {
             changed.push("backlog");
         }
+        if self.reuse_port != other.reuse_port {
+            changed.push("reuse_port");
+        }
         if self.acceptors != other.acceptors {
             changed.push("acceptors");
         }
@@ -580,6 +594,9 @@ pub struct Opts {
     /// Listen backlog.
     #[arg(long, env = "TETHER_GATEWAY_BACKLOG")]
     pub backlog: Option<u32>,
+    /// Share the client ports with other gateway processes (SO_REUSEPORT).
+    #[arg(long, env = "TETHER_GATEWAY_REUSE_PORT")]
+    pub reuse_port: Option<bool>,
     /// Accepting threads per listener.
     #[arg(long, env = "TETHER_GATEWAY_ACCEPTORS")]
     pub acceptors: Option<usize>,
@@ -754,6 +771,23 @@ mod tests {
             vec!["reactors", "nodes", "fall", "max_queued_bytes"],
             "{err}"
         );
+    }
+
+    #[test]
+    fn reuse_port_needs_an_id_of_its_own() {
+        let opts = Opts {
+            reuse_port: Some(true),
+            ..Opts::default()
+        };
+        let err = opts.load().unwrap_err();
+        let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["id"], "{err}");
+        let opts = Opts {
+            reuse_port: Some(true),
+            id: Some("host7-8911".into()),
+            ..Opts::default()
+        };
+        assert!(opts.load().is_ok_and(|c| c.reuse_port));
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Gateway {
         let mut local_addrs = Vec::new();
         let mut listen_names = Vec::new();
         for (addr, transport) in config.listeners() {
-            let listener = listen(addr, config.backlog)
+            let listener = listen(addr, config.backlog, config.reuse_port)
                 .map_err(|source| GatewayError::Listen { addr, source })?;
             let local = listener.local_addr().map_err(GatewayError::Poll)?;
             local_addrs.push(local);
@@ -329,6 +329,7 @@ impl Gateway {
         // Restart-only keys keep their running values, so a later reload compares right.
         kept.listen = self.config.listen.clone();
         kept.backlog = self.config.backlog;
+        kept.reuse_port = self.config.reuse_port;
         kept.acceptors = self.config.acceptors;
         kept.reactors = self.config.reactors;
         kept.pin_cores = self.config.pin_cores;
@@ -489,9 +490,16 @@ fn wait_for_nodes(metrics: &[Arc<Metrics>], timeout: Duration) {
     }
 }
 
-fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+fn listen(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    // The kernel spreads connections over every listener of the port's group; a draining
+    // process's shutdown(2) takes its listener out of the group (doc/operations.md).
+    socket.set_reuse_port(reuse_port)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
