@@ -67,7 +67,14 @@ impl Netns {
 
     /// Cuts this namespace off the bridge (`up` false) or joins it again.
     pub fn link(&self, up: bool) {
-        ip(&["-n", &self.name, "link", "set", &self.dev, if up { "up" } else { "down" }]);
+        ip(&[
+            "-n",
+            &self.name,
+            "link",
+            "set",
+            &self.dev,
+            if up { "up" } else { "down" },
+        ]);
     }
 }
 
@@ -127,10 +134,18 @@ impl Network {
             let addr = format!("{subnet}.{octet}");
             ip(&["netns", "add", &name]);
             ip(&[
-                "-n", &name, "link", "add", &dev, "type", "veth", "peer", "name", &peer,
-                "netns", &bridge,
+                "-n", &name, "link", "add", &dev, "type", "veth", "peer", "name", &peer, "netns",
+                &bridge,
             ]);
-            ip(&["-n", &name, "addr", "add", &format!("{addr}/24"), "dev", &dev]);
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                &dev,
+            ]);
             ip(&["-n", &name, "link", "set", &dev, "up"]);
             ip(&["-n", &name, "link", "set", "lo", "up"]);
             ip(&["-n", &bridge, "link", "set", &peer, "master", "br0"]);
@@ -169,11 +184,17 @@ impl Drop for Network {
 pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = PathBuf::from("/run/netns").join(&ns.name);
     thread::spawn(move || {
-        let file = std::fs::File::open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let file =
+            std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
         // SAFETY: setns on a namespace file we hold open; it changes this thread only.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {}: {}", path.display(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "setns {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
         f()
     })
     .join()
@@ -210,7 +231,11 @@ pub fn wait_port_in(ns: &Netns, addr: SocketAddr, timeout: Duration) {
         }
         false
     });
-    assert!(ok, "nothing listens on {addr} in {} after {timeout:?}", ns.name);
+    assert!(
+        ok,
+        "nothing listens on {addr} in {} after {timeout:?}",
+        ns.name
+    );
 }
 
 /// A Redis 7 Cluster of three primaries and three replicas in the core namespace, with ACL
@@ -243,7 +268,11 @@ impl RedisCluster {
             "create".into(),
         ];
         args.extend((0..REDIS_NODES).map(|i| cluster.addr(i)));
-        args.extend(["--cluster-replicas".into(), "1".into(), "--cluster-yes".into()]);
+        args.extend([
+            "--cluster-replicas".into(),
+            "1".into(),
+            "--cluster-yes".into(),
+        ]);
         let out = ns
             .command("redis-cli")
             .args(&args)
@@ -283,7 +312,8 @@ impl RedisCluster {
             format!(
                 "port {port}\nbind {ip}\nprotected-mode no\ndir {dir}\ncluster-enabled yes\n\
                  cluster-config-file nodes.conf\ncluster-node-timeout 1000\nappendonly yes\n\
-                 appendfsync everysec\nsave \"\"\nuser default off\n\
+                 appendfsync everysec\nsave \"\"\nlogfile {dir}/redis.log\n\
+                 cluster-replica-validity-factor 0\nrepl-diskless-sync-delay 0\nuser default off\n\
                  user {REDIS_USER} on >{REDIS_PASSWORD} ~* &* +@all\n\
                  masteruser {REDIS_USER}\nmasterauth {REDIS_PASSWORD}\n",
                 ip = self.ns.ip,
@@ -316,24 +346,40 @@ impl RedisCluster {
             .ns
             .command("redis-cli")
             .args(["-h", &self.ns.ip, "-p", &(REDIS_PORT + i).to_string()])
-            .args(["--user", REDIS_USER, "--pass", REDIS_PASSWORD, "--no-auth-warning"])
+            .args([
+                "--user",
+                REDIS_USER,
+                "--pass",
+                REDIS_PASSWORD,
+                "--no-auth-warning",
+            ])
             .args(args)
             .output()
             .expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Waits until every running node says `cluster_state:ok`.
+    /// Waits until every running node says `cluster_state:ok`, and every replica that its
+    /// link to its primary is up.
     pub fn wait_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let all_ok = (0..REDIS_NODES)
                 .filter(|i| self.nodes[*i as usize].is_some())
-                .all(|i| self.cli(i, &["cluster", "info"]).contains("cluster_state:ok"));
+                .all(|i| {
+                    let replication = self.cli(i, &["info", "replication"]);
+                    self.cli(i, &["cluster", "info"])
+                        .contains("cluster_state:ok")
+                        && (!replication.contains("role:slave")
+                            || replication.contains("master_link_status:up"))
+                });
             if all_ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "the Redis cluster is not ok after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the Redis cluster is not ok after {timeout:?}"
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -503,7 +549,9 @@ impl Host {
     /// A client of this host's gateway logged in as `device`; its LOGIN_OK JSON.
     pub fn login(&self, device: &str) -> (crate::Client, serde_json::Value) {
         let (listen, device) = (self.listen, device.to_string());
-        in_ns(&self.ns, move || crate::state::gateway_login(listen, &device))
+        in_ns(&self.ns, move || {
+            crate::state::gateway_login(listen, &device)
+        })
     }
 
     /// A client connected to this host's gateway.
@@ -524,7 +572,10 @@ impl Host {
         let (code, text) = in_ns(&self.ns, move || {
             crate::http_post(http, "/v1/push", body.as_bytes())
         });
-        (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// A metric of this host's state daemon.

@@ -46,7 +46,11 @@ fn next_push(client: &mut Client) -> (u64, Vec<u8>) {
 fn push_ok(host: &Host, device: &str, payload: &[u8], status: &str) -> u64 {
     let (code, v) = host.push(device, payload);
     assert_eq!(code, 200, "push to {device} through {}: {v}", host.id);
-    assert_eq!(v["status"], status, "push to {device} through {}: {v}", host.id);
+    assert_eq!(
+        v["status"], status,
+        "push to {device} through {}: {v}",
+        host.id
+    );
     v["msg_id"].as_u64().expect("msg_id")
 }
 
@@ -121,7 +125,10 @@ fn a_host_killed_with_pushes_pending_loses_none_and_its_device_resumes_on_anothe
         return;
     };
     let (mut on_a, ok) = hosts[0].login("dev-2");
-    let token = ok["resume_token"].as_str().expect("resume_token").to_string();
+    let token = ok["resume_token"]
+        .as_str()
+        .expect("resume_token")
+        .to_string();
     // Three pushes accepted (through both hosts), seen by the client, never acknowledged.
     let mut ids = Vec::new();
     for (i, host) in [0usize, 1, 0].into_iter().enumerate() {
@@ -156,7 +163,10 @@ fn a_host_killed_with_pushes_pending_loses_none_and_its_device_resumes_on_anothe
         on_b.send_frame(Kind::Ack, *id, b"");
     }
     let next = push_ok(b, "dev-2", b"after", "delivered");
-    assert!(next > *ids.iter().max().expect("ids"), "ids grow across hosts");
+    assert!(
+        next > *ids.iter().max().expect("ids"),
+        "ids grow across hosts"
+    );
     assert_eq!(b.metric("tether_state_fleet_takeovers_total"), Some(1.0));
 }
 
@@ -172,14 +182,22 @@ fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
     let (mut on_a, _) = a.login("dev-3");
     a.ns.link(false);
     let mut newcomer = a.connect();
-    newcomer.send_frame(Kind::Login, 1, tether_e2e::state::token("dev-new").as_bytes());
+    newcomer.send_frame(
+        Kind::Login,
+        1,
+        tether_e2e::state::token("dev-new").as_bytes(),
+    );
     let r = newcomer.expect();
     assert_eq!((r.kind, r.error_code()), (Kind::Error, Some(11)), "{r:?}");
     let (code, v) = a.push("dev-3", b"cut off");
     assert_eq!(code, 503, "{v}");
     a.ns.link(true);
     eventually(Duration::from_secs(10), "logins on A again", || {
-        newcomer.send_frame(Kind::Login, 2, tether_e2e::state::token("dev-new").as_bytes());
+        newcomer.send_frame(
+            Kind::Login,
+            2,
+            tether_e2e::state::token("dev-new").as_bytes(),
+        );
         newcomer.expect().kind == Kind::LoginOk
     });
     let id = push_ok(b, "dev-3", b"back", "delivered");
@@ -197,9 +215,12 @@ fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
     eventually(Duration::from_secs(20), "a push after the failover", || {
         b.push("dev-3", b"after failover").0 == 200
     });
-    eprintln!("pushes accepted again {:?} after the primary's SIGKILL", started.elapsed());
+    eprintln!(
+        "pushes accepted again {:?} after the primary's SIGKILL",
+        started.elapsed()
+    );
     let pending = redis.cli(
-        (primary + 3) % 6,
+        (primary + 1) % 6,
         &["-c", "hget", "{t:dev-3}:p", &unacked.to_string()],
     );
     assert!(
@@ -215,10 +236,14 @@ fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
     let mut fresh = RedisCluster::start(&redis.ns);
     std::mem::swap(&mut redis, &mut fresh);
     drop(fresh);
-    eventually(Duration::from_secs(15), "dev-3 reachable after Redis restarted empty", || {
-        let (code, v) = b.push("dev-3", b"after restart");
-        code == 200 && v["status"] == "delivered"
-    });
+    eventually(
+        Duration::from_secs(15),
+        "dev-3 reachable after Redis restarted empty",
+        || {
+            let (code, v) = b.push("dev-3", b"after restart");
+            code == 200 && v["status"] == "delivered"
+        },
+    );
     while let Some(r) = on_a.recv_timeout(Duration::from_secs(2)) {
         if r.kind == Kind::Push && &r.body[..] == b"after restart" {
             return;

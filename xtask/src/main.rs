@@ -129,6 +129,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("etcdctl", "etcd-client"),
     // e2e security/tokens: keys made with `openssl genpkey`, deploy/jwks-from-pem.sh.
     ("openssl", "openssl"),
+    // e2e fleet: a Redis 7 Cluster (redis-server, redis-cli) and hosts in network namespaces.
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("ip", "iproute2"),
 ];
 
 /// Which parts of `cargo xtask test` run, from its leading flags; the rest goes to cargo test.

@@ -76,7 +76,19 @@ impl Worker {
                     while let Ok(more) = incoming.try_recv() {
                         batch.append(more);
                     }
+                    let started = std::time::Instant::now();
                     let results = engine.run(&batch.ops);
+                    let failed = results.iter().filter(|r| r.is_err()).count();
+                    if failed > 0 {
+                        let first = results.iter().find_map(|r| r.as_ref().err());
+                        tracing::warn!(
+                            operations = results.len(),
+                            failed,
+                            ms = started.elapsed().as_millis() as u64,
+                            error = ?first,
+                            "fleet engine: operations failed"
+                        );
+                    }
                     if events
                         .send(FleetEvent::Answered { batch, results })
                         .is_err()
