@@ -194,6 +194,7 @@ mod tests {
         assert_eq!(
             login(Ok(Outcome::Claimed {
                 previous: Some("b".into()),
+                previous_session: "00000000000000ab".into(),
                 pushes: pushes.clone()
             })),
             Verdict::Proceed(vec![(5, 9, b"p".to_vec())])
@@ -202,6 +203,7 @@ mod tests {
             takeover(Ok(Outcome::TakenOver {
                 device: "d".into(),
                 previous: "b".into(),
+                previous_session: "00000000000000ab".into(),
                 pushes
             })),
             Verdict::Adopt {

@@ -64,6 +64,8 @@ pub enum Outcome {
     /// was told to drop it), `pushes` are its durable pushes to carry over.
     Claimed {
         previous: Option<String>,
+        /// The previous host's session id (hex), told to drop.
+        previous_session: String,
         pushes: Vec<StoredPush>,
     },
     /// Login refused: `owner` holds the device and the rule is `refuse`.
@@ -72,6 +74,7 @@ pub enum Outcome {
     TakenOver {
         device: String,
         previous: String,
+        previous_session: String,
         pushes: Vec<StoredPush>,
     },
     /// Takeover: no session of the fleet has this token (or its window passed).
@@ -103,6 +106,12 @@ pub enum EngineError {
 
 /// A backend that runs batches of operations, in order, on the calling thread.
 pub trait Engine: Send {
+    /// Connects ahead of the first batch (so that the first login or push does not pay for
+    /// the connection and the function load); an error here is retried by the first batch.
+    fn connect(&mut self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// One answer per operation, in the same order; a batch that could not run at all is one
     /// error for every operation.
     fn run(&mut self, ops: &[Op]) -> Vec<Result<Outcome, EngineError>>;

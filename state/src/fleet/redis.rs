@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
 use redis::Value;
 
+use super::bus::{self, BusMessage};
 use super::engine::{Engine, EngineError, Op, Outcome, Owner, StoredPush};
 use super::keys;
 use super::settings::Settings;
@@ -21,6 +22,9 @@ pub(crate) const LIBRARY: &str = include_str!("tether.lua");
 pub(crate) struct RedisEngine {
     client: ClusterClient,
     connection: Option<ClusterConnection>,
+    /// The connection bus messages are published on: to the first seed that answers, the
+    /// node the hosts' subscribers also prefer (see `bus.rs`).
+    bus: Option<redis::Connection>,
     settings: Settings,
 }
 
@@ -45,6 +49,9 @@ impl RedisEngine {
             .password(String::from_utf8_lossy(
                 settings.credentials.password.expose(),
             ))
+            // Without it a command written while the previous one is unacknowledged waits for
+            // the delayed ACK: 40 ms stalls on the push path.
+            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
             .connection_timeout(Duration::from_millis(500))
             .response_timeout(Duration::from_millis(1000))
             .retries(2)
@@ -55,6 +62,7 @@ impl RedisEngine {
         Ok(RedisEngine {
             client,
             connection: None,
+            bus: None,
             settings,
         })
     }
@@ -119,7 +127,8 @@ impl RedisEngine {
             "ok" => Ok(Outcome::TakenOver {
                 device,
                 previous: text(items.get(1))?,
-                pushes: pushes(items.get(2..).unwrap_or_default())?,
+                previous_session: text(items.get(2))?,
+                pushes: pushes(items.get(3..).unwrap_or_default())?,
             }),
             other => Err(EngineError::Protocol(format!(
                 "takeover answered {other:?}"
@@ -129,6 +138,10 @@ impl RedisEngine {
 }
 
 impl Engine for RedisEngine {
+    fn connect(&mut self) -> Result<(), EngineError> {
+        self.connection().map(drop)
+    }
+
     fn run(&mut self, ops: &[Op]) -> Vec<Result<Outcome, EngineError>> {
         let pipelined: Vec<&Op> = ops
             .iter()
@@ -170,8 +183,112 @@ impl Engine for RedisEngine {
                 })),
             }
         }
+        let messages = bus_messages(ops, &results, &self.settings.host);
+        if !messages.is_empty() {
+            self.publish(&messages);
+        }
         results
     }
+}
+
+impl RedisEngine {
+    /// Publishes `(host, message)` pairs in one round trip; on failure, once more on the
+    /// next seed that answers. A message that cannot be published is logged: the bus is a
+    /// hint (pushes are durable, a missed drop is repaired by the next refresh).
+    fn publish(&mut self, messages: &[(String, Vec<u8>)]) {
+        let mut pipe = redis::pipe();
+        for (host, message) in messages {
+            pipe.cmd("PUBLISH")
+                .arg(keys::bus(host))
+                .arg(message.as_slice())
+                .ignore();
+        }
+        for _ in 0..2 {
+            if self.bus.is_none() {
+                self.bus = bus::connect_first(&self.settings);
+            }
+            let Some(connection) = self.bus.as_mut() else {
+                break;
+            };
+            match pipe.query::<()>(connection) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet bus: publishing failed; reconnecting");
+                    self.bus = None;
+                }
+            }
+        }
+        tracing::warn!(
+            messages = messages.len(),
+            "fleet bus: messages not published (pushes stay durable; drops are repaired by the next refresh)"
+        );
+    }
+}
+
+/// What the answers call for on the bus: drop orders to the host a device left, pushes to
+/// the host that holds their device.
+fn bus_messages(
+    ops: &[Op],
+    results: &[Result<Outcome, EngineError>],
+    this_host: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (op, result) in ops.iter().zip(results) {
+        let message = match (op, result) {
+            (
+                Op::Login { device, .. },
+                Ok(Outcome::Claimed {
+                    previous: Some(host),
+                    previous_session,
+                    ..
+                }),
+            ) if host != this_host => (
+                host,
+                BusMessage::Drop {
+                    device: device.clone(),
+                    session: previous_session.clone(),
+                    reason: "the device logged in on another host".into(),
+                },
+            ),
+            (
+                Op::Takeover { .. },
+                Ok(Outcome::TakenOver {
+                    device,
+                    previous,
+                    previous_session,
+                    ..
+                }),
+            ) if previous != this_host => (
+                previous,
+                BusMessage::Drop {
+                    device: device.clone(),
+                    session: previous_session.clone(),
+                    reason: "the session was resumed on another host".into(),
+                },
+            ),
+            (
+                Op::Push {
+                    device,
+                    payload,
+                    expires_unix_ms,
+                    ..
+                },
+                Ok(Outcome::Stored { msg, owner }),
+            ) if owner.host != this_host => (
+                &owner.host,
+                BusMessage::Push {
+                    device: device.clone(),
+                    session: owner.session.clone(),
+                    msg: *msg,
+                    expires_unix_ms: *expires_unix_ms,
+                    payload: payload.clone(),
+                },
+            ),
+            _ => continue,
+        };
+        out.push((message.0.clone(), message.1.encode()));
+    }
+    out
 }
 
 fn load_library(connection: &mut ClusterConnection) -> Result<(), EngineError> {
@@ -298,7 +415,8 @@ fn parse(op: &Op, values: &mut impl Iterator<Item = Value>) -> Result<Outcome, E
                     let previous = text(items.get(1))?;
                     Ok(Outcome::Claimed {
                         previous: (!previous.is_empty()).then_some(previous),
-                        pushes: pushes(items.get(2..).unwrap_or_default())?,
+                        previous_session: text(items.get(2))?,
+                        pushes: pushes(items.get(3..).unwrap_or_default())?,
                     })
                 }
                 other => Err(EngineError::Protocol(format!("login answered {other:?}"))),

@@ -4,12 +4,8 @@
 --   KEYS[1] route   (hash: host, gw, session, tok, state)
 --   KEYS[2] msg     (the device's message id counter)
 --   KEYS[3] pending (hash: message id -> "EXPIRES_UNIX_MS:PAYLOAD")
--- Bus messages go to the channel tether:bus:HOST as netstring-like fields "LEN:BYTES".
-
-local function field(s)
-  s = tostring(s)
-  return #s .. ':' .. s
-end
+-- The functions publish nothing: the engine thread publishes what their answers call for
+-- (a push for another host, a drop order) on the node the hosts subscribe on (see bus.rs).
 
 local function route_of(key)
   local flat = redis.call('HGETALL', key)
@@ -23,19 +19,14 @@ local function route_of(key)
   return r
 end
 
--- Tells HOST to drop its session SESSION of DEVICE (its client gets KICKED).
-local function drop(host, device, session, reason)
-  redis.call('PUBLISH', 'tether:bus:' .. host,
-    field('drop') .. field(device) .. field(session) .. field(reason))
-end
-
 local function claim(keys, host, gw, ttl_ms)
   redis.call('HSET', keys[1], 'host', host, 'gw', gw, 'state', 'online', 'session', '', 'tok', '')
   redis.call('PEXPIRE', keys[1], ttl_ms)
 end
 
 -- A login on HOST: ARGV device, host, gw, mode (kick|refuse), ttl_ms.
--- Answers {'refused', owner} or {'ok', previous host or '', pending pushes to import...}.
+-- Answers {'refused', owner} or {'ok', previous host or '', its session or '', pending
+-- pushes to import...}; the previous host, when another, is then told to drop its session.
 redis.register_function('tether_login', function(keys, args)
   local device, host, gw, mode, ttl = args[1], args[2], args[3], args[4], args[5]
   local r = route_of(keys[1])
@@ -44,14 +35,13 @@ redis.register_function('tether_login', function(keys, args)
     if mode == 'refuse' then
       return { 'refused', r.host }
     end
-    drop(r.host, device, r.session, 'the device logged in on another host')
     moved = redis.call('HGETALL', keys[3])
   elseif not r then
     -- No session anywhere: pushes left by a session whose window passed are gone with it.
     redis.call('DEL', keys[3])
   end
   claim(keys, host, gw, ttl)
-  local answer = { 'ok', r and r.host or '' }
+  local answer = { 'ok', r and r.host or '', r and r.session or '' }
   for _, v in ipairs(moved) do
     answer[#answer + 1] = v
   end
@@ -59,18 +49,15 @@ redis.register_function('tether_login', function(keys, args)
 end)
 
 -- A resume on HOST of the session whose token hashes to TOK: ARGV device, host, gw, tok, ttl_ms.
--- Answers {'unknown'} or {'ok', previous host, pending pushes...}.
+-- Answers {'unknown'} or {'ok', previous host, its session, pending pushes...}.
 redis.register_function('tether_takeover', function(keys, args)
   local device, host, gw, tok, ttl = args[1], args[2], args[3], args[4], args[5]
   local r = route_of(keys[1])
   if not r or r.tok == '' or r.tok ~= tok then
     return { 'unknown' }
   end
-  if r.host ~= host then
-    drop(r.host, device, r.session, 'the session was resumed on another host')
-  end
   claim(keys, host, gw, ttl)
-  local answer = { 'ok', r.host }
+  local answer = { 'ok', r.host, r.session }
   for _, v in ipairs(redis.call('HGETALL', keys[3])) do
     answer[#answer + 1] = v
   end
@@ -139,9 +126,5 @@ redis.register_function('tether_push', function(keys, args)
   redis.call('PEXPIRE', keys[2], counter_ttl)
   redis.call('HSET', keys[3], id, expires .. ':' .. payload)
   redis.call('PEXPIRE', keys[3], pending_ttl)
-  if r.host ~= host then
-    redis.call('PUBLISH', 'tether:bus:' .. r.host,
-      field('push') .. field(device) .. field(r.session) .. field(id) .. field(expires) .. field(payload))
-  end
   return { r.state, r.host, r.session, id }
 end)

@@ -72,6 +72,9 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("fleet-engine".into())
             .spawn(move || {
+                if let Err(e) = engine.connect() {
+                    tracing::warn!(error = %e, "fleet engine: not reachable at start; every batch tries again");
+                }
                 while let Ok(mut batch) = incoming.recv() {
                     while let Ok(more) = incoming.try_recv() {
                         batch.append(more);
