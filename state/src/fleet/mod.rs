@@ -69,6 +69,9 @@ pub(crate) enum Context {
     Quiet,
 }
 
+/// Route refreshes one iteration adds at most.
+const REFRESH_BATCH: usize = 4096;
+
 /// An HTTP push answer, to send once the iteration's records are journaled.
 pub(crate) type PushAnswer = (oneshot::Sender<PushResult>, PushResult);
 
@@ -81,7 +84,13 @@ pub(crate) struct Fleet {
     batch: Batch,
     /// This host's sessions as bound in the router table, by session id.
     bound: FxHashMap<u64, LocalSession>,
-    next_refresh_ms: u64,
+    /// Sessions whose route this refresh round has yet to write, and when the round
+    /// started (`None`: the next round starts at `next_round_ms`).
+    refresh_queue: Vec<u64>,
+    round_started_ms: Option<u64>,
+    round_size: usize,
+    next_round_ms: u64,
+    last_tick_ms: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -140,7 +149,11 @@ impl Fleet {
             events,
             batch: Batch::default(),
             bound,
-            next_refresh_ms: 0,
+            refresh_queue: Vec::new(),
+            round_started_ms: None,
+            round_size: 0,
+            next_round_ms: 0,
+            last_tick_ms: 0,
             metrics,
         })
     }
@@ -268,17 +281,60 @@ impl Fleet {
         self.bound.insert(session, local);
     }
 
-    /// Refreshes the routes' TTL when due, and hands the iteration's batch to the engine.
+    /// Refreshes the routes' TTL — one round over every session each `refresh_ms`, spread
+    /// evenly over the round so that no batch carries them all — and hands the iteration's
+    /// batch to the engine.
     pub(crate) fn tick(&mut self, now: Now) {
-        if now.mono_ms >= self.next_refresh_ms {
-            self.next_refresh_ms = now.mono_ms + self.settings.refresh_ms;
-            for (session, local) in &self.bound {
-                self.batch
-                    .add(bind_op(local, true), Context::Bind { session: *session });
-            }
-        }
+        self.refresh_some(now.mono_ms);
         if !self.batch.is_empty() {
             self.worker.submit(std::mem::take(&mut self.batch));
+        }
+    }
+
+    /// The share of the current refresh round due by `now_ms` (at most [`REFRESH_BATCH`]
+    /// per iteration); a new round starts when one ends, or at once after the engine or
+    /// the bus came back (see [`Fleet::refresh_soon`]).
+    fn refresh_some(&mut self, now_ms: u64) {
+        let since = now_ms.saturating_sub(self.last_tick_ms);
+        self.last_tick_ms = now_ms;
+        let started = match self.round_started_ms {
+            Some(started) => started,
+            None if now_ms >= self.next_round_ms => {
+                self.refresh_queue = self.bound.keys().copied().collect();
+                self.round_size = self.refresh_queue.len();
+                self.round_started_ms = Some(now_ms);
+                now_ms
+            }
+            None => return,
+        };
+        let period = self.settings.refresh_ms.max(1);
+        let share = (self.round_size as u64 * since.max(1)).div_ceil(period) as usize;
+        let late = now_ms.saturating_sub(started) >= period;
+        let count = if late {
+            REFRESH_BATCH
+        } else {
+            share.clamp(1, REFRESH_BATCH)
+        };
+        for _ in 0..count {
+            let Some(session) = self.refresh_queue.pop() else {
+                break;
+            };
+            if let Some(local) = self.bound.get(&session) {
+                self.batch
+                    .add(bind_op(local, true), Context::Bind { session });
+            }
+        }
+        if self.refresh_queue.is_empty() {
+            self.round_started_ms = None;
+            self.next_round_ms = started.saturating_add(period).max(now_ms);
+        }
+    }
+
+    /// Starts a refresh round at the next iteration (unless one runs): the engine or the bus
+    /// came back, and routes may have been lost or taken meanwhile.
+    fn refresh_soon(&mut self, at_ms: u64) {
+        if self.round_started_ms.is_none() {
+            self.next_round_ms = self.next_round_ms.min(at_ms);
         }
     }
 
@@ -302,7 +358,12 @@ impl Fleet {
                     self.metrics.fleet_bus_messages.inc();
                     self.on_bus(store, message, now);
                 }
-                FleetEvent::BusUp(up) => self.metrics.fleet_bus_up.set(u64::from(up)),
+                FleetEvent::BusUp(up) => {
+                    self.metrics.fleet_bus_up.set(u64::from(up));
+                    if up {
+                        self.refresh_soon(now.mono_ms);
+                    }
+                }
             }
         }
     }
@@ -381,7 +442,10 @@ impl Fleet {
                         "fleet: the route was lost by the engine and written again"
                     );
                 }
-                BindDecision::Keep | BindDecision::Retry => {}
+                // Unreachable, or a cluster not formed yet (a Redis restarted empty): another
+                // round in a second.
+                BindDecision::Retry => self.refresh_soon(now.mono_ms + 1000),
+                BindDecision::Keep => {}
             },
             (_, _) => {}
         }

@@ -68,7 +68,8 @@ pub struct Settings {
     /// A route's TTL: a heartbeat deadline plus the resume window plus one refresh period,
     /// so a dead host's sessions stay resumable elsewhere for their window.
     pub route_ttl_ms: u64,
-    /// How often this host refreshes its routes' TTL.
+    /// How long one round of refreshing every route's TTL takes (spread evenly over it):
+    /// a third of a heartbeat deadline plus the resume window, 1 to 60 s.
     pub refresh_ms: u64,
     pub max_pending: usize,
     /// A device's durable queue outlives its newest push by the longest push TTL.
@@ -90,7 +91,8 @@ impl Settings {
                     path: "fleet_credentials_file (unset)".into(),
                 })?;
         let credentials = Credentials::read(path)?;
-        let refresh_ms = (config.resume_window_s.max(1) * 1000 / 3).clamp(1000, 10_000);
+        let refresh_ms =
+            ((config.heartbeat_s * 3 + config.resume_window_s) * 1000 / 3).clamp(1000, 60_000);
         Ok(Some(Settings {
             host: config.fleet_host.clone(),
             seeds: config.fleet_redis.clone(),
