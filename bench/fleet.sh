@@ -169,9 +169,9 @@ fi
 
 # ---- 1. cross-host push latency ---------------------------------------------------------------
 say "1. push latency: $C devices on a, $R pushes/s for $D s, through a then through b"
-loadgen same --target 127.0.0.1:19974 --device-prefix lat --conns "$C" --hold "$D" \
+loadgen same --target 127.0.0.1:19974 --device-prefix lat-same --conns "$C" --hold "$D" \
     --push-rate "$R" --push-url http://127.0.0.1:19970
-loadgen cross --target 127.0.0.1:19974 --device-prefix lat --conns "$C" --hold "$D" \
+loadgen cross --target 127.0.0.1:19974 --device-prefix lat-cross --conns "$C" --hold "$D" \
     --push-rate "$R" --push-url http://127.0.0.1:19980
 same_p50=$(field "$out/same.json" push.latency_us.p50) same_p99=$(field "$out/same.json" push.latency_us.p99)
 cross_p50=$(field "$out/cross.json" push.latency_us.p50) cross_p99=$(field "$out/cross.json" push.latency_us.p99)
@@ -179,7 +179,7 @@ same_n=$(field "$out/same.json" push.unique) cross_n=$(field "$out/cross.json" p
 
 # ---- 2. logins through one daemon, fleet on and off -------------------------------------------
 say "2. logins: state_load fill, $N devices over 4 links, fleet on (host a) then a daemon without --fleet"
-"$bin/examples/state_load" fill --socket "$out/a/state.sock" --conns 4 --sessions "$N" \
+"$bin/examples/state_load" fill --socket "$out/a/state.sock" --conns 4 --sessions "$N" --server-pid "${state_pid[a]}" \
     --secret "$jwt_secret" --hold 0 >"$out/fill-fleet.json" 2>"$out/logs/fill-fleet.log" \
     || die "state_load fill (fleet) failed: $(tail -n 5 "$out/logs/fill-fleet.log")"
 mkdir -p "$out/local"
@@ -187,11 +187,12 @@ start state-local env RUST_LOG=warn "$bin/tether-state" --socket "$out/local/sta
     --http 127.0.0.1:19990 --metrics 127.0.0.1:19991 --journal "$out/local/journal" --jwt-secret-file "$out/jwt"
 local_pid=$started_pid
 wait_port state-local "$local_pid" 19990
-"$bin/examples/state_load" fill --socket "$out/local/state.sock" --conns 4 --sessions "$N" \
+"$bin/examples/state_load" fill --socket "$out/local/state.sock" --conns 4 --sessions "$N" --server-pid "$local_pid" \
     --secret "$jwt_secret" --hold 0 >"$out/fill-local.json" 2>"$out/logs/fill-local.log" \
     || die "state_load fill (local) failed: $(tail -n 5 "$out/logs/fill-local.log")"
 stop "$local_pid"
 fleet_lps=$(field "$out/fill-fleet.json" logins_per_s) local_lps=$(field "$out/fill-local.json" logins_per_s)
+fleet_cpu=$(field "$out/fill-fleet.json" server_cpu_us_per_login) local_cpu=$(field "$out/fill-local.json" server_cpu_us_per_login)
 
 # ---- 3. host SIGKILL under load -----------------------------------------------------------------
 say "3. host a SIGKILLed at ${KILL_AT} s: $K devices, $P pushes/s through b, ${RUN} s"
@@ -223,8 +224,8 @@ t3=$(ok "$received >= $accepted and $failed == 0 and $dropped == 0 and $resumed 
     echo "|---|---|---|---|"
     echo "| push latency, same host (through a) | p50 ${same_p50} µs, p99 ${same_p99} µs ($same_n pushes) | | |"
     echo "| push latency, cross-host (through b) | p50 ${cross_p50} µs, p99 ${cross_p99} µs ($cross_n pushes) | p99 ≤ same + 2,000 µs | $t1 |"
-    echo "| logins/s, one daemon, fleet on | $(printf %.0f "$fleet_lps") | ≥ 50 % of local | $t2 |"
-    echo "| logins/s, one daemon, fleet off | $(printf %.0f "$local_lps") | | |"
+    echo "| logins/s, one daemon, fleet on (daemon CPU µs per login) | $(printf %.0f "$fleet_lps") ($(printf %.1f "$fleet_cpu")) | ≥ 50 % of local | $t2 |"
+    echo "| logins/s, one daemon, fleet off (daemon CPU µs per login) | $(printf %.0f "$local_lps") ($(printf %.1f "$local_cpu")) | | |"
     echo "| host SIGKILL: pushes accepted / received | $accepted / $received | none lost | $t3 |"
     echo "| host SIGKILL: devices of a resumed on b / failed / dropped (takeovers on b) | $resumed / $failed / $dropped ($takeovers) | all within 10 s | $t3 |"
     echo

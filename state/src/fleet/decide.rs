@@ -117,8 +117,12 @@ pub(crate) enum BindDecision {
 
 pub(crate) fn bind(answer: &Result<Outcome, EngineError>) -> BindDecision {
     match answer {
-        Ok(Outcome::Bound { recreated: false }) => BindDecision::Keep,
-        Ok(Outcome::Bound { recreated: true }) => BindDecision::Rewrite,
+        Ok(Outcome::Bound {
+            recreated: false, ..
+        }) => BindDecision::Keep,
+        Ok(Outcome::Bound {
+            recreated: true, ..
+        }) => BindDecision::Rewrite,
         Ok(Outcome::Moved) => BindDecision::Drop,
         _ => BindDecision::Retry,
     }
@@ -224,11 +228,17 @@ mod tests {
     fn a_bind_that_finds_the_device_elsewhere_drops_the_local_session() {
         assert_eq!(bind(&Ok(Outcome::Moved)), BindDecision::Drop);
         assert_eq!(
-            bind(&Ok(Outcome::Bound { recreated: true })),
+            bind(&Ok(Outcome::Bound {
+                recreated: true,
+                pushes: Vec::new()
+            })),
             BindDecision::Rewrite
         );
         assert_eq!(
-            bind(&Ok(Outcome::Bound { recreated: false })),
+            bind(&Ok(Outcome::Bound {
+                recreated: false,
+                pushes: Vec::new()
+            })),
             BindDecision::Keep
         );
         assert_eq!(

@@ -79,8 +79,13 @@ pub enum Outcome {
     },
     /// Takeover: no session of the fleet has this token (or its window passed).
     UnknownToken,
-    /// Bind: written; `recreated` when the route had been lost and was written anew.
-    Bound { recreated: bool },
+    /// Bind: written; `recreated` when the route had been lost and was written anew;
+    /// `pushes`: the device's durable pushes (those stored between a claim and its bind
+    /// reached no local session yet).
+    Bound {
+        recreated: bool,
+        pushes: Vec<StoredPush>,
+    },
     /// Bind: another session or host holds the device now.
     Moved,
     /// Forget and Ack: done.

@@ -425,29 +425,50 @@ impl Fleet {
                 };
                 answers.push((reply, answer));
             }
-            (Context::Bind { session }, _) => match decide::bind(&result) {
-                BindDecision::Drop => {
-                    if let Some(local) = self.bound.get(&session).cloned() {
-                        tracing::info!(device = %local.device, "fleet: another host holds the device; dropping the session here");
-                        store.drop_session(
-                            &local.device,
-                            Some(session),
-                            "the device is held by another host",
-                        );
+            (Context::Bind { session }, _) => {
+                if let Ok(Outcome::Bound { pushes, .. }) = &result {
+                    if let Some(local) = self.bound.get(&session).filter(|_| !pushes.is_empty()) {
+                        let carried: Vec<(u64, u64, Vec<u8>)> = pushes
+                            .iter()
+                            .map(|p| (p.msg, p.expires_unix_ms, p.payload.clone()))
+                            .collect();
+                        store.carry_over(&local.device, &carried, now);
                     }
                 }
-                BindDecision::Rewrite => {
-                    tracing::warn!(
-                        session,
-                        "fleet: the route was lost by the engine and written again"
+                self.bound_answered(store, session, &result, now);
+            }
+            (_, _) => {}
+        }
+    }
+
+    fn bound_answered(
+        &mut self,
+        store: &mut Store,
+        session: u64,
+        result: &Result<Outcome, EngineError>,
+        now: Now,
+    ) {
+        match decide::bind(result) {
+            BindDecision::Drop => {
+                if let Some(local) = self.bound.get(&session).cloned() {
+                    tracing::info!(device = %local.device, "fleet: another host holds the device; dropping the session here");
+                    store.drop_session(
+                        &local.device,
+                        Some(session),
+                        "the device is held by another host",
                     );
                 }
-                // Unreachable, or a cluster not formed yet (a Redis restarted empty): another
-                // round in a second.
-                BindDecision::Retry => self.refresh_soon(now.mono_ms + 1000),
-                BindDecision::Keep => {}
-            },
-            (_, _) => {}
+            }
+            BindDecision::Rewrite => {
+                tracing::debug!(
+                    session,
+                    "fleet: the route was lost by the engine and written again"
+                );
+            }
+            // Unreachable, or a cluster not formed yet (a Redis restarted empty): another
+            // round in a second.
+            BindDecision::Retry => self.refresh_soon(now.mono_ms + 1000),
+            BindDecision::Keep => {}
         }
     }
 

@@ -424,9 +424,12 @@ fn parse(op: &Op, values: &mut impl Iterator<Item = Value>) -> Result<Outcome, E
         }
         Op::Bind { .. } => {
             let _index = values.next();
-            match text(Some(&value))?.as_str() {
-                "ok" => Ok(Outcome::Bound { recreated: false }),
-                "recreated" => Ok(Outcome::Bound { recreated: true }),
+            let items = array(value)?;
+            match text(items.first())?.as_str() {
+                verdict @ ("ok" | "recreated") => Ok(Outcome::Bound {
+                    recreated: verdict == "recreated",
+                    pushes: pushes(items.get(1..).unwrap_or_default())?,
+                }),
                 "moved" | "stale" => Ok(Outcome::Moved),
                 other => Err(EngineError::Protocol(format!("bind answered {other:?}"))),
             }

@@ -66,31 +66,35 @@ end)
 
 -- HOST holds SESSION of DEVICE: ARGV device, host, gw, session, tok, state, ttl_ms, where
 -- state is online, detached, or refresh (only the TTL, from the periodic sweep).
--- Answers 'ok', 'recreated' (the route was gone: Redis lost it, the host writes it again),
--- 'stale' (another session of this host holds the device), or 'moved' (another host holds
--- the device now: the host drops its session).
+-- Answers {'ok' or 'recreated', pending pushes...} ('recreated': the route was gone, Redis
+-- lost it, the host writes it again; the pushes: what arrived between the claim and this
+-- bind, for the host to queue), {'stale'} (another session of this host holds the device),
+-- or {'moved'} (another host holds the device now: the host drops its session).
 redis.register_function('tether_bind', function(keys, args)
   local host, gw, session, tok, state, ttl = args[2], args[3], args[4], args[5], args[6], args[7]
   local r = route_of(keys[1])
   if r and r.host ~= host then
-    return 'moved'
+    return { 'moved' }
   end
   if r and r.session ~= '' and r.session ~= session then
-    return 'stale'
+    return { 'stale' }
   end
   if r and state == 'refresh' then
     redis.call('PEXPIRE', keys[1], ttl)
-    return 'ok'
+    return { 'ok' }
   end
   if state == 'refresh' then
     state = 'online'
   end
   redis.call('HSET', keys[1], 'host', host, 'gw', gw, 'session', session, 'tok', tok, 'state', state)
   redis.call('PEXPIRE', keys[1], ttl)
-  if r then
-    return 'ok'
+  local answer = { r and 'ok' or 'recreated' }
+  if state == 'online' then
+    for _, v in ipairs(redis.call('HGETALL', keys[3])) do
+      answer[#answer + 1] = v
+    end
   end
-  return 'recreated'
+  return answer
 end)
 
 -- HOST's SESSION of DEVICE ended: ARGV host, session. Its route and pushes go, if still its.
