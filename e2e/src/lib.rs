@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tether_proto::{Decoder, ErrorBody, Kind};
 mod etcd;
+pub mod fleet;
 mod notify;
 pub mod state;
 pub mod transports;

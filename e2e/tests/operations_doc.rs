@@ -62,6 +62,10 @@ fn tls_args(scratch: &std::path::Path) -> Vec<String> {
 }
 
 fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
+    let fleet_credentials = scratch.join("redis-credentials");
+    std::fs::write(&fleet_credentials, "tether a-redis-password\n")
+        .expect("write the fleet credentials");
+    let fleet_credentials = fleet_credentials.display().to_string();
     let secret_file = scratch.join("jwt");
     std::fs::write(&secret_file, "from-a-file\n").expect("write the secret file");
     let secret_file = secret_file.to_str().expect("utf-8 path").to_string();
@@ -151,6 +155,27 @@ fn daemons(scratch: &std::path::Path) -> Vec<Daemon> {
                 Run {
                     args: vec!["--jwt-keys-file".into(), keys_file],
                     sets: &["jwt_keys_file"],
+                },
+                // `fleet_credentials_file` is an Option, required with `fleet` only.
+                Run {
+                    args: vec![
+                        "--jwt-secret".into(),
+                        SECRET.into(),
+                        "--fleet".into(),
+                        "--fleet-redis".into(),
+                        "10.0.3.1:6379".into(),
+                        "--fleet-host".into(),
+                        "h1".into(),
+                        "--fleet-credentials-file".into(),
+                        fleet_credentials,
+                    ],
+                    sets: &[
+                        "jwt_secret",
+                        "fleet",
+                        "fleet_redis",
+                        "fleet_host",
+                        "fleet_credentials_file",
+                    ],
                 },
             ],
         },

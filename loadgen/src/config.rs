@@ -125,6 +125,12 @@ pub struct Args {
     )]
     pub reconnect_timeout: f64,
 
+    /// A ready connection lost without a GOAWAY (its gateway or its whole host died) gets
+    /// back like one told GOAWAY: to another gateway (the next --target, or /ip_list), with
+    /// a RESUME, within --reconnect-timeout; without it such a connection counts as dropped.
+    #[arg(long, env = "TETHER_LOADGEN_RESUME_ON_LOSS")]
+    pub resume_on_loss: bool,
+
     /// POST this many pushes per second in total to random devices of this run, through
     /// --push-url, while the load runs (payloads stamped for push latency).
     #[arg(long, env = "TETHER_LOADGEN_PUSH_RATE", allow_negative_numbers = true)]
@@ -415,6 +421,8 @@ pub struct Config {
     /// `--heartbeat`; `None`: the server's interval (when logged in).
     pub heartbeat: Option<Duration>,
     pub reconnect_timeout: Duration,
+    /// `--resume-on-loss`.
+    pub resume_on_loss: bool,
     pub push: Option<PushConfig>,
     pub conns: usize,
     pub payload: usize,
@@ -734,6 +742,7 @@ impl Args {
             device_offset: self.device_offset,
             heartbeat,
             reconnect_timeout,
+            resume_on_loss: self.resume_on_loss,
             push,
             conns: self.conns,
             payload: self.payload,
@@ -873,6 +882,7 @@ impl Config {
             device_offset: 0,
             heartbeat: None,
             reconnect_timeout: Duration::from_secs(10),
+            resume_on_loss: false,
             push: None,
             conns: 100,
             payload: 64,

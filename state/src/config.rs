@@ -25,6 +25,7 @@ pub const NO_DEFAULT: &[NoDefault] = &[
     ),
     ("allow_uids", "the daemon's own uid"),
     ("allow_gids", "the socket file's group"),
+    ("fleet_credentials_file", "required with fleet"),
 ];
 /// Largest `jwt_cache_entries`.
 const MAX_TOKEN_CACHE: usize = 1 << 24;
@@ -105,6 +106,15 @@ pub struct Config {
     pub push_retry_cap_ms: u64,
     /// Sends of one push (the first included) before it waits for a RESUME or its TTL.
     pub push_retry_max: u32,
+    /// Join a fleet: the router table, durable pushes and the bus in a Redis 7 Cluster
+    /// (`doc/fleet.md`). Off: this host works alone, with no Redis.
+    pub fleet: bool,
+    /// Redis Cluster seed nodes, `HOST:PORT`; the rest of the cluster is found from them.
+    pub fleet_redis: Vec<String>,
+    /// This host's id in the fleet, unique among its hosts (the router table names it).
+    pub fleet_host: String,
+    /// The Redis ACL user and password the daemon authenticates as: one line `USER PASSWORD`.
+    pub fleet_credentials_file: Option<PathBuf>,
     pub log_format: LogFormat,
 }
 
@@ -141,6 +151,10 @@ impl Default for Config {
             push_retry_base_ms: 1000,
             push_retry_cap_ms: 30_000,
             push_retry_max: 8,
+            fleet: false,
+            fleet_redis: Vec::new(),
+            fleet_host: String::new(),
+            fleet_credentials_file: None,
             log_format: LogFormat::Text,
         }
     }
@@ -196,6 +210,7 @@ impl Validate for Config {
         }
         c.check("socket", validate::socket_path(&self.socket));
         self.validate_access(&mut c);
+        self.validate_fleet(&mut c);
         c.need(
             self.compact_bytes >= 1 << 20,
             "compact_bytes",
@@ -259,6 +274,50 @@ impl Validate for Config {
 
 impl Config {
     /// The push API's tokens, and the listeners: an open push API only on loopback.
+    /// With `fleet`: seeds, a host id, and credentials (every control plane authenticates).
+    fn validate_fleet(&self, c: &mut Checks) {
+        if !self.fleet {
+            return;
+        }
+        c.need(
+            !self.fleet_redis.is_empty(),
+            "fleet_redis",
+            "required with fleet: the Redis Cluster seed nodes, HOST:PORT",
+        );
+        for seed in &self.fleet_redis {
+            let port = seed.rsplit_once(':').and_then(|(h, p)| {
+                (!h.is_empty()).then_some(())?;
+                p.parse::<u16>().ok()
+            });
+            c.need(
+                port.is_some_and(|p| p != 0),
+                "fleet_redis",
+                format!("{seed:?} is not HOST:PORT"),
+            );
+        }
+        c.need(
+            !self.fleet_host.is_empty()
+                && self.fleet_host.len() <= 128
+                && !self
+                    .fleet_host
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control()),
+            "fleet_host",
+            "required with fleet: 1 to 128 characters, no spaces, unique in the fleet",
+        );
+        match &self.fleet_credentials_file {
+            Some(path) => c.check(
+                "fleet_credentials_file",
+                crate::fleet::Credentials::read(path).map(drop),
+            ),
+            None => c.need(
+                false,
+                "fleet_credentials_file",
+                "required with fleet: the Redis ACL user the daemon authenticates as",
+            ),
+        }
+    }
+
     fn validate_access(&self, c: &mut Checks) {
         match &self.api_tokens_file {
             Some(path) => match crate::api_tokens::Access::load(Some(path)) {
@@ -418,6 +477,19 @@ pub struct Opts {
     /// Sends of one push before it waits for a resume or its TTL.
     #[arg(long, env = "TETHER_STATE_PUSH_RETRY_MAX")]
     pub push_retry_max: Option<u32>,
+    /// Join a fleet (router table, durable pushes and bus in Redis Cluster); `--fleet` alone
+    /// means true.
+    #[arg(long, env = "TETHER_STATE_FLEET", num_args = 0..=1, default_missing_value = "true")]
+    pub fleet: Option<bool>,
+    /// Redis Cluster seed nodes, HOST:PORT, comma-separated.
+    #[arg(long, env = "TETHER_STATE_FLEET_REDIS", value_delimiter = ',')]
+    pub fleet_redis: Option<Vec<String>>,
+    /// This host's id in the fleet.
+    #[arg(long, env = "TETHER_STATE_FLEET_HOST")]
+    pub fleet_host: Option<String>,
+    /// File with the Redis ACL user and password: one line USER PASSWORD.
+    #[arg(long, env = "TETHER_STATE_FLEET_CREDENTIALS_FILE")]
+    pub fleet_credentials_file: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "TETHER_STATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -299,6 +299,15 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             })),
         )
             .into_response(),
+        Ok(Ok(Err(PushRefused::FleetUnavailable))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({
+                "error": "the fleet's router cannot be reached from this host; nothing was accepted, retry",
+                "status": "unavailable",
+            })),
+        )
+            .into_response(),
         Ok(Ok(Err(PushRefused::IdsExhausted))) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "every message id was issued; the journal's counters are at their end",

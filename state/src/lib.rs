@@ -10,9 +10,12 @@
 //! - [`http`]: the push API and the metrics listener; [`api_tokens`]: who may call the push
 //!   API; [`socket`]: binding the Unix socket and reading a peer's credentials; [`peers`]:
 //!   who may connect to it; [`config`], [`metrics`].
+//! - [`fleet`]: many hosts behind one router table, durable pushes and a bus in Redis
+//!   Cluster (`--fleet`); without it the daemon works alone.
 
 pub mod api_tokens;
 pub mod config;
+pub mod fleet;
 mod http;
 pub mod journal;
 mod link;
@@ -114,6 +117,22 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     }
 
+    let fleet = match fleet::Settings::from_config(&config).context("fleet settings")? {
+        Some(settings) => {
+            let engine = fleet::RedisEngine::new(settings.clone())
+                .context("creating the fleet engine's client")?;
+            let started = fleet::Fleet::start(
+                settings,
+                Box::new(engine),
+                waker.clone(),
+                &store,
+                metrics.clone(),
+            )
+            .context("starting the fleet threads")?;
+            Some(started)
+        }
+        None => None,
+    };
     let reload_metrics = metrics.clone();
     let mut server = server::Server::new(
         poll,
@@ -128,7 +147,8 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
         signal,
         peers,
     )
-    .context("registering the state socket")?;
+    .context("registering the state socket")?
+    .with_fleet(fleet);
     tracing::info!(
         socket = %config.socket.display(),
         peers = %server.peers,
@@ -295,6 +315,18 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if running.log_format != new.log_format {
         changed.push("log_format");
+    }
+    if running.fleet != new.fleet {
+        changed.push("fleet");
+    }
+    if running.fleet_redis != new.fleet_redis {
+        changed.push("fleet_redis");
+    }
+    if running.fleet_host != new.fleet_host {
+        changed.push("fleet_host");
+    }
+    if running.fleet_credentials_file != new.fleet_credentials_file {
+        changed.push("fleet_credentials_file");
     }
     changed
 }

@@ -100,6 +100,17 @@ tether_daemon::metric_set! {
         pub compaction_failures: Counter
             => "journal_compaction_failures_total",
                "Compactions whose snapshot could not be written; nothing was lost, the next one retries.";
+        pub fleet_engine_errors: Counter
+            => "fleet_engine_errors_total",
+               "Fleet engine operations that could not run (engine unreachable or confused).";
+        pub fleet_takeovers: Counter
+            => "fleet_takeovers_total", "Sessions taken over from another host by a RESUME here.";
+        pub fleet_drops: Counter
+            => "fleet_drops_total", "Sessions dropped here because another host holds their device.";
+        pub fleet_bus_messages: Counter
+            => "fleet_bus_messages_total", "Messages received on this host's fleet bus channel.";
+        pub fleet_bus_up: Gauge
+            => "fleet_bus_up", "1 while this host is subscribed to its fleet bus channel.";
     }
 }
 

@@ -27,6 +27,7 @@ use slab::Slab;
 use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind};
 
+use crate::fleet::Fleet;
 use crate::http::{Command, PushResult};
 use crate::journal::{Compacted, ImageWriter, Journal};
 use crate::link::{Link, MAX_BODY, MAX_OUT, READ_CHUNK};
@@ -130,6 +131,9 @@ pub(crate) struct Server {
     dirty: Vec<usize>,
     /// Loop iterations so far; see [`Server::loops`].
     loops: Arc<AtomicU64>,
+    /// The fleet, when this host is one of many (`fleet`).
+    fleet: Option<Fleet>,
+    fleet_answers: Vec<crate::fleet::PushAnswer>,
 }
 
 impl Server {
@@ -169,7 +173,15 @@ impl Server {
             answers: Vec::new(),
             dirty: Vec::new(),
             loops: Arc::new(AtomicU64::new(0)),
+            fleet: None,
+            fleet_answers: Vec::new(),
         })
+    }
+
+    /// Joins the fleet: logins, foreign resumes and pushes go through its engine.
+    pub(crate) fn with_fleet(mut self, fleet: Option<Fleet>) -> Server {
+        self.fleet = fleet;
+        self
     }
 
     /// The loop's iteration count, bumped once per iteration: the systemd watchdog checks
@@ -212,8 +224,15 @@ impl Server {
                 }
             }
             self.take_commands(now);
+            self.take_fleet(now);
             self.store.advance(now);
+            if let Some(fleet) = self.fleet.as_mut() {
+                fleet.observe(&self.store);
+            }
             self.commit(now)?;
+            if let Some(fleet) = self.fleet.as_mut() {
+                fleet.tick(now);
+            }
             self.send();
             self.loops.fetch_add(1, Ordering::Relaxed);
 
@@ -351,6 +370,23 @@ impl Server {
             return Ok(());
         };
         if let Some(gw) = link.gateway {
+            if let Some(fleet) = self.fleet.as_mut() {
+                if matches!(frame.kind, Kind::StateLogin | Kind::StateResume) {
+                    let body = tether_proto::Routed::parse(frame.body).map_err(|e| LinkFault {
+                        code: ErrorCode::BadFrame,
+                        id: frame.id,
+                        reason: e.to_string(),
+                    })?;
+                    let (id, route, token) = (frame.id, body.route, body.payload);
+                    if frame.kind == Kind::StateLogin {
+                        fleet.login(&mut self.store, gw, id, route, token, now);
+                        return Ok(());
+                    }
+                    if fleet.resume(&self.store, gw, id, route, token, now) {
+                        return Ok(());
+                    }
+                }
+            }
             return self.store.on_frame(gw, frame, now);
         }
         if frame.kind != Kind::Hello {
@@ -449,10 +485,13 @@ impl Server {
                     payload,
                     ttl_s,
                     reply,
-                } => {
-                    let result = self.store.push(&device, &payload, ttl_s, now);
-                    self.answers.push(Answer::Push(reply, result));
-                }
+                } => match self.fleet.as_mut() {
+                    Some(fleet) => fleet.push(&self.store, device, payload, ttl_s, reply, now),
+                    None => {
+                        let result = self.store.push(&device, &payload, ttl_s, now);
+                        self.answers.push(Answer::Push(reply, result));
+                    }
+                },
                 Command::View { device, reply } => {
                     let _ = reply.send(self.store.view(&device, now));
                 }
@@ -464,6 +503,18 @@ impl Server {
                     self.answers.push(Answer::End(reply, ended));
                 }
             }
+        }
+    }
+
+    /// What the fleet's engine answered and its bus brought, carried out on the store; push
+    /// answers leave with this iteration's, after the journal.
+    fn take_fleet(&mut self, now: Now) {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
+        fleet.take_events(&mut self.store, now, &mut self.fleet_answers);
+        for (reply, result) in self.fleet_answers.drain(..) {
+            self.answers.push(Answer::Push(reply, result));
         }
     }
 

@@ -7,6 +7,8 @@
 //! - `cargo xtask demo --page [--port N]`: the same stack with WebSocket listeners, kept
 //!   running for a browser, and the push console page served on 127.0.0.1:N (8080) until
 //!   Ctrl-C (see `page.rs`, `page_server.rs`).
+//! - `cargo xtask demo --hosts 2`: a fleet of two hosts over a loopback Redis Cluster, pushes
+//!   through host b to devices on host a (see `fleet_demo.rs`).
 //! - `cargo xtask test`: installs the system packages and tools the tests need when they are
 //!   missing, builds every binary and runs every test, then runs every fuzz target for a
 //!   bounded time (`fuzz.rs`), every bench script in its smoke mode (`bench_smoke.rs`), and
@@ -14,6 +16,7 @@
 
 mod bench_smoke;
 mod demo;
+mod fleet_demo;
 mod fuzz;
 mod http_client;
 mod js;
@@ -33,6 +36,8 @@ const USAGE: &str = "\
 usage: cargo xtask demo [loadgen flags…]   run the cluster under load
        cargo xtask demo --page [--port N]  keep the cluster running for a browser, the
                                            push console on http://127.0.0.1:N/ (8080)
+       cargo xtask demo --hosts 2          a fleet of two hosts over a Redis Cluster on
+                                           loopback; pushes through b to devices on a
        cargo xtask test [STEP FLAGS] [cargo test args…]
                                            install, build and run every test, then the fuzz,
                                            bench smoke and js steps
@@ -49,6 +54,8 @@ fn main() -> Result<()> {
             let args: Vec<String> = args.collect();
             if args.first().is_some_and(|a| a == "--page") {
                 page::run(&root(), cargo, &args[1..])
+            } else if args.first().is_some_and(|a| a == "--hosts") {
+                fleet_demo::demo(&root(), &args[1..])
             } else {
                 demo::demo(&root(), cargo, &args)
             }
@@ -129,6 +136,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("etcdctl", "etcd-client"),
     // e2e security/tokens: keys made with `openssl genpkey`, deploy/jwks-from-pem.sh.
     ("openssl", "openssl"),
+    // e2e fleet: a Redis 7 Cluster (redis-server, redis-cli) and hosts in network namespaces.
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("ip", "iproute2"),
 ];
 
 /// Which parts of `cargo xtask test` run, from its leading flags; the rest goes to cargo test.

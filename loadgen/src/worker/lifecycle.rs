@@ -14,7 +14,9 @@
 //! plain connect failure always has. A connection told GOAWAY instead keeps trying, with a
 //! growing backoff, until `--reconnect-timeout` (see [`crate::reconnect`]). A ready
 //! connection lost any other way is dropped (`conns.dropped`). Every failure is counted in
-//! `errors` under its cause, including attempts a fallback recovered from.
+//! `errors` under its cause, including attempts a fallback recovered from. With
+//! `--resume-on-loss`, a ready connection lost without a GOAWAY (its host died) gets back
+//! like one told GOAWAY, counted with the GOAWAYs in `reconnects`.
 
 use std::time::{Duration, Instant};
 
@@ -397,6 +399,28 @@ impl Worker<'_> {
                 }
                 let lost = conn.outstanding.clear() as u64;
                 self.stats.errors_n("goaway_unanswered", lost);
+                self.stats.requests.lost += lost;
+                self.unhook(k);
+                self.start_attempt(k, now);
+            }
+            State::Ready if self.config.resume_on_loss => {
+                // Its gateway or host died: back through another one, as after a GOAWAY.
+                tracing::debug!(conn = conn.global, peer = ?conn.peer, cause = cause.name(), "connection lost; resuming elsewhere");
+                self.stats.error(cause.name());
+                self.stats.session.goaways += 1;
+                if conn.reconnect.is_none() {
+                    self.reconnecting += 1;
+                }
+                conn.reconnect = Some(Reconnect {
+                    avoid: conn.peer,
+                    allow_avoided: false,
+                    attempts: 0,
+                    by: now + self.config.reconnect_timeout,
+                });
+                conn.login_id = 0;
+                conn.ping_at = None;
+                let lost = conn.outstanding.clear() as u64;
+                self.stats.errors_n("lost_unanswered", lost);
                 self.stats.requests.lost += lost;
                 self.unhook(k);
                 self.start_attempt(k, now);

@@ -103,19 +103,11 @@ impl Store {
         Ok(())
     }
 
-    fn login(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
-        let rules = &mut self.rules;
-        let claims = rules
-            .verifier
-            .verify_with(&mut rules.token_cache, token, now.unix_ms / 1000);
-        let claims = match claims {
-            Ok(claims) => claims,
-            Err(e) => {
-                self.metrics.logins_auth_failed.inc();
-                return self.fail(gw, id, route, ErrorCode::AuthFailed, &e.to_string());
-            }
+    pub(super) fn login(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
+        let Some(device) = self.verify_login(gw, id, route, token, now) else {
+            return;
         };
-        let existing = self.find_device(&claims.sub);
+        let existing = self.find_device(&device);
         if existing.is_some() && self.rules.duplicate_login == DuplicateLogin::Refuse {
             self.metrics.logins_auth_failed.inc();
             return self.fail(
@@ -126,16 +118,59 @@ impl Store {
                 "device already logged in",
             );
         }
+        if self.open_session(gw, id, route, device, now).is_some() {
+            self.metrics.logins_ok.inc();
+        }
+    }
+
+    /// Checks a login token: its device, or `None` with LOGIN_FAIL queued.
+    pub(crate) fn verify_login(
+        &mut self,
+        gw: u16,
+        id: u64,
+        route: u64,
+        token: &[u8],
+        now: Now,
+    ) -> Option<String> {
+        let rules = &mut self.rules;
+        let claims = rules
+            .verifier
+            .verify_with(&mut rules.token_cache, token, now.unix_ms / 1000);
+        match claims {
+            Ok(claims) => Some(claims.sub),
+            Err(e) => {
+                self.metrics.logins_auth_failed.inc();
+                self.fail(gw, id, route, ErrorCode::AuthFailed, &e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A new session of `device` at (`gw`, `route`), answered LOGIN_OK; an existing session
+    /// of the device is replaced (KICKED if online) and its pushes move over. `None` with
+    /// LOGIN_FAIL queued when the daemon is full.
+    pub(super) fn open_session(
+        &mut self,
+        gw: u16,
+        id: u64,
+        route: u64,
+        device: String,
+        now: Now,
+    ) -> Option<usize> {
+        let existing = self.find_device(&device);
         if existing.is_none() && self.sessions.len() >= self.rules.max_sessions {
             self.metrics.logins_overloaded.inc();
-            return self.fail(gw, id, route, ErrorCode::Overloaded, "too many sessions");
+            self.fail(gw, id, route, ErrorCode::Overloaded, "too many sessions");
+            return None;
         }
         let Some(secret) = self.random.secret() else {
-            return self.fail(gw, id, route, ErrorCode::Internal, "no randomness");
+            self.fail(gw, id, route, ErrorCode::Internal, "no randomness");
+            return None;
         };
         let session = self.next_session;
         let Some(next_session) = session.checked_add(1) else {
-            return self.fail(gw, id, route, ErrorCode::Internal, "session ids exhausted");
+            self.fail(gw, id, route, ErrorCode::Internal, "session ids exhausted");
+            return None;
         };
         if let Some(old) = self.find_route(gw, route) {
             self.detach(old, now, Cause::Closed);
@@ -155,11 +190,11 @@ impl Store {
             route,
             login_unix_ms: now.unix_ms,
             secret,
-            device: &claims.sub,
+            device: &device,
         });
         let slot = self.insert(Session {
             id: session,
-            device: claims.sub.into_boxed_str(),
+            device: device.into_boxed_str(),
             secret,
             gateway: gw,
             route,
@@ -170,13 +205,13 @@ impl Store {
             timer: None,
             pushes,
         });
-        self.metrics.logins_ok.inc();
         self.arm_lifecycle(slot);
         self.answer_ok(slot, id);
         self.resend_all(slot, now);
+        Some(slot)
     }
 
-    fn resume(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
+    pub(super) fn resume(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
         let found = parse_resume_token(token).and_then(|(session, secret)| {
             let slot = self.find_id(session)?;
             let s = &self.sessions[slot];

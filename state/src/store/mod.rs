@@ -14,6 +14,7 @@
 //!
 //! - `links.rs`: what a gateway link sends (HELLO, LOGIN, RESUME, HEARTBEAT, ANNOUNCE, CLOSED,
 //!   ACK) and what each does to the sessions;
+//! - `fleet.rs`: what the fleet engine decided (logins, takeovers, pushes from other hosts);
 //! - `push.rs`: what the HTTP API asks: queue a push, view or end a session;
 //! - `lifecycle.rs`: a session going from online to detached to removed, on its timer;
 //! - `delivery.rs`: a session's push queue: sending, retransmitting, expiring;
@@ -29,6 +30,7 @@
 
 mod delivery;
 mod entropy;
+mod fleet;
 mod gateways;
 mod indexes;
 mod lifecycle;
@@ -57,6 +59,7 @@ use entropy::Entropy;
 use gateways::Gateway;
 use records::RecordBuf;
 
+pub use fleet::LocalSession;
 pub use links::LinkFault;
 pub use now::Now;
 pub use push::{EndedSession, PushRefused, PushStatus, SessionView};

@@ -32,6 +32,8 @@ pub enum PushRefused {
     IdsExhausted,
     /// The daemon already holds `max_pending_bytes` of unacknowledged pushes.
     DaemonFull { max_bytes: u64 },
+    /// Fleet mode: the engine that makes a push durable fleet-wide cannot be reached.
+    FleetUnavailable,
 }
 
 /// A session as `GET /v1/sessions/{device}` shows it.

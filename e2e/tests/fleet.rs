@@ -1,0 +1,253 @@
+//! A fleet of real hosts: network namespaces with their own addresses, each running a state
+//! daemon in fleet mode and a gateway, over a real Redis 7 Cluster (three primaries with a
+//! replica each). Push from any host, resume on any host, duplicate logins across hosts, and
+//! the failure modes of `doc/fleet.md`: a host killed with pushes pending, a host cut off
+//! from Redis, a Redis primary killed, Redis restarted empty.
+//!
+//! Skipped, with the reason printed, when not root or without `ip` / `redis-server`.
+
+use std::time::{Duration, Instant};
+
+use tether_e2e::fleet::{Host, Network, RedisCluster};
+use tether_e2e::Client;
+use tether_proto::Kind;
+
+/// A fleet of `hosts` hosts (a, b, …) on a fresh network and Redis cluster, or `None` when
+/// this machine cannot run it.
+fn fleet(hosts: usize, extra: &[&str]) -> Option<(Network, RedisCluster, Vec<Host>)> {
+    if let Some(reason) = Network::skip_reason() {
+        eprintln!("SKIPPED: the multi-host fleet tests need {reason}");
+        return None;
+    }
+    let network = Network::create(hosts);
+    let redis = RedisCluster::start(&network.core);
+    let seeds = redis.seeds();
+    let started = network
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let id = ((b'a' + i as u8) as char).to_string();
+            Host::start(ns, &id, &seeds, extra)
+        })
+        .collect();
+    Some((network, redis, started))
+}
+
+/// The next PUSH on `client` (PINGs and other frames are not expected here).
+fn next_push(client: &mut Client) -> (u64, Vec<u8>) {
+    let r = client
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a PUSH within 5 s");
+    assert_eq!(r.kind, Kind::Push, "{r:?}");
+    (r.id, r.body.to_vec())
+}
+
+fn push_ok(host: &Host, device: &str, payload: &[u8], status: &str) -> u64 {
+    let (code, v) = host.push(device, payload);
+    assert_eq!(code, 200, "push to {device} through {}: {v}", host.id);
+    assert_eq!(
+        v["status"], status,
+        "push to {device} through {}: {v}",
+        host.id
+    );
+    v["msg_id"].as_u64().expect("msg_id")
+}
+
+fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_push_through_any_host_reaches_the_device_and_a_second_login_elsewhere_kicks_the_first() {
+    let Some((_network, _redis, hosts)) = fleet(2, &[]) else {
+        return;
+    };
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let (mut on_a, _) = a.login("dev-1");
+
+    // Through B to the device on A: delivered, with the id the device sees.
+    let msg = push_ok(b, "dev-1", b"from b", "delivered");
+    assert_eq!(next_push(&mut on_a), (msg, b"from b".to_vec()));
+    on_a.send_frame(Kind::Ack, msg, b"");
+    // Through A as well; ids grow per device across hosts.
+    let second = push_ok(a, "dev-1", b"from a", "delivered");
+    assert!(second > msg, "{second} after {msg}");
+    assert_eq!(next_push(&mut on_a), (second, b"from a".to_vec()));
+    on_a.send_frame(Kind::Ack, second, b"");
+
+    // Offline only when no host has a session.
+    let (code, v) = b.push("nobody", b"x");
+    assert_eq!((code, v["status"].as_str()), (200, Some("offline")), "{v}");
+    assert!(v["msg_id"].is_null(), "{v}");
+
+    // The same device logging in on B: A's client is KICKED, B's is the session.
+    let (mut on_b, _) = b.login("dev-1");
+    let kicked = on_a
+        .recv_timeout(Duration::from_secs(5))
+        .expect("KICKED on A");
+    assert_eq!(
+        (kicked.kind, kicked.error_code()),
+        (Kind::Error, Some(12)),
+        "{kicked:?}"
+    );
+    on_a.expect_closed();
+    let third = push_ok(a, "dev-1", b"to b", "delivered");
+    assert!(third > second);
+    assert_eq!(next_push(&mut on_b), (third, b"to b".to_vec()));
+}
+
+#[test]
+fn a_refused_duplicate_login_is_decided_across_hosts() {
+    let Some((_network, _redis, hosts)) = fleet(2, &["--duplicate-login", "refuse"]) else {
+        return;
+    };
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let (_on_a, _) = a.login("dev-r");
+    let mut second = b.connect();
+    second.send_frame(Kind::Login, 1, tether_e2e::state::token("dev-r").as_bytes());
+    let r = second.expect();
+    assert_eq!((r.kind, r.error_code()), (Kind::Error, Some(5)), "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("on host a"),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+#[test]
+fn a_host_killed_with_pushes_pending_loses_none_and_its_device_resumes_on_another() {
+    let Some((_network, _redis, mut hosts)) = fleet(2, &[]) else {
+        return;
+    };
+    let (mut on_a, ok) = hosts[0].login("dev-2");
+    let token = ok["resume_token"]
+        .as_str()
+        .expect("resume_token")
+        .to_string();
+    // Three pushes accepted (through both hosts), seen by the client, never acknowledged.
+    let mut ids = Vec::new();
+    for (i, host) in [0usize, 1, 0].into_iter().enumerate() {
+        let payload = format!("p{i}");
+        let id = push_ok(&hosts[host], "dev-2", payload.as_bytes(), "delivered");
+        assert_eq!(next_push(&mut on_a), (id, payload.into_bytes()));
+        ids.push(id);
+    }
+    // A push while the device is between hosts: accepted, kept.
+    hosts[0].kill();
+    drop(on_a);
+    let queued = push_ok(&hosts[1], "dev-2", b"while moving", "delivered");
+    ids.push(queued);
+
+    let started = Instant::now();
+    let b = &hosts[1];
+    let mut on_b = b.connect();
+    on_b.send_frame(Kind::Resume, 9, token.as_bytes());
+    let r = on_b.expect();
+    assert_eq!((r.kind, r.id), (Kind::LoginOk, 9), "{r:?}");
+    let mut got: Vec<u64> = Vec::new();
+    while got.len() < ids.len() {
+        let (id, _) = next_push(&mut on_b);
+        if !got.contains(&id) {
+            got.push(id);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, ids, "every accepted push, redelivered on B");
+    eprintln!("resumed on B and redelivered in {:?}", started.elapsed());
+    for id in &ids {
+        on_b.send_frame(Kind::Ack, *id, b"");
+    }
+    let next = push_ok(b, "dev-2", b"after", "delivered");
+    assert!(
+        next > *ids.iter().max().expect("ids"),
+        "ids grow across hosts"
+    );
+    assert_eq!(b.metric("tether_state_fleet_takeovers_total"), Some(1.0));
+}
+
+#[test]
+fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
+    let Some((_network, mut redis, hosts)) = fleet(2, &["--resume-window-s", "6"]) else {
+        return;
+    };
+    let (a, b) = (&hosts[0], &hosts[1]);
+
+    // A host cut off from Redis: new logins UNAVAILABLE (11, the connection stays), pushes
+    // 503; its sessions stay; once back, everything works again.
+    let (mut on_a, _) = a.login("dev-3");
+    a.ns.link(false);
+    let mut newcomer = a.connect();
+    newcomer.send_frame(
+        Kind::Login,
+        1,
+        tether_e2e::state::token("dev-new").as_bytes(),
+    );
+    let r = newcomer.expect();
+    assert_eq!((r.kind, r.error_code()), (Kind::Error, Some(11)), "{r:?}");
+    let (code, v) = a.push("dev-3", b"cut off");
+    assert_eq!(code, 503, "{v}");
+    a.ns.link(true);
+    eventually(Duration::from_secs(10), "logins on A again", || {
+        newcomer.send_frame(
+            Kind::Login,
+            2,
+            tether_e2e::state::token("dev-new").as_bytes(),
+        );
+        newcomer.expect().kind == Kind::LoginOk
+    });
+    let id = push_ok(b, "dev-3", b"back", "delivered");
+    assert_eq!(next_push(&mut on_a), (id, b"back".to_vec()));
+    on_a.send_frame(Kind::Ack, id, b"");
+
+    // The primary holding dev-3's slot killed: its replica is promoted, a push accepted
+    // before survives it, and the fleet works on.
+    let unacked = push_ok(b, "dev-3", b"before failover", "delivered");
+    assert_eq!(next_push(&mut on_a).0, unacked);
+    std::thread::sleep(Duration::from_millis(300));
+    let primary = redis.primary_of("{t:dev-3}:r");
+    redis.kill(primary);
+    let started = Instant::now();
+    eventually(Duration::from_secs(20), "a push after the failover", || {
+        b.push("dev-3", b"after failover").0 == 200
+    });
+    eprintln!(
+        "pushes accepted again {:?} after the primary's SIGKILL",
+        started.elapsed()
+    );
+    let pending = redis.cli(
+        (primary + 1) % 6,
+        &["-c", "hget", "{t:dev-3}:p", &unacked.to_string()],
+    );
+    assert!(
+        pending.contains("before failover"),
+        "the unacknowledged push survived the failover: {pending:?}"
+    );
+
+    // Redis restarted empty: every node wiped and the cluster made again. The hosts write
+    // their routes again within a refresh period, and pushes reach their devices.
+    for i in 0..6 {
+        redis.kill(i);
+    }
+    let mut fresh = RedisCluster::start(&redis.ns);
+    std::mem::swap(&mut redis, &mut fresh);
+    drop(fresh);
+    eventually(
+        Duration::from_secs(15),
+        "dev-3 reachable after Redis restarted empty",
+        || {
+            let (code, v) = b.push("dev-3", b"after restart");
+            code == 200 && v["status"] == "delivered"
+        },
+    );
+    while let Some(r) = on_a.recv_timeout(Duration::from_secs(2)) {
+        if r.kind == Kind::Push && &r.body[..] == b"after restart" {
+            return;
+        }
+    }
+    panic!("the push after Redis restarted empty did not reach dev-3 on A");
+}

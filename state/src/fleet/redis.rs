@@ -1,0 +1,516 @@
+//! The fleet engine on Redis 7 Cluster: the functions of `tether.lua` decide every login,
+//! takeover, bind and push atomically in the device's slot; a batch of operations goes out
+//! as one cluster pipeline (one round trip per primary), then the takeovers, which need the
+//! device behind a token first, one by one. Runs on the engine thread only.
+
+use std::time::Duration;
+
+use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
+use redis::Value;
+
+use super::bus::{self, BusMessage};
+use super::engine::{Engine, EngineError, Op, Outcome, Owner, StoredPush};
+use super::keys;
+use super::settings::Settings;
+
+/// The function library, loaded (REPLACE) on every primary at connect and whenever a primary
+/// answers that it does not know it (a promoted replica of an old primary, a Redis restarted
+/// empty).
+pub(crate) const LIBRARY: &str = include_str!("tether.lua");
+
+/// The Redis Cluster engine: a client, and the connection while it is up.
+pub(crate) struct RedisEngine {
+    client: ClusterClient,
+    connection: Option<ClusterConnection>,
+    /// The connection bus messages are published on: to the first seed that answers, the
+    /// node the hosts' subscribers also prefer (see `bus.rs`).
+    bus: Option<redis::Connection>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("host", &self.settings.host)
+            .field("connected", &self.connection.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisEngine {
+    pub(crate) fn new(settings: Settings) -> Result<RedisEngine, EngineError> {
+        let nodes: Vec<String> = settings
+            .seeds
+            .iter()
+            .map(|seed| format!("redis://{seed}"))
+            .collect();
+        let client = ClusterClient::builder(nodes)
+            .username(&settings.credentials.user)
+            .password(String::from_utf8_lossy(
+                settings.credentials.password.expose(),
+            ))
+            // Without it a command written while the previous one is unacknowledged waits for
+            // the delayed ACK: 40 ms stalls on the push path.
+            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+            .connection_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_millis(1000))
+            .retries(2)
+            .min_retry_wait(20)
+            .max_retry_wait(200)
+            .build()
+            .map_err(unavailable)?;
+        Ok(RedisEngine {
+            client,
+            connection: None,
+            bus: None,
+            settings,
+        })
+    }
+
+    fn connection(&mut self) -> Result<&mut ClusterConnection, EngineError> {
+        if self.connection.is_none() {
+            let mut connection = self.client.get_connection().map_err(unavailable)?;
+            load_library(&mut connection)?;
+            tracing::info!(seeds = ?self.settings.seeds, "fleet engine connected; functions loaded");
+            self.connection = Some(connection);
+        }
+        self.connection
+            .as_mut()
+            .ok_or_else(|| EngineError::Unavailable("no connection".into()))
+    }
+
+    /// The pipelined operations (all but takeovers), answers in order.
+    fn run_pipelined(&mut self, ops: &[&Op]) -> Result<Vec<Value>, EngineError> {
+        let settings = self.settings.clone();
+        let mut pipe = cluster_pipe();
+        for op in ops {
+            add_op(&mut pipe, op, &settings);
+        }
+        let connection = self.connection()?;
+        match pipe.query::<Vec<Value>>(connection) {
+            Ok(values) => Ok(values),
+            Err(e) if e.to_string().contains("Function not found") => {
+                load_library(connection)?;
+                pipe.query::<Vec<Value>>(connection).map_err(unavailable)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn takeover(&mut self, token_hash: &str, gateway: &str) -> Result<Outcome, EngineError> {
+        let settings = self.settings.clone();
+        let connection = self.connection()?;
+        let device: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(keys::resume(token_hash))
+            .query(connection)
+            .map_err(unavailable)?;
+        let Some(device) = device.and_then(|d| String::from_utf8(d).ok()) else {
+            return Ok(Outcome::UnknownToken);
+        };
+        let k = keys::Device::new(&device);
+        let value: Value = redis::cmd("FCALL")
+            .arg("tether_takeover")
+            .arg(3)
+            .arg(&k.route)
+            .arg(&k.msg)
+            .arg(&k.pending)
+            .arg(&device)
+            .arg(&settings.host)
+            .arg(gateway)
+            .arg(token_hash)
+            .arg(settings.route_ttl_ms)
+            .query(connection)
+            .map_err(unavailable)?;
+        let items = array(value)?;
+        match text(items.first())?.as_str() {
+            "unknown" => Ok(Outcome::UnknownToken),
+            "ok" => Ok(Outcome::TakenOver {
+                device,
+                previous: text(items.get(1))?,
+                previous_session: text(items.get(2))?,
+                pushes: pushes(items.get(3..).unwrap_or_default())?,
+            }),
+            other => Err(EngineError::Protocol(format!(
+                "takeover answered {other:?}"
+            ))),
+        }
+    }
+}
+
+impl Engine for RedisEngine {
+    fn connect(&mut self) -> Result<(), EngineError> {
+        self.connection().map(drop)
+    }
+
+    fn run(&mut self, ops: &[Op]) -> Vec<Result<Outcome, EngineError>> {
+        let pipelined: Vec<&Op> = ops
+            .iter()
+            .filter(|op| !matches!(op, Op::Takeover { .. }))
+            .collect();
+        let mut answers = match self.run_pipelined(&pipelined) {
+            Ok(values) => {
+                let mut values = values.into_iter();
+                let mut out = Vec::with_capacity(pipelined.len());
+                for op in &pipelined {
+                    out.push(parse(op, &mut values));
+                }
+                out.into_iter()
+            }
+            Err(e) => {
+                if !pipelined.is_empty() {
+                    self.connection = None;
+                }
+                vec![Err(e); pipelined.len()].into_iter()
+            }
+        };
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                Op::Takeover {
+                    token_hash,
+                    gateway,
+                } => {
+                    let result = self.takeover(token_hash, gateway);
+                    if matches!(result, Err(EngineError::Unavailable(_))) {
+                        self.connection = None;
+                    }
+                    results.push(result);
+                }
+                _ => results.push(answers.next().unwrap_or_else(|| {
+                    Err(EngineError::Protocol(
+                        "fewer answers than operations".into(),
+                    ))
+                })),
+            }
+        }
+        let messages = bus_messages(ops, &results, &self.settings.host);
+        if !messages.is_empty() {
+            self.publish(&messages);
+        }
+        results
+    }
+}
+
+impl RedisEngine {
+    /// Publishes `(host, message)` pairs in one round trip; on failure, once more on the
+    /// next seed that answers. A message that cannot be published is logged: the bus is a
+    /// hint (pushes are durable, a missed drop is repaired by the next refresh).
+    fn publish(&mut self, messages: &[(String, Vec<u8>)]) {
+        let mut pipe = redis::pipe();
+        for (host, message) in messages {
+            pipe.cmd("PUBLISH")
+                .arg(keys::bus(host))
+                .arg(message.as_slice())
+                .ignore();
+        }
+        for _ in 0..2 {
+            if self.bus.is_none() {
+                self.bus = bus::connect_first(&self.settings);
+            }
+            let Some(connection) = self.bus.as_mut() else {
+                break;
+            };
+            match pipe.query::<()>(connection) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet bus: publishing failed; reconnecting");
+                    self.bus = None;
+                }
+            }
+        }
+        tracing::warn!(
+            messages = messages.len(),
+            "fleet bus: messages not published (pushes stay durable; drops are repaired by the next refresh)"
+        );
+    }
+}
+
+/// What the answers call for on the bus: drop orders to the host a device left, pushes to
+/// the host that holds their device.
+fn bus_messages(
+    ops: &[Op],
+    results: &[Result<Outcome, EngineError>],
+    this_host: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (op, result) in ops.iter().zip(results) {
+        let message = match (op, result) {
+            (
+                Op::Login { device, .. },
+                Ok(Outcome::Claimed {
+                    previous: Some(host),
+                    previous_session,
+                    ..
+                }),
+            ) if host != this_host => (
+                host,
+                BusMessage::Drop {
+                    device: device.clone(),
+                    session: previous_session.clone(),
+                    reason: "the device logged in on another host".into(),
+                },
+            ),
+            (
+                Op::Takeover { .. },
+                Ok(Outcome::TakenOver {
+                    device,
+                    previous,
+                    previous_session,
+                    ..
+                }),
+            ) if previous != this_host => (
+                previous,
+                BusMessage::Drop {
+                    device: device.clone(),
+                    session: previous_session.clone(),
+                    reason: "the session was resumed on another host".into(),
+                },
+            ),
+            (
+                Op::Push {
+                    device,
+                    payload,
+                    expires_unix_ms,
+                    ..
+                },
+                Ok(Outcome::Stored { msg, owner }),
+            ) if owner.host != this_host => (
+                &owner.host,
+                BusMessage::Push {
+                    device: device.clone(),
+                    session: owner.session.clone(),
+                    msg: *msg,
+                    expires_unix_ms: *expires_unix_ms,
+                    payload: payload.clone(),
+                },
+            ),
+            _ => continue,
+        };
+        out.push((message.0.clone(), message.1.encode()));
+    }
+    out
+}
+
+fn load_library(connection: &mut ClusterConnection) -> Result<(), EngineError> {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(LIBRARY)
+        .query::<Value>(connection)
+        .map(drop)
+        .map_err(unavailable)
+}
+
+/// Adds `op`'s commands to the pipeline: one FCALL each, plus the resume index for a bind.
+fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
+    match op {
+        Op::Login {
+            device,
+            gateway,
+            refuse,
+        } => {
+            let k = keys::Device::new(device);
+            pipe.cmd("FCALL")
+                .arg("tether_login")
+                .arg(3)
+                .arg(&k.route)
+                .arg(&k.msg)
+                .arg(&k.pending)
+                .arg(device)
+                .arg(&s.host)
+                .arg(gateway)
+                .arg(if *refuse { "refuse" } else { "kick" })
+                .arg(s.route_ttl_ms);
+        }
+        Op::Bind {
+            device,
+            gateway,
+            session,
+            token_hash,
+            online,
+            refresh,
+        } => {
+            let k = keys::Device::new(device);
+            let state = match (refresh, online) {
+                (true, _) => "refresh",
+                (false, true) => "online",
+                (false, false) => "detached",
+            };
+            pipe.cmd("FCALL")
+                .arg("tether_bind")
+                .arg(3)
+                .arg(&k.route)
+                .arg(&k.msg)
+                .arg(&k.pending)
+                .arg(device)
+                .arg(&s.host)
+                .arg(gateway)
+                .arg(keys::session(*session))
+                .arg(token_hash)
+                .arg(state)
+                .arg(s.route_ttl_ms);
+            pipe.cmd("SET")
+                .arg(keys::resume(token_hash))
+                .arg(device)
+                .arg("PX")
+                .arg(s.route_ttl_ms);
+        }
+        Op::Forget { device, session } => {
+            let k = keys::Device::new(device);
+            pipe.cmd("FCALL")
+                .arg("tether_forget")
+                .arg(3)
+                .arg(&k.route)
+                .arg(&k.msg)
+                .arg(&k.pending)
+                .arg(&s.host)
+                .arg(keys::session(*session));
+        }
+        Op::Push {
+            device,
+            payload,
+            expires_unix_ms,
+            id_floor,
+        } => {
+            let k = keys::Device::new(device);
+            pipe.cmd("FCALL")
+                .arg("tether_push")
+                .arg(3)
+                .arg(&k.route)
+                .arg(&k.msg)
+                .arg(&k.pending)
+                .arg(device)
+                .arg(&s.host)
+                .arg(*expires_unix_ms)
+                .arg(payload.as_slice())
+                .arg(s.max_pending)
+                .arg(*id_floor)
+                .arg(s.pending_ttl_ms)
+                .arg(s.counter_ttl_ms);
+        }
+        Op::Ack { device, msg } => {
+            let k = keys::Device::new(device);
+            pipe.cmd("HDEL").arg(&k.pending).arg(*msg);
+        }
+        Op::Takeover { .. } => {}
+    }
+}
+
+/// Reads `op`'s answers (two for a bind) from the pipeline's values.
+fn parse(op: &Op, values: &mut impl Iterator<Item = Value>) -> Result<Outcome, EngineError> {
+    let value = values
+        .next()
+        .ok_or_else(|| EngineError::Protocol("fewer answers than commands".into()))?;
+    if let Value::ServerError(e) = &value {
+        return Err(EngineError::Unavailable(format!("{e:?}")));
+    }
+    match op {
+        Op::Login { .. } => {
+            let items = array(value)?;
+            match text(items.first())?.as_str() {
+                "refused" => Ok(Outcome::Refused {
+                    owner: text(items.get(1))?,
+                }),
+                "ok" => {
+                    let previous = text(items.get(1))?;
+                    Ok(Outcome::Claimed {
+                        previous: (!previous.is_empty()).then_some(previous),
+                        previous_session: text(items.get(2))?,
+                        pushes: pushes(items.get(3..).unwrap_or_default())?,
+                    })
+                }
+                other => Err(EngineError::Protocol(format!("login answered {other:?}"))),
+            }
+        }
+        Op::Bind { .. } => {
+            let _index = values.next();
+            let items = array(value)?;
+            match text(items.first())?.as_str() {
+                verdict @ ("ok" | "recreated") => Ok(Outcome::Bound {
+                    recreated: verdict == "recreated",
+                    pushes: pushes(items.get(1..).unwrap_or_default())?,
+                }),
+                "moved" | "stale" => Ok(Outcome::Moved),
+                other => Err(EngineError::Protocol(format!("bind answered {other:?}"))),
+            }
+        }
+        Op::Forget { .. } | Op::Ack { .. } => Ok(Outcome::Done),
+        Op::Push { .. } => {
+            let items = array(value)?;
+            match text(items.first())?.as_str() {
+                "offline" => Ok(Outcome::Offline),
+                "full" => Ok(Outcome::Full {
+                    pending: number(items.get(1))? as usize,
+                }),
+                state @ ("online" | "detached") => Ok(Outcome::Stored {
+                    owner: Owner {
+                        host: text(items.get(1))?,
+                        session: text(items.get(2))?,
+                        online: state == "online",
+                    },
+                    msg: number(items.get(3))?,
+                }),
+                other => Err(EngineError::Protocol(format!("push answered {other:?}"))),
+            }
+        }
+        Op::Takeover { .. } => Err(EngineError::Protocol("takeover in a pipeline".into())),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+fn array(value: Value) -> Result<Vec<Value>, EngineError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(EngineError::Protocol(format!(
+            "expected an array, got {other:?}"
+        ))),
+    }
+}
+
+fn bytes(value: Option<&Value>) -> Result<Vec<u8>, EngineError> {
+    match value {
+        Some(Value::BulkString(b)) => Ok(b.clone()),
+        Some(Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
+        Some(Value::Int(i)) => Ok(i.to_string().into_bytes()),
+        other => Err(EngineError::Protocol(format!(
+            "expected a string, got {other:?}"
+        ))),
+    }
+}
+
+fn text(value: Option<&Value>) -> Result<String, EngineError> {
+    String::from_utf8(bytes(value)?).map_err(|e| EngineError::Protocol(e.to_string()))
+}
+
+fn number(value: Option<&Value>) -> Result<u64, EngineError> {
+    text(value)?
+        .parse()
+        .map_err(|e: std::num::ParseIntError| EngineError::Protocol(e.to_string()))
+}
+
+/// HGETALL pairs of the pending hash: message id, "EXPIRES:PAYLOAD".
+fn pushes(flat: &[Value]) -> Result<Vec<StoredPush>, EngineError> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks(2) {
+        let msg = number(pair.first())?;
+        let value = bytes(pair.get(1))?;
+        let colon = value
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or_else(|| EngineError::Protocol("pending push without expiry".into()))?;
+        let expires_unix_ms = std::str::from_utf8(&value[..colon])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| EngineError::Protocol("pending push expiry".into()))?;
+        out.push(StoredPush {
+            msg,
+            expires_unix_ms,
+            payload: value[colon + 1..].to_vec(),
+        });
+    }
+    out.sort_by_key(|p| p.msg);
+    Ok(out)
+}

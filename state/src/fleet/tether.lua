@@ -1,0 +1,134 @@
+#!lua name=tether
+-- Tether's fleet functions: every decision that must be atomic across hosts is taken here,
+-- in the Redis Cluster slot of one device. Keys of a device share the hash tag {t:DEVICE}:
+--   KEYS[1] route   (hash: host, gw, session, tok, state)
+--   KEYS[2] msg     (the device's message id counter)
+--   KEYS[3] pending (hash: message id -> "EXPIRES_UNIX_MS:PAYLOAD")
+-- The functions publish nothing: the engine thread publishes what their answers call for
+-- (a push for another host, a drop order) on the node the hosts subscribe on (see bus.rs).
+
+local function route_of(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then
+    return nil
+  end
+  local r = {}
+  for i = 1, #flat, 2 do
+    r[flat[i]] = flat[i + 1]
+  end
+  return r
+end
+
+local function claim(keys, host, gw, ttl_ms)
+  redis.call('HSET', keys[1], 'host', host, 'gw', gw, 'state', 'online', 'session', '', 'tok', '')
+  redis.call('PEXPIRE', keys[1], ttl_ms)
+end
+
+-- A login on HOST: ARGV device, host, gw, mode (kick|refuse), ttl_ms.
+-- Answers {'refused', owner} or {'ok', previous host or '', its session or '', pending
+-- pushes to import...}; the previous host, when another, is then told to drop its session.
+redis.register_function('tether_login', function(keys, args)
+  local device, host, gw, mode, ttl = args[1], args[2], args[3], args[4], args[5]
+  local r = route_of(keys[1])
+  local moved = {}
+  if r and r.host ~= host then
+    if mode == 'refuse' then
+      return { 'refused', r.host }
+    end
+    moved = redis.call('HGETALL', keys[3])
+  elseif not r then
+    -- No session anywhere: pushes left by a session whose window passed are gone with it.
+    redis.call('DEL', keys[3])
+  end
+  claim(keys, host, gw, ttl)
+  local answer = { 'ok', r and r.host or '', r and r.session or '' }
+  for _, v in ipairs(moved) do
+    answer[#answer + 1] = v
+  end
+  return answer
+end)
+
+-- A resume on HOST of the session whose token hashes to TOK: ARGV device, host, gw, tok, ttl_ms.
+-- Answers {'unknown'} or {'ok', previous host, its session, pending pushes...}.
+redis.register_function('tether_takeover', function(keys, args)
+  local device, host, gw, tok, ttl = args[1], args[2], args[3], args[4], args[5]
+  local r = route_of(keys[1])
+  if not r or r.tok == '' or r.tok ~= tok then
+    return { 'unknown' }
+  end
+  claim(keys, host, gw, ttl)
+  local answer = { 'ok', r.host, r.session }
+  for _, v in ipairs(redis.call('HGETALL', keys[3])) do
+    answer[#answer + 1] = v
+  end
+  return answer
+end)
+
+-- HOST holds SESSION of DEVICE: ARGV device, host, gw, session, tok, state, ttl_ms, where
+-- state is online, detached, or refresh (only the TTL, from the periodic sweep).
+-- Answers {'ok' or 'recreated', pending pushes...} ('recreated': the route was gone, Redis
+-- lost it, the host writes it again; the pushes: what arrived between the claim and this
+-- bind, for the host to queue), {'stale'} (another session of this host holds the device),
+-- or {'moved'} (another host holds the device now: the host drops its session).
+redis.register_function('tether_bind', function(keys, args)
+  local host, gw, session, tok, state, ttl = args[2], args[3], args[4], args[5], args[6], args[7]
+  local r = route_of(keys[1])
+  if r and r.host ~= host then
+    return { 'moved' }
+  end
+  if r and r.session ~= '' and r.session ~= session then
+    return { 'stale' }
+  end
+  if r and state == 'refresh' then
+    redis.call('PEXPIRE', keys[1], ttl)
+    return { 'ok' }
+  end
+  if state == 'refresh' then
+    state = 'online'
+  end
+  redis.call('HSET', keys[1], 'host', host, 'gw', gw, 'session', session, 'tok', tok, 'state', state)
+  redis.call('PEXPIRE', keys[1], ttl)
+  local answer = { r and 'ok' or 'recreated' }
+  if state == 'online' then
+    for _, v in ipairs(redis.call('HGETALL', keys[3])) do
+      answer[#answer + 1] = v
+    end
+  end
+  return answer
+end)
+
+-- HOST's SESSION of DEVICE ended: ARGV host, session. Its route and pushes go, if still its.
+redis.register_function('tether_forget', function(keys, args)
+  local host, session = args[1], args[2]
+  local r = route_of(keys[1])
+  if r and r.host == host and r.session == session then
+    redis.call('DEL', keys[1], keys[3])
+    return 1
+  end
+  return 0
+end)
+
+-- A push from HOST: ARGV device, host, expires_unix_ms, payload, max_pending, id_floor,
+-- pending_ttl_ms, counter_ttl_ms.
+-- Answers {'offline'}, {'full', pending}, or {state, owner host, owner session, id}.
+redis.register_function('tether_push', function(keys, args)
+  local device, host, expires, payload = args[1], args[2], args[3], args[4]
+  local max_pending, floor, pending_ttl, counter_ttl = tonumber(args[5]), args[6], args[7], args[8]
+  local r = route_of(keys[1])
+  if not r then
+    return { 'offline' }
+  end
+  local pending = redis.call('HLEN', keys[3])
+  if pending >= max_pending then
+    return { 'full', pending }
+  end
+  local id = string.format('%.0f', redis.call('INCR', keys[2]))
+  if #id < #floor or (#id == #floor and id < floor) then
+    redis.call('SET', keys[2], floor)
+    id = floor
+  end
+  redis.call('PEXPIRE', keys[2], counter_ttl)
+  redis.call('HSET', keys[3], id, expires .. ':' .. payload)
+  redis.call('PEXPIRE', keys[3], pending_ttl)
+  return { r.state, r.host, r.session, id }
+end)
