@@ -50,7 +50,7 @@ http() { { exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.1\r\nHost: x
 metric() { http "$1" /metrics | awk -v k="$2" '$1 == k {print $2}'; }
 # Everything /proc says about one moment, as one JSON object (see bench/lib/c1m_report.py).
 sample() { python3 bench/lib/c1m_report.py --sample "$gw" "$st"; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+source bench/lib/cpu.sh
 
 secret=c1m-bench-secret
 hard=$(ulimit -Hn)
@@ -89,9 +89,9 @@ for step in "${steps[@]}"; do
     [ "$open" = "$n" ] || { echo "only $open of $n connections open" >&2; cat "$out/$n.loadgen.txt" >&2; exit 1; }
     sleep "$settle"
     after=$(sample)
-    g0=$(ticks "$gw"); s0=$(ticks "$st"); t0=$(date +%s.%N)
+    g0=$(cpu_ticks "$gw"); s0=$(cpu_ticks "$st"); t0=$(date +%s.%N)
     sleep "$window"
-    g1=$(ticks "$gw"); s1=$(ticks "$st"); t1=$(date +%s.%N)
+    g1=$(cpu_ticks "$gw"); s1=$(cpu_ticks "$st"); t1=$(date +%s.%N)
     online=$(metric 19963 'tether_state_sessions{state="online"}')
     open=$(metric 19961 tether_gateway_connections_open)
     lg_status=0; wait "$lg" || lg_status=$?

@@ -229,14 +229,9 @@ tree_pids() {   # the pid and its children
     echo "$1"
     ps -o pid= --ppid "$1" 2>/dev/null || true
 }
-cpu_ticks() {   # utime + stime of a process tree (all threads), in clock ticks
-    local total=0 p
-    for p in $(tree_pids "$1"); do
-        [[ -r /proc/$p/stat ]] || continue
-        total=$((total + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
-    done
-    echo "$total"
-}
+source bench/lib/cpu.sh
+# shellcheck disable=SC2046 # one pid per word
+tree_cpu_ticks() { cpu_ticks $(tree_pids "$1"); }   # the process and its children
 busy_pct() {   # CPU the whole machine used over 0.5 s, in % of one core
     local a b
     a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
@@ -272,9 +267,9 @@ run() {   # run MODE NAME URL PID ROUND   (MODE: max or paced)
         wait_quiet
         taskset -c "$client_core" wrk -t"$threads" -c"$conns" -d"${warm}s" "$url" >/dev/null
         busy=$(busy_pct)
-        before=$(cpu_ticks "$pid")
+        before=$(tree_cpu_ticks "$pid")
         taskset -c "$client_core" wrk "${flags[@]}" "$url" >"$file"
-        after=$(cpu_ticks "$pid")
+        after=$(tree_cpu_ticks "$pid")
         cpu=$((100 * (after - before) / clk / duration))
         echo "cpu_ticks $((after - before)) $clk $duration" >>"$file"
         echo "busy_before $busy" >>"$file"

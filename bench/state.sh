@@ -212,8 +212,7 @@ EOF
 stop_server() { stop_pid "$1"; forget_pid "$1"; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-# utime + stime of all threads, + those of reaped children (Redis's AOF rewrite children).
-cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13 + $14 + $15}' "/proc/$1/stat"; }
+source bench/lib/cpu.sh
 busy_pct() {   # CPU the whole machine used over 0.5 s, in % of one core
     local a b
     a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)

@@ -87,7 +87,7 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; die "port $1 never opened"; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rss_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status"))); done; echo $t; }
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+source bench/lib/cpu.sh
 hz=$(getconf CLK_TCK)
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {'d': d}))" "$@"; }
@@ -192,13 +192,13 @@ hs_seconds=$((smoke ? 1 : duration))
 handshakes() {   # name port
     local name=$1 port=$2 t0 t1 total=0 c
     local clients=()
-    t0=$(ticks "${server_pids[@]}")
+    t0=$(cpu_ticks "${server_pids[@]}")
     for c in 1 2 3 4; do
         taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -new -time "$hs_seconds" -tls1_3 \
             >"$work/s_time.$c" 2>&1 & clients+=($!)
     done
     wait "${clients[@]}" 2>/dev/null || true
-    t1=$(ticks "${server_pids[@]}")
+    t1=$(cpu_ticks "${server_pids[@]}")
     for c in 1 2 3 4; do
         total=$((total + $(awk '/connections in [0-9.]+ real seconds/ {print $1; exit}' "$work/s_time.$c")))
     done
@@ -221,11 +221,11 @@ say "TLS handshakes"
 echo_row() {   # name port loadgen-flags...
     local name=$1 port=$2; shift 2
     local t0 t1
-    t0=$(ticks "${server_pids[@]}")
+    t0=$(cpu_ticks "${server_pids[@]}")
     taskset -c 1 "$bin/tether-loadgen" --target "127.0.0.1:$port" "$@" --conns 100 --pipeline 8 --payload 64 \
         --duration "$duration" --warmup 0 --threads 1 --quiet --json "$work/echo.json" >/dev/null ||
         die "$name: loadgen failed: $(cat "$work/echo.json" 2>/dev/null)"
-    t1=$(ticks "${server_pids[@]}")
+    t1=$(cpu_ticks "${server_pids[@]}")
     local frames
     frames=$(json "$work/echo.json" "d['frames']['received']")
     awk -v n="$frames" -v s="$duration" -v t=$((t1 - t0)) -v hz="$hz" -v name="$name" \

@@ -6,6 +6,8 @@
 # Everything started with `start` is stopped on exit (TERM, then KILL after 5 s), newest
 # first; `trap_cleanup` installs that. Loopback only.
 
+source bench/lib/cpu.sh
+
 pids=()   # every long-running process this run started (and has not reaped yet)
 extra_cleanup=()   # commands the script adds, run after the processes are stopped
 

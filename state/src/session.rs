@@ -7,7 +7,6 @@
 //! pay for.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
 use crate::wheel::TimerId;
 
@@ -59,11 +58,41 @@ impl Session {
 
     /// The resume token handed to the client: `<session hex16>.<secret hex32>`.
     pub(crate) fn resume_token(&self) -> String {
-        let mut token = format!("{:016x}.", self.id);
-        for byte in self.secret {
-            let _ = write!(token, "{byte:02x}");
-        }
-        token
+        resume_token(self.id, &self.secret)
+    }
+}
+
+/// A session's id and secret, taken before the session opens: the fleet writes them to the
+/// router table with the login's claim, and the session then opens as them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    pub session: u64,
+    pub secret: [u8; 16],
+}
+
+impl Reserved {
+    /// The resume token the session will have.
+    pub(crate) fn resume_token(&self) -> String {
+        resume_token(self.session, &self.secret)
+    }
+}
+
+fn resume_token(session: u64, secret: &[u8; 16]) -> String {
+    let mut token = String::with_capacity(49);
+    push_hex(&mut token, &session.to_be_bytes());
+    token.push('.');
+    push_hex(&mut token, secret);
+    token
+}
+
+/// Appends `bytes` in lowercase hex (a token or hash is made on every login: this is a
+/// table lookup per nibble, where `format!` costs a formatter call per byte).
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
 }
 

@@ -10,8 +10,12 @@ use crate::store::{PushRefused, PushStatus};
 /// How a login (or resume) the engine answered goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Let it through; carry these durable pushes over (the device came from another host).
-    Proceed(Vec<(u64, u64, Vec<u8>)>),
+    /// Let it through; carry these durable pushes over (the device came from another host);
+    /// remove the `stale` ones from the engine.
+    Proceed {
+        pushes: Vec<(u64, u64, Vec<u8>)>,
+        stale: Vec<u64>,
+    },
     /// Adopt `device`'s session taken over from another host, with its pushes.
     Adopt {
         device: String,
@@ -35,7 +39,10 @@ fn carried(pushes: Vec<StoredPush>) -> Vec<(u64, u64, Vec<u8>)> {
 /// A login's claim answered.
 pub(crate) fn login(answer: Result<Outcome, EngineError>) -> Verdict {
     match answer {
-        Ok(Outcome::Claimed { pushes, .. }) => Verdict::Proceed(carried(pushes)),
+        Ok(Outcome::Claimed { pushes, stale, .. }) => Verdict::Proceed {
+            pushes: carried(pushes),
+            stale,
+        },
         Ok(Outcome::Refused { owner }) => Verdict::Fail(
             ErrorCode::AuthFailed,
             format!("device already logged in (on host {owner})"),
@@ -199,9 +206,13 @@ mod tests {
             login(Ok(Outcome::Claimed {
                 previous: Some("b".into()),
                 previous_session: "00000000000000ab".into(),
-                pushes: pushes.clone()
+                pushes: pushes.clone(),
+                stale: vec![2, 3],
             })),
-            Verdict::Proceed(vec![(5, 9, b"p".to_vec())])
+            Verdict::Proceed {
+                pushes: vec![(5, 9, b"p".to_vec())],
+                stale: vec![2, 3],
+            }
         );
         assert_eq!(
             takeover(Ok(Outcome::TakenOver {

@@ -9,10 +9,13 @@ use thiserror::Error;
 /// device's slot of the engine, atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// A login on this host: claim the device (kick or refuse a session on another host).
+    /// A login on this host: claim the device for the session about to open as `session`
+    /// with a resume token hashing to `token_hash` (kick or refuse a session elsewhere).
     Login {
         device: String,
         gateway: String,
+        session: u64,
+        token_hash: String,
         refuse: bool,
     },
     /// A resume on this host of a token this host does not hold.
@@ -60,13 +63,16 @@ pub struct Owner {
 /// What the engine answered to one [`Op`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Login: the device is claimed for this host; `previous` held it before (another host
-    /// was told to drop it), `pushes` are its durable pushes to carry over.
+    /// Login: the router table names the new session; `previous`, another host, held the
+    /// device before (it is told to drop it); `pushes` are durable pushes to carry over
+    /// (the previous host's, or any stored for the new session already); `stale` are ids
+    /// of pushes left by a session whose window passed, to remove.
     Claimed {
         previous: Option<String>,
         /// The previous host's session id (hex), told to drop.
         previous_session: String,
         pushes: Vec<StoredPush>,
+        stale: Vec<u64>,
     },
     /// Login refused: `owner` holds the device and the rule is `refuse`.
     Refused { owner: String },

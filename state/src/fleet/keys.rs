@@ -7,7 +7,7 @@ use ring::digest;
 /// The three keys of one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Device {
-    /// Hash: host, gw, session, tok, state; expires unless its host refreshes it.
+    /// String: [`route_value`]; expires unless its host refreshes it.
     pub route: String,
     /// The device's message id counter.
     pub msg: String,
@@ -25,6 +25,29 @@ impl Device {
     }
 }
 
+/// A route as the router table holds it: host, gateway, session (hex), token hash and
+/// state (`online` or `detached`), one per line (host and gateway ids have no control
+/// characters; `tether.lua` reads and writes the same).
+pub(crate) fn route_value(
+    host: &str,
+    gateway: &str,
+    session: &str,
+    tok: &str,
+    state: &str,
+) -> String {
+    [host, gateway, session, tok, state].join("\n")
+}
+
+/// The host and session of a route written by [`route_value`].
+pub(crate) fn route_owner(value: &[u8]) -> Option<(String, String)> {
+    let value = std::str::from_utf8(value).ok()?;
+    let mut fields = value.split('\n');
+    let host = fields.next()?.to_string();
+    let _gateway = fields.next()?;
+    let session = fields.next()?.to_string();
+    Some((host, session))
+}
+
 /// The resume index: a resume token's hash → its device.
 pub(crate) fn resume(token_hash: &str) -> String {
     format!("t:resume:{token_hash}")
@@ -37,17 +60,18 @@ pub(crate) fn bus(host: &str) -> String {
 
 /// A session id as the router table writes it.
 pub(crate) fn session(id: u64) -> String {
-    format!("{id:016x}")
+    let mut hex = String::with_capacity(16);
+    crate::session::push_hex(&mut hex, &id.to_be_bytes());
+    hex
 }
 
 /// What the engine keeps of a resume token: the hex of the first 16 bytes of its SHA-256
 /// (the token itself is a credential and never leaves the host).
 pub(crate) fn token_hash(token: &[u8]) -> String {
     let digest = digest::digest(&digest::SHA256, token);
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hash = String::with_capacity(32);
+    crate::session::push_hex(&mut hash, &digest.as_ref()[..16]);
+    hash
 }
 
 #[cfg(test)]
@@ -70,5 +94,12 @@ mod tests {
         assert_eq!(token_hash(b"x").len(), 32);
         assert_ne!(token_hash(b"x"), token_hash(b"y"));
         assert_eq!(bus("h1"), "tether:bus:h1");
+        let route = route_value("h1", "gw-1", &session(7), "ab", "online");
+        assert_eq!(route, "h1\ngw-1\n0000000000000007\nab\nonline");
+        assert_eq!(
+            route_owner(route.as_bytes()),
+            Some(("h1".to_string(), session(7)))
+        );
+        assert_eq!(route_owner(b"h1"), None);
     }
 }

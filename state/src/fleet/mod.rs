@@ -29,14 +29,14 @@ mod worker;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::oneshot;
 
 use crate::config::DuplicateLogin;
 use crate::http::PushResult;
 use crate::metrics::Metrics;
 use crate::record::Record;
-use crate::store::{LocalSession, Now, PushStatus, Store, IDS_PER_MS};
+use crate::store::{LocalSession, Now, PushStatus, Reserved, Store, IDS_PER_MS};
 
 pub use bus::BusMessage;
 pub use engine::{Engine, EngineError, Op, Outcome, Owner, StoredPush};
@@ -53,7 +53,7 @@ pub(crate) enum Context {
         gw: u16,
         id: u64,
         route: u64,
-        token: Vec<u8>,
+        reserved: Reserved,
     },
     Resume {
         gw: u16,
@@ -68,6 +68,16 @@ pub(crate) enum Context {
     },
     Quiet,
 }
+
+/// A device whose login's claim is in flight (see [`Fleet::claiming`]).
+#[derive(Debug, Default)]
+struct Claiming {
+    logins: u32,
+    pushes: Vec<BusPush>,
+}
+
+/// A push the bus brought: id, expiry, payload.
+type BusPush = (u64, u64, Vec<u8>);
 
 /// Route refreshes one iteration adds at most.
 const REFRESH_BATCH: usize = 4096;
@@ -84,6 +94,12 @@ pub(crate) struct Fleet {
     batch: Batch,
     /// This host's sessions as bound in the router table, by session id.
     bound: FxHashMap<u64, LocalSession>,
+    /// Sessions whose login's claim wrote their route already: their journaled login needs
+    /// no bind.
+    claimed: FxHashSet<u64>,
+    /// Devices with a login's claim in flight, and pushes the bus brought for them meanwhile
+    /// (the claim named this host before its answer came back): delivered once it opens.
+    claiming: FxHashMap<String, Claiming>,
     /// Sessions whose route this refresh round has yet to write, and when the round
     /// started (`None`: the next round starts at `next_round_ms`).
     refresh_queue: Vec<u64>,
@@ -149,6 +165,8 @@ impl Fleet {
             events,
             batch: Batch::default(),
             bound,
+            claimed: FxHashSet::default(),
+            claiming: FxHashMap::default(),
             refresh_queue: Vec::new(),
             round_started_ms: None,
             round_size: 0,
@@ -158,8 +176,9 @@ impl Fleet {
         })
     }
 
-    /// STATE_LOGIN: the token is checked here, the engine claims the device fleet-wide, and
-    /// only then does the store log it in (see [`Fleet::take_events`]).
+    /// STATE_LOGIN: the token is checked here, the session's id and secret are taken, the
+    /// engine claims the device fleet-wide for that session (its route written whole, so no
+    /// bind follows), and only then does the store open it (see [`Fleet::take_events`]).
     pub(crate) fn login(
         &mut self,
         store: &mut Store,
@@ -172,18 +191,26 @@ impl Fleet {
         let Some(device) = store.verify_login(gw, id, route, token, now) else {
             return;
         };
+        let Some(reserved) = store.reserve_login(gw, id, route) else {
+            return;
+        };
+        self.claiming.entry(device.clone()).or_default().logins += 1;
         let op = Op::Login {
             device,
             gateway: store.gateway_name(gw).to_string(),
+            session: reserved.session,
+            token_hash: keys::token_hash(reserved.resume_token().as_bytes()),
             refuse: store.rules().duplicate_login == DuplicateLogin::Refuse,
         };
-        let context = Context::Login {
-            gw,
-            id,
-            route,
-            token: token.to_vec(),
-        };
-        self.batch.add(op, context);
+        self.batch.add(
+            op,
+            Context::Login {
+                gw,
+                id,
+                route,
+                reserved,
+            },
+        );
     }
 
     /// STATE_RESUME: `false` when this host holds the session (the store resumes it);
@@ -245,7 +272,13 @@ impl Fleet {
                     if replaces != 0 {
                         self.bound.remove(&replaces);
                     }
-                    self.bind(store, session);
+                    if self.claimed.remove(&session) {
+                        if let Some(local) = store.local_session(session) {
+                            self.bound.insert(session, local);
+                        }
+                    } else {
+                        self.bind(store, session);
+                    }
                 }
                 Record::Attach { session, .. } | Record::Detach { session, .. } => {
                     self.bind(store, session)
@@ -386,24 +419,39 @@ impl Fleet {
                     gw,
                     id,
                     route,
-                    token,
+                    reserved,
                 },
                 Op::Login { device, .. },
-            ) => match decide::login(result) {
-                Verdict::Proceed(pushes) => {
-                    store.login_claimed(gw, id, route, &token, now);
-                    store.carry_over(&device, &pushes, now);
+            ) => {
+                let held = self.settle_claim(&device);
+                match decide::login(result) {
+                    Verdict::Proceed { pushes, stale } => {
+                        for msg in stale {
+                            let device = device.clone();
+                            self.batch.add(Op::Ack { device, msg }, Context::Quiet);
+                        }
+                        if store.login_claimed(gw, id, route, device.clone(), reserved, now) {
+                            self.claimed.insert(reserved.session);
+                            store.carry_over(&device, &pushes, now);
+                            store.carry_over(&device, &held, now);
+                        } else {
+                            // Refused here after all: the route the claim wrote goes.
+                            let session = reserved.session;
+                            self.batch
+                                .add(Op::Forget { device, session }, Context::Quiet);
+                        }
+                    }
+                    Verdict::Fail(code, reason) => store.refuse_login(gw, id, route, code, &reason),
+                    Verdict::Adopt { .. } => {}
                 }
-                Verdict::Fail(code, reason) => store.refuse_login(gw, id, route, code, &reason),
-                Verdict::Adopt { .. } => {}
-            },
+            }
             (Context::Resume { gw, id, route }, _) => match decide::takeover(result) {
                 Verdict::Adopt { device, pushes } => {
                     self.metrics.fleet_takeovers.inc();
                     store.adopt(gw, id, route, device, &pushes, now);
                 }
                 Verdict::Fail(code, reason) => store.refuse_resume(gw, id, route, code, &reason),
-                Verdict::Proceed(_) => {}
+                Verdict::Proceed { .. } => {}
             },
             (
                 Context::Push { reply },
@@ -439,6 +487,19 @@ impl Fleet {
             }
             (_, _) => {}
         }
+    }
+
+    /// A login's claim of `device` answered: the pushes the bus brought for it meanwhile.
+    fn settle_claim(&mut self, device: &str) -> Vec<BusPush> {
+        let Some(claiming) = self.claiming.get_mut(device) else {
+            return Vec::new();
+        };
+        claiming.logins = claiming.logins.saturating_sub(1);
+        let held = std::mem::take(&mut claiming.pushes);
+        if claiming.logins == 0 {
+            self.claiming.remove(device);
+        }
+        held
     }
 
     fn bound_answered(
@@ -481,7 +542,14 @@ impl Fleet {
                 payload,
                 ..
             } => {
-                store.deliver(&device, msg, &payload, expires_unix_ms, now);
+                if store
+                    .deliver(&device, msg, &payload, expires_unix_ms, now)
+                    .is_none()
+                {
+                    if let Some(claiming) = self.claiming.get_mut(&device) {
+                        claiming.pushes.push((msg, expires_unix_ms, payload));
+                    }
+                }
             }
             BusMessage::Drop {
                 device,

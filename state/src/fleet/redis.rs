@@ -152,7 +152,7 @@ impl Engine for RedisEngine {
                 let mut values = values.into_iter();
                 let mut out = Vec::with_capacity(pipelined.len());
                 for op in &pipelined {
-                    out.push(parse(op, &mut values));
+                    out.push(parse(op, &mut values, &self.settings.host));
                 }
                 out.into_iter()
             }
@@ -307,19 +307,33 @@ fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
         Op::Login {
             device,
             gateway,
+            session,
+            token_hash,
             refuse,
         } => {
+            // The counter first: pushes in the pending hash with ids up to it were stored
+            // before this claim (see `parse`). Then the claim itself, atomic on its own: SET
+            // answers the route it replaced (under `refuse`, NX leaves an existing one alone
+            // and answers it). The device's pushes, and the resume index.
             let k = keys::Device::new(device);
-            pipe.cmd("FCALL")
-                .arg("tether_login")
-                .arg(3)
-                .arg(&k.route)
-                .arg(&k.msg)
-                .arg(&k.pending)
+            pipe.cmd("GET").arg(&k.msg);
+            let route = keys::route_value(
+                &s.host,
+                gateway,
+                &keys::session(*session),
+                token_hash,
+                "online",
+            );
+            pipe.cmd("SET").arg(&k.route).arg(route);
+            if *refuse {
+                pipe.arg("NX");
+            }
+            pipe.arg("PX").arg(s.route_ttl_ms).arg("GET");
+            pipe.cmd("HGETALL").arg(&k.pending);
+            pipe.cmd("SET")
+                .arg(keys::resume(token_hash))
                 .arg(device)
-                .arg(&s.host)
-                .arg(gateway)
-                .arg(if *refuse { "refuse" } else { "kick" })
+                .arg("PX")
                 .arg(s.route_ttl_ms);
         }
         Op::Bind {
@@ -396,34 +410,45 @@ fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
     }
 }
 
-/// Reads `op`'s answers (two for a bind) from the pipeline's values.
-fn parse(op: &Op, values: &mut impl Iterator<Item = Value>) -> Result<Outcome, EngineError> {
-    let value = values
-        .next()
-        .ok_or_else(|| EngineError::Protocol("fewer answers than commands".into()))?;
-    if let Value::ServerError(e) = &value {
+/// How many commands `add_op` writes for `op`, so answers in the pipeline.
+fn commands(op: &Op) -> usize {
+    match op {
+        Op::Login { .. } => 4,
+        Op::Bind { .. } => 2,
+        Op::Takeover { .. } => 0,
+        Op::Forget { .. } | Op::Push { .. } | Op::Ack { .. } => 1,
+    }
+}
+
+/// Reads `op`'s answers from the pipeline's values (all of them, whatever they say, so that
+/// the next operation reads its own).
+fn parse(
+    op: &Op,
+    values: &mut impl Iterator<Item = Value>,
+    host: &str,
+) -> Result<Outcome, EngineError> {
+    let count = commands(op);
+    let answers: Vec<Value> = values.by_ref().take(count).collect();
+    if answers.len() < count {
+        return Err(EngineError::Protocol("fewer answers than commands".into()));
+    }
+    if let Some(Value::ServerError(e)) = answers.iter().find(|v| matches!(v, Value::ServerError(_)))
+    {
         return Err(EngineError::Unavailable(format!("{e:?}")));
     }
+    let mut answers = answers.into_iter();
+    let value = answers.next().unwrap_or(Value::Nil);
     match op {
-        Op::Login { .. } => {
-            let items = array(value)?;
-            match text(items.first())?.as_str() {
-                "refused" => Ok(Outcome::Refused {
-                    owner: text(items.get(1))?,
-                }),
-                "ok" => {
-                    let previous = text(items.get(1))?;
-                    Ok(Outcome::Claimed {
-                        previous: (!previous.is_empty()).then_some(previous),
-                        previous_session: text(items.get(2))?,
-                        pushes: pushes(items.get(3..).unwrap_or_default())?,
-                    })
-                }
-                other => Err(EngineError::Protocol(format!("login answered {other:?}"))),
-            }
+        Op::Login { refuse, .. } => {
+            let counter = match value {
+                Value::Nil => 0,
+                other => number(Some(&other))?,
+            };
+            let replaced = answers.next().unwrap_or(Value::Nil);
+            let pending = pushes(&array(answers.next().unwrap_or(Value::Nil))?)?;
+            login_outcome(replaced, pending, counter, *refuse, host)
         }
         Op::Bind { .. } => {
-            let _index = values.next();
             let items = array(value)?;
             match text(items.first())?.as_str() {
                 verdict @ ("ok" | "recreated") => Ok(Outcome::Bound {
@@ -455,6 +480,55 @@ fn parse(op: &Op, values: &mut impl Iterator<Item = Value>) -> Result<Outcome, E
         }
         Op::Takeover { .. } => Err(EngineError::Protocol("takeover in a pipeline".into())),
     }
+}
+
+/// What a login's claim means: `replaced`, the route the claim's SET answered (`Nil`: none);
+/// `pending`, the device's durable pushes right after it; `counter`, its message id counter
+/// right before it.
+fn login_outcome(
+    replaced: Value,
+    pending: Vec<StoredPush>,
+    counter: u64,
+    refuse: bool,
+    this_host: &str,
+) -> Result<Outcome, EngineError> {
+    let owner = match replaced {
+        Value::Nil => None,
+        other => Some(
+            keys::route_owner(&bytes(Some(&other))?)
+                .ok_or_else(|| EngineError::Protocol("a route without host or session".into()))?,
+        ),
+    };
+    Ok(match owner {
+        // NX left the route alone: somebody (this host included) holds the device.
+        Some((owner, _)) if refuse => Outcome::Refused { owner },
+        // Another host held it: told to drop it, its pushes come over.
+        Some((previous, previous_session)) if previous != this_host => Outcome::Claimed {
+            previous: Some(previous),
+            previous_session,
+            pushes: pending,
+            stale: Vec::new(),
+        },
+        // This host held it: the store replaces its own session, pushes and all.
+        Some(_) => Outcome::Claimed {
+            previous: None,
+            previous_session: String::new(),
+            pushes: Vec::new(),
+            stale: Vec::new(),
+        },
+        // Nobody: pushes stored before the claim belong to a session whose window passed;
+        // any after it are this session's.
+        None => {
+            let (stale, fresh): (Vec<StoredPush>, Vec<StoredPush>) =
+                pending.into_iter().partition(|p| p.msg <= counter);
+            Outcome::Claimed {
+                previous: None,
+                previous_session: String::new(),
+                pushes: fresh,
+                stale: stale.into_iter().map(|p| p.msg).collect(),
+            }
+        }
+    })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> EngineError {
@@ -513,4 +587,129 @@ fn pushes(flat: &[Value]) -> Result<Vec<StoredPush>, EngineError> {
     }
     out.sort_by_key(|p| p.msg);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn login(refuse: bool) -> Op {
+        Op::Login {
+            device: "d".into(),
+            gateway: "gw".into(),
+            session: 9,
+            token_hash: "t".into(),
+            refuse,
+        }
+    }
+
+    /// A login's four answers: counter, replaced route, pending pushes (id → expiry), index.
+    fn answers(counter: Value, replaced: Value, pending: &[(u64, &str)]) -> Vec<Value> {
+        let flat = pending
+            .iter()
+            .flat_map(|(id, v)| [bulk(&id.to_string()), bulk(v)])
+            .collect();
+        vec![counter, replaced, Value::Array(flat), Value::Okay]
+    }
+
+    fn parse_all(ops: &[Op], values: Vec<Value>) -> Vec<Result<Outcome, EngineError>> {
+        let mut values = values.into_iter();
+        ops.iter().map(|op| parse(op, &mut values, "a")).collect()
+    }
+
+    #[test]
+    fn a_login_claim_reads_what_its_set_replaced() {
+        let route_b = bulk(&keys::route_value(
+            "b",
+            "gw-b",
+            "00000000000000ab",
+            "h",
+            "online",
+        ));
+        let route_a = bulk(&keys::route_value(
+            "a",
+            "gw-a",
+            "0000000000000001",
+            "h",
+            "online",
+        ));
+        let pushes = [(5, "9:p"), (7, "9:q")];
+        let parsed = parse_all(
+            &[
+                login(false),
+                login(false),
+                login(false),
+                login(true),
+                login(true),
+            ],
+            [
+                answers(bulk("6"), route_b.clone(), &pushes),
+                answers(bulk("6"), route_a, &pushes),
+                answers(bulk("6"), Value::Nil, &pushes),
+                answers(bulk("6"), route_b, &pushes),
+                answers(Value::Nil, Value::Nil, &[]),
+            ]
+            .concat(),
+        );
+        let stored = |msg, payload: &[u8]| StoredPush {
+            msg,
+            expires_unix_ms: 9,
+            payload: payload.to_vec(),
+        };
+        assert_eq!(
+            parsed,
+            vec![
+                // Another host held it: dropped there, its pushes come over.
+                Ok(Outcome::Claimed {
+                    previous: Some("b".into()),
+                    previous_session: "00000000000000ab".into(),
+                    pushes: vec![stored(5, b"p"), stored(7, b"q")],
+                    stale: vec![],
+                }),
+                // This host held it: the store replaces its own session.
+                Ok(Outcome::Claimed {
+                    previous: None,
+                    previous_session: String::new(),
+                    pushes: vec![],
+                    stale: vec![],
+                }),
+                // Nobody: ids up to the counter read before the claim are a dead session's.
+                Ok(Outcome::Claimed {
+                    previous: None,
+                    previous_session: String::new(),
+                    pushes: vec![stored(7, b"q")],
+                    stale: vec![5],
+                }),
+                Ok(Outcome::Refused { owner: "b".into() }),
+                Ok(Outcome::Claimed {
+                    previous: None,
+                    previous_session: String::new(),
+                    pushes: vec![],
+                    stale: vec![],
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_error_in_one_operations_answers_leaves_the_next_operations_own() {
+        let error = redis::parse_redis_value(b"-ERR boom\r\n").expect("an error reply");
+        assert!(matches!(error, Value::ServerError(_)), "{error:?}");
+        let ack = Op::Ack {
+            device: "d".into(),
+            msg: 1,
+        };
+        let mut values = answers(bulk("1"), error, &[]);
+        values.push(Value::Int(1));
+        let parsed = parse_all(&[login(false), ack], values);
+        assert!(
+            matches!(parsed[0], Err(EngineError::Unavailable(_))),
+            "{parsed:?}"
+        );
+        assert_eq!(parsed[1], Ok(Outcome::Done));
+    }
 }

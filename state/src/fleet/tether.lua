@@ -1,52 +1,44 @@
 #!lua name=tether
--- Tether's fleet functions: every decision that must be atomic across hosts is taken here,
--- in the Redis Cluster slot of one device. Keys of a device share the hash tag {t:DEVICE}:
---   KEYS[1] route   (hash: host, gw, session, tok, state)
+-- Tether's fleet functions: the decisions that must be atomic across hosts and need more
+-- than one command, taken in the Redis Cluster slot of one device. Keys of a device share the
+-- hash tag {t:DEVICE}:
+--   KEYS[1] route   (string: host, gw, session, tok, state, one per line; see keys.rs)
 --   KEYS[2] msg     (the device's message id counter)
 --   KEYS[3] pending (hash: message id -> "EXPIRES_UNIX_MS:PAYLOAD")
--- The functions publish nothing: the engine thread publishes what their answers call for
--- (a push for another host, a drop order) on the node the hosts subscribe on (see bus.rs).
+-- A login needs no function: it is one SET ... GET of the route (NX under `refuse`), which
+-- is atomic on its own (redis.rs). The functions publish nothing: the engine thread publishes
+-- what their answers call for (a push for another host, a drop order) on the node the hosts
+-- subscribe on (see bus.rs).
+
+local FIELDS = { 'host', 'gw', 'session', 'tok', 'state' }
 
 local function route_of(key)
-  local flat = redis.call('HGETALL', key)
-  if #flat == 0 then
+  local value = redis.call('GET', key)
+  if not value then
     return nil
   end
-  local r = {}
-  for i = 1, #flat, 2 do
-    r[flat[i]] = flat[i + 1]
+  local r, start = {}, 1
+  for _, name in ipairs(FIELDS) do
+    local stop = string.find(value, '\n', start, true)
+    if stop then
+      r[name] = string.sub(value, start, stop - 1)
+      start = stop + 1
+    else
+      r[name] = string.sub(value, start)
+      start = #value + 2
+    end
   end
   return r
 end
 
-local function claim(keys, host, gw, ttl_ms)
-  redis.call('HSET', keys[1], 'host', host, 'gw', gw, 'state', 'online', 'session', '', 'tok', '')
-  redis.call('PEXPIRE', keys[1], ttl_ms)
+local function write_route(key, r, ttl_ms)
+  local value = table.concat({ r.host, r.gw, r.session, r.tok, r.state }, '\n')
+  redis.call('SET', key, value, 'PX', ttl_ms)
 end
 
--- A login on HOST: ARGV device, host, gw, mode (kick|refuse), ttl_ms.
--- Answers {'refused', owner} or {'ok', previous host or '', its session or '', pending
--- pushes to import...}; the previous host, when another, is then told to drop its session.
-redis.register_function('tether_login', function(keys, args)
-  local device, host, gw, mode, ttl = args[1], args[2], args[3], args[4], args[5]
-  local r = route_of(keys[1])
-  local moved = {}
-  if r and r.host ~= host then
-    if mode == 'refuse' then
-      return { 'refused', r.host }
-    end
-    moved = redis.call('HGETALL', keys[3])
-  elseif not r then
-    -- No session anywhere: pushes left by a session whose window passed are gone with it.
-    redis.call('DEL', keys[3])
-  end
-  claim(keys, host, gw, ttl)
-  local answer = { 'ok', r and r.host or '', r and r.session or '' }
-  for _, v in ipairs(moved) do
-    answer[#answer + 1] = v
-  end
-  return answer
-end)
+local function claim(keys, host, gw, ttl_ms)
+  write_route(keys[1], { host = host, gw = gw, session = '', tok = '', state = 'online' }, ttl_ms)
+end
 
 -- A resume on HOST of the session whose token hashes to TOK: ARGV device, host, gw, tok, ttl_ms.
 -- Answers {'unknown'} or {'ok', previous host, its session, pending pushes...}.
@@ -86,8 +78,7 @@ redis.register_function('tether_bind', function(keys, args)
   if state == 'refresh' then
     state = 'online'
   end
-  redis.call('HSET', keys[1], 'host', host, 'gw', gw, 'session', session, 'tok', tok, 'state', state)
-  redis.call('PEXPIRE', keys[1], ttl)
+  write_route(keys[1], { host = host, gw = gw, session = session, tok = tok, state = state }, ttl)
   local answer = { r and 'ok' or 'recreated' }
   if state == 'online' then
     for _, v in ipairs(redis.call('HGETALL', keys[3])) do

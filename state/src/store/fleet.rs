@@ -7,7 +7,7 @@ use tether_proto::ErrorCode;
 
 use super::{Now, PushStatus, Store};
 use crate::record::Record;
-use crate::session::{parse_resume_token, same_secret, Presence, Push};
+use crate::session::{parse_resume_token, same_secret, Presence, Push, Reserved};
 
 /// A local session as the fleet binds it in the router table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +20,37 @@ pub struct LocalSession {
 }
 
 impl Store {
-    /// A login the engine let through (the token was verified before it was asked).
-    pub fn login_claimed(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
-        self.login(gw, id, route, token, now);
+    /// A login the engine let through: its token named `device` (verified before the engine
+    /// was asked), and the router table already names the session `reserved`. Whether the
+    /// session opened (it may still be refused here: the daemon full, the device logged in
+    /// here under `refuse`).
+    pub fn login_claimed(
+        &mut self,
+        gw: u16,
+        id: u64,
+        route: u64,
+        device: String,
+        reserved: Reserved,
+        now: Now,
+    ) -> bool {
+        self.login_verified(gw, id, route, device, Some(reserved), now)
+            .is_some()
+    }
+
+    /// A session id and secret for a login (for the fleet, one the engine is yet to claim:
+    /// see [`Store::login_claimed`]); `None`, with LOGIN_FAIL queued, when none is left.
+    pub fn reserve_login(&mut self, gw: u16, id: u64, route: u64) -> Option<Reserved> {
+        let reserved = self.reserve_session();
+        if reserved.is_none() {
+            self.fail(
+                gw,
+                id,
+                route,
+                ErrorCode::Internal,
+                "no session id or randomness left",
+            );
+        }
+        reserved
     }
 
     /// A login or resume the fleet refused: LOGIN_FAIL with `code`.
@@ -69,7 +97,7 @@ impl Store {
         now: Now,
     ) {
         if self
-            .open_session(gw, id, route, device.clone(), now)
+            .open_session(gw, id, route, device.clone(), None, now)
             .is_some()
         {
             self.metrics.resumes_ok.inc();

@@ -8,7 +8,7 @@ use super::lifecycle::Cause;
 use super::{Now, Store};
 use crate::config::DuplicateLogin;
 use crate::record::Record;
-use crate::session::{parse_resume_token, same_secret, Presence, Session};
+use crate::session::{parse_resume_token, same_secret, Presence, Reserved, Session};
 
 /// A broken gateway link: the loop answers STATE_ERROR with this and closes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,20 +107,44 @@ impl Store {
         let Some(device) = self.verify_login(gw, id, route, token, now) else {
             return;
         };
+        self.login_verified(gw, id, route, device, None, now);
+    }
+
+    /// A login whose token named `device`: refused when the device is logged in and the rule
+    /// is `refuse`, else a new session (as `reserved` when given). The new session's slot.
+    pub(super) fn login_verified(
+        &mut self,
+        gw: u16,
+        id: u64,
+        route: u64,
+        device: String,
+        reserved: Option<Reserved>,
+        now: Now,
+    ) -> Option<usize> {
         let existing = self.find_device(&device);
         if existing.is_some() && self.rules.duplicate_login == DuplicateLogin::Refuse {
             self.metrics.logins_auth_failed.inc();
-            return self.fail(
+            self.fail(
                 gw,
                 id,
                 route,
                 ErrorCode::AuthFailed,
                 "device already logged in",
             );
+            return None;
         }
-        if self.open_session(gw, id, route, device, now).is_some() {
-            self.metrics.logins_ok.inc();
-        }
+        let slot = self.open_session(gw, id, route, device, reserved, now)?;
+        self.metrics.logins_ok.inc();
+        Some(slot)
+    }
+
+    /// A new session id and secret, taken now; `None` when ids or randomness ran out.
+    pub(crate) fn reserve_session(&mut self) -> Option<Reserved> {
+        let session = self.next_session;
+        let next_session = session.checked_add(1)?;
+        let secret = self.random.secret()?;
+        self.next_session = next_session;
+        Some(Reserved { session, secret })
     }
 
     /// Checks a login token: its device, or `None` with LOGIN_FAIL queued.
@@ -148,13 +172,15 @@ impl Store {
 
     /// A new session of `device` at (`gw`, `route`), answered LOGIN_OK; an existing session
     /// of the device is replaced (KICKED if online) and its pushes move over. `None` with
-    /// LOGIN_FAIL queued when the daemon is full.
+    /// LOGIN_FAIL queued when the daemon is full. The session's id and secret are `reserved`
+    /// when given (the fleet wrote them to the router table first), else new ones.
     pub(super) fn open_session(
         &mut self,
         gw: u16,
         id: u64,
         route: u64,
         device: String,
+        reserved: Option<Reserved>,
         now: Now,
     ) -> Option<usize> {
         let existing = self.find_device(&device);
@@ -163,15 +189,8 @@ impl Store {
             self.fail(gw, id, route, ErrorCode::Overloaded, "too many sessions");
             return None;
         }
-        let Some(secret) = self.random.secret() else {
-            self.fail(gw, id, route, ErrorCode::Internal, "no randomness");
-            return None;
-        };
-        let session = self.next_session;
-        let Some(next_session) = session.checked_add(1) else {
-            self.fail(gw, id, route, ErrorCode::Internal, "session ids exhausted");
-            return None;
-        };
+        let Reserved { session, secret } =
+            reserved.or_else(|| self.reserve_login(gw, id, route))?;
         if let Some(old) = self.find_route(gw, route) {
             self.detach(old, now, Cause::Closed);
         }
@@ -182,7 +201,6 @@ impl Store {
             replaces = self.sessions[old].id;
             pushes = self.remove(old, false);
         }
-        self.next_session = next_session;
         self.log(Record::Login {
             session,
             replaces,

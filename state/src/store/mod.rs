@@ -59,6 +59,7 @@ use entropy::Entropy;
 use gateways::Gateway;
 use records::RecordBuf;
 
+pub use crate::session::Reserved;
 pub use fleet::LocalSession;
 pub use links::LinkFault;
 pub use now::Now;
