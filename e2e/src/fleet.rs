@@ -1,17 +1,23 @@
-//! Hosts of a fleet for the multi-host tests: network namespaces joined by a bridge (each
-//! host with its own address and network stack), a Redis 7 Cluster of three primaries with a
-//! replica each in a namespace of its own, and on each host a state daemon in fleet mode and
-//! a gateway in front of it.
+//! Hosts of a fleet for the multi-host tests, deployed as doc/fleet.md and doc/operations.md
+//! ("A fleet across hosts") tell an operator to: network namespaces joined by a bridge (each
+//! host with its own address and network stack); in a core namespace, a Redis 7 Cluster of
+//! three primaries with a replica each, an etcd with authentication on (one etcd user per
+//! member, made with `deploy/etcd/tether-etcd-user.sh`) and, when a test asks, a
+//! tether-ipconfig that takes the gateways from etcd only; on each host a state daemon in
+//! fleet mode, an echo node and a gateway. The echo node and the gateway register in etcd
+//! under the host's bridge address, and every gateway takes its nodes (every host's) from
+//! etcd: no member list is written anywhere.
 //!
 //! Every address is inside namespaces the test creates (10.x.y.0/24, different per test
 //! process); the bridge itself lives in a namespace too, so nothing of it shows in the
 //! machine's own network. A client of a host runs on a thread that entered the host's
 //! namespace ([`in_ns`]): it reaches the host's gateway and push API on that namespace's
-//! loopback, as a local client would.
+//! loopback, as a local client would. A client from elsewhere runs in the client namespace
+//! ([`Network::client`]) and dials what ipconfig lists.
 //!
-//! Needs root and `ip` (iproute2), and `redis-server` / `redis-cli` (Debian's
-//! `redis-server`); `cargo xtask test` installs them. [`Network::skip_reason`] says why a
-//! test cannot run here.
+//! Needs root and `ip` (iproute2), `redis-server` / `redis-cli` (Debian's `redis-server`,
+//! `redis-tools`) and `etcd` / `etcdctl` (Debian's `etcd-server`, `etcd-client`); `cargo
+//! xtask test` installs them. [`Network::skip_reason`] says why a test cannot run here.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -22,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::state::{temp_dir, SECRET};
-use crate::Proc;
+use crate::{Cluster, Proc};
 
 /// The Redis ACL user the daemons (and the cluster's replicas) authenticate as.
 pub const REDIS_USER: &str = "tether";
@@ -32,6 +38,15 @@ pub const REDIS_PASSWORD: &str = "e2e-fleet-redis-password";
 pub const REDIS_PORT: u16 = 7001;
 /// Nodes of the cluster: 3 primaries, then their replicas.
 pub const REDIS_NODES: u16 = 6;
+/// etcd's `root` user and its password, as `etcdctl` takes them.
+pub const ETCD_ROOT: &str = "root:e2e-fleet-etcd-root-password";
+/// Where echo nodes register in etcd.
+pub const ETCD_NODES: &str = "/tether/nodes/";
+/// Where gateways register in etcd.
+pub const ETCD_GATEWAYS: &str = "/tether/gateways/";
+/// The lease TTL of a registration (tether_discovery::LEASE_TTL): a member SIGKILLed is
+/// out of etcd at most this long after.
+pub const ETCD_TTL: Duration = Duration::from_secs(10);
 
 static NETWORKS: AtomicUsize = AtomicUsize::new(0);
 
@@ -82,7 +97,10 @@ impl Netns {
 #[derive(Debug)]
 pub struct Network {
     bridge: String,
+    /// Redis, etcd and ipconfig.
     pub core: Netns,
+    /// A machine of clients: on the bridge, no host's.
+    pub client: Netns,
     pub hosts: Vec<Netns>,
 }
 
@@ -93,7 +111,7 @@ impl Network {
         if unsafe { libc::geteuid() } != 0 {
             return Some("not root: network namespaces need CAP_SYS_ADMIN".into());
         }
-        for tool in ["ip", "redis-server", "redis-cli"] {
+        for tool in ["ip", "redis-server", "redis-cli", "etcd", "etcdctl"] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
                 .stdout(Stdio::null())
@@ -101,14 +119,16 @@ impl Network {
                 .is_ok_and(|s| s.success());
             if !found {
                 return Some(format!(
-                    "{tool} is not installed (iproute2, redis-server; cargo xtask test installs them)"
+                    "{tool} is not installed (iproute2, redis-server, redis-tools, etcd-server, \
+                     etcd-client; cargo xtask test installs them)"
                 ));
             }
         }
         None
     }
 
-    /// A bridge, a core namespace (for Redis) and `hosts` host namespaces.
+    /// A bridge, a core namespace (for Redis, etcd, ipconfig), a client namespace and
+    /// `hosts` host namespaces.
     pub fn create(hosts: usize) -> Network {
         let pid = std::process::id();
         let n = NETWORKS.fetch_add(1, Ordering::Relaxed);
@@ -118,13 +138,15 @@ impl Network {
         ip(&["netns", "add", &bridge]);
         ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &bridge, "link", "set", "br0", "up"]);
+        let unset = Netns {
+            name: String::new(),
+            ip: String::new(),
+            dev: String::new(),
+        };
         let mut network = Network {
             bridge: bridge.clone(),
-            core: Netns {
-                name: String::new(),
-                ip: String::new(),
-                dev: String::new(),
-            },
+            core: unset.clone(),
+            client: unset,
             hosts: Vec::new(),
         };
         let add = |suffix: &str, octet: usize| -> Netns {
@@ -156,19 +178,21 @@ impl Network {
                 dev,
             }
         };
-        let core = add("r", 10);
-        let hosts: Vec<Netns> = (0..hosts)
-            .map(|i| add(&((b'a' + i as u8) as char).to_string(), 11 + i))
-            .collect();
-        network.core = core;
-        network.hosts = hosts;
+        // Each namespace joins `network` once made, so a later failure deletes it too.
+        network.core = add("r", 10);
+        network.client = add("x", 9);
+        for i in 0..hosts {
+            let ns = add(&((b'a' + i as u8) as char).to_string(), 11 + i);
+            network.hosts.push(ns);
+        }
         network
     }
 }
 
 impl Drop for Network {
     fn drop(&mut self) {
-        let names = std::iter::once(&self.core.name)
+        let names = [&self.core.name, &self.client.name]
+            .into_iter()
             .chain(self.hosts.iter().map(|h| &h.name))
             .chain(std::iter::once(&self.bridge));
         for name in names {
@@ -419,7 +443,173 @@ impl RedisCluster {
     }
 }
 
-/// One host of the fleet: a state daemon (fleet on) and a gateway, in namespace `ns`.
+/// etcd in the core namespace with authentication on, as doc/operations.md (Security) sets
+/// it up: a `root` user ([`ETCD_ROOT`]), and one user per member, with a role that lets it
+/// write its own key only, made by `deploy/etcd/tether-etcd-user.sh`.
+#[derive(Debug)]
+pub struct Etcd {
+    pub cluster: Cluster,
+    /// The password files.
+    dir: PathBuf,
+}
+
+impl Etcd {
+    /// One member in `ns`, on its bridge address, with authentication on.
+    pub fn start(ns: &Netns) -> Etcd {
+        let cluster = Cluster::start_in(ns, 1);
+        let dir = temp_dir("etcd-users");
+        let root = dir.join("root.password");
+        let password = ETCD_ROOT.split_once(':').expect("user:password").1;
+        std::fs::write(&root, format!("{password}\n")).expect("root password file");
+        cluster.enable_auth(&root);
+        Etcd { cluster, dir }
+    }
+
+    /// The client URLs: every daemon's `--etcd`.
+    pub fn endpoints(&self) -> String {
+        self.cluster.endpoints()
+    }
+
+    /// Makes etcd user `id` for a member of `kind` (`gateway`, `node` or `ipconfig`) with
+    /// a password of its own; returns the member's etcd flags (`--etcd`, `--etcd-user`,
+    /// `--etcd-password-file`).
+    pub fn member(&self, kind: &str, id: &str) -> Vec<String> {
+        let password = self.dir.join(format!("{id}.password"));
+        std::fs::write(&password, format!("{id}-e2e-fleet-password\n")).expect("password file");
+        self.cluster.add_user(ETCD_ROOT, kind, id, &password);
+        [
+            "--etcd",
+            &self.endpoints(),
+            "--etcd-user",
+            id,
+            "--etcd-password-file",
+            &password.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The ids registered under `prefix` now, sorted (read as root with etcdctl).
+    pub fn ids(&self, prefix: &str) -> Vec<String> {
+        self.cluster.ids_as(ETCD_ROOT, prefix)
+    }
+
+    /// Waits until every one of `hosts` is registered (its gateway and its echo node) and
+    /// every host's gateway has every host's node, taken from etcd, up.
+    pub fn wait_registered(&self, hosts: &[Host], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut gateways: Vec<String> = hosts.iter().map(|h| h.gateway_id()).collect();
+        let mut nodes: Vec<String> = hosts.iter().map(|h| h.node_id()).collect();
+        let mut addrs: Vec<String> = hosts.iter().map(|h| h.node_addr.to_string()).collect();
+        gateways.sort();
+        nodes.sort();
+        addrs.sort();
+        loop {
+            let registered = self.ids(ETCD_GATEWAYS) == gateways
+                && self.ids(ETCD_NODES) == nodes
+                && hosts.iter().all(|h| h.nodes_up() == addrs);
+            if registered {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not within {timeout:?}: gateways {gateways:?} and nodes {nodes:?} in etcd \
+                 (there: {:?}, {:?}), every gateway with nodes {addrs:?} up (there: {:?})",
+                self.ids(ETCD_GATEWAYS),
+                self.ids(ETCD_NODES),
+                hosts.iter().map(Host::nodes_up).collect::<Vec<_>>()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A tether-ipconfig in the core namespace that takes the gateways from etcd only (its
+/// report keys file is empty, so it refuses every HTTP report), as doc/operations.md runs
+/// one on a host of its own.
+#[derive(Debug)]
+pub struct Ipconfig {
+    /// Where clients ask `/ip_list`, on the core namespace's bridge address.
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _proc: Proc,
+}
+
+impl Ipconfig {
+    /// Starts one in `ns`, watching `etcd` as its own etcd user.
+    pub fn start(ns: &Netns, etcd: &Etcd) -> Ipconfig {
+        let dir = temp_dir("ipconfig");
+        let keys = dir.join("report-keys");
+        std::fs::write(&keys, "").expect("report keys file");
+        let addr: SocketAddr = format!("{}:6789", ns.ip).parse().expect("addr");
+        let mut args: Vec<String> = [
+            "--listen",
+            &addr.to_string(),
+            "--report-keys-file",
+            &keys.display().to_string(),
+            "--workers",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(etcd.member("ipconfig", "ipconfig-1"));
+        let proc = spawn_in(
+            ns,
+            &crate::binary("tether-ipconfig"),
+            &args,
+            &dir.join("ipconfig.log"),
+        );
+        wait_port_in(ns, addr, Duration::from_secs(10));
+        Ipconfig {
+            addr,
+            dir,
+            _proc: proc,
+        }
+    }
+
+    /// `GET /ip_list` from namespace `from`, as a client there asks it: each listed
+    /// gateway's id and the address to dial, best first (empty on a 503).
+    pub fn gateways(&self, from: &Netns) -> Vec<(String, SocketAddr)> {
+        let addr = self.addr;
+        let (status, body) = in_ns(from, move || crate::http_get(addr, "/ip_list"));
+        if status != 200 {
+            return Vec::new();
+        }
+        let list: serde_json::Value = serde_json::from_str(&body).expect("ip_list is JSON");
+        list["gateways"]
+            .as_array()
+            .expect("gateways")
+            .iter()
+            .map(|g| {
+                let id = g["id"].as_str().expect("id").to_string();
+                let addr = g["addr"]
+                    .as_str()
+                    .expect("addr")
+                    .parse()
+                    .expect("host:port");
+                (id, addr)
+            })
+            .collect()
+    }
+
+    /// The gateway ids listed now, sorted, asked from `from`.
+    pub fn listed(&self, from: &Netns) -> Vec<String> {
+        let mut ids: Vec<String> = self.gateways(from).into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// One host of the fleet: a state daemon (fleet on), an echo node and a gateway, in
+/// namespace `ns`; the node and the gateway register in etcd.
 #[derive(Debug)]
 pub struct Host {
     pub ns: Netns,
@@ -428,22 +618,36 @@ pub struct Host {
     pub state: Option<Proc>,
     pub gateway: Option<Proc>,
     pub node: Option<Proc>,
-    /// The gateway's client listener, on the namespace's loopback.
+    /// Where a client on the host itself dials the gateway (it listens on every address of
+    /// the namespace).
     pub listen: SocketAddr,
+    /// What the gateway registers in etcd for clients elsewhere: the bridge address.
+    pub advertise: SocketAddr,
+    /// What the echo node registers in etcd for every gateway: the bridge address.
+    pub node_addr: SocketAddr,
     /// The push API, on the namespace's loopback.
     pub http: SocketAddr,
     pub metrics: SocketAddr,
     pub admin: SocketAddr,
     seeds: String,
     extra: Vec<String>,
+    /// The etcd flags of the gateway and of the echo node (their own etcd users).
+    etcd_gateway: Vec<String>,
+    etcd_node: Vec<String>,
 }
 
 impl Host {
-    /// Starts host `id` in `ns` against the cluster's `seeds`, with `extra` state flags.
-    pub fn start(ns: &Netns, id: &str, seeds: &str, extra: &[&str]) -> Host {
+    /// Starts host `id` in `ns` against the Redis cluster's `seeds` and `etcd` (where its
+    /// members get their etcd users), with `extra` state flags.
+    pub fn start(ns: &Netns, id: &str, seeds: &str, etcd: &Etcd, extra: &[&str]) -> Host {
         let dir = temp_dir(&format!("fleet-{id}"));
         let credentials = dir.join("redis-credentials");
         std::fs::write(&credentials, format!("{REDIS_USER} {REDIS_PASSWORD}\n")).expect("creds");
+        let at = |port: u16| -> SocketAddr {
+            format!("{}:{port}", ns.ip)
+                .parse()
+                .expect("the namespace's address")
+        };
         let mut host = Host {
             ns: ns.clone(),
             id: id.to_string(),
@@ -455,11 +659,25 @@ impl Host {
             http: "127.0.0.1:8902".parse().expect("addr"),
             metrics: "127.0.0.1:8903".parse().expect("addr"),
             admin: "127.0.0.1:8901".parse().expect("addr"),
+            advertise: at(8900),
+            node_addr: at(8890),
             seeds: seeds.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            etcd_gateway: etcd.member("gateway", &format!("gw-{id}")),
+            etcd_node: etcd.member("node", &format!("node-{id}")),
         };
         host.launch();
         host
+    }
+
+    /// The gateway's id, in etcd and in ipconfig's list.
+    pub fn gateway_id(&self) -> String {
+        format!("gw-{}", self.id)
+    }
+
+    /// The echo node's id in etcd.
+    pub fn node_id(&self) -> String {
+        format!("node-{}", self.id)
     }
 
     fn launch(&mut self) {
@@ -495,20 +713,30 @@ impl Host {
             &self.dir.join("state.log"),
         ));
         wait_port_in(&self.ns, self.http, Duration::from_secs(10));
-        let node: SocketAddr = "127.0.0.1:8890".parse().expect("addr");
+        let every = |port: u16| SocketAddr::from(([0, 0, 0, 0], port)).to_string();
+        let mut node_args: Vec<String> = vec![
+            "--listen".into(),
+            every(self.node_addr.port()),
+            "--advertise".into(),
+            self.node_addr.to_string(),
+            "--id".into(),
+            self.node_id(),
+        ];
+        node_args.extend(self.etcd_node.iter().cloned());
         self.node = Some(spawn_in(
             &self.ns,
             &crate::binary("tether-echo-node"),
-            &["--listen".into(), node.to_string()],
+            &node_args,
             &self.dir.join("node.log"),
         ));
-        let gateway_args: Vec<String> = [
+        // No `--node`: with `--etcd` the gateway takes its nodes from etcd.
+        let mut gateway_args: Vec<String> = [
             "--listen",
-            &self.listen.to_string(),
+            &every(self.listen.port()),
+            "--advertise",
+            &self.advertise.to_string(),
             "--admin",
             &self.admin.to_string(),
-            "--node",
-            &node.to_string(),
             "--reactors",
             "1",
             "--pin-cores",
@@ -516,11 +744,12 @@ impl Host {
             "--state",
             &socket.display().to_string(),
             "--id",
-            &format!("gw-{}", self.id),
+            &self.gateway_id(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        gateway_args.extend(self.etcd_gateway.iter().cloned());
         self.gateway = Some(spawn_in(
             &self.ns,
             &crate::binary("tether-gateway"),
@@ -552,6 +781,28 @@ impl Host {
         in_ns(&self.ns, move || {
             crate::state::gateway_login(listen, &device)
         })
+    }
+
+    /// The addresses of the nodes this host's gateway has now, up or not (its `/stats`),
+    /// sorted.
+    pub fn nodes(&self) -> Vec<String> {
+        let admin = self.admin;
+        in_ns(&self.ns, move || crate::gateway_nodes(admin))
+    }
+
+    /// The addresses of the nodes this host's gateway has up now (its `/stats`), sorted.
+    pub fn nodes_up(&self) -> Vec<String> {
+        let admin = self.admin;
+        let stats = in_ns(&self.ns, move || crate::stats(admin));
+        let mut up: Vec<String> = stats["nodes"]
+            .as_array()
+            .expect("nodes in /stats")
+            .iter()
+            .filter(|n| n["up"] == true)
+            .filter_map(|n| n["addr"].as_str().map(String::from))
+            .collect();
+        up.sort();
+        up
     }
 
     /// A client connected to this host's gateway.

@@ -1,37 +1,60 @@
-//! A fleet of real hosts: network namespaces with their own addresses, each running a state
-//! daemon in fleet mode and a gateway, over a real Redis 7 Cluster (three primaries with a
-//! replica each). Push from any host, resume on any host, duplicate logins across hosts, and
-//! the failure modes of `doc/fleet.md`: a host killed with pushes pending, a host cut off
-//! from Redis, a Redis primary killed, Redis restarted empty.
+//! A fleet of real hosts, deployed as an operator would: network namespaces with their own
+//! addresses, each running a state daemon in fleet mode, an echo node and a gateway, over a
+//! real Redis 7 Cluster (three primaries with a replica each) and a real etcd (authentication
+//! on, one etcd user per member). Every gateway and echo node registers in etcd and every
+//! gateway takes its nodes from there; no test writes a member list. Push from any host,
+//! resume on any host, duplicate logins across hosts, a client that finds its gateways
+//! through ipconfig (from etcd) and moves to the next one when its host dies, and the failure
+//! modes of `doc/fleet.md`: a host killed with pushes pending, a host cut off from Redis, a
+//! Redis primary killed, Redis restarted empty.
 //!
-//! Skipped, with the reason printed, when not root or without `ip` / `redis-server`.
+//! Skipped, with the reason printed, when not root or without `ip` / `redis-server` /
+//! `etcd` (`cargo xtask test` installs them).
 
 use std::time::{Duration, Instant};
 
-use tether_e2e::fleet::{Host, Network, RedisCluster};
+use tether_e2e::fleet::{
+    in_ns, Etcd, Host, Ipconfig, Network, RedisCluster, ETCD_GATEWAYS, ETCD_NODES, ETCD_TTL,
+};
 use tether_e2e::Client;
 use tether_proto::Kind;
 
-/// A fleet of `hosts` hosts (a, b, …) on a fresh network and Redis cluster, or `None` when
-/// this machine cannot run it.
-fn fleet(hosts: usize, extra: &[&str]) -> Option<(Network, RedisCluster, Vec<Host>)> {
+/// A running fleet. Fields drop in order: the hosts first, the network last.
+struct Fleet {
+    hosts: Vec<Host>,
+    etcd: Etcd,
+    redis: RedisCluster,
+    network: Network,
+}
+
+/// A fleet of `hosts` hosts (a, b, …) on a fresh network, Redis cluster and etcd, every
+/// host registered in etcd and every gateway with every host's node; or `None` when this
+/// machine cannot run it.
+fn fleet(hosts: usize, extra: &[&str]) -> Option<Fleet> {
     if let Some(reason) = Network::skip_reason() {
         eprintln!("SKIPPED: the multi-host fleet tests need {reason}");
         return None;
     }
     let network = Network::create(hosts);
     let redis = RedisCluster::start(&network.core);
+    let etcd = Etcd::start(&network.core);
     let seeds = redis.seeds();
-    let started = network
+    let started: Vec<Host> = network
         .hosts
         .iter()
         .enumerate()
         .map(|(i, ns)| {
             let id = ((b'a' + i as u8) as char).to_string();
-            Host::start(ns, &id, &seeds, extra)
+            Host::start(ns, &id, &seeds, &etcd, extra)
         })
         .collect();
-    Some((network, redis, started))
+    etcd.wait_registered(&started, Duration::from_secs(20));
+    Some(Fleet {
+        hosts: started,
+        etcd,
+        redis,
+        network,
+    })
 }
 
 /// The next PUSH on `client` (PINGs and other frames are not expected here).
@@ -64,10 +87,10 @@ fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn a_push_through_any_host_reaches_the_device_and_a_second_login_elsewhere_kicks_the_first() {
-    let Some((_network, _redis, hosts)) = fleet(2, &[]) else {
+    let Some(fleet) = fleet(2, &[]) else {
         return;
     };
-    let (a, b) = (&hosts[0], &hosts[1]);
+    let (a, b) = (&fleet.hosts[0], &fleet.hosts[1]);
     let (mut on_a, _) = a.login("dev-1");
 
     // Through B to the device on A: delivered, with the id the device sees.
@@ -115,10 +138,10 @@ fn a_push_through_any_host_reaches_the_device_and_a_second_login_elsewhere_kicks
 
 #[test]
 fn a_refused_duplicate_login_is_decided_across_hosts() {
-    let Some((_network, _redis, hosts)) = fleet(2, &["--duplicate-login", "refuse"]) else {
+    let Some(fleet) = fleet(2, &["--duplicate-login", "refuse"]) else {
         return;
     };
-    let (a, b) = (&hosts[0], &hosts[1]);
+    let (a, b) = (&fleet.hosts[0], &fleet.hosts[1]);
     let (_on_a, _) = a.login("dev-r");
     let mut second = b.connect();
     second.send_frame(Kind::Login, 1, tether_e2e::state::token("dev-r").as_bytes());
@@ -133,9 +156,10 @@ fn a_refused_duplicate_login_is_decided_across_hosts() {
 
 #[test]
 fn a_host_killed_with_pushes_pending_loses_none_and_its_device_resumes_on_another() {
-    let Some((_network, _redis, mut hosts)) = fleet(2, &[]) else {
+    let Some(mut fleet) = fleet(2, &[]) else {
         return;
     };
+    let hosts = &mut fleet.hosts;
     let (mut on_a, ok) = hosts[0].login("dev-2");
     let token = ok["resume_token"]
         .as_str()
@@ -182,11 +206,162 @@ fn a_host_killed_with_pushes_pending_loses_none_and_its_device_resumes_on_anothe
     assert_eq!(b.metric("tether_state_fleet_takeovers_total"), Some(1.0));
 }
 
+/// Sends DATA `id` on `client` and checks the echo (from an echo node the gateway found in
+/// etcd); a push of `seen` coming again meanwhile (at least once) is skipped.
+fn round_trip(client: &mut Client, id: u64, seen: &[u64]) {
+    let payload = format!("fleet-{id}");
+    client.send_frame(Kind::Data, id, payload.as_bytes());
+    let mut r = client.expect();
+    while r.kind == Kind::Push && seen.contains(&r.id) {
+        r = client.expect();
+    }
+    assert_eq!(
+        (r.kind, r.id, r.body.as_slice()),
+        (Kind::Data, id, payload.as_bytes()),
+        "{r:?}"
+    );
+}
+
 #[test]
-fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
-    let Some((_network, mut redis, hosts)) = fleet(2, &["--resume-window-s", "6"]) else {
+fn a_client_finds_gateways_through_ipconfig_and_resumes_on_the_next_when_its_host_dies() {
+    let Some(mut fleet) = fleet(2, &[]) else {
         return;
     };
+    let ipconfig = Ipconfig::start(&fleet.network.core, &fleet.etcd);
+    // The client is on a machine of its own: it knows ipconfig's address only.
+    let here = fleet.network.client.clone();
+
+    // ipconfig lists both hosts' gateways, from etcd alone (it refuses HTTP reports), each
+    // at the address its gateway advertised there: its host's bridge address.
+    eventually(
+        Duration::from_secs(10),
+        "ipconfig lists gw-a and gw-b",
+        || ipconfig.listed(&here) == ["gw-a", "gw-b"],
+    );
+    let list = ipconfig.gateways(&here);
+    for host in &fleet.hosts {
+        assert!(
+            list.contains(&(host.gateway_id(), host.advertise)),
+            "{} at {} in {list:?}",
+            host.gateway_id(),
+            host.advertise
+        );
+    }
+
+    // The device takes host a's gateway from the list and logs in there.
+    let (_, on_a) = list
+        .iter()
+        .find(|(id, _)| id == "gw-a")
+        .cloned()
+        .expect("gw-a listed");
+    let (mut client, ok) = in_ns(&here, move || {
+        tether_e2e::state::gateway_login(on_a, "dev-e")
+    });
+    let token = ok["resume_token"]
+        .as_str()
+        .expect("resume_token")
+        .to_string();
+    round_trip(&mut client, 1, &[]);
+    // Pushes accepted through both hosts, seen by the client, never acknowledged.
+    let mut ids = Vec::new();
+    for (i, host) in [0usize, 1, 0].into_iter().enumerate() {
+        let payload = format!("e{i}");
+        let id = push_ok(&fleet.hosts[host], "dev-e", payload.as_bytes(), "delivered");
+        assert_eq!(next_push(&mut client), (id, payload.into_bytes()));
+        ids.push(id);
+    }
+
+    // Host a dies whole: nothing of it says goodbye to etcd.
+    fleet.hosts[0].kill();
+    let killed = Instant::now();
+    drop(client);
+    let b = &fleet.hosts[1];
+    let moving = push_ok(b, "dev-e", b"while moving", "delivered");
+    ids.push(moving);
+
+    // Its gateway and node leave etcd when their leases expire, within a TTL. ipconfig stops
+    // listing its gateway by then (the DELETE), or before (its records stopped: stale after
+    // 3 s); b's gateway forgets a's node (the DELETE too).
+    let (mut delisted, mut gone) = (None, None);
+    while delisted.is_none() || gone.is_none() {
+        assert!(
+            killed.elapsed() < ETCD_TTL + Duration::from_secs(5),
+            "host a still in etcd ({:?}, {:?}) or listed ({:?})",
+            fleet.etcd.ids(ETCD_GATEWAYS),
+            fleet.etcd.ids(ETCD_NODES),
+            ipconfig.listed(&here)
+        );
+        if delisted.is_none() && ipconfig.listed(&here) == ["gw-b"] {
+            delisted = Some(killed.elapsed());
+        }
+        if gone.is_none()
+            && fleet.etcd.ids(ETCD_GATEWAYS) == ["gw-b"]
+            && fleet.etcd.ids(ETCD_NODES) == ["node-b"]
+        {
+            gone = Some(killed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (delisted, gone) = (delisted.expect("delisted"), gone.expect("gone"));
+    eprintln!(
+        "after host a's SIGKILL: delisted by ipconfig in {delisted:?}, out of etcd in {gone:?} \
+         (lease TTL {ETCD_TTL:?})"
+    );
+    // Within the TTL, and the time etcd takes to notice (it checks leases every 500 ms) and
+    // this test to look (two etcdctl calls).
+    assert!(gone < ETCD_TTL + Duration::from_secs(2), "{gone:?}");
+    assert_eq!(ipconfig.listed(&here), ["gw-b"]);
+    eventually(Duration::from_secs(5), "gw-b has node-b only", || {
+        b.nodes() == [b.node_addr.to_string()]
+    });
+
+    // The client asks ipconfig again and RESUMEs on the gateway it lists, with its token:
+    // every push accepted before the kill comes again, and the one sent meanwhile.
+    let (next, addr) = ipconfig
+        .gateways(&here)
+        .first()
+        .cloned()
+        .expect("a gateway listed");
+    assert_eq!((next.as_str(), addr), ("gw-b", b.advertise));
+    let started = Instant::now();
+    let mut client = in_ns(&here, move || Client::connect(addr));
+    client.send_frame(Kind::Resume, 9, token.as_bytes());
+    let r = client.expect();
+    assert_eq!((r.kind, r.id), (Kind::LoginOk, 9), "{r:?}");
+    let mut got: Vec<u64> = Vec::new();
+    while got.len() < ids.len() {
+        let (id, _) = next_push(&mut client);
+        if !got.contains(&id) {
+            got.push(id);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, ids, "every accepted push, redelivered through gw-b");
+    eprintln!("resumed on gw-b and redelivered in {:?}", started.elapsed());
+    for id in &ids {
+        client.send_frame(Kind::Ack, *id, b"");
+    }
+    // And the session works on there: DATA to b's node, a new push.
+    round_trip(&mut client, 2, &ids);
+    let after = push_ok(b, "dev-e", b"after", "delivered");
+    let (id, body) = loop {
+        let (id, body) = next_push(&mut client);
+        if !ids.contains(&id) {
+            break (id, body);
+        }
+    };
+    assert_eq!((id, body), (after, b"after".to_vec()));
+    assert_eq!(b.metric("tether_state_fleet_takeovers_total"), Some(1.0));
+}
+
+#[test]
+fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
+    let Some(fleet) = fleet(2, &["--resume-window-s", "6"]) else {
+        return;
+    };
+    let Fleet {
+        hosts, mut redis, ..
+    } = fleet;
     let (a, b) = (&hosts[0], &hosts[1]);
 
     // A host cut off from Redis: new logins UNAVAILABLE (11, the connection stays), pushes
