@@ -829,6 +829,19 @@ impl Host {
         )
     }
 
+    /// `METHOD /v1/sessions/{device}` (GET or DELETE) on this host's daemon: (status, JSON).
+    pub fn session(&self, method: &str, device: &str) -> (u16, serde_json::Value) {
+        let (http, method, path) = (
+            self.http,
+            method.to_string(),
+            format!("/v1/sessions/{device}"),
+        );
+        let answer = in_ns(&self.ns, move || {
+            crate::http_request(http, &method, &path, &[], b"")
+        });
+        (answer.status, answer.json())
+    }
+
     /// A metric of this host's state daemon.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (metrics, series) = (self.metrics, series.to_string());

@@ -77,6 +77,21 @@ fn push_ok(host: &Host, device: &str, payload: &[u8], status: &str) -> u64 {
     v["msg_id"].as_u64().expect("msg_id")
 }
 
+/// `client` gets ERROR 12 KICKED, its reason containing `why`, and is closed.
+fn expect_kicked(client: &mut Client, why: &str) {
+    let kicked = client
+        .recv_timeout(Duration::from_secs(5))
+        .expect("KICKED within 5 s");
+    assert_eq!(
+        (kicked.kind, kicked.error_code()),
+        (Kind::Error, Some(12)),
+        "{kicked:?}"
+    );
+    let reason = String::from_utf8_lossy(&kicked.body);
+    assert!(reason.contains(why), "{reason:?}");
+    client.expect_closed();
+}
+
 fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
@@ -110,15 +125,7 @@ fn a_push_through_any_host_reaches_the_device_and_a_second_login_elsewhere_kicks
 
     // The same device logging in on B: A's client is KICKED, B's is the session.
     let (mut on_b, _) = b.login("dev-1");
-    let kicked = on_a
-        .recv_timeout(Duration::from_secs(5))
-        .expect("KICKED on A");
-    assert_eq!(
-        (kicked.kind, kicked.error_code()),
-        (Kind::Error, Some(12)),
-        "{kicked:?}"
-    );
-    on_a.expect_closed();
+    expect_kicked(&mut on_a, "logged in on another host");
     let third = push_ok(a, "dev-1", b"to b", "delivered");
     assert!(third > second);
     // At least once: an ACK still on its way to the engine when B took the session over
@@ -152,6 +159,65 @@ fn a_refused_duplicate_login_is_decided_across_hosts() {
         "{:?}",
         String::from_utf8_lossy(&r.body)
     );
+}
+
+#[test]
+fn the_sessions_api_of_any_host_shows_and_ends_a_session_another_host_holds() {
+    let Some(fleet) = fleet(2, &[]) else {
+        return;
+    };
+    let (a, b) = (&fleet.hosts[0], &fleet.hosts[1]);
+    let (mut on_a, ok) = a.login("dev-s");
+    let token = ok["resume_token"]
+        .as_str()
+        .expect("resume_token")
+        .to_string();
+    let session = ok["session"].as_str().expect("session").to_string();
+    // One push delivered and not acknowledged: it is pending in the router table.
+    let msg = push_ok(b, "dev-s", b"unacked", "delivered");
+    assert_eq!(next_push(&mut on_a), (msg, b"unacked".to_vec()));
+
+    // The holding host shows it whole, naming itself.
+    let (code, here) = a.session("GET", "dev-s");
+    assert_eq!((code, here["host"].as_str()), (200, Some("a")), "{here}");
+    assert!(
+        here["route"].is_u64() && here["login_unix_ms"].is_u64(),
+        "{here}"
+    );
+    // Another host shows it from the router table.
+    let (code, there) = b.session("GET", "dev-s");
+    assert_eq!(code, 200, "{there}");
+    assert_eq!(there["host"], "a", "{there}");
+    assert_eq!(there["session"], session.as_str(), "{there}");
+    assert_eq!(there["gateway"], here["gateway"], "{there}");
+    assert_eq!(there["state"], "online", "{there}");
+    assert_eq!(there["pending"], 1, "{there}");
+    assert!(
+        there.get("route").is_none(),
+        "only the holding host knows: {there}"
+    );
+    let (code, _) = b.session("GET", "nobody");
+    assert_eq!(code, 404);
+
+    // Ended through B: A's client is KICKED for it, and the session is gone everywhere.
+    let (code, ended) = b.session("DELETE", "dev-s");
+    assert_eq!(code, 200, "{ended}");
+    assert_eq!(ended["host"], "a", "{ended}");
+    assert_eq!(ended["session"], session.as_str(), "{ended}");
+    assert_eq!(ended["was_online"], true, "{ended}");
+    assert_eq!(ended["dropped_pushes"], 1, "{ended}");
+    expect_kicked(&mut on_a, "ended by the operator");
+    eventually(Duration::from_secs(5), "A drops the session", || {
+        a.session("GET", "dev-s").0 == 404
+    });
+    assert_eq!(b.session("GET", "dev-s").0, 404);
+    assert_eq!(b.session("DELETE", "dev-s").0, 404);
+    let (code, v) = b.push("dev-s", b"late");
+    assert_eq!((code, v["status"].as_str()), (200, Some("offline")), "{v}");
+    let mut again = b.connect();
+    again.send_frame(Kind::Resume, 3, token.as_bytes());
+    let r = again.expect();
+    assert_eq!((r.kind, r.error_code()), (Kind::Error, Some(5)), "{r:?}");
 }
 
 #[test]

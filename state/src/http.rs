@@ -54,6 +54,23 @@ pub(crate) enum Command {
     },
 }
 
+/// The loop's answer to a command, sent once this iteration's records are in the journal.
+pub(crate) enum Answer {
+    Push(oneshot::Sender<PushResult>, PushResult),
+    View(oneshot::Sender<Option<SessionView>>, Option<SessionView>),
+    End(oneshot::Sender<Option<EndedSession>>, Option<EndedSession>),
+}
+
+impl Answer {
+    pub(crate) fn send(self) {
+        let _ = match self {
+            Answer::Push(reply, result) => reply.send(result).map_err(drop),
+            Answer::View(reply, result) => reply.send(result).map_err(drop),
+            Answer::End(reply, result) => reply.send(result).map_err(drop),
+        };
+    }
+}
+
 /// How handlers reach the event loop.
 #[derive(Clone)]
 pub(crate) struct LoopHandle {

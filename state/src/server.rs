@@ -28,13 +28,13 @@ use tether_daemon::nonblocking::{read_frames, ReadEnd};
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind};
 
 use crate::fleet::Fleet;
-use crate::http::{Command, PushResult};
+use crate::http::{Answer, Command};
 use crate::journal::{Compacted, ImageWriter, Journal};
 use crate::link::{Link, MAX_BODY, MAX_OUT, READ_CHUNK};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::socket::{peer_credentials, peer_gone};
-use crate::store::{EndedSession, LinkFault, Now, Store, MAX_GATEWAY_ID};
+use crate::store::{LinkFault, Now, Store, MAX_GATEWAY_ID};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -78,25 +78,6 @@ impl Default for Clock {
     }
 }
 
-/// An answer to the HTTP thread that may leave only once this iteration's records are in the
-/// journal.
-enum Answer {
-    Push(tokio::sync::oneshot::Sender<PushResult>, PushResult),
-    End(
-        tokio::sync::oneshot::Sender<Option<EndedSession>>,
-        Option<EndedSession>,
-    ),
-}
-
-impl Answer {
-    fn send(self) {
-        let _ = match self {
-            Answer::Push(reply, result) => reply.send(result).map_err(drop),
-            Answer::End(reply, result) => reply.send(result).map_err(drop),
-        };
-    }
-}
-
 /// What SIGHUP may change in the loop.
 pub(crate) struct Reloadable<'a> {
     pub store: &'a mut Store,
@@ -133,7 +114,7 @@ pub(crate) struct Server {
     loops: Arc<AtomicU64>,
     /// The fleet, when this host is one of many (`fleet`).
     fleet: Option<Fleet>,
-    fleet_answers: Vec<crate::fleet::PushAnswer>,
+    fleet_answers: Vec<Answer>,
 }
 
 impl Server {
@@ -492,16 +473,37 @@ impl Server {
                         self.answers.push(Answer::Push(reply, result));
                     }
                 },
-                Command::View { device, reply } => {
-                    let _ = reply.send(self.store.view(&device, now));
-                }
-                Command::End { device, reply } => {
-                    let ended = self.store.end_session(&device);
-                    if let Some(ended) = &ended {
-                        tracing::info!(device = %ended.device_id, session = %ended.session, was_online = ended.was_online, "session ended through the push API");
+                // In a fleet, a device this host does not hold is looked up (or ended)
+                // wherever it is.
+                Command::View { device, reply } => match self.store.view(&device, now) {
+                    Some(view) => {
+                        let view = match &self.fleet {
+                            Some(fleet) => fleet.here(view),
+                            None => view,
+                        };
+                        let _ = reply.send(Some(view));
                     }
-                    self.answers.push(Answer::End(reply, ended));
-                }
+                    None => match self.fleet.as_mut() {
+                        Some(fleet) => fleet.view(device, reply),
+                        None => {
+                            let _ = reply.send(None);
+                        }
+                    },
+                },
+                Command::End { device, reply } => match self.store.end_session(&device) {
+                    Some(ended) => {
+                        tracing::info!(device = %ended.device_id, session = %ended.session, was_online = ended.was_online, "session ended through the push API");
+                        let ended = match &self.fleet {
+                            Some(fleet) => fleet.ended_here(ended),
+                            None => ended,
+                        };
+                        self.answers.push(Answer::End(reply, Some(ended)));
+                    }
+                    None => match self.fleet.as_mut() {
+                        Some(fleet) => fleet.end(device, reply),
+                        None => self.answers.push(Answer::End(reply, None)),
+                    },
+                },
             }
         }
     }
@@ -513,9 +515,7 @@ impl Server {
             return;
         };
         fleet.take_events(&mut self.store, now, &mut self.fleet_answers);
-        for (reply, result) in self.fleet_answers.drain(..) {
-            self.answers.push(Answer::Push(reply, result));
-        }
+        self.answers.append(&mut self.fleet_answers);
     }
 
     /// Journals this iteration's records; compacts when the journal has grown enough.

@@ -5,7 +5,7 @@
 use tether_proto::ErrorCode;
 
 use super::engine::{EngineError, Outcome, StoredPush};
-use crate::store::{PushRefused, PushStatus};
+use crate::store::{PushRefused, PushStatus, ENDED_BY_OPERATOR};
 
 /// How a login (or resume) the engine answered goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +116,9 @@ pub(crate) enum BindDecision {
     /// The route was lost (Redis restarted empty) and written anew: write the session's
     /// pushes to the engine again.
     Rewrite,
-    /// Another host or session holds the device: drop it here.
-    Drop,
+    /// Another host or session holds the device, or an operator ended the session through
+    /// another host: drop it here, KICKED for this reason.
+    Drop(&'static str),
     /// Unreachable: the next refresh tries again.
     Retry,
 }
@@ -130,7 +131,8 @@ pub(crate) fn bind(answer: &Result<Outcome, EngineError>) -> BindDecision {
         Ok(Outcome::Bound {
             recreated: true, ..
         }) => BindDecision::Rewrite,
-        Ok(Outcome::Moved) => BindDecision::Drop,
+        Ok(Outcome::Moved) => BindDecision::Drop("the device is held by another host"),
+        Ok(Outcome::Ended) => BindDecision::Drop(ENDED_BY_OPERATOR),
         _ => BindDecision::Retry,
     }
 }
@@ -237,7 +239,14 @@ mod tests {
 
     #[test]
     fn a_bind_that_finds_the_device_elsewhere_drops_the_local_session() {
-        assert_eq!(bind(&Ok(Outcome::Moved)), BindDecision::Drop);
+        assert_eq!(
+            bind(&Ok(Outcome::Moved)),
+            BindDecision::Drop("the device is held by another host")
+        );
+        assert_eq!(
+            bind(&Ok(Outcome::Ended)),
+            BindDecision::Drop(ENDED_BY_OPERATOR)
+        );
         assert_eq!(
             bind(&Ok(Outcome::Bound {
                 recreated: true,

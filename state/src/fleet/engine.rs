@@ -41,6 +41,11 @@ pub enum Op {
     },
     /// `device` acknowledged (or let expire) message `msg`: it leaves the durable queue.
     Ack { device: String, msg: u64 },
+    /// `GET /v1/sessions/{device}` on this host, which holds no session of it: where is it?
+    Lookup { device: String },
+    /// `DELETE /v1/sessions/{device}` on this host, which holds no session of it: end it
+    /// wherever it is.
+    End { device: String },
 }
 
 /// A durable push as the engine holds it.
@@ -94,9 +99,21 @@ pub enum Outcome {
     },
     /// Bind: another session or host holds the device now.
     Moved,
+    /// Bind: an operator ended this session through another host.
+    Ended,
+    /// Lookup: the device's session is at `owner`, connected through `gateway`, with
+    /// `pending` durable pushes.
+    Located {
+        owner: Owner,
+        gateway: String,
+        pending: usize,
+    },
+    /// End: the session at `owner` was removed from the router table with its `pending`
+    /// durable pushes (its host is told to drop it).
+    Removed { owner: Owner, pending: usize },
     /// Forget and Ack: done.
     Done,
-    /// Push: no session for the device anywhere.
+    /// Push, lookup, end: no session for the device anywhere.
     Offline,
     /// Push: the device's durable queue is full.
     Full { pending: usize },

@@ -38,14 +38,36 @@ pub(crate) fn route_value(
     [host, gateway, session, tok, state].join("\n")
 }
 
-/// The host and session of a route written by [`route_value`].
-pub(crate) fn route_owner(value: &[u8]) -> Option<(String, String)> {
+/// A route as [`route_value`] wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub host: String,
+    pub gateway: String,
+    pub session: String,
+    pub online: bool,
+}
+
+/// Reads a route written by [`route_value`].
+pub(crate) fn parse_route(value: &[u8]) -> Option<Route> {
     let value = std::str::from_utf8(value).ok()?;
     let mut fields = value.split('\n');
     let host = fields.next()?.to_string();
-    let _gateway = fields.next()?;
+    let gateway = fields.next()?.to_string();
     let session = fields.next()?.to_string();
-    Some((host, session))
+    let _tok = fields.next()?;
+    let online = fields.next()? == "online";
+    Some(Route {
+        host,
+        gateway,
+        session,
+        online,
+    })
+}
+
+/// The session of `device` an operator ended through another host (see `tether_end`): in
+/// the device's slot, read by binds only.
+pub(crate) fn ended(device: &str) -> String {
+    format!("{{t:{device}}}:e")
 }
 
 /// The resume index: a resume token's hash → its device.
@@ -89,6 +111,7 @@ mod tests {
             };
             assert_eq!(tag(&k.route), tag(&k.msg));
             assert_eq!(tag(&k.route), tag(&k.pending));
+            assert_eq!(tag(&k.route), tag(&ended(name)));
         }
         assert_eq!(session(0xab), "00000000000000ab");
         assert_eq!(token_hash(b"x").len(), 32);
@@ -97,9 +120,14 @@ mod tests {
         let route = route_value("h1", "gw-1", &session(7), "ab", "online");
         assert_eq!(route, "h1\ngw-1\n0000000000000007\nab\nonline");
         assert_eq!(
-            route_owner(route.as_bytes()),
-            Some(("h1".to_string(), session(7)))
+            parse_route(route.as_bytes()),
+            Some(Route {
+                host: "h1".into(),
+                gateway: "gw-1".into(),
+                session: session(7),
+                online: true,
+            })
         );
-        assert_eq!(route_owner(b"h1"), None);
+        assert_eq!(parse_route(b"h1\ngw-1"), None);
     }
 }

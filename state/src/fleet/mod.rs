@@ -33,10 +33,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::oneshot;
 
 use crate::config::DuplicateLogin;
-use crate::http::PushResult;
+use crate::http::{Answer, PushResult};
 use crate::metrics::Metrics;
 use crate::record::Record;
-use crate::store::{LocalSession, Now, PushStatus, Reserved, Store, IDS_PER_MS};
+use crate::store::{
+    EndedSession, LocalSession, Now, PushStatus, Reserved, SessionView, Store, IDS_PER_MS,
+};
 
 pub use bus::BusMessage;
 pub use engine::{Engine, EngineError, Op, Outcome, Owner, StoredPush};
@@ -63,6 +65,12 @@ pub(crate) enum Context {
     Push {
         reply: oneshot::Sender<PushResult>,
     },
+    View {
+        reply: oneshot::Sender<Option<SessionView>>,
+    },
+    End {
+        reply: oneshot::Sender<Option<EndedSession>>,
+    },
     Bind {
         session: u64,
     },
@@ -81,9 +89,6 @@ type BusPush = (u64, u64, Vec<u8>);
 
 /// Route refreshes one iteration adds at most.
 const REFRESH_BATCH: usize = 4096;
-
-/// An HTTP push answer, to send once the iteration's records are journaled.
-pub(crate) type PushAnswer = (oneshot::Sender<PushResult>, PushResult);
 
 /// The loop's side of the fleet. See the [module documentation](self).
 pub(crate) struct Fleet {
@@ -259,6 +264,35 @@ impl Fleet {
         self.batch.add(op, Context::Push { reply });
     }
 
+    /// `GET /v1/sessions/{device}` of a device this host does not hold: the router table
+    /// says where it is.
+    pub(crate) fn view(&mut self, device: String, reply: oneshot::Sender<Option<SessionView>>) {
+        self.batch
+            .add(Op::Lookup { device }, Context::View { reply });
+    }
+
+    /// `DELETE /v1/sessions/{device}` of a device this host does not hold: ended wherever
+    /// it is (see `tether_end`).
+    pub(crate) fn end(&mut self, device: String, reply: oneshot::Sender<Option<EndedSession>>) {
+        self.batch.add(Op::End { device }, Context::End { reply });
+    }
+
+    /// A session this host holds, as the sessions API shows it in a fleet.
+    pub(crate) fn here(&self, view: SessionView) -> SessionView {
+        SessionView {
+            host: Some(self.settings.host.clone()),
+            ..view
+        }
+    }
+
+    /// A session this host held and ended, as the sessions API answers it in a fleet.
+    pub(crate) fn ended_here(&self, ended: EndedSession) -> EndedSession {
+        EndedSession {
+            host: Some(self.settings.host.clone()),
+            ..ended
+        }
+    }
+
     /// What the iteration's journal records mean for the router table.
     pub(crate) fn observe(&mut self, store: &Store) {
         for bytes in store.records() {
@@ -372,12 +406,7 @@ impl Fleet {
     }
 
     /// Carries out the engine's answers and the bus's messages.
-    pub(crate) fn take_events(
-        &mut self,
-        store: &mut Store,
-        now: Now,
-        answers: &mut Vec<PushAnswer>,
-    ) {
+    pub(crate) fn take_events(&mut self, store: &mut Store, now: Now, answers: &mut Vec<Answer>) {
         while let Ok(event) = self.events.try_recv() {
             match event {
                 FleetEvent::Answered { batch, results } => {
@@ -408,7 +437,7 @@ impl Fleet {
         context: Context,
         result: Result<Outcome, EngineError>,
         now: Now,
-        answers: &mut Vec<PushAnswer>,
+        answers: &mut Vec<Answer>,
     ) {
         if result.is_err() {
             self.metrics.fleet_engine_errors.inc();
@@ -471,7 +500,46 @@ impl Fleet {
                     }
                     PushDecision::Answer(answer) => answer,
                 };
-                answers.push((reply, answer));
+                answers.push(Answer::Push(reply, answer));
+            }
+            (Context::View { reply }, Op::Lookup { device }) => {
+                let view = match result {
+                    Ok(Outcome::Located {
+                        owner,
+                        gateway,
+                        pending,
+                    }) => Some(SessionView {
+                        session: owner.session,
+                        device_id: device,
+                        host: Some(owner.host),
+                        gateway,
+                        route: None,
+                        state: if owner.online { "online" } else { "detached" },
+                        login_unix_ms: None,
+                        last_heartbeat_unix_ms: None,
+                        resume_until_unix_ms: None,
+                        pending,
+                    }),
+                    // Unreachable engine: this host cannot know; it says what it holds.
+                    _ => None,
+                };
+                answers.push(Answer::View(reply, view));
+            }
+            (Context::End { reply }, Op::End { device }) => {
+                let ended = match result {
+                    Ok(Outcome::Removed { owner, pending }) => {
+                        tracing::info!(device = %device, host = %owner.host, session = %owner.session, "session ended through the push API, at its host");
+                        Some(EndedSession {
+                            session: owner.session,
+                            device_id: device,
+                            host: Some(owner.host),
+                            was_online: owner.online,
+                            dropped_pushes: pending,
+                        })
+                    }
+                    _ => None,
+                };
+                answers.push(Answer::End(reply, ended));
             }
             (Context::Bind { session }, _) => {
                 if let Ok(Outcome::Bound { pushes, .. }) = &result {
@@ -510,14 +578,10 @@ impl Fleet {
         now: Now,
     ) {
         match decide::bind(result) {
-            BindDecision::Drop => {
+            BindDecision::Drop(reason) => {
                 if let Some(local) = self.bound.get(&session).cloned() {
-                    tracing::info!(device = %local.device, "fleet: another host holds the device; dropping the session here");
-                    store.drop_session(
-                        &local.device,
-                        Some(session),
-                        "the device is held by another host",
-                    );
+                    tracing::info!(device = %local.device, reason, "fleet: dropping the session here");
+                    store.drop_session(&local.device, Some(session), reason);
                 }
             }
             BindDecision::Rewrite => {

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection};
+use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection, ClusterPipeline};
 use redis::Value;
 
 use super::bus::{self, BusMessage};
 use super::engine::{Engine, EngineError, Op, Outcome, Owner, StoredPush};
 use super::keys;
 use super::settings::Settings;
+use crate::store::ENDED_BY_OPERATOR;
 
 /// The function library, loaded (REPLACE) on every primary at connect and whenever a primary
 /// answers that it does not know it (a promoted replica of an old primary, a Redis restarted
@@ -107,20 +108,19 @@ impl RedisEngine {
         let Some(device) = device.and_then(|d| String::from_utf8(d).ok()) else {
             return Ok(Outcome::UnknownToken);
         };
-        let k = keys::Device::new(&device);
-        let value: Value = redis::cmd("FCALL")
-            .arg("tether_takeover")
-            .arg(3)
-            .arg(&k.route)
-            .arg(&k.msg)
-            .arg(&k.pending)
+        let mut pipe = cluster_pipe();
+        fcall(&mut pipe, "tether_takeover", &device)
             .arg(&device)
             .arg(&settings.host)
             .arg(gateway)
             .arg(token_hash)
-            .arg(settings.route_ttl_ms)
-            .query(connection)
-            .map_err(unavailable)?;
+            .arg(settings.route_ttl_ms);
+        let value = pipe
+            .query::<Vec<Value>>(connection)
+            .map_err(unavailable)?
+            .into_iter()
+            .next()
+            .unwrap_or(Value::Nil);
         let items = array(value)?;
         match text(items.first())?.as_str() {
             "unknown" => Ok(Outcome::UnknownToken),
@@ -284,6 +284,16 @@ fn bus_messages(
                     payload: payload.clone(),
                 },
             ),
+            (Op::End { device }, Ok(Outcome::Removed { owner, .. })) if owner.host != this_host => {
+                (
+                    &owner.host,
+                    BusMessage::Drop {
+                        device: device.clone(),
+                        session: owner.session.clone(),
+                        reason: ENDED_BY_OPERATOR.into(),
+                    },
+                )
+            }
             _ => continue,
         };
         out.push((message.0.clone(), message.1.encode()));
@@ -302,7 +312,7 @@ fn load_library(connection: &mut ClusterConnection) -> Result<(), EngineError> {
 }
 
 /// Adds `op`'s commands to the pipeline: one FCALL each, plus the resume index for a bind.
-fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
+fn add_op(pipe: &mut ClusterPipeline, op: &Op, s: &Settings) {
     match op {
         Op::Login {
             device,
@@ -344,18 +354,12 @@ fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
             online,
             refresh,
         } => {
-            let k = keys::Device::new(device);
             let state = match (refresh, online) {
                 (true, _) => "refresh",
                 (false, true) => "online",
                 (false, false) => "detached",
             };
-            pipe.cmd("FCALL")
-                .arg("tether_bind")
-                .arg(3)
-                .arg(&k.route)
-                .arg(&k.msg)
-                .arg(&k.pending)
+            fcall(pipe, "tether_bind", device)
                 .arg(device)
                 .arg(&s.host)
                 .arg(gateway)
@@ -370,13 +374,7 @@ fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
                 .arg(s.route_ttl_ms);
         }
         Op::Forget { device, session } => {
-            let k = keys::Device::new(device);
-            pipe.cmd("FCALL")
-                .arg("tether_forget")
-                .arg(3)
-                .arg(&k.route)
-                .arg(&k.msg)
-                .arg(&k.pending)
+            fcall(pipe, "tether_forget", device)
                 .arg(&s.host)
                 .arg(keys::session(*session));
         }
@@ -386,13 +384,7 @@ fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
             expires_unix_ms,
             id_floor,
         } => {
-            let k = keys::Device::new(device);
-            pipe.cmd("FCALL")
-                .arg("tether_push")
-                .arg(3)
-                .arg(&k.route)
-                .arg(&k.msg)
-                .arg(&k.pending)
+            fcall(pipe, "tether_push", device)
                 .arg(device)
                 .arg(&s.host)
                 .arg(*expires_unix_ms)
@@ -406,17 +398,42 @@ fn add_op(pipe: &mut redis::cluster::ClusterPipeline, op: &Op, s: &Settings) {
             let k = keys::Device::new(device);
             pipe.cmd("HDEL").arg(&k.pending).arg(*msg);
         }
+        Op::Lookup { device } => {
+            let k = keys::Device::new(device);
+            pipe.cmd("GET").arg(&k.route);
+            pipe.cmd("HLEN").arg(&k.pending);
+        }
+        Op::End { device } => {
+            fcall(pipe, "tether_end", device).arg(s.route_ttl_ms);
+        }
         Op::Takeover { .. } => {}
     }
+}
+
+/// `FCALL function` with `device`'s four keys in the order `tether.lua` reads them (route,
+/// msg, pending, ended); the caller adds the arguments.
+fn fcall<'p>(
+    pipe: &'p mut ClusterPipeline,
+    function: &str,
+    device: &str,
+) -> &'p mut ClusterPipeline {
+    let k = keys::Device::new(device);
+    pipe.cmd("FCALL")
+        .arg(function)
+        .arg(4)
+        .arg(&k.route)
+        .arg(&k.msg)
+        .arg(&k.pending)
+        .arg(keys::ended(device))
 }
 
 /// How many commands `add_op` writes for `op`, so answers in the pipeline.
 fn commands(op: &Op) -> usize {
     match op {
         Op::Login { .. } => 4,
-        Op::Bind { .. } => 2,
+        Op::Bind { .. } | Op::Lookup { .. } => 2,
         Op::Takeover { .. } => 0,
-        Op::Forget { .. } | Op::Push { .. } | Op::Ack { .. } => 1,
+        Op::Forget { .. } | Op::Push { .. } | Op::Ack { .. } | Op::End { .. } => 1,
     }
 }
 
@@ -456,6 +473,7 @@ fn parse(
                     pushes: pushes(items.get(1..).unwrap_or_default())?,
                 }),
                 "moved" | "stale" => Ok(Outcome::Moved),
+                "ended" => Ok(Outcome::Ended),
                 other => Err(EngineError::Protocol(format!("bind answered {other:?}"))),
             }
         }
@@ -478,6 +496,36 @@ fn parse(
                 other => Err(EngineError::Protocol(format!("push answered {other:?}"))),
             }
         }
+        Op::Lookup { .. } => match value {
+            Value::Nil => Ok(Outcome::Offline),
+            value => {
+                let r = route(&value)?;
+                Ok(Outcome::Located {
+                    owner: Owner {
+                        host: r.host,
+                        session: r.session,
+                        online: r.online,
+                    },
+                    gateway: r.gateway,
+                    pending: number(answers.next().as_ref())? as usize,
+                })
+            }
+        },
+        Op::End { .. } => {
+            let items = array(value)?;
+            match text(items.first())?.as_str() {
+                "none" => Ok(Outcome::Offline),
+                state @ ("online" | "detached") => Ok(Outcome::Removed {
+                    owner: Owner {
+                        host: text(items.get(1))?,
+                        session: text(items.get(2))?,
+                        online: state == "online",
+                    },
+                    pending: number(items.get(3))? as usize,
+                }),
+                other => Err(EngineError::Protocol(format!("end answered {other:?}"))),
+            }
+        }
         Op::Takeover { .. } => Err(EngineError::Protocol("takeover in a pipeline".into())),
     }
 }
@@ -494,10 +542,7 @@ fn login_outcome(
 ) -> Result<Outcome, EngineError> {
     let owner = match replaced {
         Value::Nil => None,
-        other => Some(
-            keys::route_owner(&bytes(Some(&other))?)
-                .ok_or_else(|| EngineError::Protocol("a route without host or session".into()))?,
-        ),
+        other => Some(route(&other).map(|r| (r.host, r.session))?),
     };
     Ok(match owner {
         // NX left the route alone: somebody (this host included) holds the device.
@@ -529,6 +574,11 @@ fn login_outcome(
             }
         }
     })
+}
+
+fn route(value: &Value) -> Result<keys::Route, EngineError> {
+    keys::parse_route(&bytes(Some(value))?)
+        .ok_or_else(|| EngineError::Protocol("a route without its five fields".into()))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> EngineError {
@@ -691,6 +741,54 @@ mod tests {
                     pushes: vec![],
                     stale: vec![],
                 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lookup_and_an_end_read_the_route_and_the_pending_count() {
+        let route = bulk(&keys::route_value(
+            "b",
+            "gw-b",
+            "00000000000000ab",
+            "h",
+            "detached",
+        ));
+        let lookup = Op::Lookup { device: "d".into() };
+        let end = Op::End { device: "d".into() };
+        let owner = Owner {
+            host: "b".into(),
+            session: "00000000000000ab".into(),
+            online: false,
+        };
+        let removed = Value::Array(vec![
+            bulk("detached"),
+            bulk("b"),
+            bulk("00000000000000ab"),
+            Value::Int(3),
+        ]);
+        let parsed = parse_all(
+            &[lookup.clone(), lookup, end.clone(), end],
+            vec![
+                route,
+                Value::Int(3),
+                Value::Nil,
+                Value::Int(0),
+                removed,
+                Value::Array(vec![bulk("none")]),
+            ],
+        );
+        assert_eq!(
+            parsed,
+            vec![
+                Ok(Outcome::Located {
+                    owner: owner.clone(),
+                    gateway: "gw-b".into(),
+                    pending: 3,
+                }),
+                Ok(Outcome::Offline),
+                Ok(Outcome::Removed { owner, pending: 3 }),
+                Ok(Outcome::Offline),
             ]
         );
     }

@@ -5,6 +5,8 @@
 --   KEYS[1] route   (string: host, gw, session, tok, state, one per line; see keys.rs)
 --   KEYS[2] msg     (the device's message id counter)
 --   KEYS[3] pending (hash: message id -> "EXPIRES_UNIX_MS:PAYLOAD")
+--   KEYS[4] ended   (the session an operator ended through another host, until the route's
+--                    TTL would have passed: its host's next bind finds it and drops it)
 -- A login needs no function: it is one SET ... GET of the route (NX under `refuse`), which
 -- is atomic on its own (redis.rs). The functions publish nothing: the engine thread publishes
 -- what their answers call for (a push for another host, a drop order) on the node the hosts
@@ -36,6 +38,11 @@ local function write_route(key, r, ttl_ms)
   redis.call('SET', key, value, 'PX', ttl_ms)
 end
 
+-- HOST holds SESSION, says a bind: whether an operator ended it meanwhile.
+local function ended(keys, session)
+  return keys[4] ~= nil and redis.call('GET', keys[4]) == session
+end
+
 local function claim(keys, host, gw, ttl_ms)
   write_route(keys[1], { host = host, gw = gw, session = '', tok = '', state = 'online' }, ttl_ms)
 end
@@ -59,12 +66,16 @@ end)
 -- HOST holds SESSION of DEVICE: ARGV device, host, gw, session, tok, state, ttl_ms, where
 -- state is online, detached, or refresh (only the TTL, from the periodic sweep).
 -- Answers {'ok' or 'recreated', pending pushes...} ('recreated': the route was gone, Redis
--- lost it, the host writes it again; the pushes: what arrived between the claim and this
+-- lost it, the host writes it again; the pushes: what arrived between a takeover and this
 -- bind, for the host to queue), {'stale'} (another session of this host holds the device),
--- or {'moved'} (another host holds the device now: the host drops its session).
+-- {'moved'} (another host holds the device now: the host drops its session), or {'ended'}
+-- (an operator ended the session through another host: the host drops it).
 redis.register_function('tether_bind', function(keys, args)
   local host, gw, session, tok, state, ttl = args[2], args[3], args[4], args[5], args[6], args[7]
   local r = route_of(keys[1])
+  if not r and ended(keys, session) then
+    return { 'ended' }
+  end
   if r and r.host ~= host then
     return { 'moved' }
   end
@@ -122,4 +133,22 @@ redis.register_function('tether_push', function(keys, args)
   redis.call('HSET', keys[3], id, expires .. ':' .. payload)
   redis.call('PEXPIRE', keys[3], pending_ttl)
   return { r.state, r.host, r.session, id }
+end)
+
+-- An operator ends DEVICE's session through a host that does not hold it: ARGV ttl_ms. The
+-- route and the durable pushes go at once (pushes answer offline, a RESUME anywhere fails);
+-- the session is remembered as ended for ttl_ms so that its host drops it at its next bind
+-- even if the bus message telling it to is lost. Answers {'none'} or
+-- {state, host, session, pending pushes dropped}.
+redis.register_function('tether_end', function(keys, args)
+  local r = route_of(keys[1])
+  if not r then
+    return { 'none' }
+  end
+  local pending = redis.call('HLEN', keys[3])
+  redis.call('DEL', keys[1], keys[3])
+  if r.session ~= '' then
+    redis.call('SET', keys[4], r.session, 'PX', args[1])
+  end
+  return { r.state, r.host, r.session, pending }
 end)

@@ -63,7 +63,7 @@ pub use crate::session::Reserved;
 pub use fleet::LocalSession;
 pub use links::LinkFault;
 pub use now::Now;
-pub use push::{EndedSession, PushRefused, PushStatus, SessionView};
+pub use push::{EndedSession, PushRefused, PushStatus, SessionView, ENDED_BY_OPERATOR};
 pub use rules::Rules;
 
 /// The timer wheel's resolution.

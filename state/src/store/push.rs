@@ -36,27 +36,41 @@ pub enum PushRefused {
     FleetUnavailable,
 }
 
-/// A session as `GET /v1/sessions/{device}` shows it.
+/// A session as `GET /v1/sessions/{device}` shows it. In a fleet, `host` names the host
+/// that holds it; a host that does not hold it answers from the router table, which has no
+/// `route`, login or heartbeat times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionView {
     pub session: String,
     pub device_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub gateway: String,
-    pub route: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<u64>,
     pub state: &'static str,
-    pub login_unix_ms: u64,
-    pub last_heartbeat_unix_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_unix_ms: Option<u64>,
     /// When a detached session stops being resumable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_until_unix_ms: Option<u64>,
     pub pending: usize,
 }
 
+/// Why a session ended through `DELETE /v1/sessions/{device}` was KICKED (on the host that
+/// held it, also when the DELETE came through another host of the fleet).
+pub const ENDED_BY_OPERATOR: &str = "the session was ended by the operator";
+
 /// What `DELETE /v1/sessions/{device}` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndedSession {
     pub session: String,
     pub device_id: String,
+    /// In a fleet, the host that held the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The session had a connection, which its gateway was told to close (KICK 12 KICKED).
     pub was_online: bool,
     /// Unacknowledged pushes dropped with the session.
@@ -141,13 +155,14 @@ impl Store {
         Some(SessionView {
             session: format!("{:016x}", s.id),
             device_id: s.device.to_string(),
+            host: None,
             gateway: self.gateways[s.gateway as usize].name.to_string(),
-            route: s.route,
+            route: Some(s.route),
             state,
-            login_unix_ms: s.login_unix_ms,
+            login_unix_ms: Some(s.login_unix_ms),
             // Converted from the monotonic clock, which can round a millisecond below the
             // login's wall-clock time; a heartbeat never precedes the login.
-            last_heartbeat_unix_ms: now.unix_of(s.last_heartbeat_ms).max(s.login_unix_ms),
+            last_heartbeat_unix_ms: Some(now.unix_of(s.last_heartbeat_ms).max(s.login_unix_ms)),
             resume_until_unix_ms,
             pending: s.pending(),
         })
@@ -162,18 +177,14 @@ impl Store {
         let ended = EndedSession {
             session: format!("{:016x}", s.id),
             device_id: s.device.to_string(),
+            host: None,
             was_online: s.is_online(),
             dropped_pushes: s.pending(),
         };
         let (session, gw, route) = (s.id, s.gateway, s.route);
         if ended.was_online {
             self.metrics.kicks_operator.inc();
-            self.send_kick(
-                gw,
-                route,
-                ErrorCode::Kicked,
-                "the session was ended by the operator",
-            );
+            self.send_kick(gw, route, ErrorCode::Kicked, ENDED_BY_OPERATOR);
         }
         self.log(Record::Remove { session });
         self.remove(slot, true);
