@@ -157,9 +157,10 @@ pub struct Resumes {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconnects {
-    /// GOAWAY frames received.
+    /// GOAWAY frames received, plus (with `--resume-on-loss`) ready connections lost
+    /// without one: every way back that was started.
     pub goaways: u64,
-    /// Connections back (and resumed or logged in) on a gateway after a GOAWAY.
+    /// Connections back (and resumed or logged in) on a gateway after a GOAWAY or a loss.
     pub ok: u64,
     /// Connections that did not get back within `--reconnect-timeout` (also dropped).
     pub failed: u64,

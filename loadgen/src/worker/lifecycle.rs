@@ -25,7 +25,7 @@ use tether_proto::ErrorCode;
 
 use super::Worker;
 use crate::cause::Cause;
-use crate::conn::{Reconnect, State};
+use crate::conn::{Conn, Reconnect, State};
 use crate::deadlines::Alarm;
 use crate::dial;
 use crate::ip_list;
@@ -226,18 +226,11 @@ impl Worker<'_> {
         ) {
             return;
         }
-        match conn.reconnect.as_mut() {
-            Some(r) => r.avoid = conn.peer,
-            None => {
-                self.reconnecting += 1;
-                conn.reconnect = Some(Reconnect {
-                    avoid: conn.peer,
-                    allow_avoided: false,
-                    attempts: 0,
-                    by: now + self.config.reconnect_timeout,
-                });
-            }
-        }
+        reconnect_avoiding_peer(
+            conn,
+            &mut self.reconnecting,
+            now + self.config.reconnect_timeout,
+        );
         conn.state = State::Leaving;
         conn.login_id = 0;
         conn.ping_at = None;
@@ -408,15 +401,11 @@ impl Worker<'_> {
                 tracing::debug!(conn = conn.global, peer = ?conn.peer, cause = cause.name(), "connection lost; resuming elsewhere");
                 self.stats.error(cause.name());
                 self.stats.session.goaways += 1;
-                if conn.reconnect.is_none() {
-                    self.reconnecting += 1;
-                }
-                conn.reconnect = Some(Reconnect {
-                    avoid: conn.peer,
-                    allow_avoided: false,
-                    attempts: 0,
-                    by: now + self.config.reconnect_timeout,
-                });
+                reconnect_avoiding_peer(
+                    conn,
+                    &mut self.reconnecting,
+                    now + self.config.reconnect_timeout,
+                );
                 conn.login_id = 0;
                 conn.ping_at = None;
                 let lost = conn.outstanding.clear() as u64;
@@ -526,6 +515,23 @@ impl Worker<'_> {
             conn.phase_at = Some(at);
             conn.phase_lag = lag;
             self.deadlines.set(at, k, Alarm::Phase);
+        }
+    }
+}
+
+/// Sends `conn` back through another gateway than its peer, to be back `by` then (counted in
+/// `reconnecting`); a way back already under way only changes which gateway it avoids.
+fn reconnect_avoiding_peer(conn: &mut Conn, reconnecting: &mut usize, by: Instant) {
+    match conn.reconnect.as_mut() {
+        Some(r) => r.avoid = conn.peer,
+        None => {
+            *reconnecting += 1;
+            conn.reconnect = Some(Reconnect {
+                avoid: conn.peer,
+                allow_avoided: false,
+                attempts: 0,
+                by,
+            });
         }
     }
 }

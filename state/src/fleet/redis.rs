@@ -82,10 +82,9 @@ impl RedisEngine {
 
     /// The pipelined operations (all but takeovers), answers in order.
     fn run_pipelined(&mut self, ops: &[&Op]) -> Result<Vec<Value>, EngineError> {
-        let settings = self.settings.clone();
         let mut pipe = cluster_pipe();
         for op in ops {
-            add_op(&mut pipe, op, &settings);
+            add_op(&mut pipe, op, &self.settings);
         }
         let connection = self.connection()?;
         match pipe.query::<Vec<Value>>(connection) {
@@ -99,11 +98,9 @@ impl RedisEngine {
     }
 
     fn takeover(&mut self, token_hash: &str, gateway: &str) -> Result<Outcome, EngineError> {
-        let settings = self.settings.clone();
-        let connection = self.connection()?;
         let device: Option<Vec<u8>> = redis::cmd("GET")
             .arg(keys::resume(token_hash))
-            .query(connection)
+            .query(self.connection()?)
             .map_err(unavailable)?;
         let Some(device) = device.and_then(|d| String::from_utf8(d).ok()) else {
             return Ok(Outcome::UnknownToken);
@@ -111,12 +108,12 @@ impl RedisEngine {
         let mut pipe = cluster_pipe();
         fcall(&mut pipe, "tether_takeover", &device)
             .arg(&device)
-            .arg(&settings.host)
+            .arg(&self.settings.host)
             .arg(gateway)
             .arg(token_hash)
-            .arg(settings.route_ttl_ms);
+            .arg(self.settings.route_ttl_ms);
         let value = pipe
-            .query::<Vec<Value>>(connection)
+            .query::<Vec<Value>>(self.connection()?)
             .map_err(unavailable)?
             .into_iter()
             .next()

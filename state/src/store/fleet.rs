@@ -7,7 +7,7 @@ use tether_proto::ErrorCode;
 
 use super::{Now, PushStatus, Store};
 use crate::record::Record;
-use crate::session::{parse_resume_token, same_secret, Presence, Push, Reserved};
+use crate::session::{parse_resume_token, same_secret, Presence, Reserved};
 
 /// A local session as the fleet binds it in the router table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,43 +139,8 @@ impl Store {
                 PushStatus::Queued
             });
         }
-        let session = s.id;
-        self.log(Record::Push {
-            session,
-            msg,
-            expires_unix_ms,
-            payload,
-        });
         self.next_msg = self.next_msg.max(msg.saturating_add(1));
-        self.pending += 1;
-        self.pending_bytes += payload.len() as u64;
-        let deliver = self.reachable(slot);
-        let pushes = self.sessions[slot].pushes.get_or_insert_with(Box::default);
-        let index = pushes
-            .queue
-            .iter()
-            .position(|q| q.msg > msg)
-            .unwrap_or(pushes.queue.len());
-        pushes.queue.insert(
-            index,
-            Push {
-                msg,
-                payload: payload.into(),
-                expires_unix_ms,
-                sends: 0,
-                next_send_ms: now.mono_ms,
-            },
-        );
-        let status = if deliver {
-            self.send_push(slot, index, now);
-            self.metrics.pushes_delivered.inc();
-            PushStatus::Delivered
-        } else {
-            self.metrics.pushes_queued.inc();
-            PushStatus::Queued
-        };
-        self.arm_pushes(slot, now);
-        Some(status)
+        Some(self.queue_push(slot, msg, payload, expires_unix_ms, now))
     }
 
     /// Another host holds `device` now: this host's session of it (`session`, or any when

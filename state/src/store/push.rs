@@ -110,6 +110,21 @@ impl Store {
         self.next_msg = msg.checked_add(1).ok_or(PushRefused::IdsExhausted)?;
         let ttl_ms = ttl_s.unwrap_or(self.rules.push_ttl_s).saturating_mul(1000);
         let expires_unix_ms = now.unix_ms.saturating_add(ttl_ms);
+        let status = self.queue_push(slot, msg, payload, expires_unix_ms, now);
+        Ok((Some(msg), status))
+    }
+
+    /// Queues push `msg` for the session in `slot` — journaled, in id order (a local push,
+    /// the newest, goes last; one from the fleet's engine may go before), sent if the
+    /// session is reachable — and says which it was.
+    pub(super) fn queue_push(
+        &mut self,
+        slot: usize,
+        msg: u64,
+        payload: &[u8],
+        expires_unix_ms: u64,
+        now: Now,
+    ) -> PushStatus {
         let session = self.sessions[slot].id;
         self.log(Record::Push {
             session,
@@ -120,17 +135,23 @@ impl Store {
         self.pending += 1;
         self.pending_bytes += payload.len() as u64;
         let deliver = self.reachable(slot);
-        let s = &mut self.sessions[slot];
-        let pushes = s.pushes.get_or_insert_with(Box::default);
-        pushes.queue.push_back(Push {
-            msg,
-            payload: payload.into(),
-            expires_unix_ms,
-            sends: 0,
-            next_send_ms: now.mono_ms,
-        });
+        let pushes = self.sessions[slot].pushes.get_or_insert_with(Box::default);
+        let index = pushes
+            .queue
+            .iter()
+            .rposition(|q| q.msg < msg)
+            .map_or(0, |before| before + 1);
+        pushes.queue.insert(
+            index,
+            Push {
+                msg,
+                payload: payload.into(),
+                expires_unix_ms,
+                sends: 0,
+                next_send_ms: now.mono_ms,
+            },
+        );
         let status = if deliver {
-            let index = pushes.queue.len() - 1;
             self.send_push(slot, index, now);
             self.metrics.pushes_delivered.inc();
             PushStatus::Delivered
@@ -139,7 +160,7 @@ impl Store {
             PushStatus::Queued
         };
         self.arm_pushes(slot, now);
-        Ok((Some(msg), status))
+        status
     }
 
     /// `GET /v1/sessions/{device}`.
