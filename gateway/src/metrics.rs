@@ -186,7 +186,7 @@ impl WsClose {
 impl CloseReason {
     /// The reason for closing after sending ERROR `code`, or `None` for the codes that answer
     /// one request and leave the connection open (NO_BACKEND, RATE_LIMITED, UNAVAILABLE,
-    /// INTERNAL, BUSY, REQUEST_TIMEOUT).
+    /// INTERNAL, BUSY, REQUEST_TIMEOUT, FORBIDDEN).
     pub(crate) fn from_error(code: ErrorCode) -> Option<CloseReason> {
         match code {
             ErrorCode::BadFrame => Some(CloseReason::BadFrame),
@@ -203,7 +203,8 @@ impl CloseReason {
             | ErrorCode::Unavailable
             | ErrorCode::Internal
             | ErrorCode::Busy
-            | ErrorCode::RequestTimeout => None,
+            | ErrorCode::RequestTimeout
+            | ErrorCode::Forbidden => None,
         }
     }
 }

@@ -16,6 +16,8 @@ pub enum BodyError {
     ReasonNotUtf8,
     #[error("a route list of {len} bytes is not a whole number of 8-byte routes")]
     PartialRoute { len: usize },
+    #[error("a room name must be 1–128 bytes of UTF-8 without control characters")]
+    BadRoomName,
 }
 
 /// A backend body: the u64 route key, then the payload (REQUEST, RESPONSE).

@@ -21,11 +21,13 @@ pub enum ErrorCode {
     Busy = 14,
     /// No reply within the gateway's request deadline; answers one request.
     RequestTimeout = 15,
+    /// Not allowed (a room the token does not name, too many rooms); answers one request.
+    Forbidden = 16,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnknownKind,
@@ -41,6 +43,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Busy,
         ErrorCode::RequestTimeout,
+        ErrorCode::Forbidden,
     ];
 
     /// The code for a wire value, or `None` for a value v1 does not define.
@@ -54,7 +57,7 @@ impl ErrorCode {
     }
 
     /// Whether the sender closes the connection after this error (codes 1–6, 9, 10, 12) or
-    /// the error answers one request and the connection stays (7, 8, 11, 13, 14, 15).
+    /// the error answers one request and the connection stays (7, 8, 11, 13–16).
     pub fn closes_connection(self) -> bool {
         !matches!(
             self,
@@ -64,6 +67,7 @@ impl ErrorCode {
                 | ErrorCode::Internal
                 | ErrorCode::Busy
                 | ErrorCode::RequestTimeout
+                | ErrorCode::Forbidden
         )
     }
 
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Busy => "BUSY",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 }
@@ -117,10 +122,11 @@ mod tests {
                 (13, "INTERNAL"),
                 (14, "BUSY"),
                 (15, "REQUEST_TIMEOUT"),
+                (16, "FORBIDDEN"),
             ]
         );
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(16), None);
+        assert_eq!(ErrorCode::from_u16(17), None);
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! [`ws`] carries the same frames over WebSocket (RFC 6455), just as sans-IO: the upgrade
 //! handshake, WebSocket framing and message assembly.
 //!
+//! [`room`] reads and writes the bodies of room messages, joins and publishes.
+//!
 //! [`report_auth`] signs and checks a gateway's load report to ipconfig (HMAC-SHA256 over
 //! the gateway id, a timestamp and the body), just as sans-IO.
 
@@ -30,6 +32,7 @@ mod error_code;
 mod frame;
 mod kind;
 pub mod report_auth;
+pub mod room;
 pub mod ws;
 
 pub use body::{routes, BodyError, ErrorBody, NodeErrorBody, Routed};
