@@ -43,7 +43,12 @@ impl PageDemo {
             ],
             publish_room: ROOM.to_string(),
         };
-        let stack = Stack::start(&root.join("target/release"), work, ports, Some(&web))?;
+        let stack = Stack::start(
+            &crate::target_dir().join("release"),
+            work,
+            ports,
+            Some(&web),
+        )?;
         let push_token = std::fs::read_to_string(&stack.files.push_token)
             .context("cannot read the push token")?;
         let site = Site {
