@@ -448,7 +448,8 @@ export class TetherClient extends EventTarget {
    */
   join(room, options = {}) {
     if (!validRoomName(room)) return Promise.reject(new TypeError(`not a room name: ${JSON.stringify(room)}`));
-    const after = BigInt(options.after ?? 0);
+    const after = toU64(options.after ?? 0);
+    if (after === null) return Promise.reject(new TypeError(`not a sequence number: ${options.after}`));
     // The replay's gaps count from `after`; without one, from the room's latest number.
     if (after > 0n && !this.seqs.has(room)) this.seqs.set(room, { last: after, seen: new Set() });
     return this.roomCommand(Kind.JOIN, encodeJoin(room, after)).then(
@@ -957,6 +958,19 @@ export class TetherClient extends EventTarget {
     this.resumeToken = null;
     this.session = null;
     this.setState('ended', reason);
+  }
+}
+
+/**
+ * `n` as a u64, or null when it is not a whole number from 0 to 2^64 − 1.
+ * @param {bigint | number} n
+ */
+function toU64(n) {
+  try {
+    const big = BigInt(n);
+    return big >= 0n && big < 2n ** 64n ? big : null;
+  } catch {
+    return null;
   }
 }
 

@@ -377,6 +377,8 @@ test('join and leave are answered by ROOM_OK or an ERROR with their id', async (
   socket.deliver(error(socket.sent.at(-1).id, ErrorCode.UNAVAILABLE, 'no state daemon'));
   await assert.rejects(unavailable, (e) => e.code === ErrorCode.UNAVAILABLE);
   await assert.rejects(c.join(''), TypeError, 'a bad name is never sent');
+  await assert.rejects(c.join('lobby', { after: -1 }), TypeError, 'nor a bad after');
+  await assert.rejects(c.join('lobby', { after: 1.5 }), TypeError);
   assert.equal(c.state, 'online');
 
   // Messages, each seq once; a jump is a gap; the broadcast needs no join.
