@@ -842,6 +842,25 @@ impl Host {
         (answer.status, answer.json())
     }
 
+    /// `METHOD path` with a JSON `body` on this host's push API: (status, JSON).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let (http, method, path, body) = (
+            self.http,
+            method.to_string(),
+            path.to_string(),
+            body.to_string(),
+        );
+        let answer = in_ns(&self.ns, move || {
+            crate::http_request(http, &method, &path, &[], body.as_bytes())
+        });
+        (answer.status, answer.json())
+    }
+
     /// A metric of this host's state daemon.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (metrics, series) = (self.metrics, series.to_string());

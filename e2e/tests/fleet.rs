@@ -6,7 +6,8 @@
 //! resume on any host, duplicate logins across hosts, a client that finds its gateways
 //! through ipconfig (from etcd) and moves to the next one when its host dies, and the failure
 //! modes of `doc/fleet.md`: a host killed with pushes pending, a host cut off from Redis, a
-//! Redis primary killed, Redis restarted empty.
+//! Redis primary killed, Redis restarted empty. Rooms across hosts: numbered once, sent only
+//! to the hosts with a member, and kept by a session that resumes on another host.
 //!
 //! Skipped, with the reason printed, when not root or without `ip` / `redis-server` /
 //! `etcd` (`cargo xtask test` installs them).
@@ -524,4 +525,96 @@ fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
         }
     }
     panic!("the push after Redis restarted empty did not reach dev-3 on A");
+}
+
+/// The messages of `room` on `client` until one numbered `seq` (earlier ones skipped): its
+/// payload.
+fn room_message(client: &mut Client, room: &str, seq: u64) -> Vec<u8> {
+    loop {
+        let r = client
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no message {seq} of {room} within 5 s"));
+        assert_eq!(r.kind, Kind::Room, "{r:?}");
+        let batch = tether_proto::room::Batch::parse(&r.body).expect("a ROOM body");
+        assert_eq!(batch.room, room);
+        for e in batch.entries() {
+            if e.seq == seq {
+                return e.payload.to_vec();
+            }
+            assert!(e.seq < seq, "{} came before {seq}", e.seq);
+        }
+    }
+}
+
+/// Publishes `payload` to `room` through `host` until the hosts with a member (`hosts` in
+/// the answer) are `hosts` — they subscribe to a room's channel as its first member joins —
+/// and returns the number of that publish.
+fn publish_to(host: &Host, room: &str, payload: &[u8], hosts: u64) -> u64 {
+    use base64::Engine;
+    let body = serde_json::json!({
+        "payload": base64::engine::general_purpose::STANDARD.encode(payload)
+    });
+    let path = format!("/v1/rooms/{room}/publish");
+    let mut seq = 0;
+    eventually(
+        Duration::from_secs(10),
+        "every host with a member listening",
+        || {
+            let (code, v) = host.api("POST", &path, &body);
+            assert_eq!(code, 200, "{v}");
+            seq = v["seq"].as_u64().expect("seq");
+            v["hosts"].as_u64() == Some(hosts)
+        },
+    );
+    seq
+}
+
+#[test]
+fn a_room_spans_hosts_numbered_once_and_a_host_without_members_gets_nothing() {
+    let Some(fleet) = fleet(3, &["--room-merge-ms", "0"]) else {
+        return;
+    };
+    let (a, b, c) = (&fleet.hosts[0], &fleet.hosts[1], &fleet.hosts[2]);
+    let (mut on_a, ok_a) = a.login("dev-1");
+    let (mut on_b, _) = b.login("dev-2");
+    for (host, device) in [(a, "dev-1"), (b, "dev-2")] {
+        let (code, v) = host.api(
+            "POST",
+            "/v1/rooms/lobby/members",
+            &serde_json::json!({ "device_id": device }),
+        );
+        assert_eq!((code, v["member"].as_bool()), (200, Some(true)), "{v}");
+    }
+
+    // Published through C, which has no member: numbered once, both members get it.
+    let seq = publish_to(c, "lobby", b"hello", 2);
+    assert_eq!(room_message(&mut on_a, "lobby", seq), b"hello");
+    assert_eq!(room_message(&mut on_b, "lobby", seq), b"hello");
+    // C receives nothing of the room: no bus message, no window.
+    let before = c.metric("tether_state_fleet_bus_messages_total");
+    let next = publish_to(a, "lobby", b"again", 2);
+    assert!(next > seq, "{next} after {seq}");
+    assert_eq!(room_message(&mut on_b, "lobby", next), b"again");
+    assert_eq!(room_message(&mut on_a, "lobby", next), b"again");
+    assert_eq!(c.metric("tether_state_fleet_bus_messages_total"), before);
+    assert_eq!(c.metric("tether_state_room_windows_total"), Some(0.0));
+
+    // dev-1 resumes on B: still in the room there, without joining again.
+    drop(on_a);
+    let token = ok_a["resume_token"]
+        .as_str()
+        .expect("resume token")
+        .to_string();
+    let mut moved = b.connect();
+    eventually(Duration::from_secs(10), "the resume on B", || {
+        moved.send_frame(Kind::Resume, 7, token.as_bytes());
+        let r = moved.expect();
+        r.kind == Kind::LoginOk
+    });
+    // A has no member left: only B listens now.
+    let last = publish_to(c, "lobby", b"after the move", 1);
+    assert_eq!(room_message(&mut moved, "lobby", last), b"after the move");
+    assert_eq!(room_message(&mut on_b, "lobby", last), b"after the move");
+    let (code, view) = b.api("GET", "/v1/rooms/lobby", &serde_json::Value::Null);
+    assert_eq!((code, view["members"].as_u64()), (200, Some(2)), "{view}");
 }

@@ -595,6 +595,7 @@ async fn room_answer<T: serde::Serialize>(answer: oneshot::Receiver<RoomResult<T
                 RoomRefused::SessionFull { .. } | RoomRefused::DaemonFull { .. } => {
                     StatusCode::CONFLICT
                 }
+                RoomRefused::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             };
             error(status, &refused.reason())
         }

@@ -126,7 +126,7 @@ pub fn run(opts: Opts, config: Config) -> anyhow::Result<()> {
                 settings,
                 Box::new(engine),
                 waker.clone(),
-                &store,
+                &mut store,
                 metrics.clone(),
             )
             .context("starting the fleet threads")?;

@@ -9,10 +9,11 @@
 //! (the last `history` messages, none older than `history_s`), from which a member that missed
 //! some asks for them again (JOIN `after`).
 //!
-//! A room's numbers start at the daemon's wall clock in ms × 1,024 when the room is created
-//! in memory (at its first member or message, or again after a restart), and grow by one per
-//! message: they never go back unless one room averaged more than 1,024 messages a
-//! millisecond over its life, and none of them needs a journal record.
+//! Alone, a host numbers a room's messages itself from the wall clock in ms × 1,024 when the
+//! room is created in memory (at its first member or message, or again after a restart),
+//! one more per message: they never go back unless one room averaged more than 1,024
+//! messages a millisecond over its life, and none needs a journal record. In a fleet the
+//! engine numbers them (the same way, in Redis) and every host [`Room::add`]s them.
 
 use std::collections::VecDeque;
 
@@ -71,10 +72,11 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    pub(crate) fn new(name: &str, conflate: bool, now_unix_ms: u64) -> Room {
+    /// A room whose numbers go on from `seq` (the last one given, or seen).
+    pub(crate) fn new(name: &str, conflate: bool, seq: u64) -> Room {
         Room {
             name: name.into(),
-            seq: now_unix_ms.saturating_mul(1024),
+            seq,
             members: 0,
             links: Vec::new(),
             conflate,
@@ -92,8 +94,19 @@ impl Room {
         now_unix_ms: u64,
         policy: &RoomPolicy,
     ) -> (u64, Window) {
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = self.seq + 1;
+        (seq, self.add(seq, payload, now_unix_ms, policy))
+    }
+
+    /// Adds message `seq`, numbered elsewhere (by the fleet): what became of the window.
+    pub(crate) fn add(
+        &mut self,
+        seq: u64,
+        payload: &[u8],
+        now_unix_ms: u64,
+        policy: &RoomPolicy,
+    ) -> Window {
+        self.seq = self.seq.max(seq);
         let opened = self.window.is_empty();
         if opened {
             self.window_id += 1;
@@ -108,14 +121,13 @@ impl Room {
         let full = policy.merge_ms == 0
             || self.writer.entries() >= policy.merge_max.max(1)
             || self.window.len() >= MAX_WINDOW_BYTES;
-        let window = if full {
+        if full {
             Window::Full
         } else if opened {
             Window::Opened
         } else {
             Window::Joined
-        };
-        (seq, window)
+        }
     }
 
     /// The open window's ROOM body and its last number, handed to `send`; the room then has
@@ -253,9 +265,8 @@ mod tests {
 
     #[test]
     fn messages_of_a_window_leave_together_numbered_in_order() {
-        let mut room = Room::new("lobby", false, 1);
+        let mut room = Room::new("lobby", false, 1024);
         let base = room.seq;
-        assert_eq!(base, 1024);
         assert_eq!(room.publish(b"a", 5, &POLICY), (base + 1, Window::Opened));
         assert_eq!(room.publish(b"b", 5, &POLICY), (base + 2, Window::Joined));
         let (last, entries, flags) = window(&mut room);

@@ -25,6 +25,7 @@ use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tether_daemon::nonblocking::{read_frames, ReadEnd};
+use tether_proto::room::valid_name;
 use tether_proto::{encode, Decoder, ErrorCode, Frame, Kind};
 
 use crate::fleet::Fleet;
@@ -34,7 +35,7 @@ use crate::link::{Link, MAX_BODY, MAX_OUT, READ_CHUNK};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::socket::{peer_credentials, peer_gone};
-use crate::store::{LinkFault, Now, Store, MAX_GATEWAY_ID};
+use crate::store::{LinkFault, Now, RoomRefused, Store, MAX_GATEWAY_ID};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -208,7 +209,7 @@ impl Server {
             self.take_fleet(now);
             self.store.advance(now);
             if let Some(fleet) = self.fleet.as_mut() {
-                fleet.observe(&self.store);
+                fleet.observe(&mut self.store);
             }
             self.commit(now)?;
             if let Some(fleet) = self.fleet.as_mut() {
@@ -352,6 +353,17 @@ impl Server {
         };
         if let Some(gw) = link.gateway {
             if let Some(fleet) = self.fleet.as_mut() {
+                if frame.kind == Kind::StatePublish {
+                    let publish =
+                        tether_proto::room::Publish::parse(frame.body).map_err(|e| LinkFault {
+                            code: ErrorCode::BadFrame,
+                            id: frame.id,
+                            reason: e.to_string(),
+                        })?;
+                    let (room, payload) = (publish.room.to_string(), publish.payload.to_vec());
+                    fleet.publish(room, payload, None, now);
+                    return Ok(());
+                }
                 if matches!(frame.kind, Kind::StateLogin | Kind::StateResume) {
                     let body = tether_proto::Routed::parse(frame.body).map_err(|e| LinkFault {
                         code: ErrorCode::BadFrame,
@@ -521,17 +533,28 @@ impl Server {
                     let result = self.store.leave_device(&device, &room);
                     self.answers.push(Answer::Membership(reply, result));
                 }
+                // In a fleet the engine numbers it and the bus takes it to every host with a
+                // member; alone, this host numbers and sends it.
                 Command::Publish {
                     room,
                     payload,
                     reply,
-                } => {
-                    let result = match room {
-                        Some(room) => self.store.publish_room(&room, &payload, now),
-                        None => Ok(self.store.broadcast(&payload, now)),
-                    };
-                    self.answers.push(Answer::Published(reply, result));
-                }
+                } => match self.fleet.as_mut() {
+                    Some(_) if room.as_deref().is_some_and(|r| !valid_name(r)) => {
+                        self.answers
+                            .push(Answer::Published(reply, Err(RoomRefused::BadName)));
+                    }
+                    Some(fleet) => {
+                        fleet.publish(room.unwrap_or_default(), payload, Some(reply), now)
+                    }
+                    None => {
+                        let result = match room {
+                            Some(room) => self.store.publish_room(&room, &payload, now),
+                            None => Ok(self.store.broadcast(&payload, now)),
+                        };
+                        self.answers.push(Answer::Published(reply, result));
+                    }
+                },
                 Command::RoomView { room, reply } => {
                     let _ = reply.send(self.store.room_view(&room));
                 }

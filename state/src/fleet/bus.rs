@@ -11,13 +11,25 @@
 //!
 //! The bus is a hint, never the record: a push is durable in the engine before it is
 //! published, and a host that missed a drop learns it at its next route refresh.
+//!
+//! Rooms ride the same connection: a host subscribes to the channel of each room it has a
+//! member in (`tether:room:ROOM`, and always to the broadcast's, `tether:room:`), as the
+//! loop tells it ([`Interest`]), so a message reaches exactly the hosts with a member. Room
+//! messages are not durable: one a host missed (its subscription was down) is a gap its
+//! members see.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
+use rustc_hash::FxHashSet;
+
 use super::keys;
 use super::settings::Settings;
+
+/// How long the subscriber waits for a message before it looks for new room interest.
+const INTEREST_POLL: Duration = Duration::from_millis(20);
 
 /// One message of the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +48,16 @@ pub enum BusMessage {
         session: String,
         reason: String,
     },
+    /// Message `seq` of `room` ("" for the broadcast), for this host's members.
+    Room {
+        room: String,
+        seq: u64,
+        payload: Vec<u8>,
+    },
 }
+
+/// A change to the rooms this host listens to: subscribe (`true`) or unsubscribe.
+pub(crate) type Interest = (String, bool);
 
 /// Splits `LEN:BYTES` fields (what `tether.lua` writes).
 fn fields(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
@@ -87,6 +108,12 @@ impl BusMessage {
                 field(&mut out, session.as_bytes());
                 field(&mut out, reason.as_bytes());
             }
+            BusMessage::Room { room, seq, payload } => {
+                field(&mut out, b"room");
+                field(&mut out, room.as_bytes());
+                field(&mut out, seq.to_string().as_bytes());
+                field(&mut out, payload);
+            }
         }
         out
     }
@@ -111,6 +138,11 @@ impl BusMessage {
                 session: text(2)?,
                 reason: text(3)?,
             }),
+            b"room" if f.len() == 4 => Some(BusMessage::Room {
+                room: text(1)?,
+                seq: number(2)?,
+                payload: f[3].to_vec(),
+            }),
             _ => None,
         }
     }
@@ -133,9 +165,11 @@ impl Drop for Subscriber {
 }
 
 impl Subscriber {
-    /// Subscribes to this host's channel; every message goes to `deliver`.
+    /// Subscribes to this host's channel, the broadcast's and the rooms `interest` names;
+    /// every message goes to `deliver`.
     pub(crate) fn start(
         settings: &Settings,
+        interest: Receiver<Interest>,
         deliver: impl Fn(BusMessage) + Send + 'static,
         connected: impl Fn(bool) + Send + 'static,
     ) -> std::io::Result<Subscriber> {
@@ -145,7 +179,13 @@ impl Subscriber {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("fleet-bus".into())
-                .spawn(move || subscribe_loop(&settings, &stop, &deliver, &connected))?
+                .spawn(move || {
+                    let mut rooms = Rooms {
+                        interest,
+                        subscribed: FxHashSet::default(),
+                    };
+                    subscribe_loop(&settings, &stop, &mut rooms, &deliver, &connected)
+                })?
         };
         Ok(Subscriber {
             stop,
@@ -154,9 +194,38 @@ impl Subscriber {
     }
 }
 
+/// The rooms the subscriber listens to, and the loop's changes to them.
+struct Rooms {
+    interest: Receiver<Interest>,
+    subscribed: FxHashSet<String>,
+}
+
+impl Rooms {
+    /// Takes the loop's changes; applies them to `pubsub` when connected.
+    fn update(&mut self, mut pubsub: Option<&mut redis::PubSub<'_>>) -> redis::RedisResult<()> {
+        while let Ok((room, on)) = self.interest.try_recv() {
+            let changed = if on {
+                self.subscribed.insert(room.clone())
+            } else {
+                self.subscribed.remove(&room)
+            };
+            if let (true, Some(pubsub)) = (changed, pubsub.as_deref_mut()) {
+                let channel = keys::room_channel(&room);
+                if on {
+                    pubsub.subscribe(channel)?;
+                } else {
+                    pubsub.unsubscribe(channel)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn subscribe_loop(
     settings: &Settings,
     stop: &AtomicBool,
+    rooms: &mut Rooms,
     deliver: &dyn Fn(BusMessage),
     connected: &dyn Fn(bool),
 ) {
@@ -167,7 +236,8 @@ fn subscribe_loop(
             return;
         };
         let mut subscribed = false;
-        match listen(settings, addr, &channel, stop, deliver, &mut |up| {
+        let _ = rooms.update(None);
+        match listen(settings, addr, &channel, stop, rooms, deliver, &mut |up| {
             subscribed |= up;
             connected(up);
         }) {
@@ -216,16 +286,23 @@ fn listen(
     addr: &str,
     channel: &str,
     stop: &AtomicBool,
+    rooms: &mut Rooms,
     deliver: &dyn Fn(BusMessage),
     connected: &mut dyn FnMut(bool),
 ) -> redis::RedisResult<()> {
     let mut connection = open(settings, addr)?;
     let mut pubsub = connection.as_pubsub();
     pubsub.subscribe(channel)?;
-    pubsub.set_read_timeout(Some(Duration::from_millis(500)))?;
+    pubsub.subscribe(keys::room_channel(""))?;
+    for room in &rooms.subscribed {
+        pubsub.subscribe(keys::room_channel(room))?;
+    }
+    // Short, so that a room's new interest is subscribed soon after the loop asks.
+    pubsub.set_read_timeout(Some(INTEREST_POLL))?;
     connected(true);
-    tracing::info!(seed = %addr, channel, "fleet bus: subscribed");
+    tracing::info!(seed = %addr, channel, rooms = rooms.subscribed.len(), "fleet bus: subscribed");
     while !stop.load(Ordering::Relaxed) {
+        rooms.update(Some(&mut pubsub))?;
         match pubsub.get_message() {
             Ok(message) => {
                 let payload: Vec<u8> = message.get_payload().unwrap_or_default();
@@ -270,9 +347,15 @@ mod tests {
                 reason: "why".into(),
             })
         );
+        let room = BusMessage::Room {
+            room: "lobby".into(),
+            seq: 1 << 50,
+            payload: b"hi:\n".to_vec(),
+        };
         for message in [
             BusMessage::parse(push).unwrap(),
             BusMessage::parse(drop).unwrap(),
+            room,
         ] {
             assert_eq!(BusMessage::parse(&message.encode()), Some(message));
         }

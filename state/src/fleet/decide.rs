@@ -15,11 +15,14 @@ pub(crate) enum Verdict {
     Proceed {
         pushes: Vec<(u64, u64, Vec<u8>)>,
         stale: Vec<u64>,
+        /// The rooms and grants the device had on another host (a `keys::rooms_value`).
+        rooms: String,
     },
-    /// Adopt `device`'s session taken over from another host, with its pushes.
+    /// Adopt `device`'s session taken over from another host, with its pushes and rooms.
     Adopt {
         device: String,
         pushes: Vec<(u64, u64, Vec<u8>)>,
+        rooms: String,
     },
     /// Answer LOGIN_FAIL with this code and reason.
     Fail(ErrorCode, String),
@@ -39,9 +42,15 @@ fn carried(pushes: Vec<StoredPush>) -> Vec<(u64, u64, Vec<u8>)> {
 /// A login's claim answered.
 pub(crate) fn login(answer: Result<Outcome, EngineError>) -> Verdict {
     match answer {
-        Ok(Outcome::Claimed { pushes, stale, .. }) => Verdict::Proceed {
+        Ok(Outcome::Claimed {
+            pushes,
+            stale,
+            rooms,
+            ..
+        }) => Verdict::Proceed {
             pushes: carried(pushes),
             stale,
+            rooms,
         },
         Ok(Outcome::Refused { owner }) => Verdict::Fail(
             ErrorCode::AuthFailed,
@@ -61,9 +70,15 @@ pub(crate) fn login(answer: Result<Outcome, EngineError>) -> Verdict {
 /// A takeover (resume of a token another host held) answered.
 pub(crate) fn takeover(answer: Result<Outcome, EngineError>) -> Verdict {
     match answer {
-        Ok(Outcome::TakenOver { device, pushes, .. }) => Verdict::Adopt {
+        Ok(Outcome::TakenOver {
+            device,
+            pushes,
+            rooms,
+            ..
+        }) => Verdict::Adopt {
             device,
             pushes: carried(pushes),
+            rooms,
         },
         Ok(Outcome::UnknownToken) => Verdict::Fail(
             ErrorCode::AuthFailed,
@@ -210,10 +225,12 @@ mod tests {
                 previous_session: "00000000000000ab".into(),
                 pushes: pushes.clone(),
                 stale: vec![2, 3],
+                rooms: "a\n\n*".into(),
             })),
             Verdict::Proceed {
                 pushes: vec![(5, 9, b"p".to_vec())],
                 stale: vec![2, 3],
+                rooms: "a\n\n*".into(),
             }
         );
         assert_eq!(
@@ -221,11 +238,13 @@ mod tests {
                 device: "d".into(),
                 previous: "b".into(),
                 previous_session: "00000000000000ab".into(),
-                pushes
+                pushes,
+                rooms: "r".into(),
             })),
             Verdict::Adopt {
                 device: "d".into(),
-                pushes: vec![(5, 9, b"p".to_vec())]
+                pushes: vec![(5, 9, b"p".to_vec())],
+                rooms: "r".into(),
             }
         );
         assert_eq!(

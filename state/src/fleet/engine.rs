@@ -46,6 +46,16 @@ pub enum Op {
     /// `DELETE /v1/sessions/{device}` on this host, which holds no session of it: end it
     /// wherever it is.
     End { device: String },
+    /// This host's session of `device` is in these rooms with these grants (a
+    /// `keys::rooms_value`; empty: none), for whichever host takes it over.
+    Rooms { device: String, value: String },
+    /// A message for `room` ("" for the broadcast): numbered fleet-wide (never below
+    /// `floor`), then published to the hosts with a member in it.
+    Publish {
+        room: String,
+        payload: Vec<u8>,
+        floor: u64,
+    },
 }
 
 /// A durable push as the engine holds it.
@@ -78,6 +88,8 @@ pub enum Outcome {
         previous_session: String,
         pushes: Vec<StoredPush>,
         stale: Vec<u64>,
+        /// The previous host's rooms and grants for the device (a `keys::rooms_value`).
+        rooms: String,
     },
     /// Login refused: `owner` holds the device and the rule is `refuse`.
     Refused { owner: String },
@@ -87,6 +99,8 @@ pub enum Outcome {
         previous: String,
         previous_session: String,
         pushes: Vec<StoredPush>,
+        /// Its rooms and grants (a `keys::rooms_value`).
+        rooms: String,
     },
     /// Takeover: no session of the fleet has this token (or its window passed).
     UnknownToken,
@@ -119,6 +133,9 @@ pub enum Outcome {
     Full { pending: usize },
     /// Push: stored durably as `msg`, for the session at `owner`.
     Stored { msg: u64, owner: Owner },
+    /// Publish: numbered `seq` and published; `hosts` subscribers (hosts with a member)
+    /// received it.
+    Published { seq: u64, hosts: usize },
 }
 
 /// Why the engine could not answer.

@@ -13,6 +13,9 @@ pub(crate) struct Device {
     pub msg: String,
     /// Hash of durable, unacknowledged pushes: id → "EXPIRES_UNIX_MS:PAYLOAD".
     pub pending: String,
+    /// String: the session's rooms and `rooms` grants (see [`rooms_value`]), for the host
+    /// that takes the device over.
+    pub rooms: String,
 }
 
 impl Device {
@@ -21,6 +24,7 @@ impl Device {
             route: format!("{{t:{device}}}:r"),
             msg: format!("{{t:{device}}}:m"),
             pending: format!("{{t:{device}}}:p"),
+            rooms: format!("{{t:{device}}}:g"),
         }
     }
 }
@@ -75,6 +79,38 @@ pub(crate) fn resume(token_hash: &str) -> String {
     format!("t:resume:{token_hash}")
 }
 
+/// A room's sequence counter, in the room's own slot.
+pub(crate) fn room_seq(room: &str) -> String {
+    format!("{{r:{room}}}:s")
+}
+
+/// A room's channel: its numbered messages, for the hosts with a member in it (the
+/// broadcast's is the room "").
+pub(crate) fn room_channel(room: &str) -> String {
+    format!("tether:room:{room}")
+}
+
+/// A session's rooms and grants as the engine keeps them: the rooms one per line, a blank
+/// line, the grants one per line (room names have no control characters).
+pub(crate) fn rooms_value(rooms: &[&str], grants: Option<&str>) -> String {
+    let mut value = rooms.join("\n");
+    if let Some(grants) = grants {
+        value.push_str("\n\n");
+        value.push_str(grants);
+    }
+    value
+}
+
+/// Reads [`rooms_value`]: the rooms, and the grants' lines when there were grants.
+pub(crate) fn parse_rooms(value: &str) -> (Vec<&str>, Option<&str>) {
+    let (rooms, grants) = match value.split_once("\n\n") {
+        Some((rooms, grants)) => (rooms, Some(grants)),
+        None => (value, None),
+    };
+    let rooms = rooms.split('\n').filter(|r| !r.is_empty()).collect();
+    (rooms, grants)
+}
+
 /// A host's bus channel: pushes for its sessions and orders to drop them.
 pub(crate) fn bus(host: &str) -> String {
     format!("tether:bus:{host}")
@@ -112,6 +148,7 @@ mod tests {
             assert_eq!(tag(&k.route), tag(&k.msg));
             assert_eq!(tag(&k.route), tag(&k.pending));
             assert_eq!(tag(&k.route), tag(&ended(name)));
+            assert_eq!(tag(&k.route), tag(&k.rooms));
         }
         assert_eq!(session(0xab), "00000000000000ab");
         assert_eq!(token_hash(b"x").len(), 32);
@@ -129,5 +166,15 @@ mod tests {
             })
         );
         assert_eq!(parse_route(b"h1\ngw-1"), None);
+        for (rooms, grants) in [
+            (vec!["a", "b"], Some("a\nc/*")),
+            (vec![], Some("*")),
+            (vec!["a"], None),
+            (vec![], None),
+        ] {
+            let value = rooms_value(&rooms, grants);
+            assert_eq!(parse_rooms(&value), (rooms, grants), "{value:?}");
+        }
+        assert_eq!(room_seq("x"), "{r:x}:s");
     }
 }

@@ -33,16 +33,18 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::oneshot;
 
 use crate::config::DuplicateLogin;
-use crate::http::{Answer, PushResult};
+use crate::http::{Answer, PushResult, RoomResult};
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::store::{
-    EndedSession, LocalSession, Now, PushStatus, Reserved, SessionView, Store, Verified, IDS_PER_MS,
+    EndedSession, LocalSession, Now, Published, PushStatus, Reserved, RoomRefused, SessionView,
+    Store, Verified, IDS_PER_MS,
 };
 use crate::token::RoomGrants;
 
 pub use bus::BusMessage;
 pub use engine::{Engine, EngineError, Op, Outcome, Owner, StoredPush};
+pub(crate) use keys::{parse_rooms, rooms_value};
 pub(crate) use redis::RedisEngine;
 pub use settings::{Credentials, CredentialsError, Settings};
 
@@ -74,6 +76,10 @@ pub(crate) enum Context {
     End {
         reply: oneshot::Sender<Option<EndedSession>>,
     },
+    /// A publish; `None` for a node's, which nobody waits for.
+    Publish {
+        reply: Option<oneshot::Sender<RoomResult<Published>>>,
+    },
     Bind {
         session: u64,
     },
@@ -98,6 +104,8 @@ pub(crate) struct Fleet {
     settings: Settings,
     worker: Worker,
     _bus: bus::Subscriber,
+    /// Rooms this host starts or stops listening to, for the bus's subscriber.
+    interest: crossbeam_channel::Sender<bus::Interest>,
     events: Receiver<FleetEvent>,
     batch: Batch,
     /// This host's sessions as bound in the router table, by session id.
@@ -134,9 +142,13 @@ impl Fleet {
         settings: Settings,
         engine: Box<dyn Engine>,
         waker: Arc<mio::Waker>,
-        store: &Store,
+        store: &mut Store,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Fleet> {
+        let (interest, interest_rx) = crossbeam_channel::unbounded();
+        for room in store.track_room_interest() {
+            let _ = interest.send((room, true));
+        }
         let (events_tx, events) = crossbeam_channel::unbounded();
         let wake: Arc<dyn Fn() + Send + Sync> = {
             let waker = waker.clone();
@@ -150,6 +162,7 @@ impl Fleet {
             let (wake, up_wake) = (wake.clone(), wake);
             bus::Subscriber::start(
                 &settings,
+                interest_rx,
                 move |message| {
                     let _ = tx.send(FleetEvent::Bus(message));
                     wake();
@@ -170,6 +183,7 @@ impl Fleet {
             settings,
             worker,
             _bus: bus,
+            interest,
             events,
             batch: Batch::default(),
             bound,
@@ -297,8 +311,36 @@ impl Fleet {
         }
     }
 
-    /// What the iteration's journal records mean for the router table.
-    pub(crate) fn observe(&mut self, store: &Store) {
+    /// `POST /v1/rooms/{room}/publish` (`room` "" for the broadcast) or a node's publish
+    /// (`reply` `None`): numbered by the engine, then published to the hosts with a member
+    /// (this one too, if it has one: the message comes back to it on the bus).
+    pub(crate) fn publish(
+        &mut self,
+        room: String,
+        payload: Vec<u8>,
+        reply: Option<oneshot::Sender<RoomResult<Published>>>,
+        now: Now,
+    ) {
+        if room.is_empty() {
+            self.metrics.room_broadcasts.inc();
+        } else {
+            self.metrics.room_publishes.inc();
+        }
+        let op = Op::Publish {
+            room,
+            payload,
+            floor: now.unix_ms.saturating_mul(IDS_PER_MS),
+        };
+        self.batch.add(op, Context::Publish { reply });
+    }
+
+    /// What the iteration's journal records mean for the router table, and the rooms this
+    /// host now listens to.
+    pub(crate) fn observe(&mut self, store: &mut Store) {
+        for change in store.take_room_interest() {
+            let _ = self.interest.send(change);
+        }
+        let mut rooms_changed = FxHashSet::default();
         for bytes in store.records() {
             let Ok(record) = Record::decode(bytes) else {
                 continue;
@@ -338,13 +380,18 @@ impl Fleet {
                         self.batch.add(Op::Ack { device, msg }, Context::Quiet);
                     }
                 }
-                // Rooms are this host's alone for now (doc/fleet.md, "Limits").
-                Record::Push { .. }
-                | Record::Counters { .. }
-                | Record::Gateway { .. }
-                | Record::Join { .. }
-                | Record::Leave { .. }
-                | Record::Grants { .. } => {}
+                Record::Join { session, .. }
+                | Record::Leave { session, .. }
+                | Record::Grants { session, .. } => {
+                    rooms_changed.insert(session);
+                }
+                Record::Push { .. } | Record::Counters { .. } | Record::Gateway { .. } => {}
+            }
+        }
+        // The session's whole list, for whichever host takes the device over.
+        for session in rooms_changed {
+            if let Some((device, value)) = store.rooms_value(session) {
+                self.batch.add(Op::Rooms { device, value }, Context::Quiet);
             }
         }
     }
@@ -459,25 +506,33 @@ impl Fleet {
                     id,
                     route,
                     reserved,
-                    rooms,
+                    rooms: grants,
                 },
                 Op::Login { device, .. },
             ) => {
                 let held = self.settle_claim(&device);
                 match decide::login(result) {
-                    Verdict::Proceed { pushes, stale } => {
+                    Verdict::Proceed {
+                        pushes,
+                        stale,
+                        rooms,
+                    } => {
                         for msg in stale {
                             let device = device.clone();
                             self.batch.add(Op::Ack { device, msg }, Context::Quiet);
                         }
                         let verified = Verified {
                             device: device.clone(),
-                            rooms,
+                            rooms: grants,
                         };
                         if store.login_claimed(gw, id, route, verified, reserved, now) {
                             self.claimed.insert(reserved.session);
                             store.carry_over(&device, &pushes, now);
                             store.carry_over(&device, &held, now);
+                            // The device's rooms on the host it left (its grants are this
+                            // login's own).
+                            let (rooms, _) = parse_rooms(&rooms);
+                            store.adopt_rooms(&device, &rooms_value(&rooms, None), now);
                         } else {
                             // Refused here after all: the route the claim wrote goes.
                             let session = reserved.session;
@@ -490,9 +545,14 @@ impl Fleet {
                 }
             }
             (Context::Resume { gw, id, route }, _) => match decide::takeover(result) {
-                Verdict::Adopt { device, pushes } => {
+                Verdict::Adopt {
+                    device,
+                    pushes,
+                    rooms,
+                } => {
                     self.metrics.fleet_takeovers.inc();
-                    store.adopt(gw, id, route, device, &pushes, now);
+                    store.adopt(gw, id, route, device.clone(), &pushes, now);
+                    store.adopt_rooms(&device, &rooms, now);
                 }
                 Verdict::Fail(code, reason) => store.refuse_resume(gw, id, route, code, &reason),
                 Verdict::Proceed { .. } => {}
@@ -555,6 +615,20 @@ impl Fleet {
                     _ => None,
                 };
                 answers.push(Answer::End(reply, ended));
+            }
+            (Context::Publish { reply }, Op::Publish { room, .. }) => {
+                let answer = match result {
+                    Ok(Outcome::Published { seq, hosts }) => Ok(Published {
+                        room: (!room.is_empty()).then_some(room),
+                        seq,
+                        links: None,
+                        hosts: Some(hosts),
+                    }),
+                    _ => Err(RoomRefused::Unavailable),
+                };
+                if let Some(reply) = reply {
+                    answers.push(Answer::Published(reply, answer));
+                }
             }
             (Context::Bind { session }, _) => {
                 if let Ok(Outcome::Bound { pushes, .. }) = &result {
@@ -629,6 +703,9 @@ impl Fleet {
                         claiming.pushes.push((msg, expires_unix_ms, payload));
                     }
                 }
+            }
+            BusMessage::Room { room, seq, payload } => {
+                store.room_arrived(&room, seq, &payload, now);
             }
             BusMessage::Drop {
                 device,

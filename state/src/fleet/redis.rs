@@ -125,7 +125,8 @@ impl RedisEngine {
                 device,
                 previous: text(items.get(1))?,
                 previous_session: text(items.get(2))?,
-                pushes: pushes(items.get(3..).unwrap_or_default())?,
+                rooms: text(items.get(3))?,
+                pushes: pushes(items.get(4..).unwrap_or_default())?,
             }),
             other => Err(EngineError::Protocol(format!(
                 "takeover answered {other:?}"
@@ -184,11 +185,67 @@ impl Engine for RedisEngine {
         if !messages.is_empty() {
             self.publish(&messages);
         }
+        self.publish_rooms(ops, &mut results);
         results
     }
 }
 
 impl RedisEngine {
+    /// Publishes the numbered room messages on their rooms' channels, in one round trip, and
+    /// writes into each answer how many hosts (subscribers) took it. A message that cannot be
+    /// published is lost for the members of other hosts (it was numbered: they see the gap).
+    fn publish_rooms(&mut self, ops: &[Op], results: &mut [Result<Outcome, EngineError>]) {
+        let mut pipe = redis::pipe();
+        let mut published = Vec::new();
+        for (i, (op, result)) in ops.iter().zip(results.iter()).enumerate() {
+            if let (Op::Publish { room, payload, .. }, Ok(Outcome::Published { seq, .. })) =
+                (op, result)
+            {
+                let message = BusMessage::Room {
+                    room: room.clone(),
+                    seq: *seq,
+                    payload: payload.clone(),
+                };
+                pipe.cmd("PUBLISH")
+                    .arg(keys::room_channel(room))
+                    .arg(message.encode());
+                published.push(i);
+            }
+        }
+        if published.is_empty() {
+            return;
+        }
+        for _ in 0..2 {
+            if self.bus.is_none() {
+                self.bus = bus::connect_first(&self.settings);
+            }
+            let Some(connection) = self.bus.as_mut() else {
+                break;
+            };
+            match pipe.query::<Vec<usize>>(connection) {
+                Ok(counts) => {
+                    for (i, count) in published.iter().zip(counts) {
+                        if let Some(Ok(Outcome::Published { hosts, .. })) = results.get_mut(*i) {
+                            *hosts = count;
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet bus: publishing room messages failed; reconnecting");
+                    self.bus = None;
+                }
+            }
+        }
+        for i in published {
+            if let Some(result) = results.get_mut(i) {
+                *result = Err(EngineError::Unavailable(
+                    "the room message was numbered but could not be published".into(),
+                ));
+            }
+        }
+    }
+
     /// Publishes `(host, message)` pairs in one round trip; on failure, once more on the
     /// next seed that answers. A message that cannot be published is logged: the bus is a
     /// hint (pushes are durable, a missed drop is repaired by the next refresh).
@@ -321,7 +378,7 @@ fn add_op(pipe: &mut ClusterPipeline, op: &Op, s: &Settings) {
             // The counter first: pushes in the pending hash with ids up to it were stored
             // before this claim (see `parse`). Then the claim itself, atomic on its own: SET
             // answers the route it replaced (under `refuse`, NX leaves an existing one alone
-            // and answers it). The device's pushes, and the resume index.
+            // and answers it). The device's pushes, its rooms, and the resume index.
             let k = keys::Device::new(device);
             pipe.cmd("GET").arg(&k.msg);
             let route = keys::route_value(
@@ -337,6 +394,7 @@ fn add_op(pipe: &mut ClusterPipeline, op: &Op, s: &Settings) {
             }
             pipe.arg("PX").arg(s.route_ttl_ms).arg("GET");
             pipe.cmd("HGETALL").arg(&k.pending);
+            pipe.cmd("GET").arg(&k.rooms);
             pipe.cmd("SET")
                 .arg(keys::resume(token_hash))
                 .arg(device)
@@ -403,12 +461,32 @@ fn add_op(pipe: &mut ClusterPipeline, op: &Op, s: &Settings) {
         Op::End { device } => {
             fcall(pipe, "tether_end", device).arg(s.route_ttl_ms);
         }
+        Op::Rooms { device, value } => {
+            let k = keys::Device::new(device);
+            if value.is_empty() {
+                pipe.cmd("DEL").arg(&k.rooms);
+            } else {
+                // As long as the route: the refresh of the route refreshes it too.
+                pipe.cmd("SET")
+                    .arg(&k.rooms)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(s.route_ttl_ms);
+            }
+        }
+        Op::Publish { room, floor, .. } => {
+            pipe.cmd("FCALL")
+                .arg("tether_room_seq")
+                .arg(1)
+                .arg(keys::room_seq(room))
+                .arg(*floor);
+        }
         Op::Takeover { .. } => {}
     }
 }
 
-/// `FCALL function` with `device`'s four keys in the order `tether.lua` reads them (route,
-/// msg, pending, ended); the caller adds the arguments.
+/// `FCALL function` with `device`'s five keys in the order `tether.lua` reads them (route,
+/// msg, pending, ended, rooms); the caller adds the arguments.
 fn fcall<'p>(
     pipe: &'p mut ClusterPipeline,
     function: &str,
@@ -417,20 +495,26 @@ fn fcall<'p>(
     let k = keys::Device::new(device);
     pipe.cmd("FCALL")
         .arg(function)
-        .arg(4)
+        .arg(5)
         .arg(&k.route)
         .arg(&k.msg)
         .arg(&k.pending)
         .arg(keys::ended(device))
+        .arg(&k.rooms)
 }
 
 /// How many commands `add_op` writes for `op`, so answers in the pipeline.
 fn commands(op: &Op) -> usize {
     match op {
-        Op::Login { .. } => 4,
+        Op::Login { .. } => 5,
         Op::Bind { .. } | Op::Lookup { .. } => 2,
         Op::Takeover { .. } => 0,
-        Op::Forget { .. } | Op::Push { .. } | Op::Ack { .. } | Op::End { .. } => 1,
+        Op::Forget { .. }
+        | Op::Push { .. }
+        | Op::Ack { .. }
+        | Op::End { .. }
+        | Op::Rooms { .. }
+        | Op::Publish { .. } => 1,
     }
 }
 
@@ -460,7 +544,11 @@ fn parse(
             };
             let replaced = answers.next().unwrap_or(Value::Nil);
             let pending = pushes(&array(answers.next().unwrap_or(Value::Nil))?)?;
-            login_outcome(replaced, pending, counter, *refuse, host)
+            let rooms = match answers.next() {
+                None | Some(Value::Nil) => String::new(),
+                Some(value) => text(Some(&value))?,
+            };
+            login_outcome(replaced, pending, rooms, counter, *refuse, host)
         }
         Op::Bind { .. } => {
             let items = array(value)?;
@@ -474,7 +562,11 @@ fn parse(
                 other => Err(EngineError::Protocol(format!("bind answered {other:?}"))),
             }
         }
-        Op::Forget { .. } | Op::Ack { .. } => Ok(Outcome::Done),
+        Op::Forget { .. } | Op::Ack { .. } | Op::Rooms { .. } => Ok(Outcome::Done),
+        Op::Publish { .. } => Ok(Outcome::Published {
+            seq: number(Some(&value))?,
+            hosts: 0,
+        }),
         Op::Push { .. } => {
             let items = array(value)?;
             match text(items.first())?.as_str() {
@@ -533,6 +625,7 @@ fn parse(
 fn login_outcome(
     replaced: Value,
     pending: Vec<StoredPush>,
+    rooms: String,
     counter: u64,
     refuse: bool,
     this_host: &str,
@@ -544,19 +637,21 @@ fn login_outcome(
     Ok(match owner {
         // NX left the route alone: somebody (this host included) holds the device.
         Some((owner, _)) if refuse => Outcome::Refused { owner },
-        // Another host held it: told to drop it, its pushes come over.
+        // Another host held it: told to drop it, its pushes and rooms come over.
         Some((previous, previous_session)) if previous != this_host => Outcome::Claimed {
             previous: Some(previous),
             previous_session,
             pushes: pending,
             stale: Vec::new(),
+            rooms,
         },
-        // This host held it: the store replaces its own session, pushes and all.
+        // This host held it: the store replaces its own session, pushes and rooms and all.
         Some(_) => Outcome::Claimed {
             previous: None,
             previous_session: String::new(),
             pushes: Vec::new(),
             stale: Vec::new(),
+            rooms: String::new(),
         },
         // Nobody: pushes stored before the claim belong to a session whose window passed;
         // any after it are this session's.
@@ -568,6 +663,7 @@ fn login_outcome(
                 previous_session: String::new(),
                 pushes: fresh,
                 stale: stale.into_iter().map(|p| p.msg).collect(),
+                rooms: String::new(),
             }
         }
     })
@@ -654,13 +750,18 @@ mod tests {
         }
     }
 
-    /// A login's four answers: counter, replaced route, pending pushes (id → expiry), index.
+    /// A login's five answers: counter, replaced route, pending pushes (id → expiry), rooms
+    /// (here: the other host's "lobby" whenever a route was replaced), index.
     fn answers(counter: Value, replaced: Value, pending: &[(u64, &str)]) -> Vec<Value> {
         let flat = pending
             .iter()
             .flat_map(|(id, v)| [bulk(&id.to_string()), bulk(v)])
             .collect();
-        vec![counter, replaced, Value::Array(flat), Value::Okay]
+        let rooms = match replaced {
+            Value::Nil => Value::Nil,
+            _ => bulk("lobby"),
+        };
+        vec![counter, replaced, Value::Array(flat), rooms, Value::Okay]
     }
 
     fn parse_all(ops: &[Op], values: Vec<Value>) -> Vec<Result<Outcome, EngineError>> {
@@ -710,19 +811,21 @@ mod tests {
         assert_eq!(
             parsed,
             vec![
-                // Another host held it: dropped there, its pushes come over.
+                // Another host held it: dropped there, its pushes and rooms come over.
                 Ok(Outcome::Claimed {
                     previous: Some("b".into()),
                     previous_session: "00000000000000ab".into(),
                     pushes: vec![stored(5, b"p"), stored(7, b"q")],
                     stale: vec![],
+                    rooms: "lobby".into(),
                 }),
-                // This host held it: the store replaces its own session.
+                // This host held it: the store replaces its own session, rooms and all.
                 Ok(Outcome::Claimed {
                     previous: None,
                     previous_session: String::new(),
                     pushes: vec![],
                     stale: vec![],
+                    rooms: String::new(),
                 }),
                 // Nobody: ids up to the counter read before the claim are a dead session's.
                 Ok(Outcome::Claimed {
@@ -730,6 +833,7 @@ mod tests {
                     previous_session: String::new(),
                     pushes: vec![stored(7, b"q")],
                     stale: vec![5],
+                    rooms: String::new(),
                 }),
                 Ok(Outcome::Refused { owner: "b".into() }),
                 Ok(Outcome::Claimed {
@@ -737,6 +841,7 @@ mod tests {
                     previous_session: String::new(),
                     pushes: vec![],
                     stale: vec![],
+                    rooms: String::new(),
                 }),
             ]
         );

@@ -1,12 +1,14 @@
 #!lua name=tether
 -- Tether's fleet functions: the decisions that must be atomic across hosts and need more
--- than one command, taken in the Redis Cluster slot of one device. Keys of a device share the
+-- than one command, taken in the Redis Cluster slot of one device (or of one room, for its
+-- sequence numbers). Keys of a device share the
 -- hash tag {t:DEVICE}:
 --   KEYS[1] route   (string: host, gw, session, tok, state, one per line; see keys.rs)
 --   KEYS[2] msg     (the device's message id counter)
 --   KEYS[3] pending (hash: message id -> "EXPIRES_UNIX_MS:PAYLOAD")
 --   KEYS[4] ended   (the session an operator ended through another host, until the route's
 --                    TTL would have passed: its host's next bind finds it and drops it)
+--   KEYS[5] rooms   (the session's rooms and grants, for the host that takes it over)
 -- A login needs no function: it is one SET ... GET of the route (NX under `refuse`), which
 -- is atomic on its own (redis.rs). The functions publish nothing: the engine thread publishes
 -- what their answers call for (a push for another host, a drop order) on the node the hosts
@@ -48,7 +50,7 @@ local function claim(keys, host, gw, ttl_ms)
 end
 
 -- A resume on HOST of the session whose token hashes to TOK: ARGV device, host, gw, tok, ttl_ms.
--- Answers {'unknown'} or {'ok', previous host, its session, pending pushes...}.
+-- Answers {'unknown'} or {'ok', previous host, its session, its rooms, pending pushes...}.
 redis.register_function('tether_takeover', function(keys, args)
   local device, host, gw, tok, ttl = args[1], args[2], args[3], args[4], args[5]
   local r = route_of(keys[1])
@@ -56,7 +58,7 @@ redis.register_function('tether_takeover', function(keys, args)
     return { 'unknown' }
   end
   claim(keys, host, gw, ttl)
-  local answer = { 'ok', r.host, r.session }
+  local answer = { 'ok', r.host, r.session, redis.call('GET', keys[5]) or '' }
   for _, v in ipairs(redis.call('HGETALL', keys[3])) do
     answer[#answer + 1] = v
   end
@@ -84,6 +86,7 @@ redis.register_function('tether_bind', function(keys, args)
   end
   if r and state == 'refresh' then
     redis.call('PEXPIRE', keys[1], ttl)
+    redis.call('PEXPIRE', keys[5], ttl)
     return { 'ok' }
   end
   if state == 'refresh' then
@@ -104,7 +107,7 @@ redis.register_function('tether_forget', function(keys, args)
   local host, session = args[1], args[2]
   local r = route_of(keys[1])
   if r and r.host == host and r.session == session then
-    redis.call('DEL', keys[1], keys[3])
+    redis.call('DEL', keys[1], keys[3], keys[5])
     return 1
   end
   return 0
@@ -146,9 +149,20 @@ redis.register_function('tether_end', function(keys, args)
     return { 'none' }
   end
   local pending = redis.call('HLEN', keys[3])
-  redis.call('DEL', keys[1], keys[3])
+  redis.call('DEL', keys[1], keys[3], keys[5])
   if r.session ~= '' then
     redis.call('SET', keys[4], r.session, 'PX', args[1])
   end
   return { r.state, r.host, r.session, pending }
+end)
+
+-- The next number of a room: KEYS its counter; ARGV floor (the wall clock in ms x 1024: a
+-- counter that does not exist, new or lost, starts there, so numbers never go back). Answers
+-- the number, as a string.
+redis.register_function('tether_room_seq', function(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then
+    redis.call('SET', keys[1], args[1])
+    return args[1]
+  end
+  return string.format('%.0f', redis.call('INCR', keys[1]))
 end)

@@ -110,6 +110,10 @@ pub struct Store {
     /// The links a window goes to (kept for its capacity).
     room_links: Vec<u16>,
     next_room_sweep_ms: u64,
+    /// In a fleet: rooms that got their first member here (`true`) or lost their last since
+    /// the fleet last looked, so that this host listens to exactly the rooms it has members
+    /// in; `None` alone.
+    room_interest: Option<Vec<(String, bool)>>,
 }
 
 /// Counts only: a store holds every session of the daemon.
@@ -148,11 +152,12 @@ impl Store {
             pending_bytes: 0,
             rooms: Slab::new(),
             room_index: FxHashMap::default(),
-            broadcast: Room::new("", false, now.unix_ms),
+            broadcast: Room::new("", false, now.unix_ms.saturating_mul(IDS_PER_MS)),
             windows: std::collections::VecDeque::new(),
             next_window: 0,
             room_links: Vec::new(),
             next_room_sweep_ms: now.mono_ms,
+            room_interest: None,
         }
     }
 

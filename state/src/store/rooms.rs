@@ -33,6 +33,8 @@ pub enum RoomRefused {
     SessionFull { max: usize },
     /// The daemon holds `max_rooms` rooms.
     DaemonFull { max: usize },
+    /// In a fleet: the engine could not number or publish the message.
+    Unavailable,
 }
 
 impl RoomRefused {
@@ -49,6 +51,10 @@ impl RoomRefused {
                 format!("the session is in max_rooms_per_session ({max}) rooms")
             }
             RoomRefused::DaemonFull { max } => format!("the daemon holds max_rooms ({max}) rooms"),
+            RoomRefused::Unavailable => {
+                "the fleet's engine cannot be reached from this host; nothing was published, retry"
+                    .into()
+            }
         }
     }
 }
@@ -70,8 +76,12 @@ pub struct Published {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
     pub seq: u64,
-    /// Gateway links it goes to when its window leaves.
-    pub links: usize,
+    /// Alone: the gateway links it goes to when its window leaves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links: Option<usize>,
+    /// In a fleet: the hosts with a member that received it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<usize>,
 }
 
 /// `GET /v1/rooms/{room}`.
@@ -100,7 +110,12 @@ impl Store {
             });
         }
         let conflate = self.rules.conflates(name);
-        let idx = self.rooms.insert(Room::new(name, conflate, now.unix_ms)) as u32;
+        // In a fleet the engine numbers messages: nothing seen here yet.
+        let seq = match self.room_interest {
+            Some(_) => 0,
+            None => now.unix_ms.saturating_mul(super::IDS_PER_MS),
+        };
+        let idx = self.rooms.insert(Room::new(name, conflate, seq)) as u32;
         self.room_index.insert(name.into(), idx);
         Ok(idx)
     }
@@ -139,6 +154,11 @@ impl Store {
         if online {
             room.link_up(gw);
         }
+        if room.members == 1 {
+            if let Some(interest) = self.room_interest.as_mut() {
+                interest.push((room.name.to_string(), true));
+            }
+        }
         if journal {
             self.log(Record::Join {
                 session,
@@ -165,6 +185,11 @@ impl Store {
         room.members -= 1;
         if online {
             room.link_down(gw);
+        }
+        if room.members == 0 {
+            if let Some(interest) = self.room_interest.as_mut() {
+                interest.push((room.name.to_string(), false));
+            }
         }
         if journal {
             self.log(Record::Leave {
@@ -377,6 +402,11 @@ impl Store {
             if let Some(room) = self.rooms.get_mut(idx as usize) {
                 room.members -= 1;
                 self.metrics.room_leaves.inc();
+                if room.members == 0 {
+                    if let Some(interest) = self.room_interest.as_mut() {
+                        interest.push((room.name.to_string(), false));
+                    }
+                }
             }
             self.drop_if_idle(idx);
         }
@@ -391,26 +421,30 @@ impl Store {
     ) -> Result<Published, RoomRefused> {
         let idx = self.room_index_of(room, now)?;
         self.metrics.room_publishes.inc();
-        let (seq, links) = self.publish_to(idx, payload, now);
+        let (seq, links) = self.publish_to(idx, None, payload, now);
         Ok(Published {
             room: Some(room.to_string()),
             seq,
-            links,
+            links: Some(links),
+            hosts: None,
         })
     }
 
     /// Publishes `payload` to every logged-in connection (`POST /v1/broadcast`).
     pub fn broadcast(&mut self, payload: &[u8], now: Now) -> Published {
         self.metrics.room_broadcasts.inc();
-        let (seq, links) = self.publish_to(BROADCAST, payload, now);
+        let (seq, links) = self.publish_to(BROADCAST, None, payload, now);
         Published {
             room: None,
             seq,
-            links,
+            links: Some(links),
+            hosts: None,
         }
     }
 
-    fn publish_to(&mut self, idx: u32, payload: &[u8], now: Now) -> (u64, usize) {
+    /// `payload` into the window of room `idx`, as number `seq` when the fleet gave one (else
+    /// the room's next): its number, and the links the window goes to.
+    fn publish_to(&mut self, idx: u32, seq: Option<u64>, payload: &[u8], now: Now) -> (u64, usize) {
         let policy = self.rules.rooms;
         // A window that this message would take past what a link frame carries leaves first.
         let overflows = self.room_mut(idx).is_some_and(|r| {
@@ -422,7 +456,10 @@ impl Store {
         let Some(room) = self.room_mut(idx) else {
             return (0, 0);
         };
-        let (seq, window) = room.publish(payload, now.unix_ms, &policy);
+        let (seq, window) = match seq {
+            Some(seq) => (seq, room.add(seq, payload, now.unix_ms, &policy)),
+            None => room.publish(payload, now.unix_ms, &policy),
+        };
         let links = match idx {
             BROADCAST => self.gateways.iter().filter(|g| g.linked).count(),
             _ => self.rooms[idx as usize].links().count(),
@@ -533,6 +570,83 @@ impl Store {
             links: r.links().count(),
             history: r.kept(),
         })
+    }
+
+    /// From now on, rooms that get their first member here or lose their last are kept for
+    /// [`Store::take_room_interest`] (the fleet listens to the rooms this host has members
+    /// in); the rooms with members now.
+    pub(crate) fn track_room_interest(&mut self) -> Vec<String> {
+        self.room_interest = Some(Vec::new());
+        self.rooms
+            .iter()
+            .filter(|(_, r)| r.members > 0)
+            .map(|(_, r)| r.name.to_string())
+            .collect()
+    }
+
+    /// Rooms that got their first member (`true`) or lost their last since the last call.
+    pub(crate) fn take_room_interest(&mut self) -> Vec<(String, bool)> {
+        self.room_interest
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Message `seq` of `room` ("" for the broadcast), numbered by the fleet: into the room's
+    /// window here (a room with no member here is not held: nothing to do).
+    pub(crate) fn room_arrived(&mut self, room: &str, seq: u64, payload: &[u8], now: Now) {
+        let idx = if room.is_empty() {
+            BROADCAST
+        } else {
+            match self.room_index.get(room) {
+                Some(&idx) => idx,
+                None => return,
+            }
+        };
+        self.publish_to(idx, Some(seq), payload, now);
+    }
+
+    /// A session's rooms and grants as the fleet engine keeps them, with its device.
+    pub(crate) fn rooms_value(&self, session: u64) -> Option<(String, String)> {
+        let s = &self.sessions[self.find_id(session)?];
+        let rooms: Vec<&str> = s
+            .room_list()
+            .iter()
+            .filter_map(|&i| self.rooms.get(i as usize))
+            .map(|r| &*r.name)
+            .collect();
+        let grants = s.grants().map(|g| g.to_lines());
+        Some((
+            s.device.to_string(),
+            crate::fleet::rooms_value(&rooms, grants.as_deref()),
+        ))
+    }
+
+    /// The rooms and grants `device` had on another host (a login or takeover brought it
+    /// here): its session here joins them, journaled.
+    pub(crate) fn adopt_rooms(&mut self, device: &str, value: &str, now: Now) {
+        let Some(slot) = self.find_device(device) else {
+            return;
+        };
+        let (rooms, grants) = crate::fleet::parse_rooms(value);
+        if let Some(grants) = grants.and_then(crate::token::RoomGrants::from_lines) {
+            let lines = grants.to_lines();
+            let session = self.sessions[slot].id;
+            self.sessions[slot].rooms_mut().grants = Some(std::sync::Arc::new(grants));
+            self.log(Record::Grants {
+                session,
+                lines: &lines,
+            });
+        }
+        let mut joined = false;
+        for room in rooms {
+            joined |= self
+                .enter_room(slot, room, now, true)
+                .is_ok_and(|(_, new)| new);
+        }
+        if joined {
+            self.send_membership(slot);
+        }
     }
 
     /// A node's NODE_PUBLISH, relayed by a gateway (refusals are counted, not answered).
