@@ -106,7 +106,8 @@ pub struct Rooms {
     pub broadcast: bool,
     #[serde(flatten)]
     pub counts: RoomCounts,
-    /// Deliveries inside the measured window / its length in seconds.
+    /// Deliveries inside the measured window / the seconds of it that publish (the window
+    /// minus the quiet [`crate::pusher::settle`] at the end).
     pub deliveries_per_s: f64,
     /// Deliveries / frames: how much a window merged (1 for a peer).
     pub messages_per_frame: Option<f64>,
@@ -375,10 +376,19 @@ impl Summary {
                     publish_size: r.publish.as_ref().map(|p| p.size),
                     broadcast: r.publish.as_ref().is_some_and(|p| p.broadcast),
                     counts: c,
-                    deliveries_per_s: if measured > 0.0 {
-                        c.deliveries_in_window as f64 / measured
-                    } else {
-                        0.0
+                    deliveries_per_s: {
+                        // Publishing stops `settle` before the end: the rate is over the
+                        // measured part that publishes.
+                        let quiet = match &r.publish {
+                            Some(_) => crate::pusher::settle(config.duration).as_secs_f64(),
+                            None => 0.0,
+                        };
+                        let span = measured - quiet;
+                        if span > 0.0 {
+                            c.deliveries_in_window as f64 / span
+                        } else {
+                            0.0
+                        }
                     },
                     messages_per_frame: (c.frames > 0)
                         .then(|| c.deliveries as f64 / c.frames as f64),
@@ -437,6 +447,9 @@ impl fmt::Display for Summary {
         }
         if self.hold.is_some() {
             shape = format!("hold, {shape}");
+        }
+        if let Some(r) = self.rooms.as_ref().filter(|r| r.system != "tether") {
+            shape = format!("{} subscribers", r.system);
         }
         writeln!(
             f,

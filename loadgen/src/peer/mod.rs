@@ -147,8 +147,11 @@ pub(crate) fn run(
                 Err(cause) => fail(sub, &mut stats, cause, &mut settling),
             }
         }
-        // Subscribers that take too long fail.
-        for sub in subs.iter_mut() {
+        // Subscribers that take too long fail (only while some are still coming).
+        for sub in subs
+            .iter_mut()
+            .take(if settling > 0 { usize::MAX } else { 0 })
+        {
             let late = sub
                 .dialled_at
                 .is_some_and(|at| now.saturating_duration_since(at) > config.connect_timeout);
