@@ -82,6 +82,9 @@ pub struct Config {
     pub frame_timeout_ms: u64,
     /// Replies queued for a client that does not read; past it SLOW_CONSUMER.
     pub max_queued_bytes: usize,
+    /// A room member with more than this unwritten skips a window (it sees the gap in the
+    /// sequence numbers); 0: never skip, a member past `max_queued_bytes` is closed.
+    pub room_skip_bytes: usize,
     /// Requests one client may have at the nodes; past it the gateway stops reading it.
     pub max_inflight: u32,
     /// Payload bytes one client may have at the nodes; a request past it is BUSY.
@@ -177,6 +180,7 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             frame_timeout_ms: 10_000,
             max_queued_bytes: 1 << 20,
+            room_skip_bytes: 64 << 10,
             max_inflight: 1024,
             max_inflight_bytes: 4 << 20,
             request_timeout_ms: 30_000,
@@ -254,6 +258,11 @@ impl Validate for Config {
             self.max_queued_bytes >= 65_536,
             "max_queued_bytes",
             "at least 65536",
+        );
+        c.need(
+            self.room_skip_bytes < self.max_queued_bytes,
+            "room_skip_bytes",
+            "below max_queued_bytes (0: never skip)",
         );
         c.need(self.max_inflight >= 1, "max_inflight", "at least 1");
         c.need(
@@ -425,6 +434,7 @@ impl Config {
             max_body: self.max_body,
             frame_timeout_ms: u32::try_from(self.frame_timeout_ms).unwrap_or(u32::MAX / 2),
             max_queued_bytes: self.max_queued_bytes,
+            room_skip_bytes: self.room_skip_bytes,
             max_inflight: self.max_inflight,
             dispatch: Policy {
                 retry: self.retry,
@@ -521,6 +531,7 @@ pub struct Settings {
     pub max_body: u32,
     pub frame_timeout_ms: u32,
     pub max_queued_bytes: usize,
+    pub room_skip_bytes: usize,
     pub max_inflight: u32,
     /// Request routing limits: deadlines, re-sends, byte caps.
     pub dispatch: Policy,
@@ -645,6 +656,9 @@ pub struct Opts {
     /// Unread reply bytes per client before SLOW_CONSUMER.
     #[arg(long, env = "TETHER_GATEWAY_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
+    /// Unwritten bytes past which a room member skips a window; 0: never skip.
+    #[arg(long, env = "TETHER_GATEWAY_ROOM_SKIP_BYTES")]
+    pub room_skip_bytes: Option<usize>,
     /// Requests in flight per client before reading pauses.
     #[arg(long, env = "TETHER_GATEWAY_MAX_INFLIGHT")]
     pub max_inflight: Option<u32>,
@@ -766,9 +780,16 @@ mod tests {
         };
         let err = opts.load().unwrap_err();
         let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
+        // The default room_skip_bytes (64 KiB) is no longer below so small a queue.
         assert_eq!(
             keys,
-            vec!["reactors", "nodes", "fall", "max_queued_bytes"],
+            vec![
+                "reactors",
+                "nodes",
+                "fall",
+                "max_queued_bytes",
+                "room_skip_bytes"
+            ],
             "{err}"
         );
     }

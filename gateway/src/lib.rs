@@ -38,6 +38,7 @@ pub mod metrics;
 mod rate_limit;
 mod reactor;
 mod reporter;
+mod room_members;
 mod route;
 mod state_link;
 mod transport;

@@ -210,6 +210,28 @@ impl CloseReason {
 }
 
 tether_daemon::label_set! {
+    /// What passed for rooms. Used as the `event` label of `tether_gateway_room_events_total`.
+    pub enum RoomEvent: "event" {
+        /// A client's JOIN or LEAVE relayed to the daemon.
+        Relayed = "relayed",
+        /// A JOIN refused by the daemon, relayed as ERROR.
+        Refused = "refused",
+        /// A JOIN or LEAVE answered UNAVAILABLE: no link to the state daemon.
+        Unavailable = "unavailable",
+        /// A window (ROOM_MESSAGE) received from the daemon.
+        Window = "window",
+        /// A ROOM frame written to a member's output.
+        Delivered = "delivered",
+        /// A window a member skipped: more than `room_skip_bytes` of it were unwritten.
+        Skipped = "skipped",
+        /// A node's NODE_PUBLISH relayed to the daemon.
+        NodePublish = "node_publish",
+        /// A node's NODE_PUBLISH dropped: no state daemon, its link down, or a bad body.
+        NodePublishDropped = "node_publish_dropped",
+    }
+}
+
+tether_daemon::label_set! {
     /// Why a frame from a node was dropped. Used as the `reason` label of
     /// `tether_gateway_backend_dropped_frames_total`.
     pub enum BackendDrop: "reason" {
@@ -334,6 +356,10 @@ tether_daemon::metric_set! {
         pub sessions: Family<SessionEvent>
             => "session_events_total",
                "Logins, kicks, pushes and acks passed between clients and the state daemon.";
+        /// By [`RoomEvent`]; write with [`Metrics::room`].
+        pub rooms: Family<RoomEvent>
+            => "room_events_total",
+               "Joins, windows, deliveries and skips of rooms.";
         /// REQUEST frames sent to nodes (retries included).
         pub backend_requests: Counter
             => "backend_requests_total", "REQUEST frames sent to nodes, retries included.",
@@ -391,6 +417,12 @@ tether_daemon::metric_set! {
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::default()
+    }
+
+    /// Counts `n` room events.
+    #[inline]
+    pub fn room(&self, event: RoomEvent, n: u64) {
+        self.rooms.add(event, n);
     }
 
     /// Counts one session event.

@@ -12,6 +12,7 @@
 //! flushing, closing, their timers), [`layered`] (clients behind TLS or WebSocket: their
 //! reads and writes through [`Layers`], the TLS handshake budget), [`nodes`] (links, health,
 //! reading replies),
+//! [`rooms`] (joins, memberships, and a window written once to each member),
 //! [`requests`] (the glue to the sans-IO [`Dispatcher`] that decides where a request goes
 //! and what becomes of it), [`sessions`] (the state daemon's link), [`trim`] (memory a burst
 //! left, given back once quiet). Handlers return what
@@ -21,6 +22,7 @@ mod clients;
 mod layered;
 mod nodes;
 mod requests;
+mod rooms;
 mod sessions;
 mod trim;
 
@@ -44,6 +46,7 @@ use crate::dispatch::{Action, Dispatcher};
 use crate::health::HealthPolicy;
 use crate::login_gate::LoginGate;
 use crate::metrics::{CloseReason, Metrics};
+use crate::room_members::RoomMembers;
 use crate::state_link::StateLink;
 use crate::transport::{Layers, Transport};
 
@@ -148,6 +151,12 @@ pub(crate) struct Reactor {
     next_idle_sweep: Instant,
     /// When memory a burst left is next given back.
     next_trim: Instant,
+    /// Which connections are in which room (from the daemon's MEMBERSHIP).
+    room_members: RoomMembers,
+    /// A window's ROOM frame, encoded once for all its members (kept for its capacity).
+    room_frame: Vec<u8>,
+    /// The members a window goes to (kept for its capacity).
+    room_slots: Vec<(u32, u32)>,
 }
 
 impl Reactor {
@@ -194,6 +203,9 @@ impl Reactor {
             logins: VecDeque::new(),
             next_idle_sweep: now,
             next_trim: now + trim::TRIM_INTERVAL,
+            room_members: RoomMembers::default(),
+            room_frame: Vec::new(),
+            room_slots: Vec::new(),
         };
         if let Some(tls) = setup.tls {
             reactor.layers.set_tls(tls);

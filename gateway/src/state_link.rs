@@ -60,6 +60,19 @@ pub(crate) enum StateEvent<'a> {
     },
     /// The daemon refused the link and is closing it.
     Refused { code: u16, reason: &'a str },
+    /// A client's JOIN or LEAVE was done: `body` is the client's ROOM_OK JSON.
+    RoomOk { id: u64, route: u64, body: &'a [u8] },
+    /// A client's JOIN was refused with `code`.
+    RoomFail {
+        id: u64,
+        route: u64,
+        code: u16,
+        reason: &'a str,
+    },
+    /// The connection at `route` is in these rooms (a MEMBERSHIP body after its route).
+    Membership { route: u64, names: &'a [u8] },
+    /// A window of a room (`route` 0: for every member here) or a replay for one connection.
+    RoomMessage { id: u64, route: u64, body: &'a [u8] },
 }
 
 /// Decodes one frame from the daemon; `Err` names what was wrong (the link is then reset).
@@ -105,6 +118,42 @@ pub(crate) fn parse<'a>(frame: &Frame<'a>) -> Result<StateEvent<'a>, String> {
                 msg: frame.id,
                 route: r.route,
                 payload: r.payload,
+            }
+        }
+        Kind::StateRoomOk => {
+            let r = Routed::parse(frame.body).map_err(bad)?;
+            StateEvent::RoomOk {
+                id: frame.id,
+                route: r.route,
+                body: r.payload,
+            }
+        }
+        Kind::RoomFail => {
+            let e = NodeErrorBody::parse(frame.body).map_err(bad)?;
+            StateEvent::RoomFail {
+                id: frame.id,
+                route: e.route,
+                code: e.code,
+                reason: e.reason,
+            }
+        }
+        Kind::Membership => {
+            let r = Routed::parse(frame.body).map_err(bad)?;
+            for name in tether_proto::room::names(r.payload) {
+                name.map_err(bad)?;
+            }
+            StateEvent::Membership {
+                route: r.route,
+                names: r.payload,
+            }
+        }
+        Kind::RoomMessage => {
+            let r = Routed::parse(frame.body).map_err(bad)?;
+            tether_proto::room::Batch::parse(r.payload).map_err(bad)?;
+            StateEvent::RoomMessage {
+                id: frame.id,
+                route: r.route,
+                body: r.payload,
             }
         }
         Kind::StateError => {
@@ -257,6 +306,11 @@ impl StateLink {
     /// Queues a frame whose body is the route and `rest`.
     pub(crate) fn routed(&mut self, kind: Kind, id: u64, route: u64, rest: &[u8]) {
         encode::routed(&mut self.out, kind, id, route, rest);
+    }
+
+    /// Queues a frame whose body is `body`.
+    pub(crate) fn frame_with_body(&mut self, kind: Kind, id: u64, body: &[u8]) {
+        encode::frame(&mut self.out, kind, id, body);
     }
 
     /// Queues a frame with no body.

@@ -31,16 +31,18 @@ const MAX_NAME: usize = 64;
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// `POST /v1/push`.
+    /// `POST /v1/push`, `POST /v1/rooms/{room}/publish`, `POST /v1/broadcast`.
     Push,
-    /// `GET /v1/sessions/{device_id}`.
+    /// `GET /v1/sessions/{device_id}`, `GET /v1/rooms/{room}`.
     SessionsRead,
     /// `DELETE /v1/sessions/{device_id}`.
     Kick,
+    /// `POST` and `DELETE /v1/rooms/{room}/members`.
+    Rooms,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Push, Scope::SessionsRead, Scope::Kick];
+    pub const ALL: [Scope; 4] = [Scope::Push, Scope::SessionsRead, Scope::Kick, Scope::Rooms];
 
     /// The name in the file and in 403 answers.
     pub fn name(self) -> &'static str {
@@ -48,6 +50,7 @@ impl Scope {
             Scope::Push => "push",
             Scope::SessionsRead => "sessions:read",
             Scope::Kick => "kick",
+            Scope::Rooms => "rooms",
         }
     }
 

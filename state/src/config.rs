@@ -106,6 +106,22 @@ pub struct Config {
     pub push_retry_cap_ms: u64,
     /// Sends of one push (the first included) before it waits for a RESUME or its TTL.
     pub push_retry_max: u32,
+    /// A room's window of messages closes this long after it opened, and leaves as one
+    /// ROOM frame per member; 0 sends every message alone.
+    pub room_merge_ms: u64,
+    /// A window closes at this many messages, however young.
+    pub room_merge_max: usize,
+    /// Messages each room keeps for members that ask again (JOIN `after`); 0: none.
+    pub room_history: usize,
+    /// Nothing older than this stays in a room's history, seconds.
+    pub room_history_s: u64,
+    /// Rooms whose name starts with one of these keep only the latest message of a window.
+    pub room_conflate: Vec<String>,
+    /// Rooms one session may be in.
+    pub max_rooms_per_session: usize,
+    /// Rooms the daemon holds (with a member, an open window or history); past this a new
+    /// room is refused.
+    pub max_rooms: usize,
     /// Join a fleet: the router table, durable pushes and the bus in a Redis 7 Cluster
     /// (`doc/fleet.md`). Off: this host works alone, with no Redis.
     pub fleet: bool,
@@ -151,6 +167,13 @@ impl Default for Config {
             push_retry_base_ms: 1000,
             push_retry_cap_ms: 30_000,
             push_retry_max: 8,
+            room_merge_ms: 50,
+            room_merge_max: 64,
+            room_history: 1024,
+            room_history_s: 300,
+            room_conflate: Vec::new(),
+            max_rooms_per_session: 64,
+            max_rooms: 100_000,
             fleet: false,
             fleet_redis: Vec::new(),
             fleet_host: String::new(),
@@ -267,6 +290,43 @@ impl Validate for Config {
             (1..=64).contains(&self.push_retry_max),
             "push_retry_max",
             "between 1 and 64",
+        );
+        c.need(
+            self.room_merge_ms <= 10_000,
+            "room_merge_ms",
+            "at most 10000",
+        );
+        c.need(
+            (1..=100_000).contains(&self.room_merge_max),
+            "room_merge_max",
+            "between 1 and 100000",
+        );
+        c.need(
+            self.room_history <= 1_000_000,
+            "room_history",
+            "at most 1000000",
+        );
+        c.need(
+            (1..=86_400).contains(&self.room_history_s),
+            "room_history_s",
+            "between 1 and 86400",
+        );
+        c.need(
+            self.room_conflate
+                .iter()
+                .all(|p| tether_proto::room::valid_name(p)),
+            "room_conflate",
+            "room name prefixes: 1-128 bytes without control characters",
+        );
+        c.need(
+            (1..=4096).contains(&self.max_rooms_per_session),
+            "max_rooms_per_session",
+            "between 1 and 4096",
+        );
+        c.need(
+            (1..=10_000_000).contains(&self.max_rooms),
+            "max_rooms",
+            "between 1 and 10000000",
         );
         c.into_errors()
     }
@@ -477,6 +537,27 @@ pub struct Opts {
     /// Sends of one push before it waits for a resume or its TTL.
     #[arg(long, env = "TETHER_STATE_PUSH_RETRY_MAX")]
     pub push_retry_max: Option<u32>,
+    /// A room's window closes this long after it opened, ms; 0 sends every message alone.
+    #[arg(long, env = "TETHER_STATE_ROOM_MERGE_MS")]
+    pub room_merge_ms: Option<u64>,
+    /// A room's window closes at this many messages.
+    #[arg(long, env = "TETHER_STATE_ROOM_MERGE_MAX")]
+    pub room_merge_max: Option<usize>,
+    /// Messages each room keeps for members that ask again; 0: none.
+    #[arg(long, env = "TETHER_STATE_ROOM_HISTORY")]
+    pub room_history: Option<usize>,
+    /// Age past which a room's history forgets a message, seconds.
+    #[arg(long, env = "TETHER_STATE_ROOM_HISTORY_S")]
+    pub room_history_s: Option<u64>,
+    /// Room name prefixes whose rooms keep only the latest message of a window, comma-separated.
+    #[arg(long, env = "TETHER_STATE_ROOM_CONFLATE", value_delimiter = ',')]
+    pub room_conflate: Option<Vec<String>>,
+    /// Rooms one session may be in.
+    #[arg(long, env = "TETHER_STATE_MAX_ROOMS_PER_SESSION")]
+    pub max_rooms_per_session: Option<usize>,
+    /// Rooms the daemon holds.
+    #[arg(long, env = "TETHER_STATE_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
     /// Join a fleet (router table, durable pushes and bus in Redis Cluster); `--fleet` alone
     /// means true.
     #[arg(long, env = "TETHER_STATE_FLEET", num_args = 0..=1, default_missing_value = "true")]

@@ -1,5 +1,6 @@
 //! The daemon's two HTTP listeners (axum, each on its own thread): the push API (`http`:
-//! `POST /v1/push`, `GET` and `DELETE /v1/sessions/{device_id}`, `GET /healthz`), where
+//! `POST /v1/push`, `GET` and `DELETE /v1/sessions/{device_id}`, the rooms' endpoints
+//! (`/v1/rooms/{room}`, `…/members`, `…/publish`, `/v1/broadcast`), `GET /healthz`), where
 //! every request but `/healthz` needs a bearer token with the endpoint's scope
 //! ([`crate::api_tokens`]); and the metrics listener (`metrics`: `GET /metrics`,
 //! `GET /healthz`), unauthenticated, so that scraping never reaches the push API.
@@ -29,7 +30,10 @@ use tokio::sync::oneshot;
 use crate::api_tokens::{AccessCell, Denied, Granted, Scope};
 use crate::config::MAX_TTL_S;
 use crate::metrics::Metrics;
-use crate::store::{EndedSession, PushRefused, PushStatus, SessionView};
+use crate::store::{
+    EndedSession, Membership, Published, PushRefused, PushStatus, RoomRefused, RoomView,
+    SessionView,
+};
 
 /// How long a handler waits for the event loop.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,13 +56,43 @@ pub(crate) enum Command {
         device: String,
         reply: oneshot::Sender<Option<EndedSession>>,
     },
+    Join {
+        device: String,
+        room: String,
+        reply: oneshot::Sender<RoomResult<Membership>>,
+    },
+    Leave {
+        device: String,
+        room: String,
+        reply: oneshot::Sender<RoomResult<Membership>>,
+    },
+    /// `room` `None`: the broadcast.
+    Publish {
+        room: Option<String>,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<RoomResult<Published>>,
+    },
+    RoomView {
+        room: String,
+        reply: oneshot::Sender<Option<RoomView>>,
+    },
 }
+
+pub(crate) type RoomResult<T> = Result<T, RoomRefused>;
 
 /// The loop's answer to a command, sent once this iteration's records are in the journal.
 pub(crate) enum Answer {
     Push(oneshot::Sender<PushResult>, PushResult),
     View(oneshot::Sender<Option<SessionView>>, Option<SessionView>),
     End(oneshot::Sender<Option<EndedSession>>, Option<EndedSession>),
+    Membership(
+        oneshot::Sender<RoomResult<Membership>>,
+        RoomResult<Membership>,
+    ),
+    Published(
+        oneshot::Sender<RoomResult<Published>>,
+        RoomResult<Published>,
+    ),
 }
 
 impl Answer {
@@ -67,6 +101,8 @@ impl Answer {
             Answer::Push(reply, result) => reply.send(result).map_err(drop),
             Answer::View(reply, result) => reply.send(result).map_err(drop),
             Answer::End(reply, result) => reply.send(result).map_err(drop),
+            Answer::Membership(reply, result) => reply.send(result).map_err(drop),
+            Answer::Published(reply, result) => reply.send(result).map_err(drop),
         };
     }
 }
@@ -163,6 +199,13 @@ fn push_api_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/push", post(push))
         .route("/v1/sessions/{device_id}", get(session).delete(end_session))
+        .route("/v1/rooms/{room}", get(room_view))
+        .route(
+            "/v1/rooms/{room}/members",
+            post(join_room).delete(leave_room),
+        )
+        .route("/v1/rooms/{room}/publish", post(publish_room))
+        .route("/v1/broadcast", post(broadcast))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
@@ -374,6 +417,187 @@ async fn session_command<T: serde::Serialize>(
     match tokio::time::timeout(LOOP_TIMEOUT, answer).await {
         Ok(Ok(Some(view))) => Json(view).into_response(),
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no session for this device"),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon did not answer in time",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberRequest {
+    device_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    payload: String,
+}
+
+/// `POST /v1/rooms/{room}/members`: the device's session joins the room.
+async fn join_room(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Body,
+) -> Response {
+    membership(&shared, &headers, body, |device, reply| Command::Join {
+        device,
+        room,
+        reply,
+    })
+    .await
+}
+
+/// `DELETE /v1/rooms/{room}/members`: the device's session leaves the room.
+async fn leave_room(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Body,
+) -> Response {
+    membership(&shared, &headers, body, |device, reply| Command::Leave {
+        device,
+        room,
+        reply,
+    })
+    .await
+}
+
+async fn membership(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    command: impl FnOnce(String, oneshot::Sender<RoomResult<Membership>>) -> Command,
+) -> Response {
+    if let Some(refused) = refusal(shared, headers, Scope::Rooms) {
+        return refused;
+    }
+    let request: MemberRequest = match json_body(body, 4096).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if request.device_id.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "device_id is empty");
+    }
+    let (reply, answer) = oneshot::channel();
+    if !shared.handle.send(command(request.device_id, reply)) {
+        return busy();
+    }
+    room_answer(answer).await
+}
+
+/// `POST /v1/rooms/{room}/publish`.
+async fn publish_room(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Body,
+) -> Response {
+    publish(&shared, &headers, body, Some(room)).await
+}
+
+/// `POST /v1/broadcast`: to every logged-in connection.
+async fn broadcast(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    publish(&shared, &headers, body, None).await
+}
+
+async fn publish(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    room: Option<String>,
+) -> Response {
+    if let Some(refused) = refusal(shared, headers, Scope::Push) {
+        return refused;
+    }
+    let request: PublishRequest = match json_body(body, body_limit(shared.max_payload)).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let payload = match STANDARD.decode(request.payload.as_bytes()) {
+        Ok(payload) => payload,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("payload is not base64: {e}"),
+            )
+        }
+    };
+    if payload.len() > shared.max_payload {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("payload over max_payload ({} bytes)", shared.max_payload),
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    if !shared.handle.send(Command::Publish {
+        room,
+        payload,
+        reply,
+    }) {
+        return busy();
+    }
+    room_answer(answer).await
+}
+
+/// `GET /v1/rooms/{room}`.
+async fn room_view(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Response {
+    if let Some(refused) = refusal(&shared, &headers, Scope::SessionsRead) {
+        return refused;
+    }
+    let (reply, answer) = oneshot::channel();
+    if !shared.handle.send(Command::RoomView { room, reply }) {
+        return busy();
+    }
+    match tokio::time::timeout(LOOP_TIMEOUT, answer).await {
+        Ok(Ok(Some(view))) => Json(view).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such room"),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon did not answer in time",
+        ),
+    }
+}
+
+/// A JSON request body of at most `limit` bytes, or the 400/413 answer.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, Response> {
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body over {limit} bytes"),
+        ));
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")))
+}
+
+/// The loop's answer to a room command: 200 with it as JSON, or the refusal's status.
+async fn room_answer<T: serde::Serialize>(answer: oneshot::Receiver<RoomResult<T>>) -> Response {
+    match tokio::time::timeout(LOOP_TIMEOUT, answer).await {
+        Ok(Ok(Ok(done))) => Json(done).into_response(),
+        Ok(Ok(Err(refused))) => {
+            let status = match refused {
+                RoomRefused::NoSession => StatusCode::NOT_FOUND,
+                RoomRefused::BadName => StatusCode::BAD_REQUEST,
+                RoomRefused::NotGranted => StatusCode::FORBIDDEN,
+                RoomRefused::SessionFull { .. } | RoomRefused::DaemonFull { .. } => {
+                    StatusCode::CONFLICT
+                }
+            };
+            error(status, &refused.reason())
+        }
         Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,

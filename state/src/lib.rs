@@ -22,6 +22,7 @@ mod link;
 pub mod metrics;
 mod peers;
 pub mod record;
+mod room;
 mod server;
 mod session;
 mod socket;

@@ -77,6 +77,23 @@ tether_daemon::metric_set! {
             => "pushes_expired_total",
                "Pushes dropped unacknowledged: TTL passed or session removed.";
 
+        pub rooms: Gauge
+            => "rooms", "Rooms held (with a member, an open window or history).";
+        pub room_joins: Counter
+            => "room_joins_total", "Sessions that joined a room, by who asked." [by = "client"];
+        pub room_joins_api: Counter => [by = "api"];
+        pub room_leaves: Counter
+            => "room_leaves_total", "Sessions that left a room (sessions removed included).";
+        pub room_refused: Counter
+            => "room_joins_refused_total",
+               "JOINs refused: the token does not name the room, or a room limit was reached.";
+        pub room_publishes: Counter
+            => "room_messages_total", "Messages published to rooms, by how." [to = "room"];
+        pub room_broadcasts: Counter => [to = "broadcast"];
+        pub room_windows: Counter
+            => "room_windows_total", "ROOM_MESSAGE frames sent to gateway links (one per window per link).";
+        pub room_replayed: Counter
+            => "room_replayed_total", "Messages sent again from a room's history (JOIN after).";
         pub link_errors: Counter
             => "link_errors_total", "Gateway links closed for bad input.";
         pub peers_refused: Counter

@@ -15,6 +15,9 @@
 //! 6 REMOVE    session u64                                       resume window over
 //! 7 PUSH      session u64, msg u64, expires_unix_ms u64, payload
 //! 8 ACK       session u64, msg u64                              acknowledged or expired
+//! 9 JOIN      session u64, room                                 joined a room
+//! 10 LEAVE    session u64, room                                 left a room
+//! 11 GRANTS   session u64, rooms (one entry per line)           the token's `rooms` claim
 //! ```
 //!
 //! A record is exactly its fields: one of fixed size with bytes after it does not parse.
@@ -95,6 +98,18 @@ pub enum Record<'a> {
         session: u64,
         msg: u64,
     },
+    Join {
+        session: u64,
+        room: &'a str,
+    },
+    Leave {
+        session: u64,
+        room: &'a str,
+    },
+    Grants {
+        session: u64,
+        lines: &'a str,
+    },
 }
 
 impl Record<'_> {
@@ -109,6 +124,9 @@ impl Record<'_> {
             Record::Remove { .. } => 6,
             Record::Push { .. } => 7,
             Record::Ack { .. } => 8,
+            Record::Join { .. } => 9,
+            Record::Leave { .. } => 10,
+            Record::Grants { .. } => 11,
         }
     }
 
@@ -178,6 +196,14 @@ impl Record<'_> {
                 put(out, session);
                 put(out, msg);
             }
+            Record::Join { session, room } | Record::Leave { session, room } => {
+                put(out, session);
+                out.extend_from_slice(room.as_bytes());
+            }
+            Record::Grants { session, lines } => {
+                put(out, session);
+                out.extend_from_slice(lines.as_bytes());
+            }
         }
     }
 
@@ -222,6 +248,18 @@ impl Record<'_> {
             8 => Record::Ack {
                 session: r.u64()?,
                 msg: r.u64()?,
+            },
+            9 => Record::Join {
+                session: r.u64()?,
+                room: r.text()?,
+            },
+            10 => Record::Leave {
+                session: r.u64()?,
+                room: r.text()?,
+            },
+            11 => Record::Grants {
+                session: r.u64()?,
+                lines: r.text()?,
             },
             other => return Err(RecordError::UnknownTag(other)),
         };
@@ -331,6 +369,18 @@ mod tests {
                 session: 7,
                 msg: 44,
             },
+            Record::Join {
+                session: 7,
+                room: "lobby",
+            },
+            Record::Leave {
+                session: 7,
+                room: "chat/ü",
+            },
+            Record::Grants {
+                session: 7,
+                lines: "lobby\nchat/*",
+            },
         ]
     }
 
@@ -369,7 +419,12 @@ mod tests {
             let decoded = Record::decode(&bytes);
             match record {
                 // The name or payload takes the byte.
-                Record::Gateway { .. } | Record::Login { .. } | Record::Push { .. } => {
+                Record::Gateway { .. }
+                | Record::Login { .. }
+                | Record::Push { .. }
+                | Record::Join { .. }
+                | Record::Leave { .. }
+                | Record::Grants { .. } => {
                     assert!(decoded.is_ok(), "{record:?}: {decoded:?}")
                 }
                 _ => assert_eq!(
@@ -389,7 +444,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic_and_what_decodes_round_trips(
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
-            tag in 0u8..10,
+            tag in 0u8..13,
         ) {
             let mut bytes = bytes;
             if let Some(first) = bytes.first_mut() {

@@ -504,6 +504,37 @@ impl Server {
                         None => self.answers.push(Answer::End(reply, None)),
                     },
                 },
+                // Rooms are this host's own, in a fleet too (doc/fleet.md, "Limits").
+                Command::Join {
+                    device,
+                    room,
+                    reply,
+                } => {
+                    let result = self.store.join_device(&device, &room, now);
+                    self.answers.push(Answer::Membership(reply, result));
+                }
+                Command::Leave {
+                    device,
+                    room,
+                    reply,
+                } => {
+                    let result = self.store.leave_device(&device, &room);
+                    self.answers.push(Answer::Membership(reply, result));
+                }
+                Command::Publish {
+                    room,
+                    payload,
+                    reply,
+                } => {
+                    let result = match room {
+                        Some(room) => self.store.publish_room(&room, &payload, now),
+                        None => Ok(self.store.broadcast(&payload, now)),
+                    };
+                    self.answers.push(Answer::Published(reply, result));
+                }
+                Command::RoomView { room, reply } => {
+                    let _ = reply.send(self.store.room_view(&room));
+                }
             }
         }
     }

@@ -8,6 +8,9 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
+use crate::token::RoomGrants;
 use crate::wheel::TimerId;
 
 /// Where a session is.
@@ -38,9 +41,53 @@ pub(crate) struct Session {
     /// The heartbeat deadline while online, the resume expiry while detached.
     pub timer: Option<TimerId>,
     pub pushes: Option<Box<Pushes>>,
+    /// Its rooms and what its token lets it join; `None` (8 bytes) for most sessions.
+    pub rooms: Option<Box<SessionRooms>>,
+}
+
+/// A session's rooms and its `rooms` claim.
+#[derive(Debug, Default)]
+pub(crate) struct SessionRooms {
+    /// Indexes into the store's rooms.
+    pub list: Vec<u32>,
+    /// The rooms its token lets it join by itself.
+    pub grants: Option<Arc<RoomGrants>>,
+}
+
+impl SessionRooms {
+    /// `None` when there is nothing to keep.
+    pub(crate) fn boxed(list: Vec<u32>, grants: Option<Arc<RoomGrants>>) -> Option<Box<Self>> {
+        (!list.is_empty() || grants.is_some()).then(|| Box::new(SessionRooms { list, grants }))
+    }
 }
 
 impl Session {
+    /// The rooms it is in.
+    pub(crate) fn room_list(&self) -> &[u32] {
+        self.rooms.as_ref().map_or(&[], |r| &r.list)
+    }
+
+    /// What its token lets it join by itself.
+    pub(crate) fn grants(&self) -> Option<&RoomGrants> {
+        self.rooms.as_ref().and_then(|r| r.grants.as_deref())
+    }
+
+    /// Its rooms, to change them.
+    pub(crate) fn rooms_mut(&mut self) -> &mut SessionRooms {
+        self.rooms.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the rooms' box once it holds nothing.
+    pub(crate) fn tidy_rooms(&mut self) {
+        if self
+            .rooms
+            .as_ref()
+            .is_some_and(|r| r.list.is_empty() && r.grants.is_none())
+        {
+            self.rooms = None;
+        }
+    }
+
     pub(crate) fn is_online(&self) -> bool {
         self.presence == Presence::Online
     }
@@ -153,6 +200,7 @@ mod tests {
             last_heartbeat_ms: 0,
             timer: None,
             pushes: None,
+            rooms: None,
         };
         let token = session.resume_token();
         assert_eq!(token, format!("0000000000000abc.{}", "1f".repeat(16)));

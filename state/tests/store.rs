@@ -2,7 +2,8 @@
 //! deadlines, resume windows, pushes with acknowledgement and retransmit backoff, duplicate
 //! logins, gateway re-announcement, rebuilding the same state from its journal records and
 //! from a snapshot, and refusing what a journal the daemon did not write can hold (unknown
-//! gateways, ids at the end of u64) without a panic.
+//! gateways, ids at the end of u64) without a panic; rooms: who may join, where a window
+//! goes, membership following a session and surviving the journal.
 
 use std::sync::Arc;
 
@@ -112,7 +113,7 @@ impl Rig {
             while let Some((frame, used)) = decoder.decode(&bytes[at..]).unwrap() {
                 at += used;
                 let (route, code, body) = match frame.kind {
-                    Kind::LoginFail | Kind::Kick => {
+                    Kind::LoginFail | Kind::Kick | Kind::RoomFail => {
                         let e = NodeErrorBody::parse(frame.body).unwrap();
                         (e.route, Some(e.code), e.reason.as_bytes().to_vec())
                     }
@@ -1067,4 +1068,189 @@ fn pending_push_bytes_are_capped_for_the_whole_daemon() {
     // An ACK frees its bytes.
     rig.routed(gw, Kind::StateAck, first.unwrap(), 1, b"");
     rig.store.push("b", b"12345678", None, rig.now()).unwrap();
+}
+
+fn login_with_rooms(
+    rig: &mut Rig,
+    gw: u16,
+    route: u64,
+    device: &str,
+    rooms: serde_json::Value,
+) -> serde_json::Value {
+    let claims = serde_json::json!({"sub": device, "exp": T0_UNIX / 1000 + 3600, "rooms": rooms});
+    let token = token::sign_claims(SECRET, &claims);
+    let got = rig.routed(gw, Kind::StateLogin, 5, route, token.as_bytes());
+    let ok = got
+        .iter()
+        .find(|g| g.kind == Kind::StateLoginOk)
+        .unwrap_or_else(|| panic!("no LOGIN_OK in {got:?}"));
+    serde_json::from_slice(&ok.body).unwrap()
+}
+
+fn join(rig: &mut Rig, gw: u16, route: u64, room: &str, after: u64) -> Vec<Got> {
+    let mut body = Vec::new();
+    tether_proto::room::Join { after, room }.write(&mut body);
+    rig.routed(gw, Kind::StateJoin, 9, route, &body)
+}
+
+fn room_names(body: &[u8]) -> Vec<String> {
+    tether_proto::room::names(body)
+        .map(|n| n.unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_client_joins_only_what_its_token_grants_and_each_join_tells_its_gateway() {
+    let mut rig = Rig::new(rules(|c| c.max_rooms_per_session = 2));
+    let gw = rig.hello("gw-a");
+    login_with_rooms(&mut rig, gw, 1, "a", serde_json::json!(["lobby", "chat/*"]));
+    rig.login(gw, 2, "b"); // no claim: may join nothing itself
+
+    let got = join(&mut rig, gw, 1, "lobby", 0);
+    let kinds: Vec<Kind> = got.iter().map(|g| g.kind).collect();
+    assert_eq!(kinds, [Kind::Membership, Kind::StateRoomOk], "{got:?}");
+    assert_eq!(room_names(&got[0].body), ["lobby"]);
+    let ok: serde_json::Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(
+        (ok["room"].as_str(), ok["member"].as_bool()),
+        (Some("lobby"), Some(true))
+    );
+
+    // Again: no new membership, still ROOM_OK.
+    let got = join(&mut rig, gw, 1, "lobby", 0);
+    assert_eq!(
+        got.iter().map(|g| g.kind).collect::<Vec<_>>(),
+        [Kind::StateRoomOk]
+    );
+    // Not granted, and past max_rooms_per_session: FORBIDDEN.
+    for (route, room) in [(2, "lobby"), (1, "elsewhere")] {
+        let got = join(&mut rig, gw, route, room, 0);
+        assert_eq!(
+            (got[0].kind, got[0].code),
+            (Kind::RoomFail, Some(16)),
+            "{got:?}"
+        );
+    }
+    join(&mut rig, gw, 1, "chat/1", 0);
+    let got = join(&mut rig, gw, 1, "chat/2", 0);
+    assert_eq!(got[0].kind, Kind::RoomFail, "max 2 rooms: {got:?}");
+    // The application's join needs no grant.
+    let now = rig.now();
+    assert!(rig.store.join_device("b", "lobby", now).unwrap().member);
+    let got = rig.output();
+    assert_eq!((got[0].kind, got[0].route), (Kind::Membership, 2));
+    let view = rig.store.room_view("lobby").unwrap();
+    assert_eq!((view.members, view.online, view.links), (2, 2, 1));
+}
+
+#[test]
+fn a_window_goes_once_to_each_link_with_members_and_follows_a_resume() {
+    let mut rig = Rig::new(rules(|c| c.room_merge_ms = 100));
+    let gw_a = rig.hello("gw-a");
+    let gw_b = rig.hello("gw-b");
+    let token = login_with_rooms(&mut rig, gw_a, 1, "a", serde_json::json!(["*"]))["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    login_with_rooms(&mut rig, gw_a, 2, "b", serde_json::json!(["*"]));
+    rig.login(gw_b, 1, "c");
+    join(&mut rig, gw_a, 1, "r", 0);
+    join(&mut rig, gw_a, 2, "r", 0);
+
+    let now = rig.now();
+    let first = rig.store.publish_room("r", b"1", now).unwrap();
+    assert_eq!(first.links, 1);
+    rig.store.publish_room("r", b"2", now).unwrap();
+    assert!(rig.output().is_empty(), "nothing before the window closes");
+    let got = rig.wait(100);
+    assert_eq!(got.len(), 1, "one frame for the one link: {got:?}");
+    let g = &got[0];
+    assert_eq!(
+        (g.gw, g.kind, g.route, g.id),
+        (gw_a, Kind::RoomMessage, 0, first.seq + 1)
+    );
+    let batch = tether_proto::room::Batch::parse(&g.body).unwrap();
+    assert_eq!(
+        batch
+            .entries()
+            .map(|e| e.payload.to_vec())
+            .collect::<Vec<_>>(),
+        [b"1", b"2"]
+    );
+
+    // a resumes on gw-b: its membership goes there, and so does the next window.
+    rig.routed(gw_a, Kind::Closed, 0, 1, b"");
+    let got = rig.routed(gw_b, Kind::StateResume, 3, 7, token.as_bytes());
+    let membership = got
+        .iter()
+        .find(|g| g.kind == Kind::Membership)
+        .expect("MEMBERSHIP");
+    assert_eq!((membership.gw, membership.route), (gw_b, 7));
+    assert_eq!(room_names(&membership.body), ["r"]);
+    let now = rig.now();
+    assert_eq!(rig.store.publish_room("r", b"3", now).unwrap().links, 2);
+    let got = rig.wait(100);
+    let mut gws: Vec<u16> = got.iter().map(|g| g.gw).collect();
+    gws.sort();
+    assert_eq!(gws, [gw_a, gw_b]);
+
+    // A JOIN with `after` replays what history holds after it, to that route only.
+    let got = join(&mut rig, gw_b, 7, "r", first.seq);
+    let replay = got
+        .iter()
+        .find(|g| g.kind == Kind::RoomMessage)
+        .expect("a replay");
+    assert_eq!(replay.route, 7);
+    let batch = tether_proto::room::Batch::parse(&replay.body).unwrap();
+    assert_eq!(batch.flags, tether_proto::room::REPLAY);
+    assert_eq!(batch.entries().count(), 2);
+
+    // The broadcast merges like a room and goes to every linked gateway.
+    let now = rig.now();
+    assert_eq!(rig.store.broadcast(b"all", now).links, 2);
+    assert_eq!(rig.wait(100).len(), 2);
+}
+
+#[test]
+fn rooms_and_grants_survive_the_journal_and_a_new_login_takes_them_over() {
+    let mut rig = Rig::new(rules(|_| {}));
+    let gw = rig.hello("gw-a");
+    login_with_rooms(&mut rig, gw, 1, "a", serde_json::json!(["x*"]));
+    join(&mut rig, gw, 1, "x1", 0);
+    join(&mut rig, gw, 1, "x2", 0);
+    rig.routed(gw, Kind::StateLeave, 4, 1, b"x2");
+    let now = rig.now();
+    rig.store.join_device("a", "y", now).unwrap();
+    rig.output();
+
+    let check = |store: &Store| {
+        for (room, members) in [("x1", 1), ("y", 1)] {
+            assert_eq!(
+                store.room_view(room).map(|v| v.members),
+                Some(members),
+                "{room}"
+            );
+        }
+        assert!(store.room_view("x2").is_none());
+    };
+    check(&rig.store);
+    let replayed = Rig::replayed(rules(|_| {}), &rig.journal);
+    check(&replayed.store);
+    let snapshot = snapshot_of(&rig.store, rig.now());
+    let mut restored = Rig::replayed(rules(|_| {}), &snapshot);
+    check(&restored.store);
+    // The grants came back too: the restored session may still join x3 itself.
+    restored.hello("gw-a");
+    let mut ann = Vec::new();
+    encode::routes(&mut ann, Kind::Announce, &[1]);
+    let got = restored.frame(0, Kind::Announce, 0, &ann[14..]);
+    assert!(got.iter().any(|g| g.kind == Kind::Membership), "{got:?}");
+    let got = join(&mut restored, 0, 1, "x3", 0);
+    assert!(got.iter().any(|g| g.kind == Kind::StateRoomOk), "{got:?}");
+
+    // A second login of the device takes the rooms over (as it takes the pushes).
+    let got_ok = login_with_rooms(&mut rig, gw, 2, "a", serde_json::json!([]));
+    assert!(got_ok["session"].is_string());
+    let view = rig.store.room_view("x1").unwrap();
+    assert_eq!((view.members, view.online), (1, 1));
 }

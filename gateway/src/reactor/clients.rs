@@ -209,7 +209,7 @@ impl Reactor {
                 self.reply(slot, Kind::LoginOk, frame.id, body.as_bytes());
             }
             Kind::Ack => {}
-            Kind::Resume => self.client_error(
+            Kind::Resume | Kind::Join | Kind::Leave => self.client_error(
                 slot,
                 frame.id,
                 ErrorCode::Unavailable,
@@ -224,7 +224,7 @@ impl Reactor {
 
     /// Appends a frame to the client's output.
     pub(super) fn reply(&mut self, slot: usize, kind: Kind, id: u64, body: &[u8]) {
-        if let Some(out) = self.client_out(slot) {
+        if let Some(out) = self.client_output(slot) {
             encode::frame(out, kind, id, body);
             self.metrics.frames_out.inc();
             self.mark_client(slot);
@@ -233,7 +233,7 @@ impl Reactor {
 
     /// Sends ERROR; for codes that close, reads nothing more and closes once written.
     pub(super) fn client_error(&mut self, slot: usize, id: u64, code: ErrorCode, reason: &str) {
-        let Some(out) = self.client_out(slot) else {
+        let Some(out) = self.client_output(slot) else {
             return;
         };
         encode::error(out, id, code, reason);
@@ -264,7 +264,7 @@ impl Reactor {
         self.mark_client(slot);
     }
 
-    fn client_out(&mut self, slot: usize) -> Option<&mut Vec<u8>> {
+    pub(super) fn client_output(&mut self, slot: usize) -> Option<&mut Vec<u8>> {
         let client = self.clients.get_mut(slot)?;
         if client.io.is_none() {
             client.io = Some(self.io_pool.take());
@@ -382,6 +382,7 @@ impl Reactor {
         if let Some(mut client) = self.clients.try_remove(slot) {
             if client.login == Login::In {
                 self.send_closed(slot, client.generation, reason);
+                self.room_members.remove_client(slot as u32);
             }
             let _ = self.poll.registry().deregister(&mut client.stream);
             if let Some(io) = client.io.take() {

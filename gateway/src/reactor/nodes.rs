@@ -200,6 +200,7 @@ impl Reactor {
                 }
                 Err(_) => self.metrics.drop_backend(BackendDrop::Malformed),
             },
+            Kind::NodePublish => self.node_publish(frame.body),
             Kind::NodePong => {
                 let transition = self.backends[node].health.on_pong(frame.id, &self.policy);
                 self.on_transition(node, transition);

@@ -41,8 +41,12 @@ impl Reactor {
                 }
                 true
             }
+            Kind::Join | Kind::Leave if login == Login::In => {
+                self.relay_room(slot, frame);
+                true
+            }
             _ if login == Login::In => false,
-            Kind::Data | Kind::Ping | Kind::Ack => {
+            Kind::Data | Kind::Ping | Kind::Ack | Kind::Join | Kind::Leave => {
                 self.client_error(slot, frame.id, ErrorCode::NotLoggedIn, "log in first");
                 true
             }
@@ -95,9 +99,11 @@ impl Reactor {
         };
         link.routed(kind, frame.id, route, frame.body);
         if let Some(client) = self.clients.get_mut(slot) {
-            // A second LOGIN on a logged-in connection replaces its session at the daemon.
+            // A second LOGIN on a logged-in connection replaces its session at the daemon
+            // (whose rooms come again with its MEMBERSHIP).
             client.login = Login::Pending;
         }
+        self.room_members.remove_client(slot as u32);
     }
 
     pub(super) fn route_of(&self, slot: usize) -> u64 {
@@ -200,6 +206,8 @@ impl Reactor {
                     tracing::info!(reactor = self.index, link = %link.name, heartbeat_s, "state link up");
                 }
                 self.metrics.state_link_up.add(1);
+                // The daemon sends MEMBERSHIP again for every announced connection in a room.
+                self.room_members.clear();
                 self.announce();
             }
             StateEvent::LoginOk { id, route, body } => match self.answered_login(route) {
@@ -274,6 +282,15 @@ impl Reactor {
                     }
                 }
             }
+            StateEvent::RoomOk { id, route, body } => self.room_answer(id, route, Ok(body)),
+            StateEvent::RoomFail {
+                id,
+                route,
+                code,
+                reason,
+            } => self.room_answer(id, route, Err((code, reason))),
+            StateEvent::Membership { route, names } => self.set_membership(route, names),
+            StateEvent::RoomMessage { id, route, body } => self.deliver_room(id, route, body),
             StateEvent::Refused { code, reason } => {
                 // A refused HELLO (5: a live link holds this gateway id, or this process may
                 // not use the socket) is the operator's to fix: warn at every retry.

@@ -37,8 +37,9 @@ use crate::http::{Answer, PushResult};
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::store::{
-    EndedSession, LocalSession, Now, PushStatus, Reserved, SessionView, Store, IDS_PER_MS,
+    EndedSession, LocalSession, Now, PushStatus, Reserved, SessionView, Store, Verified, IDS_PER_MS,
 };
+use crate::token::RoomGrants;
 
 pub use bus::BusMessage;
 pub use engine::{Engine, EngineError, Op, Outcome, Owner, StoredPush};
@@ -56,6 +57,8 @@ pub(crate) enum Context {
         id: u64,
         route: u64,
         reserved: Reserved,
+        /// The token's `rooms` claim, for the session once it opens.
+        rooms: Option<Arc<RoomGrants>>,
     },
     Resume {
         gw: u16,
@@ -193,7 +196,7 @@ impl Fleet {
         token: &[u8],
         now: Now,
     ) {
-        let Some(device) = store.verify_login(gw, id, route, token, now) else {
+        let Some(Verified { device, rooms }) = store.verify_login(gw, id, route, token, now) else {
             return;
         };
         let Some(reserved) = store.reserve_login(gw, id, route) else {
@@ -214,6 +217,7 @@ impl Fleet {
                 id,
                 route,
                 reserved,
+                rooms,
             },
         );
     }
@@ -334,7 +338,13 @@ impl Fleet {
                         self.batch.add(Op::Ack { device, msg }, Context::Quiet);
                     }
                 }
-                Record::Push { .. } | Record::Counters { .. } | Record::Gateway { .. } => {}
+                // Rooms are this host's alone for now (doc/fleet.md, "Limits").
+                Record::Push { .. }
+                | Record::Counters { .. }
+                | Record::Gateway { .. }
+                | Record::Join { .. }
+                | Record::Leave { .. }
+                | Record::Grants { .. } => {}
             }
         }
     }
@@ -449,6 +459,7 @@ impl Fleet {
                     id,
                     route,
                     reserved,
+                    rooms,
                 },
                 Op::Login { device, .. },
             ) => {
@@ -459,7 +470,11 @@ impl Fleet {
                             let device = device.clone();
                             self.batch.add(Op::Ack { device, msg }, Context::Quiet);
                         }
-                        if store.login_claimed(gw, id, route, device.clone(), reserved, now) {
+                        let verified = Verified {
+                            device: device.clone(),
+                            rooms,
+                        };
+                        if store.login_claimed(gw, id, route, verified, reserved, now) {
                             self.claimed.insert(reserved.session);
                             store.carry_over(&device, &pushes, now);
                             store.carry_over(&device, &held, now);

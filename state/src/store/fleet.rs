@@ -5,7 +5,7 @@
 
 use tether_proto::ErrorCode;
 
-use super::{Now, PushStatus, Store};
+use super::{Now, PushStatus, Store, Verified};
 use crate::record::Record;
 use crate::session::{parse_resume_token, same_secret, Presence, Reserved};
 
@@ -29,11 +29,11 @@ impl Store {
         gw: u16,
         id: u64,
         route: u64,
-        device: String,
+        verified: Verified,
         reserved: Reserved,
         now: Now,
     ) -> bool {
-        self.login_verified(gw, id, route, device, Some(reserved), now)
+        self.login_verified(gw, id, route, verified, Some(reserved), now)
             .is_some()
     }
 
@@ -97,7 +97,7 @@ impl Store {
         now: Now,
     ) {
         if self
-            .open_session(gw, id, route, device.clone(), None, now)
+            .open_session(gw, id, route, device.clone(), None, None, now)
             .is_some()
         {
             self.metrics.resumes_ok.inc();

@@ -37,6 +37,7 @@ impl Store {
             self.online -= 1;
         }
         let s = self.sessions.remove(slot);
+        self.rooms_removed(s.room_list());
         if let Ok(entry) = self
             .by_device
             .find_entry(device_hash(&s.device), |&i| i as usize == slot)
@@ -79,9 +80,11 @@ impl Store {
                 let s = &sessions[i as usize];
                 route_hash(s.gateway, s.route)
             });
+        self.rooms_link_up(slot);
     }
 
     pub(super) fn unindex_route(&mut self, slot: usize) {
+        self.rooms_link_down(slot);
         let s = &self.sessions[slot];
         if let Ok(entry) = self
             .by_route

@@ -2,13 +2,25 @@
 //! re-announcements after a reconnect, closed connections and acknowledged pushes, and what
 //! each does to the sessions. A frame the link should not have sent is a [`LinkFault`].
 
+use std::sync::Arc;
+
 use tether_proto::{encode, routes, ErrorCode, Frame, Kind, Routed};
 
 use super::lifecycle::Cause;
 use super::{Now, Store};
 use crate::config::DuplicateLogin;
 use crate::record::Record;
-use crate::session::{parse_resume_token, same_secret, Presence, Reserved, Session};
+use crate::session::{parse_resume_token, same_secret, Presence, Reserved, Session, SessionRooms};
+use crate::token::RoomGrants;
+
+/// What a verified login token lets in.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its `sub`.
+    pub device: String,
+    /// Its `rooms` claim.
+    pub rooms: Option<Arc<RoomGrants>>,
+}
 
 /// A broken gateway link: the loop answers STATE_ERROR with this and closes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +103,23 @@ impl Store {
                 let body = routed()?;
                 self.undelivered(gw, body.route, now);
             }
+            Kind::StateJoin => {
+                let body = routed()?;
+                let join = tether_proto::room::Join::parse(body.payload)
+                    .map_err(|e| LinkFault::bad(id, e.to_string()))?;
+                self.client_join(gw, id, body.route, join, now);
+            }
+            Kind::StateLeave => {
+                let body = routed()?;
+                let room = tether_proto::room::leave(body.payload)
+                    .map_err(|e| LinkFault::bad(id, e.to_string()))?;
+                self.client_leave(gw, id, body.route, room);
+            }
+            Kind::StatePublish => {
+                let publish = tether_proto::room::Publish::parse(frame.body)
+                    .map_err(|e| LinkFault::bad(id, e.to_string()))?;
+                self.node_publish(publish.room, publish.payload, now);
+            }
             Kind::Hello => return Err(LinkFault::bad(id, "HELLO twice on one link")),
             other => {
                 return Err(LinkFault {
@@ -104,23 +133,25 @@ impl Store {
     }
 
     pub(super) fn login(&mut self, gw: u16, id: u64, route: u64, token: &[u8], now: Now) {
-        let Some(device) = self.verify_login(gw, id, route, token, now) else {
+        let Some(verified) = self.verify_login(gw, id, route, token, now) else {
             return;
         };
-        self.login_verified(gw, id, route, device, None, now);
+        self.login_verified(gw, id, route, verified, None, now);
     }
 
-    /// A login whose token named `device`: refused when the device is logged in and the rule
-    /// is `refuse`, else a new session (as `reserved` when given). The new session's slot.
+    /// A login whose token named `verified.device`: refused when the device is logged in and
+    /// the rule is `refuse`, else a new session (as `reserved` when given). The new session's
+    /// slot.
     pub(super) fn login_verified(
         &mut self,
         gw: u16,
         id: u64,
         route: u64,
-        device: String,
+        verified: Verified,
         reserved: Option<Reserved>,
         now: Now,
     ) -> Option<usize> {
+        let Verified { device, rooms } = verified;
         let existing = self.find_device(&device);
         if existing.is_some() && self.rules.duplicate_login == DuplicateLogin::Refuse {
             self.metrics.logins_auth_failed.inc();
@@ -133,7 +164,7 @@ impl Store {
             );
             return None;
         }
-        let slot = self.open_session(gw, id, route, device, reserved, now)?;
+        let slot = self.open_session(gw, id, route, device, rooms, reserved, now)?;
         self.metrics.logins_ok.inc();
         Some(slot)
     }
@@ -147,7 +178,7 @@ impl Store {
         Some(Reserved { session, secret })
     }
 
-    /// Checks a login token: its device, or `None` with LOGIN_FAIL queued.
+    /// Checks a login token: what it lets in, or `None` with LOGIN_FAIL queued.
     pub(crate) fn verify_login(
         &mut self,
         gw: u16,
@@ -155,13 +186,16 @@ impl Store {
         route: u64,
         token: &[u8],
         now: Now,
-    ) -> Option<String> {
+    ) -> Option<Verified> {
         let rules = &mut self.rules;
         let claims = rules
             .verifier
             .verify_with(&mut rules.token_cache, token, now.unix_ms / 1000);
         match claims {
-            Ok(claims) => Some(claims.sub),
+            Ok(claims) => Some(Verified {
+                device: claims.sub,
+                rooms: claims.rooms,
+            }),
             Err(e) => {
                 self.metrics.logins_auth_failed.inc();
                 self.fail(gw, id, route, ErrorCode::AuthFailed, &e.to_string());
@@ -174,12 +208,14 @@ impl Store {
     /// of the device is replaced (KICKED if online) and its pushes move over. `None` with
     /// LOGIN_FAIL queued when the daemon is full. The session's id and secret are `reserved`
     /// when given (the fleet wrote them to the router table first), else new ones.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_session(
         &mut self,
         gw: u16,
         id: u64,
         route: u64,
         device: String,
+        grants: Option<Arc<RoomGrants>>,
         reserved: Option<Reserved>,
         now: Now,
     ) -> Option<usize> {
@@ -195,10 +231,12 @@ impl Store {
             self.detach(old, now, Cause::Closed);
         }
         let mut pushes = None;
+        let mut rooms = Vec::new();
         let mut replaces = 0;
         if let Some(old) = existing {
             self.kick_if_online(old, "the device logged in again");
             replaces = self.sessions[old].id;
+            rooms = self.take_rooms(old);
             pushes = self.remove(old, false);
         }
         self.log(Record::Login {
@@ -210,6 +248,12 @@ impl Store {
             secret,
             device: &device,
         });
+        if let Some(grants) = &grants {
+            self.log(Record::Grants {
+                session,
+                lines: &grants.to_lines(),
+            });
+        }
         let slot = self.insert(Session {
             id: session,
             device: device.into_boxed_str(),
@@ -222,9 +266,11 @@ impl Store {
             last_heartbeat_ms: now.mono_ms,
             timer: None,
             pushes,
+            rooms: SessionRooms::boxed(rooms, grants),
         });
         self.arm_lifecycle(slot);
         self.answer_ok(slot, id);
+        self.resend_membership(slot);
         self.resend_all(slot, now);
         Some(slot)
     }
@@ -282,6 +328,7 @@ impl Store {
         self.metrics.resumes_ok.inc();
         self.arm_lifecycle(slot);
         self.answer_ok(slot, id);
+        self.resend_membership(slot);
         self.resend_all(slot, now);
     }
 
@@ -315,6 +362,7 @@ impl Store {
         s.last_heartbeat_ms = now.mono_ms;
         s.epoch = epoch;
         if announced {
+            self.resend_membership(slot);
             self.resend_all(slot, now);
         }
     }

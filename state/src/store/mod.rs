@@ -16,6 +16,7 @@
 //!   ACK) and what each does to the sessions;
 //! - `fleet.rs`: what the fleet engine decided (logins, takeovers, pushes from other hosts);
 //! - `push.rs`: what the HTTP API asks: queue a push, view or end a session;
+//! - `rooms.rs`: room membership, publishing, and the windows that leave on their deadline;
 //! - `lifecycle.rs`: a session going from online to detached to removed, on its timer;
 //! - `delivery.rs`: a session's push queue: sending, retransmitting, expiring;
 //! - `timers.rs`: the timing wheel, and which timer of which session fired;
@@ -40,6 +41,7 @@ mod output;
 mod push;
 mod records;
 mod replay;
+mod rooms;
 mod rules;
 mod snapshot;
 mod timers;
@@ -52,6 +54,7 @@ use rustc_hash::FxHashMap;
 use slab::Slab;
 
 use crate::metrics::Metrics;
+use crate::room::Room;
 use crate::session::Session;
 use crate::wheel::TimerWheel;
 
@@ -61,9 +64,10 @@ use records::RecordBuf;
 
 pub use crate::session::Reserved;
 pub use fleet::LocalSession;
-pub use links::LinkFault;
+pub use links::{LinkFault, Verified};
 pub use now::Now;
 pub use push::{EndedSession, PushRefused, PushStatus, SessionView, ENDED_BY_OPERATOR};
+pub use rooms::{Membership, Published, RoomRefused, RoomView};
 pub use rules::Rules;
 
 /// The timer wheel's resolution.
@@ -95,6 +99,17 @@ pub struct Store {
     pending: u64,
     /// Payload bytes of `pending`, bounded by `max_pending_bytes`.
     pending_bytes: u64,
+    rooms: Slab<Room>,
+    room_index: FxHashMap<Box<str>, u32>,
+    /// The broadcast to every session, numbered and merged as a room.
+    broadcast: Room,
+    /// Open windows by deadline (monotonic ms): (deadline, room, window id). `merge_ms` is
+    /// one for all rooms, so deadlines come in order.
+    windows: std::collections::VecDeque<(u64, u32, u64)>,
+    next_window: u64,
+    /// The links a window goes to (kept for its capacity).
+    room_links: Vec<u16>,
+    next_room_sweep_ms: u64,
 }
 
 /// Counts only: a store holds every session of the daemon.
@@ -131,6 +146,13 @@ impl Store {
             online: 0,
             pending: 0,
             pending_bytes: 0,
+            rooms: Slab::new(),
+            room_index: FxHashMap::default(),
+            broadcast: Room::new("", false, now.unix_ms),
+            windows: std::collections::VecDeque::new(),
+            next_window: 0,
+            room_links: Vec::new(),
+            next_room_sweep_ms: now.mono_ms,
         }
     }
 

@@ -54,7 +54,9 @@ impl Store {
                 }
                 self.next_session = self.next_session.max(next);
                 let mut pushes = None;
+                let mut rooms = Vec::new();
                 if let Some(old) = self.find_id(replaces).filter(|_| replaces != 0) {
+                    rooms = self.take_rooms(old);
                     pushes = self.remove(old, false);
                 }
                 if let Some(old) = self.find_device(device) {
@@ -75,6 +77,7 @@ impl Store {
                     last_heartbeat_ms: now.mono_ms,
                     timer: None,
                     pushes,
+                    rooms: crate::session::SessionRooms::boxed(rooms, None),
                 });
             }
             Record::Detach {
@@ -139,6 +142,26 @@ impl Store {
                     });
                     self.pending += 1;
                     self.pending_bytes += payload.len() as u64;
+                }
+            }
+            Record::Join { session, room } => {
+                if let Some(slot) = self.find_id(session) {
+                    // A room refused now (a lower limit since) is left out, not fatal.
+                    let _ = self.enter_room(slot, room, now, false);
+                }
+            }
+            Record::Leave { session, room } => {
+                if let Some(slot) = self.find_id(session) {
+                    self.exit_room(slot, room, false);
+                }
+            }
+            Record::Grants { session, lines } => {
+                if let Some(slot) = self.find_id(session) {
+                    let grants =
+                        crate::token::RoomGrants::from_lines(lines).map(std::sync::Arc::new);
+                    let s = &mut self.sessions[slot];
+                    s.rooms_mut().grants = grants;
+                    s.tidy_rooms();
                 }
             }
             Record::Ack { session, msg } => {

@@ -2,6 +2,7 @@
 //! the token verifier (keys and claim policy), timings, limits and the push retry schedule.
 
 use crate::config::{Config, DuplicateLogin};
+use crate::room::RoomPolicy;
 use crate::token::{KeySet, TokenCache, Verifier};
 use crate::wheel::backoff_ms;
 
@@ -22,6 +23,10 @@ pub struct Rules {
     pub retry_base_ms: u64,
     pub retry_cap_ms: u64,
     pub retry_max: u32,
+    pub(crate) rooms: RoomPolicy,
+    pub room_conflate: Vec<String>,
+    pub max_rooms_per_session: usize,
+    pub max_rooms: usize,
 }
 
 impl Rules {
@@ -41,11 +46,27 @@ impl Rules {
             retry_base_ms: config.push_retry_base_ms,
             retry_cap_ms: config.push_retry_cap_ms,
             retry_max: config.push_retry_max,
+            rooms: RoomPolicy {
+                merge_ms: config.room_merge_ms,
+                merge_max: config.room_merge_max,
+                history: config.room_history,
+                history_ms: config.room_history_s.saturating_mul(1000),
+            },
+            room_conflate: config.room_conflate.clone(),
+            max_rooms_per_session: config.max_rooms_per_session,
+            max_rooms: config.max_rooms,
         }
     }
 
     pub(super) fn heartbeat_deadline_ms(&self) -> u64 {
         3 * self.heartbeat_s * 1000
+    }
+
+    /// Whether `room` keeps only the latest message of each window.
+    pub(super) fn conflates(&self, room: &str) -> bool {
+        self.room_conflate
+            .iter()
+            .any(|p| room.starts_with(p.as_str()))
     }
 
     pub(super) fn resume_window_ms(&self) -> u64 {

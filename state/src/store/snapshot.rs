@@ -39,6 +39,22 @@ impl Store {
                     at_unix_ms: now.unix_of(since_ms),
                 });
             }
+            if let Some(grants) = s.grants() {
+                emit(&Record::Grants {
+                    session: s.id,
+                    lines: &grants.to_lines(),
+                });
+            }
+            for room in s
+                .room_list()
+                .iter()
+                .filter_map(|&i| self.rooms.get(i as usize))
+            {
+                emit(&Record::Join {
+                    session: s.id,
+                    room: &room.name,
+                });
+            }
             for p in s.pushes.iter().flat_map(|p| p.queue.iter()) {
                 emit(&Record::Push {
                     session: s.id,

@@ -28,10 +28,14 @@ impl Store {
             }
         }
         self.fired = fired;
+        self.flush_rooms(now);
     }
 
     /// When the loop must wake next for a timer.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.wheel.next_deadline()
+        match (self.wheel.next_deadline(), self.next_window_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

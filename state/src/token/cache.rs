@@ -37,6 +37,7 @@ struct Entry {
     digest: [u8; 32],
     sub: Box<str>,
     exp: u64,
+    rooms: Option<std::sync::Arc<super::RoomGrants>>,
 }
 
 /// The SHA-256 of a whole token, the cache's key.
@@ -92,6 +93,7 @@ impl TokenCache {
         Some(Claims {
             sub: entry.sub.to_string(),
             exp: entry.exp,
+            rooms: entry.rooms.clone(),
         })
     }
 
@@ -112,6 +114,7 @@ impl TokenCache {
                 digest,
                 sub: claims.sub.as_str().into(),
                 exp: claims.exp,
+                rooms: claims.rooms.clone(),
             });
         }
     }
@@ -125,6 +128,7 @@ mod tests {
         Claims {
             sub: sub.into(),
             exp,
+            rooms: None,
         }
     }
 
@@ -142,9 +146,9 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_56_bytes_plus_the_device_id() {
+    fn a_slot_is_64_bytes_plus_the_device_id() {
         // doc/operations.md states it (jwt_cache_entries).
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 56);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 64);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   one of its values must be one of them; with none configured a token that names an
 //!   audience is refused (RFC 7519 §4.1.3: a recipient that does not identify itself with
 //!   the audience must reject the token).
+//! - `rooms`: optional; an array of room names or prefixes (see [`RoomGrants`]).
 //! - `iss`: with issuers configured it is required and must be one of them (exact string
 //!   match); with none configured it is not looked at.
 //!
@@ -22,7 +23,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Claims, TokenError, MAX_SUB_LEN};
+use super::{Claims, RoomGrants, TokenError, MAX_SUB_LEN};
 
 /// What a valid token's claims must satisfy, from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -45,6 +46,7 @@ struct Raw {
     iat: Option<Value>,
     aud: Option<Value>,
     iss: Option<Value>,
+    rooms: Option<Value>,
 }
 
 impl Policy {
@@ -89,7 +91,11 @@ impl Policy {
                 _ => return Err(TokenError::WrongIssuer),
             }
         }
-        Ok(Claims { sub, exp })
+        let rooms = match raw.rooms.as_ref() {
+            None => None,
+            Some(v) => Some(RoomGrants::from_claim(v).ok_or(TokenError::BadRooms)?),
+        };
+        Ok(Claims { sub, exp, rooms })
     }
 
     fn check_audience(&self, aud: Option<&Value>) -> Result<(), TokenError> {
@@ -138,6 +144,7 @@ mod tests {
         Ok(Claims {
             sub: sub.into(),
             exp,
+            rooms: None,
         })
     }
 

@@ -22,6 +22,7 @@ mod cache;
 mod claims;
 mod header;
 mod keys;
+mod rooms;
 mod signer;
 mod verify;
 
@@ -31,6 +32,7 @@ pub use alg::Alg;
 pub use cache::TokenCache;
 pub use claims::Policy;
 pub use keys::{KeySet, KeysError, MAX_JWKS_BYTES, MAX_KEYS, MIN_OCT_BYTES};
+pub use rooms::{RoomGrants, MAX_GRANTS};
 pub use signer::{generate_es256_pem, SignError, Signer};
 pub use verify::Verifier;
 
@@ -46,6 +48,8 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// The `rooms` claim: which rooms the session may JOIN by itself.
+    pub rooms: Option<std::sync::Arc<RoomGrants>>,
 }
 
 /// Why a token was refused. The text goes to logs and LOGIN_FAIL reasons; it never holds
@@ -68,6 +72,8 @@ pub enum TokenError {
     BadSignature,
     #[error("token claims are not a JSON object")]
     BadClaims,
+    #[error("token's rooms claim is not an array of at most {MAX_GRANTS} room names or prefixes ending in *")]
+    BadRooms,
     #[error("token has no sub, or sub is empty, not a string or longer than {MAX_SUB_LEN} bytes")]
     BadSubject,
     #[error("token has no numeric exp")]

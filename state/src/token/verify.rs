@@ -116,6 +116,7 @@ mod tests {
         Ok(Claims {
             sub: sub.into(),
             exp,
+            rooms: None,
         })
     }
 

@@ -1,0 +1,164 @@
+//! The reactor's side of rooms: a client's JOIN and LEAVE go to the state daemon and its
+//! answers come back; MEMBERSHIP says which connections are in which room
+//! ([`RoomMembers`](crate::room_members::RoomMembers)); a window (ROOM_MESSAGE) is encoded
+//! once as a ROOM frame and appended to each member's output, skipped by a member too far
+//! behind (`room_skip_bytes`); a node's NODE_PUBLISH goes on to the daemon.
+
+use tether_proto::{encode, ErrorCode, Frame, Kind};
+
+use super::Reactor;
+use crate::client::Login;
+use crate::metrics::RoomEvent;
+use crate::route::Route;
+
+impl Reactor {
+    /// A logged-in client's JOIN or LEAVE: to the daemon with the connection's route, or
+    /// UNAVAILABLE while the link is down. A body that is not a JOIN or LEAVE is BAD_FRAME.
+    pub(super) fn relay_room(&mut self, slot: usize, frame: &Frame<'_>) {
+        let valid = match frame.kind {
+            Kind::Join => tether_proto::room::Join::parse(frame.body).is_ok(),
+            _ => tether_proto::room::leave(frame.body).is_ok(),
+        };
+        if !valid {
+            return self.client_error(
+                slot,
+                frame.id,
+                ErrorCode::BadFrame,
+                "a JOIN is u64 after + a room name, a LEAVE a room name (1-128 bytes, no control characters)",
+            );
+        }
+        let route = self.route_of(slot);
+        let Some(link) = self.state.as_mut().filter(|l| l.is_up()) else {
+            self.metrics.room(RoomEvent::Unavailable, 1);
+            return self.client_error(
+                slot,
+                frame.id,
+                ErrorCode::Unavailable,
+                "the state daemon is unavailable; retry",
+            );
+        };
+        let kind = if frame.kind == Kind::Join {
+            Kind::StateJoin
+        } else {
+            Kind::StateLeave
+        };
+        link.routed(kind, frame.id, route, frame.body);
+        self.metrics.room(RoomEvent::Relayed, 1);
+    }
+
+    /// The daemon's ROOM_OK or ROOM_FAIL for a client's JOIN or LEAVE.
+    pub(super) fn room_answer(&mut self, id: u64, route: u64, answer: Result<&[u8], (u16, &str)>) {
+        let Some(slot) = self.logged_in(route) else {
+            return;
+        };
+        match answer {
+            Ok(body) => self.reply(slot, Kind::RoomOk, id, body),
+            Err((code, reason)) => {
+                self.metrics.room(RoomEvent::Refused, 1);
+                // Only codes that answer one request: a refusal never closes the connection.
+                let code = ErrorCode::from_u16(code)
+                    .filter(|c| !c.closes_connection())
+                    .unwrap_or(ErrorCode::Forbidden);
+                self.client_error(slot, id, code, reason);
+            }
+        }
+    }
+
+    /// MEMBERSHIP: the connection at `route` is in exactly these rooms.
+    pub(super) fn set_membership(&mut self, route: u64, names: &[u8]) {
+        let Some(slot) = self.logged_in(route) else {
+            return;
+        };
+        let generation = self.clients[slot].generation;
+        let names = tether_proto::room::names(names).filter_map(Result::ok);
+        self.room_members.set(slot as u32, generation, names);
+    }
+
+    /// A window for every member here (`route` 0), or a replay for one connection: encoded
+    /// once, appended to each member's output.
+    pub(super) fn deliver_room(&mut self, id: u64, route: u64, body: &[u8]) {
+        self.metrics.room(RoomEvent::Window, 1);
+        let mut frame = std::mem::take(&mut self.room_frame);
+        frame.clear();
+        encode::frame(&mut frame, Kind::Room, id, body);
+        if route != 0 {
+            if let Some(slot) = self.logged_in(route) {
+                self.append_room(slot, &frame);
+                self.metrics.room(RoomEvent::Delivered, 1);
+            }
+            self.room_frame = frame;
+            return;
+        }
+        // The room's name: the parser on the link checked the body whole.
+        let room = tether_proto::room::Batch::parse(body).map_or("", |b| b.room);
+        let skip_at = self.settings.room_skip_bytes;
+        let (mut delivered, mut skipped) = (0, 0);
+        let mut members = std::mem::take(&mut self.room_slots);
+        members.clear();
+        if room.is_empty() {
+            // The broadcast: every logged-in connection.
+            members.extend(
+                self.clients
+                    .iter()
+                    .filter(|(_, c)| c.login == Login::In)
+                    .map(|(slot, c)| (slot as u32, c.generation)),
+            );
+        } else {
+            members.extend_from_slice(self.room_members.members(room));
+        }
+        for &(slot, generation) in &members {
+            let slot = slot as usize;
+            let Some(client) = self.clients.get(slot) else {
+                continue;
+            };
+            if client.generation != generation
+                || client.login != Login::In
+                || client.closing.is_some()
+            {
+                continue;
+            }
+            if skip_at > 0 && client.pending() + self.layer_pending(slot) > skip_at {
+                skipped += 1;
+                continue;
+            }
+            self.append_room(slot, &frame);
+            delivered += 1;
+        }
+        self.metrics.room(RoomEvent::Delivered, delivered);
+        self.metrics.room(RoomEvent::Skipped, skipped);
+        self.room_slots = members;
+        self.room_frame = frame;
+    }
+
+    fn append_room(&mut self, slot: usize, frame: &[u8]) {
+        if let Some(out) = self.client_output(slot) {
+            out.extend_from_slice(frame);
+            self.metrics.frames_out.inc();
+            self.mark_client(slot);
+        }
+    }
+
+    /// The client a route names, if it is the same connection and logged in.
+    fn logged_in(&self, route: u64) -> Option<usize> {
+        let r = Route::unpack(route);
+        let slot = r.slot as usize;
+        let client = self.clients.get(slot)?;
+        (usize::from(r.reactor) == self.index
+            && client.generation == r.generation
+            && client.login == Login::In)
+            .then_some(slot)
+    }
+
+    /// A node's NODE_PUBLISH: to the daemon as STATE_PUBLISH, or dropped (and counted)
+    /// without one.
+    pub(super) fn node_publish(&mut self, body: &[u8]) {
+        let valid = tether_proto::room::Publish::parse(body).is_ok();
+        match self.state.as_mut().filter(|l| l.is_up() && valid) {
+            Some(link) => {
+                link.frame_with_body(Kind::StatePublish, 0, body);
+                self.metrics.room(RoomEvent::NodePublish, 1);
+            }
+            None => self.metrics.room(RoomEvent::NodePublishDropped, 1),
+        }
+    }
+}
