@@ -29,8 +29,8 @@
 # JWTs whose `rooms` claim lets each member JOIN the room itself. nginx: worker_processes 1,
 # nchan pub/sub locations. nats-server: defaults. All on the same 2 cores, nothing pinned.
 #
-# Installs nats-server, nginx, libnginx-mod-nchan, iproute2, curl and python3 with apt-get
-# when missing (never starts their services). Loopback only; ports 19850-19856 must be free.
+# Installs nats-server, nginx, libnginx-mod-nchan, curl and python3 with apt-get
+# when missing (never starts their services). Loopback only; ports 19850-19857 must be free.
 # Output: the Markdown table on stdout (also OUT/report.md), raw JSON in OUT. Time: about
 # 3 minutes after the build (--smoke: about 30 s).
 set -euo pipefail
@@ -62,7 +62,6 @@ export PATH="$PATH:/usr/sbin:/sbin"
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)
-command -v ss >/dev/null || missing+=(iproute2)
 command -v nats-server >/dev/null || missing+=(nats-server)
 command -v nginx >/dev/null || missing+=(nginx)
 nchan_so=/usr/lib/nginx/modules/ngx_nchan_module.so
@@ -80,8 +79,8 @@ fi
 say "cargo build --release -p tether-state -p tether-gateway -p tether-echo-node -p tether-loadgen"
 cargo build --release --quiet -p tether-state -p tether-gateway -p tether-echo-node -p tether-loadgen
 bin=${CARGO_TARGET_DIR:-target}/release
-nats_port=19850 nchan_port=19851 http_port=19852 metrics_port=19853 gw_port=19854 admin_port=19855 node_port=19856
-require_free $nats_port $nchan_port $http_port $metrics_port $gw_port $admin_port $node_port
+nats_port=19850 nchan_port=19851 http_port=19852 metrics_port=19853 gw_port=19854 admin_port=19855 node_port=19856 nats_mon=19857
+require_free $nats_port $nchan_port $http_port $metrics_port $gw_port $admin_port $node_port $nats_mon
 
 procs=$(((members + 8999) / 9000))
 tck=$(getconf CLK_TCK)
@@ -89,14 +88,18 @@ common=(--conns "$members" --procs "$procs" --threads 1 --source-ips 127.0.0.2-1
     --connect-rate 5000 --connect-timeout 20 --warmup "$warmup" --publish-rate "$rate"
     --publish-size "$size" --rooms 1 --quiet)
 
-established() { ss -Htn state established "( sport = :$1 )" 2>/dev/null | wc -l; }
+# How many members each system holds, from what it reports (cheap to ask twice a second).
+tether_members() { metric $metrics_port 'tether_state_sessions{state="online"}'; }
+nats_members() { curl -sf --max-time 2 "http://127.0.0.1:$nats_mon/varz" | python3 -c 'import json, sys; print(json.load(sys.stdin)["connections"])' 2>/dev/null || echo 0; }
+nchan_members() { curl -sf --max-time 2 "http://127.0.0.1:$nchan_port/status" | awk '/^subscribers:/ {print $2}'; }
 sum_rss() { local t=0 p; for p; do t=$((t + $(rss_kib "$p"))); done; echo "$t"; }
 
-# measure NAME PORT READY_CMD GROUP=PIDS… -- LOADGEN_ARGS… : runs the loadgen against one
-# system; once READY_CMD says every member is in, waits out the warmup and samples CPU and
-# RSS of each group over the steady part; writes OUT/NAME.json and OUT/NAME.loadgen.json.
+# measure NAME COUNT_CMD GROUP=PIDS… -- LOADGEN_ARGS… : runs the loadgen against one
+# system; once COUNT_CMD says every member is in (or the count has stopped growing: some
+# were refused), waits out the warmup and samples CPU and RSS of each group over the steady
+# part; writes OUT/NAME.json and OUT/NAME.loadgen.json.
 measure() {
-    local name=$1 port=$2 ready=$3; shift 3
+    local name=$1 count_cmd=$2; shift 2
     local groups=() g
     while [[ $1 != -- ]]; do groups+=("$1"); shift; done
     shift
@@ -108,13 +111,16 @@ measure() {
         >"$out/$name.loadgen.txt" 2>"$out/logs/$name.loadgen.log" &
     local lg=$!
     pids+=("$lg")
-    local i
-    for ((i = 0; i < 600; i++)); do
-        eval "$ready" && break
-        kill -0 "$lg" 2>/dev/null || break
-        sleep 0.1
+    local i in=0 last=-1 still=0
+    for ((i = 0; i < 240; i++)); do
+        in=$($count_cmd); in=${in:-0}
+        ((in >= members)) && break
+        if ((in > 0 && in == last)); then ((++still >= 3)) && break; else still=0; fi
+        last=$in
+        kill -0 "$lg" 2>/dev/null || die "$name: the loadgen ended before the members were in (see $out/$name.loadgen.txt)"
+        sleep 0.5
     done
-    eval "$ready" || say "$name: not every member came in (see $out/$name.loadgen.txt)"
+    ((in >= members)) || say "$name: $in of $members members in; measuring them"
     # The start line follows the last member by a little; then the warmup.
     sleep "$(awk -v w="$warmup" 'BEGIN {print w + 0.5}')"
     local w0 w1 span
@@ -162,8 +168,7 @@ if want tether; then
     wait_port gateway "$gw" $gw_port
     wait_until 10 "the gateway's state links" bash -c "curl -sf http://127.0.0.1:$admin_port/metrics | grep -q '^tether_gateway_state_links_up [1-9]'"
     sleep 1
-    online="[[ \$(metric $metrics_port 'tether_state_sessions{state=\"online\"}') == $members ]]"
-    measure tether $gw_port "$online" "gateway=$gw" "state=$st" -- \
+    measure tether tether_members "gateway=$gw" "state=$st" -- \
         --target 127.0.0.1:$gw_port --jwt-secret-file "$dir/secret" --push-url "http://127.0.0.1:$http_port" \
         --hold "$duration"
     curl -sf "http://127.0.0.1:$http_port/v1/rooms/room-0" >"$out/tether.room.json" 2>/dev/null || true
@@ -172,10 +177,11 @@ fi
 
 # --- NATS -----------------------------------------------------------------------------------
 if want nats; then
-    start nats nats-server -a 127.0.0.1 -p $nats_port
+    start nats nats-server -a 127.0.0.1 -p $nats_port -m $nats_mon
     ns=$started_pid
     wait_port nats "$ns" $nats_port
-    measure nats $nats_port "(( \$(established $nats_port) >= $members ))" "nats-server=$ns" -- \
+    wait_port nats-monitor "$ns" $nats_mon
+    measure nats nats_members "nats-server=$ns" -- \
         --peer nats --peer-addr 127.0.0.1:$nats_port --duration "$duration"
     stop "$ns"
 fi
@@ -190,7 +196,7 @@ worker_rlimit_nofile 20000;
 daemon off;
 pid $ndir/nginx.pid;
 error_log $ndir/error.log warn;
-events { worker_connections 19990; }
+events { worker_connections 20000; }
 http {
     access_log off;
     client_body_temp_path $ndir/body;
@@ -198,6 +204,7 @@ http {
         listen 127.0.0.1:$nchan_port backlog=4096;
         location = /sub { nchan_subscriber websocket; nchan_channel_id \$arg_id; }
         location = /pub { nchan_publisher; nchan_channel_id \$arg_id; }
+        location = /status { nchan_stub_status; }
     }
 }
 CONF
@@ -206,7 +213,7 @@ CONF
     wait_port nginx "$nm" $nchan_port
     workers=$(pgrep -P "$nm" | tr '\n' ' ')
     [[ -n $workers ]] || die "nginx started no worker"
-    measure nchan $nchan_port "(( \$(established $nchan_port) >= $members ))" "nginx-worker=$workers" -- \
+    measure nchan nchan_members "nginx-worker=$workers" -- \
         --peer nchan --peer-addr 127.0.0.1:$nchan_port --duration "$duration"
     stop "$nm"
 fi
