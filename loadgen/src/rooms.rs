@@ -64,8 +64,12 @@ pub(crate) enum Seen {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Track {
     room: Box<str>,
-    /// The last sequence number seen (or the room's latest when joined).
-    last: u64,
+    /// The last sequence number seen; `None` until the first message.
+    last: Option<u64>,
+    /// The room's latest number when the JOIN was answered: the first message counts a
+    /// gap only past it. (A window still open at the JOIN may bring numbers up to it: they
+    /// are new to this connection, not duplicates.)
+    floor: u64,
 }
 
 /// The rooms one connection follows (a handful: a linear scan beats a map).
@@ -79,13 +83,14 @@ impl RoomLog {
         RoomLog::default()
     }
 
-    /// Joined `room` whose latest number was `seq` then: later numbers count from it.
+    /// Joined `room` whose latest number was `seq` then.
     pub(crate) fn joined(&mut self, room: &str, seq: u64) {
         match self.tracks.iter_mut().find(|t| &*t.room == room) {
-            Some(track) => track.last = track.last.max(seq),
+            Some(track) => track.floor = track.floor.max(seq),
             None => self.tracks.push(Track {
                 room: room.into(),
-                last: seq,
+                last: None,
+                floor: seq,
             }),
         }
     }
@@ -95,7 +100,8 @@ impl RoomLog {
         self.tracks
             .iter()
             .find(|t| &*t.room == room)
-            .map_or(0, |t| t.last)
+            .and_then(|t| t.last)
+            .unwrap_or(0)
     }
 
     /// Records number `seq` of `room`. The first number of a room never joined (the
@@ -104,15 +110,18 @@ impl RoomLog {
         let Some(track) = self.tracks.iter_mut().find(|t| &*t.room == room) else {
             self.tracks.push(Track {
                 room: room.into(),
-                last: seq,
+                last: Some(seq),
+                floor: 0,
             });
             return Seen::First { missing: 0 };
         };
-        if seq <= track.last {
-            return Seen::Duplicate;
-        }
-        let missing = seq - track.last - 1;
-        track.last = seq;
+        let missing = match track.last {
+            None => seq.saturating_sub(track.floor.saturating_add(1)),
+            Some(last) if seq <= last => return Seen::Duplicate,
+            // A later JOIN's answer raised the floor: what it covers is not missing.
+            Some(last) => seq - last.max(track.floor).min(seq - 1) - 1,
+        };
+        track.last = Some(seq);
         Seen::First { missing }
     }
 }
@@ -267,6 +276,7 @@ mod tests {
         assert_eq!(log.record("a", 14), Seen::First { missing: 2 });
         assert_eq!(log.record("a", 14), Seen::Duplicate);
         assert_eq!(log.record("a", 12), Seen::Duplicate);
+        assert_eq!(log.last("a"), 14);
         // Joined again with an older latest number: nothing goes back.
         log.joined("a", 3);
         assert_eq!(log.record("a", 15), Seen::First { missing: 0 });
@@ -277,6 +287,15 @@ mod tests {
         log.record("b", 5);
         log.joined("b", 4);
         assert_eq!(log.record("b", 6), Seen::First { missing: 0 });
+        // The window open at the JOIN brings numbers up to the room's latest: new, no gap.
+        log.joined("c", 20);
+        assert_eq!(log.last("c"), 0);
+        assert_eq!(log.record("c", 19), Seen::First { missing: 0 });
+        assert_eq!(log.record("c", 20), Seen::First { missing: 0 });
+        assert_eq!(log.record("c", 20), Seen::Duplicate);
+        // The first message past the floor with a hole before it is a gap.
+        log.joined("d", 7);
+        assert_eq!(log.record("d", 10), Seen::First { missing: 2 });
     }
 
     #[test]
