@@ -11,6 +11,10 @@
  * - delivers pushes (`push` events) and acknowledges each, once, even when the state daemon
  *   sends it again;
  * - sends requests (`request()`), matched to their replies by id;
+ * - joins and leaves rooms (`join()`, `leave()`) and delivers their messages (`room` events),
+ *   each sequence number once, saying how many were skipped; after it resumes (or logs in
+ *   anew) it JOINs every room it had joined with the last sequence number it saw, so the
+ *   room's history replays what it missed;
  * - follows GOAWAY (the gateway is draining) and survives drops: it goes back to `/ip_list`,
  *   waits with exponential backoff and full jitter, and RESUMEs its session (its
  *   unacknowledged pushes come again) — on any gateway of the host — or logs in again when
@@ -33,6 +37,10 @@ export const Kind = Object.freeze({
   RESUME: 0x08,
   GOAWAY: 0x09,
   ERROR: 0x0a,
+  ROOM: 0x0b,
+  JOIN: 0x0c,
+  LEAVE: 0x0d,
+  ROOM_OK: 0x0e,
 });
 
 /** Error codes (doc/protocol.md, "Error codes"). */
@@ -52,7 +60,19 @@ export const ErrorCode = Object.freeze({
   INTERNAL: 13,
   BUSY: 14,
   REQUEST_TIMEOUT: 15,
+  FORBIDDEN: 16,
 });
+
+/** ROOM body flags (doc/protocol.md, "Rooms"). */
+export const RoomFlag = Object.freeze({
+  /** The room keeps only the latest message of a window; earlier ones were dropped. */
+  CONFLATED: 0x01,
+  /** The messages come from the room's history, answering a JOIN's `after`. */
+  REPLAY: 0x02,
+});
+
+/** Longest room name, in UTF-8 bytes. */
+export const MAX_ROOM_NAME = 128;
 
 /** Header flag on DATA: the gateway may send it to another node if the first one fails. */
 export const FLAG_RESEND_SAFE = 0x01;
@@ -138,6 +158,61 @@ export function decodeError(body) {
     code: (body[0] << 8) | body[1],
     reason: new TextDecoder().decode(body.subarray(2)),
   };
+}
+
+/**
+ * Whether `name` may name a room: 1–128 bytes of UTF-8 without control characters.
+ * @param {string} name
+ */
+export function validRoomName(name) {
+  const bytes = new TextEncoder().encode(name).length;
+  return bytes >= 1 && bytes <= MAX_ROOM_NAME && !/\p{Cc}/u.test(name);
+}
+
+/**
+ * A JOIN body: u64 `after` (0 = no replay), then the room name.
+ * @param {string} room
+ * @param {bigint} after
+ * @returns {Uint8Array}
+ */
+export function encodeJoin(room, after) {
+  const name = new TextEncoder().encode(room);
+  const out = new Uint8Array(8 + name.length);
+  new DataView(out.buffer).setBigUint64(0, after);
+  out.set(name, 8);
+  return out;
+}
+
+/**
+ * One message of a ROOM frame.
+ * @typedef {{ seq: bigint, payload: Uint8Array }} RoomMessage
+ */
+
+/**
+ * A ROOM body: `flags u8 | name_len u8 | name | n × (seq u64 | len u32 | payload)`. The empty
+ * name is the broadcast. Throws on a body that does not hold whole messages.
+ * @param {Uint8Array} body
+ * @returns {{ flags: number, room: string, messages: RoomMessage[] }}
+ */
+export function decodeRoom(body) {
+  if (body.length < 2) throw new Error('a ROOM body ends inside its head');
+  const view = new DataView(body.buffer, body.byteOffset, body.length);
+  const flags = body[0];
+  const nameEnd = 2 + body[1];
+  if (nameEnd > body.length) throw new Error('a ROOM body ends inside its name');
+  const room = new TextDecoder('utf-8', { fatal: true }).decode(body.subarray(2, nameEnd));
+  /** @type {RoomMessage[]} */
+  const messages = [];
+  let at = nameEnd;
+  while (at < body.length) {
+    if (body.length - at < 12) throw new Error('a ROOM body ends inside a message head');
+    const seq = view.getBigUint64(at);
+    const end = at + 12 + view.getUint32(at + 8);
+    if (end > body.length) throw new Error('a ROOM body ends inside a message');
+    messages.push({ seq, payload: body.slice(at + 12, end) });
+    at = end;
+  }
+  return { flags, room, messages };
 }
 
 /**
@@ -238,11 +313,33 @@ export function ipListUrl(base) {
  */
 
 /**
+ * A room message, as the `room` event tells it.
+ * @typedef {object} RoomDetail
+ * @property {string} room  the room's name; "" for the broadcast
+ * @property {bigint} seq  its sequence number in the room
+ * @property {Uint8Array} payload
+ * @property {number} flags  the ROOM frame's flags ({@link RoomFlag})
+ * @property {boolean} replay  from the room's history (a JOIN's `after`)
+ * @property {boolean} conflated  earlier messages of its window were dropped on purpose
+ * @property {number} gap  sequence numbers skipped since the last one seen in this room (0
+ *   normally; more when this client was too slow or offline and the history no longer
+ *   held them)
+ */
+
+/**
+ * What ROOM_OK said.
+ * @typedef {{ room: string, seq: bigint, member: boolean }} RoomOk
+ */
+
+/**
  * A Tether connection that logs in, heartbeats, takes pushes and resumes by itself.
  *
  * Events: `state` (detail: {@link StateDetail}), `push` (detail: `{ id: bigint, payload:
  * Uint8Array }`, each message id once), `data` (detail: `{ id: bigint, payload: Uint8Array
- * }`, every reply, beside the promise `request()` returned).
+ * }`, every reply, beside the promise `request()` returned), `room` (detail:
+ * {@link RoomDetail}, one per message, each sequence number of a room once), `rejoin`
+ * (detail: `{ room: string, ok: RoomOk | null, error: TetherError | null }`, the answer to a
+ * JOIN the client sent by itself after coming back).
  */
 export class TetherClient extends EventTarget {
   /** @param {Options} options */
@@ -276,6 +373,12 @@ export class TetherClient extends EventTarget {
     this.nextId = 1n;
     /** @type {Map<bigint, { resolve: (p: Uint8Array) => void, reject: (e: Error) => void, timer: any }>} */
     this.pending = new Map();
+    /** @type {Map<bigint, { resolve: (ok: RoomOk) => void, reject: (e: Error) => void, timer: any }>} JOINs and LEAVEs awaiting ROOM_OK */
+    this.roomPending = new Map();
+    /** @type {Set<string>} rooms joined through `join()` (joined again after a reconnect) */
+    this.joined = new Set();
+    /** @type {Map<string, { last: bigint, seen: Set<bigint> }>} per room: the highest sequence number seen, and the recent ones delivered (each once) */
+    this.seqs = new Map();
     /** Push ids already delivered to the page, oldest first (bounded). */
     this.seen = new Set();
     /** @type {string | null} a gateway that said GOAWAY: avoided on the next attempt */
@@ -330,6 +433,86 @@ export class TetherClient extends EventTarget {
       this.pending.set(id, { resolve, reject, timer });
       socket.send(encodeFrame(Kind.DATA, id, body, options.resendSafe ? FLAG_RESEND_SAFE : 0));
     });
+  }
+
+  /**
+   * Joins `room` and resolves with ROOM_OK (`seq` is the room's latest number), or rejects
+   * with a {@link TetherError}: FORBIDDEN (16) when the login token's `rooms` claim does not
+   * name the room or a limit is reached, UNAVAILABLE (11) when the gateway has no state
+   * daemon link, code 0 when the connection was lost first. Once joined, the client joins it
+   * again by itself whenever it comes back online, asking for what it missed.
+   * @param {string} room
+   * @param {{ after?: bigint | number }} [options]  after: replay the room's history after
+   *   this sequence number (0, the default: no replay)
+   * @returns {Promise<RoomOk>}
+   */
+  join(room, options = {}) {
+    if (!validRoomName(room)) return Promise.reject(new TypeError(`not a room name: ${JSON.stringify(room)}`));
+    const after = toU64(options.after ?? 0);
+    if (after === null) return Promise.reject(new TypeError(`not a sequence number: ${options.after}`));
+    // The replay's gaps count from `after`; without one, from the room's latest number.
+    if (after > 0n && !this.seqs.has(room)) this.seqs.set(room, { last: after, seen: new Set() });
+    return this.roomCommand(Kind.JOIN, encodeJoin(room, after)).then(
+      (ok) => {
+        if (ok.member) this.joined.add(room);
+        if (!this.seqs.has(room)) this.seqs.set(room, { last: ok.seq, seen: new Set() });
+        return ok;
+      },
+      (error) => {
+        if (!this.joined.has(room)) this.seqs.delete(room);
+        throw error;
+      },
+    );
+  }
+
+  /**
+   * Leaves `room` (resolves with ROOM_OK, `member` false; also when it was not a member).
+   * @param {string} room
+   * @returns {Promise<RoomOk>}
+   */
+  leave(room) {
+    if (!validRoomName(room)) return Promise.reject(new TypeError(`not a room name: ${JSON.stringify(room)}`));
+    this.joined.delete(room);
+    this.seqs.delete(room);
+    return this.roomCommand(Kind.LEAVE, new TextEncoder().encode(room));
+  }
+
+  /**
+   * Sends a JOIN or LEAVE; resolves with its ROOM_OK.
+   * @param {number} kind
+   * @param {Uint8Array} body
+   * @returns {Promise<RoomOk>}
+   */
+  roomCommand(kind, body) {
+    if (this.state !== 'online' || !this.socket) {
+      return Promise.reject(new TetherError(0, `not online (${this.state})`));
+    }
+    const id = this.takeId();
+    const socket = this.socket;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.roomPending.delete(id);
+        reject(new TetherError(ErrorCode.REQUEST_TIMEOUT, 'no answer in time'));
+      }, this.options.requestTimeoutMs);
+      this.roomPending.set(id, { resolve, reject, timer });
+      socket.send(encodeFrame(kind, id, body));
+    });
+  }
+
+  /** Back online: JOIN every joined room again, after the last sequence number seen. */
+  rejoin() {
+    for (const room of this.joined) {
+      const after = this.seqs.get(room)?.last ?? 0n;
+      this.roomCommand(Kind.JOIN, encodeJoin(room, after)).then(
+        (ok) => this.dispatchEvent(new CustomEvent('rejoin', { detail: { room, ok, error: null } })),
+        (error) => {
+          // A room the token no longer allows cannot be joined again; anything else (the
+          // state link down, the connection lost) is tried at the next reconnect.
+          if (error instanceof TetherError && error.code === ErrorCode.FORBIDDEN) this.joined.delete(room);
+          this.dispatchEvent(new CustomEvent('rejoin', { detail: { room, ok: null, error } }));
+        },
+      );
+    }
   }
 
   // -- connection lifecycle -------------------------------------------------------------
@@ -520,6 +703,12 @@ export class TetherClient extends EventTarget {
       case Kind.ERROR:
         this.onError(frame);
         break;
+      case Kind.ROOM:
+        this.onRoom(frame);
+        break;
+      case Kind.ROOM_OK:
+        this.onRoomOk(frame);
+        break;
       default:
         break;
     }
@@ -545,6 +734,71 @@ export class TetherClient extends EventTarget {
     clearTimeout(this.timer);
     this.startHeartbeat();
     this.setState('online');
+    this.rejoin();
+  }
+
+  /**
+   * A ROOM frame: one `room` event per message not delivered before, in the frame's order.
+   * A live window may come before the replay that fills the gap it showed (the replay
+   * answers a JOIN sent after coming back), so the replayed messages come after it, with
+   * `gap` 0: order by `seq` to show a room as a log.
+   * @param {Frame} frame
+   */
+  onRoom(frame) {
+    let batch;
+    try {
+      batch = decodeRoom(frame.body);
+    } catch (e) {
+      this.lost(`bad ROOM: ${errorText(e)}`);
+      return;
+    }
+    const { flags, room } = batch;
+    let track = this.seqs.get(room);
+    if (!track) {
+      track = { last: (batch.messages[0]?.seq ?? 1n) - 1n, seen: new Set() };
+      this.seqs.set(room, track);
+    }
+    for (const { seq, payload } of batch.messages) {
+      if (track.seen.has(seq)) continue; // delivered already (a replay overlapping live ones)
+      track.seen.add(seq);
+      if (track.seen.size > 1024) {
+        const oldest = track.seen.values().next().value;
+        if (oldest !== undefined) track.seen.delete(oldest);
+      }
+      const gap = seq > track.last ? Number(seq - track.last - 1n) : 0;
+      if (seq > track.last) track.last = seq;
+      /** @type {RoomDetail} */
+      const detail = {
+        room,
+        seq,
+        payload,
+        flags,
+        replay: (flags & RoomFlag.REPLAY) !== 0,
+        conflated: (flags & RoomFlag.CONFLATED) !== 0,
+        gap,
+      };
+      this.dispatchEvent(new CustomEvent('room', { detail }));
+    }
+  }
+
+  /** @param {Frame} frame */
+  onRoomOk(frame) {
+    const waiting = this.roomPending.get(frame.id);
+    if (!waiting) return;
+    this.roomPending.delete(frame.id);
+    clearTimeout(waiting.timer);
+    let answer;
+    try {
+      answer = JSON.parse(new TextDecoder().decode(frame.body));
+    } catch {
+      waiting.reject(new TetherError(0, 'malformed ROOM_OK'));
+      return;
+    }
+    waiting.resolve({
+      room: String(answer.room),
+      seq: BigInt(Number.isSafeInteger(answer.seq) && answer.seq > 0 ? answer.seq : 0),
+      member: answer.member === true,
+    });
   }
 
   /** @param {Frame} frame */
@@ -564,9 +818,10 @@ export class TetherClient extends EventTarget {
   /** @param {Frame} frame */
   onError(frame) {
     const { code, reason } = decodeError(frame.body);
-    const waiting = this.pending.get(frame.id);
+    const waiting = this.pending.get(frame.id) ?? this.roomPending.get(frame.id);
     if (waiting && frame.id !== 0n) {
       this.pending.delete(frame.id);
+      this.roomPending.delete(frame.id);
       clearTimeout(waiting.timer);
       waiting.reject(new TetherError(code, reason));
     }
@@ -584,6 +839,7 @@ export class TetherClient extends EventTarget {
       case ErrorCode.INTERNAL:
       case ErrorCode.BUSY:
       case ErrorCode.REQUEST_TIMEOUT:
+      case ErrorCode.FORBIDDEN:
         break; // answered one request; the connection stays
       default:
         this.lost(`${CODE_NAMES[code] ?? code}: ${reason}`);
@@ -660,11 +916,12 @@ export class TetherClient extends EventTarget {
         // already closed
       }
     }
-    for (const [, waiting] of this.pending) {
+    for (const waiting of [...this.pending.values(), ...this.roomPending.values()]) {
       clearTimeout(waiting.timer);
       waiting.reject(new TetherError(0, reason));
     }
     this.pending.clear();
+    this.roomPending.clear();
   }
 
   /**
@@ -701,6 +958,19 @@ export class TetherClient extends EventTarget {
     this.resumeToken = null;
     this.session = null;
     this.setState('ended', reason);
+  }
+}
+
+/**
+ * `n` as a u64, or null when it is not a whole number from 0 to 2^64 − 1.
+ * @param {bigint | number} n
+ */
+function toU64(n) {
+  try {
+    const big = BigInt(n);
+    return big >= 0n && big < 2n ** 64n ? big : null;
+  } catch {
+    return null;
   }
 }
 

@@ -54,6 +54,9 @@ pub struct Config {
     /// The `host:port` gateways dial, registered in etcd; empty = `listen` (127.0.0.1 when it
     /// listens on every address — set it on a real host).
     pub advertise: String,
+    /// A room to publish every REQUEST's payload to (NODE_PUBLISH on the same link, beside
+    /// the RESPONSE); empty = publish nothing.
+    pub publish_room: String,
     pub log_format: LogFormat,
 }
 
@@ -72,6 +75,7 @@ impl Default for Config {
             etcd_auth: EtcdAuth::default(),
             id: String::new(),
             advertise: String::new(),
+            publish_room: String::new(),
             log_format: LogFormat::Text,
         }
     }
@@ -102,6 +106,11 @@ impl Validate for Config {
         if !self.advertise.is_empty() {
             c.check("advertise", validate::dial_addr(&self.advertise));
         }
+        c.need(
+            self.publish_room.is_empty() || tether_proto::room::valid_name(&self.publish_room),
+            "publish_room",
+            "a room name is 1 to 128 bytes of UTF-8 without control characters",
+        );
         c.into_errors()
     }
 }
@@ -175,6 +184,9 @@ pub struct Opts {
     /// host:port gateways dial, registered in etcd; empty = the listen address.
     #[arg(long, env = "TETHER_NODE_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Room to publish every REQUEST's payload to; empty = none.
+    #[arg(long, env = "TETHER_NODE_PUBLISH_ROOM")]
+    pub publish_room: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "TETHER_NODE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -239,6 +251,21 @@ mod tests {
                 "advertise: 0.0.0.0 is not an address clients can dial",
             ]
         );
+    }
+
+    #[test]
+    fn the_publish_room_must_be_a_room_name() {
+        let room = |name: &str| Opts {
+            publish_room: Some(name.into()),
+            ..Opts::default()
+        };
+        assert_eq!(room("lobby").load().unwrap().publish_room, "lobby");
+        assert_eq!(room("").load().unwrap().publish_room, "");
+        for bad in ["line\nbreak".to_string(), "x".repeat(129)] {
+            let err = room(&bad).load().unwrap_err();
+            assert_eq!(err.errors.len(), 1, "{err}");
+            assert!(err.to_string().contains("publish_room"), "{err}");
+        }
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! [`Echo::handle`] appends the reply (if any) to the connection's output buffer and says
 //! whether the connection goes on, must close after flushing, or whether the request wants
 //! the compute pool. The reactor does the rest.
+//!
+//! With a publish room (`publish_room`), [`Echo::reply`] follows every RESPONSE with a
+//! NODE_PUBLISH of the same payload to that room, on the same link: the gateway relays it to
+//! its state daemon, which sends it to the room's members.
 
+use tether_proto::room::Publish;
 use tether_proto::{encode, ErrorCode, Frame, Kind, Routed};
 
 /// What the reactor does after [`Echo::handle`].
@@ -36,6 +41,11 @@ pub(crate) struct Echo {
     /// Makes anonymous session names unique across reactors.
     reactor: usize,
     sessions: u64,
+    /// The room every REQUEST's payload is published to, if any (a checked name).
+    publish_room: Option<String>,
+    /// The largest body the node sends in a NODE_PUBLISH: the node's own `max_body`, which
+    /// it takes its gateways to share (a larger frame would cost the whole link).
+    max_body: usize,
 }
 
 /// The heartbeat interval an echo node announces in LOGIN_OK.
@@ -47,7 +57,17 @@ impl Echo {
             compute,
             reactor,
             sessions: 0,
+            publish_room: None,
+            max_body: tether_proto::DEFAULT_MAX_BODY as usize,
         }
+    }
+
+    /// Publishes every REQUEST's payload to `room` (a name `room::valid_name` accepts), in
+    /// NODE_PUBLISH bodies of at most `max_body` bytes.
+    pub(crate) fn publishing(mut self, room: Option<String>, max_body: u32) -> Echo {
+        self.publish_room = room;
+        self.max_body = max_body as usize;
+        self
     }
 
     /// Answers one frame into `out`.
@@ -116,23 +136,37 @@ impl Echo {
         if self.compute {
             Outcome::Offload(request)
         } else {
-            reply(out, &request);
+            self.reply(out, &request);
             Outcome::Continue
         }
     }
-}
 
-/// Appends the echo of `request`: DATA for DATA, RESPONSE with the same route for REQUEST.
-pub(crate) fn reply(out: &mut Vec<u8>, request: &Request<'_>) {
-    match request.kind {
-        Kind::Request => encode::routed(
-            out,
-            Kind::Response,
-            request.id,
-            request.route,
-            request.payload,
-        ),
-        _ => encode::frame(out, Kind::Data, request.id, request.payload),
+    /// Appends the echo of `request`: DATA for DATA, RESPONSE with the same route for
+    /// REQUEST, and after a RESPONSE the NODE_PUBLISH of its payload when there is a publish
+    /// room. A payload too large for one NODE_PUBLISH is answered but not published.
+    pub(crate) fn reply(&self, out: &mut Vec<u8>, request: &Request<'_>) {
+        match request.kind {
+            Kind::Request => {
+                encode::routed(
+                    out,
+                    Kind::Response,
+                    request.id,
+                    request.route,
+                    request.payload,
+                );
+                if let Some(room) = &self.publish_room {
+                    let publish = Publish {
+                        room,
+                        payload: request.payload,
+                    };
+                    if publish.body_len() <= self.max_body {
+                        encode::header(out, Kind::NodePublish, 0, 0, publish.body_len());
+                        publish.write(out);
+                    }
+                }
+            }
+            _ => encode::frame(out, Kind::Data, request.id, request.payload),
+        }
     }
 }
 
@@ -191,6 +225,89 @@ mod tests {
         let (close, out) = handle(&mut echo, Kind::Request, 6, &body);
         assert!(!close);
         assert_eq!(one_reply(&out), (Kind::Response, 6, body));
+    }
+
+    /// Every frame in `out`, in order.
+    fn replies(out: &[u8]) -> Vec<(Kind, u64, Vec<u8>)> {
+        let mut at = 0;
+        let mut all = Vec::new();
+        while at < out.len() {
+            let (frame, used) = Decoder::default().decode(&out[at..]).unwrap().unwrap();
+            all.push((frame.kind, frame.id, frame.body.to_vec()));
+            at += used;
+        }
+        all
+    }
+
+    fn request(route: u64, payload: &[u8]) -> Vec<u8> {
+        let mut body = route.to_be_bytes().to_vec();
+        body.extend_from_slice(payload);
+        body
+    }
+
+    #[test]
+    fn a_publishing_node_follows_each_response_with_a_publish_of_its_payload() {
+        let mut echo = Echo::new(0, false).publishing(Some("lobby".into()), 64);
+        let body = request(99, b"hello room");
+        let (close, out) = handle(&mut echo, Kind::Request, 6, &body);
+        assert!(!close);
+        let all = replies(&out);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all[0], (Kind::Response, 6, body));
+        let (kind, id, publish) = &all[1];
+        assert_eq!((*kind, *id), (Kind::NodePublish, 0));
+        assert_eq!(
+            Publish::parse(publish).unwrap(),
+            Publish {
+                room: "lobby",
+                payload: b"hello room"
+            }
+        );
+        // An empty payload is published too.
+        let (_, out) = handle(&mut echo, Kind::Request, 7, &request(1, b""));
+        assert_eq!(replies(&out)[1].2, b"\x05lobby");
+
+        // A client's DATA is only echoed: a client link takes no NODE_PUBLISH.
+        let (_, out) = handle(&mut echo, Kind::Data, 8, b"direct");
+        assert_eq!(replies(&out), [(Kind::Data, 8, b"direct".to_vec())]);
+
+        // A payload whose publish would pass max_body is answered, not published.
+        let big = vec![b'x'; 64 - 5];
+        let (_, out) = handle(&mut echo, Kind::Request, 9, &request(2, &big));
+        let all = replies(&out);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, Kind::Response);
+        let fits = vec![b'x'; 64 - 6];
+        let (_, out) = handle(&mut echo, Kind::Request, 10, &request(2, &fits));
+        assert_eq!(replies(&out).len(), 2);
+    }
+
+    #[test]
+    fn a_publishing_node_publishes_what_the_pool_computed_too() {
+        let mut echo = Echo::new(0, true).publishing(Some("demo/a".into()), 1024);
+        let mut out = Vec::new();
+        let body = request(5, b"later");
+        let Outcome::Offload(req) = echo.handle(Frame::new(Kind::Request, 3, &body), &mut out)
+        else {
+            panic!("expected offload");
+        };
+        assert!(out.is_empty());
+        echo.reply(&mut out, &req);
+        let all = replies(&out);
+        assert_eq!(all[0], (Kind::Response, 3, body));
+        assert_eq!(Publish::parse(&all[1].2).unwrap().room, "demo/a");
+        assert_eq!(Publish::parse(&all[1].2).unwrap().payload, b"later");
+    }
+
+    #[test]
+    fn without_a_publish_room_nothing_is_published() {
+        let (_, out) = handle(
+            &mut Echo::new(0, false),
+            Kind::Request,
+            1,
+            &request(1, b"p"),
+        );
+        assert_eq!(replies(&out).len(), 1);
     }
 
     #[test]

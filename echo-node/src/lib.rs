@@ -4,7 +4,9 @@
 //! load generator can measure a node directly or through nginx/HAProxy, the client kinds too
 //! (DATA echoed, PING → PONG, LOGIN → LOGIN_OK). With `work_us` > 0 every request costs that
 //! much CPU on a bounded worker pool; when the pool's queue is full the request is answered
-//! OVERLOADED instead of queueing more.
+//! OVERLOADED instead of queueing more. With `publish_room` set, a node also publishes every
+//! REQUEST's payload to that room (NODE_PUBLISH, beside the RESPONSE), which is how the demo's
+//! room chat works: a line a client sends is echoed to it and reaches the room.
 //!
 //! Threads: one acceptor hands sockets to `reactors` mio loops (one connection lives on one
 //! reactor for its whole life); `workers` compute threads hand results back to the owning

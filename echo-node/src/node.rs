@@ -107,6 +107,8 @@ impl Node {
                 stop.clone(),
                 decoder,
                 config.max_queued_bytes,
+                Some(config.publish_room.clone()).filter(|room| !room.is_empty()),
+                config.max_body,
             );
             loops.push(reactor.loops.clone());
             threads.push(

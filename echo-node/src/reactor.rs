@@ -55,6 +55,8 @@ impl Reactor {
         stop: Arc<AtomicBool>,
         decoder: Decoder,
         max_queued: usize,
+        publish_room: Option<String>,
+        max_body: u32,
     ) -> Reactor {
         let compute = pool.is_some();
         Reactor {
@@ -69,7 +71,7 @@ impl Reactor {
             max_queued,
             loops: Arc::new(Counter::default()),
             conns: Slab::new(),
-            echo: Echo::new(index, compute),
+            echo: Echo::new(index, compute).publishing(publish_room, max_body),
             scratch: vec![0; SCRATCH],
             generations: 0,
         }
@@ -229,7 +231,7 @@ impl Reactor {
                 route: job.route,
                 payload: &job.payload,
             };
-            echo::reply(conn.out(), &request);
+            self.echo.reply(conn.out(), &request);
             touched.push(job.slot);
         }
         touched.sort_unstable();
@@ -263,7 +265,7 @@ fn answer(
         Outcome::Close => false,
         Outcome::Offload(request) => {
             let Some(pool) = pool else {
-                echo::reply(out, &request);
+                echo.reply(out, &request);
                 return true;
             };
             let job = Job {

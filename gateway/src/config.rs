@@ -260,9 +260,9 @@ impl Validate for Config {
             "at least 65536",
         );
         c.need(
-            self.room_skip_bytes < self.max_queued_bytes,
+            self.room_skip_bytes <= self.max_queued_bytes,
             "room_skip_bytes",
-            "below max_queued_bytes (0: never skip)",
+            "at most max_queued_bytes (0: never skip)",
         );
         c.need(self.max_inflight >= 1, "max_inflight", "at least 1");
         c.need(

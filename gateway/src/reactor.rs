@@ -157,6 +157,8 @@ pub(crate) struct Reactor {
     room_frame: Vec<u8>,
     /// The members a window goes to (kept for its capacity).
     room_slots: Vec<(u32, u32)>,
+    /// Members whose socket failed while a window was written, closed after it.
+    room_failed: Vec<(usize, CloseReason)>,
 }
 
 impl Reactor {
@@ -206,6 +208,7 @@ impl Reactor {
             room_members: RoomMembers::default(),
             room_frame: Vec::new(),
             room_slots: Vec::new(),
+            room_failed: Vec::new(),
         };
         if let Some(tls) = setup.tls {
             reactor.layers.set_tls(tls);

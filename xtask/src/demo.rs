@@ -50,7 +50,8 @@ const DEMO_LOAD: &[&str] = &[
 
 pub(crate) fn demo(root: &Path, cargo: impl Fn() -> Command, extra: &[String]) -> Result<()> {
     crate::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    let bin = root.join("target/release");
+    // Where the build above put them (CARGO_TARGET_DIR when set).
+    let bin = crate::target_dir().join("release");
     let work = root.join("target/demo");
     // No page (its port is unused without a web origin).
     let mut stack = Stack::start(&bin, &work, Ports::fixed(0), None)?;

@@ -8,8 +8,10 @@
 //! `target/js-browser/`; then `node --test test/browser.test.mjs` drives headless Chromium
 //! (Debian's, `/usr/bin/chromium`) through playwright-core: it opens the push console, logs
 //! in, echoes, pushes, drains the gateway the page is on and checks the page resumes on the
-//! other. It learns the page's URL, the gateways' pids and the push API from a JSON file
-//! named by `TETHER_PAGE_DEMO`. Every process must then stop cleanly.
+//! other; then two pages (two devices) in the demo's room each say a line and see both, one
+//! goes offline and, back, gets what it missed as a replay. It learns the page's URL, the
+//! gateways' pids, the push API and the room from a JSON file named by `TETHER_PAGE_DEMO`.
+//! Every process must then stop cleanly.
 //!
 //! Node.js, npm and Chromium come from Debian when missing; TypeScript and playwright-core
 //! (the driver only: it never downloads a browser) from the npm registry, by name, into
@@ -85,6 +87,7 @@ fn browser_test() -> Result<()> {
         "chromium": CHROMIUM,
         "push_api": format!("http://127.0.0.1:{}", ports.state_http),
         "push_token_file": demo.stack.files.push_token,
+        "room": crate::page::ROOM,
         "gateways": ports.gateways.iter().zip(&pids).map(|(g, pid)| json!({
             "id": g.id,
             "pid": pid,

@@ -1,10 +1,11 @@
 //! `cargo xtask demo --page [--port N]`: the stack of `cargo xtask demo`, kept running for a
-//! browser, and the push console page served beside it.
+//! browser, and the demo page (push console and live room) served beside it.
 //!
 //! [`PageDemo::start`] starts the [`Stack`] with WebSocket listeners on both gateways
 //! accepting the page's origin (`ws_origins`), ipconfig letting it read `/ip_list`
-//! (`cors_origins`), and the [`PageServer`] on `127.0.0.1:N` (the origin is both
-//! `http://127.0.0.1:N` and `http://localhost:N`). [`run`] prints the URL to open and waits
+//! (`cors_origins`), echo nodes publishing every request to [`ROOM`] (`publish_room`: what
+//! a page says there reaches every page in the room), and the [`PageServer`] on
+//! `127.0.0.1:N` (the origin is both `http://127.0.0.1:N` and `http://localhost:N`). [`run`] prints the URL to open and waits
 //! for Ctrl-C or SIGTERM, then stops the page server and the stack (gateways first).
 //!
 //! The js step's browser test starts the same [`PageDemo`] on free ports (`js.rs`).
@@ -21,6 +22,8 @@ use crate::stack::{localhost, unclean_exits, Ports, Stack, Web, JWT_SECRET};
 
 /// The page's port unless `--port` says otherwise.
 const DEFAULT_PORT: u16 = 8080;
+/// The room the echo nodes publish to and the page joins first (one of the token's rooms).
+pub(crate) const ROOM: &str = "lobby";
 
 /// The stack and the page server, running.
 pub(crate) struct PageDemo {
@@ -38,8 +41,14 @@ impl PageDemo {
                 format!("http://127.0.0.1:{page_port}"),
                 format!("http://localhost:{page_port}"),
             ],
+            publish_room: ROOM.to_string(),
         };
-        let stack = Stack::start(&root.join("target/release"), work, ports, Some(&web))?;
+        let stack = Stack::start(
+            &crate::target_dir().join("release"),
+            work,
+            ports,
+            Some(&web),
+        )?;
         let push_token = std::fs::read_to_string(&stack.files.push_token)
             .context("cannot read the push token")?;
         let site = Site {
@@ -48,6 +57,7 @@ impl PageDemo {
             push_api: localhost(stack.ports.state_http),
             push_token: Secret::new(push_token.trim().as_bytes().to_vec()),
             jwt_secret: Secret::new(JWT_SECRET.as_bytes().to_vec()),
+            room: ROOM.to_string(),
         };
         let server = PageServer::start(page, site)?;
         Ok(PageDemo { stack, server })
@@ -97,7 +107,8 @@ pub(crate) fn run(root: &Path, cargo: impl Fn() -> Command, args: &[String]) -> 
         "  Open {} in a browser: Connect logs a device in over WebSocket,",
         demo.url()
     );
-    println!("  Send echoes through the gateway's nodes, Push sends through the push API.");
+    println!("  Send echoes through the gateway's nodes, Push sends through the push API;");
+    println!("  the page joins room {ROOM:?}, and what Say sends is published there by the nodes.");
     println!(
         "  Stop a gateway (kill -TERM <pid>: {:?}) and the page resumes on the other.",
         demo.stack.gateway_pids()

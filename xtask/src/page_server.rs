@@ -1,7 +1,8 @@
 //! The demo page's own web server (std only: a thread per connection, one request each):
-//! it serves the browser client and its push console from `clients/js/`, and stands in for
-//! the backend a real app would have — its settings, its account service issuing login
-//! tokens, and its server-side use of the push API (whose token a page must never hold).
+//! it serves the browser client and its page (push console and room) from `clients/js/`, and
+//! stands in for the backend a real app would have — its settings, its account service
+//! issuing login tokens, and its server-side use of the push API (whose token a page must
+//! never hold).
 //! It is not on the gateway's data path: the page's WebSocket goes to the gateways.
 //!
 //! | request | answer |
@@ -9,8 +10,8 @@
 //! | `GET /` | 302 to `/demo/` |
 //! | `GET /demo/` | `clients/js/demo/index.html` |
 //! | `GET /demo/<file>`, `GET /tether.js` | that file of `clients/js/` (names of letters, digits, `.`, `-`, `_` only) |
-//! | `GET /demo/config` | `{"ipconfig": "http://127.0.0.1:6789"}`: where the page finds gateways |
-//! | `GET /demo/token?device=ID` | an HS256 JWT for device `ID`, valid for an hour, signed with the demo's JWT key (text) |
+//! | `GET /demo/config` | `{"ipconfig": "http://127.0.0.1:6789", "room": "lobby"}`: where the page finds gateways, and the room its echo nodes publish to |
+//! | `GET /demo/token?device=ID` | an HS256 JWT for device `ID`, valid for an hour, signed with the demo's JWT key, its `rooms` claim allowing [`ROOMS`] (text) |
 //! | `POST /demo/push` `{"device_id","text"}` | forwarded to the state daemon's `POST /v1/push` (`text` as the base64 payload) with the demo's bearer token; answers what the push API answered |
 //!
 //! Everything else is 404 (405 for a wrong method), as JSON `{"error"}`. [`answer`] decides
@@ -41,6 +42,9 @@ const MAX_CONNECTIONS: usize = 64;
 const TOKEN_LIFETIME_S: u64 = 3600;
 /// How long a connection may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The rooms a page's login token lets it join (the `rooms` claim: an entry ending in `*` is
+/// a prefix): the echo nodes' room, and any under `demo/`.
+pub(crate) const ROOMS: &[&str] = &["lobby", "demo/*"];
 
 /// What the server serves and whom it talks to.
 pub(crate) struct Site {
@@ -54,6 +58,8 @@ pub(crate) struct Site {
     pub push_token: Secret,
     /// The key login tokens are signed with (the state daemon's `jwt_secret`).
     pub jwt_secret: Secret,
+    /// The room the echo nodes publish every request to: the page joins it first.
+    pub room: String,
 }
 
 /// One request, as read from a connection.
@@ -138,7 +144,10 @@ pub(crate) fn answer(site: &Site, request: &Request, now_s: u64, forward: Forwar
             body: b"the push console is at /demo/\n".to_vec(),
             location: Some("/demo/"),
         },
-        "/demo/config" => Answer::json(200, &json!({ "ipconfig": site.ipconfig_url })),
+        "/demo/config" => Answer::json(
+            200,
+            &json!({ "ipconfig": site.ipconfig_url, "room": site.room }),
+        ),
         "/demo/token" => token(site, query, now_s),
         "/demo/push" => push(&request.body, forward),
         "/demo/" => file(&site.root.join("demo").join("index.html")),
@@ -198,8 +207,8 @@ fn token(site: &Site, query: &str, now_s: u64) -> Answer {
             "a device id is 1 to 128 printable ASCII characters, no spaces",
         );
     }
-    let token =
-        tether_state::token::sign(site.jwt_secret.expose(), &device, now_s + TOKEN_LIFETIME_S);
+    let claims = json!({ "sub": device, "exp": now_s + TOKEN_LIFETIME_S, "rooms": ROOMS });
+    let token = tether_state::token::sign_claims(site.jwt_secret.expose(), &claims);
     Answer {
         status: 200,
         content_type: "text/plain; charset=utf-8",
@@ -418,6 +427,7 @@ mod tests {
             push_api: SocketAddr::from(([127, 0, 0, 1], 1)),
             push_token: Secret::new(b"push-token".to_vec()),
             jwt_secret: Secret::new(b"jwt-key".to_vec()),
+            room: "lobby".into(),
         }
     }
 
@@ -470,15 +480,33 @@ mod tests {
         let a = get("/demo/config");
         assert_eq!(a.status, 200);
         let v: Value = serde_json::from_slice(&a.body).unwrap();
-        assert_eq!(v, json!({"ipconfig": "http://127.0.0.1:6789"}));
+        assert_eq!(
+            v,
+            json!({"ipconfig": "http://127.0.0.1:6789", "room": "lobby"})
+        );
     }
 
     #[test]
-    fn tokens_are_the_state_daemons_hs256_for_the_device() {
+    fn tokens_are_the_state_daemons_hs256_for_the_device_and_its_rooms() {
         let a = get("/demo/token?device=browser%2D1");
         assert_eq!(a.status, 200);
-        let want = tether_state::token::sign(b"jwt-key", "browser-1", 1_700_003_600);
-        assert_eq!(String::from_utf8(a.body).unwrap(), want);
+        let token = String::from_utf8(a.body).unwrap();
+        let want = tether_state::token::sign_claims(
+            b"jwt-key",
+            &json!({"sub": "browser-1", "exp": 1_700_003_600, "rooms": ["lobby", "demo/*"]}),
+        );
+        assert_eq!(token, want);
+        // The claims as the daemon reads them: the device, an hour, the page's rooms.
+        let claims = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["sub"], "browser-1");
+        assert_eq!(claims["exp"], 1_700_003_600);
+        assert_eq!(claims["rooms"], json!(["lobby", "demo/*"]));
         for bad in [
             "/demo/token",
             "/demo/token?device=",

@@ -6,8 +6,9 @@
 //! on their own listener), the echo nodes and two gateways (`gw-a`, `gw-b`) that log clients
 //! in through the state daemon and report to ipconfig, each report signed with the gateway's
 //! own key (fresh random keys every run). With a [`Web`] page origin the gateways also
-//! listen for WebSocket clients from that origin (`listen_ws`, `ws_origins`) and ipconfig
-//! lets it read `/ip_list` (`cors_origins`). It returns once both gateways are linked to the
+//! listen for WebSocket clients from that origin (`listen_ws`, `ws_origins`), ipconfig
+//! lets it read `/ip_list` (`cors_origins`), and the echo nodes publish every request to the
+//! page's room (`publish_room`). It returns once both gateways are linked to the
 //! state daemon and listed by ipconfig. [`Stack::stop_all`] stops everything with SIGTERM,
 //! gateways first (they drain), and says how each process exited.
 //!
@@ -170,10 +171,12 @@ impl FreePorts {
 }
 
 /// A browser page's origin (`http://127.0.0.1:8080`): the gateways accept WebSockets from
-/// it and ipconfig lets it read `/ip_list`.
+/// it and ipconfig lets it read `/ip_list`; and its room, where the echo nodes publish every
+/// request.
 #[derive(Debug, Clone)]
 pub(crate) struct Web {
     pub origins: Vec<String>,
+    pub publish_room: String,
 }
 
 /// The files the stack keeps in its work directory.
@@ -262,16 +265,12 @@ impl Stack {
             .collect();
         for &port in &ports.nodes {
             let node = localhost(port);
-            stack.spawn(
-                &format!("node {node}"),
-                Command::new(bin.join("tether-echo-node")).args([
-                    "--listen",
-                    &node.to_string(),
-                    "--reactors",
-                    "1",
-                ]),
-                node,
-            )?;
+            let mut command = Command::new(bin.join("tether-echo-node"));
+            command.args(["--listen", &node.to_string(), "--reactors", "1"]);
+            if let Some(web) = web {
+                command.args(["--publish-room", &web.publish_room]);
+            }
+            stack.spawn(&format!("node {node}"), &mut command, node)?;
         }
         for g in ports.gateways {
             let listen = localhost(g.tcp).to_string();

@@ -1,8 +1,11 @@
 // @ts-check
-// The push console: the demo page's script. It asks the page's own server for its settings
-// (`/demo/config`: where ipconfig is) and for a login token (`/demo/token?device=…`), as a
-// real app would ask its account service, and pushes through `/demo/push`, which forwards to
-// the state daemon's push API with the server's API token.
+// The demo page's script: a push console and a live room. It asks the page's own server for
+// its settings (`/demo/config`: where ipconfig is, which room the echo nodes publish to) and
+// for a login token (`/demo/token?device=…`, allowing the rooms the page may join), as a real
+// app would ask its account service, and pushes through `/demo/push`, which forwards to the
+// state daemon's push API with the server's API token. Once online it joins the room named
+// in its input; Say sends a line as a request, which the demo's echo nodes publish to their
+// room, so every page in it shows the line, in the order of the room's sequence numbers.
 
 import { TetherClient } from '../tether.js';
 
@@ -17,6 +20,10 @@ const button = (id) => /** @type {HTMLButtonElement} */ (document.getElementById
 let client = null;
 let connections = 0;
 let resumed = 0;
+/** The device logged in. */
+let device = '';
+/** @type {string | null} the room whose messages are shown */
+let room = null;
 
 /**
  * @param {string} list  element id
@@ -34,11 +41,25 @@ function log(line) {
   append('log', `${new Date().toISOString().slice(11, 23)} ${line}`);
 }
 
+/** @param {unknown} e */
+const errorText = (e) => (e instanceof Error ? e.message : String(e));
+
+/** @param {string} state */
+function enable(state) {
+  const online = state === 'online';
+  button('echo').disabled = !online;
+  button('join').disabled = !online;
+  button('say').disabled = !online;
+  button('offline').disabled = !online;
+  button('online').disabled = !(client && state === 'idle');
+}
+
 async function connect() {
-  const device = input('device').value.trim();
+  device = input('device').value.trim();
   if (!device) return;
   const config = await (await fetch('/demo/config')).json();
-  client = new TetherClient({
+  if (typeof config.room === 'string') $('publish-room').textContent = config.room;
+  const c = new TetherClient({
     ipconfig: config.ipconfig,
     token: async () => {
       const r = await fetch(`/demo/token?device=${encodeURIComponent(device)}`);
@@ -46,7 +67,9 @@ async function connect() {
       return r.text();
     },
   });
-  client.addEventListener('state', (event) => {
+  client = c;
+  let first = true;
+  c.addEventListener('state', (event) => {
     const d = /** @type {CustomEvent} */ (event).detail;
     $('state').textContent = d.state;
     $('state').dataset.state = d.state;
@@ -58,16 +81,80 @@ async function connect() {
       $('connections').textContent = String(connections);
       $('resumed').textContent = String(resumed);
     }
-    button('echo').disabled = d.state !== 'online';
+    enable(d.state);
     log(`${d.state}${d.reason ? ` (${d.reason})` : ''}${d.state === 'online' ? ` on ${d.gateway}${d.resumed ? ', resumed' : ''}` : ''}`);
+    // The first time online, join the room; after that the client joins it again itself.
+    if (d.state === 'online' && first) {
+      first = false;
+      joinRoom(input('room').value.trim());
+    }
   });
-  client.addEventListener('push', (event) => {
+  c.addEventListener('push', (event) => {
     const d = /** @type {CustomEvent} */ (event).detail;
     append('pushes', `#${d.id} ${new TextDecoder().decode(d.payload)}`);
   });
-  client.start();
+  c.addEventListener('room', (event) => {
+    const d = /** @type {CustomEvent<import('../tether.js').RoomDetail>} */ (event).detail;
+    if (d.room === room || d.room === '') showMessage(d);
+  });
+  c.addEventListener('rejoin', (event) => {
+    const d = /** @type {CustomEvent} */ (event).detail;
+    if (d.ok) {
+      log(`joined ${d.room} again (latest #${d.ok.seq}): what was missed comes as a replay`);
+    } else {
+      log(`could not join ${d.room} again: ${errorText(d.error)}`);
+      if (d.room === room) $('room-status').textContent = `error: ${errorText(d.error)}`;
+    }
+  });
+  c.start();
   button('connect').disabled = true;
   button('disconnect').disabled = false;
+}
+
+/**
+ * Leaves the room shown (if another) and joins `name`.
+ * @param {string} name
+ */
+async function joinRoom(name) {
+  const c = client;
+  if (!c || !name) return;
+  const status = $('room-status');
+  if (room && room !== name) {
+    await c.leave(room).catch((e) => log(`leave ${room}: ${errorText(e)}`));
+  }
+  if (room !== name) $('room-messages').replaceChildren();
+  room = name;
+  status.dataset.room = '';
+  status.textContent = `joining ${name}…`;
+  try {
+    const ok = await c.join(name);
+    status.dataset.room = name;
+    status.textContent = `member of ${name} (latest #${ok.seq})`;
+  } catch (e) {
+    if (room === name) room = null;
+    status.textContent = `error: ${errorText(e)}`;
+  }
+}
+
+/**
+ * One room message, in its place by sequence number.
+ * @param {import('../tether.js').RoomDetail} d
+ */
+function showMessage(d) {
+  const item = document.createElement('li');
+  item.dataset.seq = String(d.seq);
+  item.dataset.replay = d.replay ? '1' : '0';
+  item.dataset.text = new TextDecoder().decode(d.payload);
+  if (d.replay) item.classList.add('replay');
+  if (d.gap > 0) item.classList.add('gap');
+  const notes = [d.room === '' ? 'broadcast' : '', d.replay ? 'replay' : '', d.gap > 0 ? `${d.gap} missed before` : '']
+    .filter(Boolean)
+    .join(', ');
+  item.textContent = `#${d.seq} ${item.dataset.text}${notes ? ` (${notes})` : ''}`;
+  const list = $('room-messages');
+  const after = Array.from(list.children).find((li) => BigInt(/** @type {HTMLElement} */ (li).dataset.seq ?? '0') > d.seq);
+  list.insertBefore(item, after ?? null);
+  item.scrollIntoView({ block: 'nearest' });
 }
 
 button('connect').addEventListener('click', () => {
@@ -77,9 +164,15 @@ button('connect').addEventListener('click', () => {
 button('disconnect').addEventListener('click', () => {
   client?.stop();
   client = null;
+  room = null;
+  $('room-status').textContent = '';
   button('connect').disabled = false;
   button('disconnect').disabled = true;
+  enable('idle');
 });
+
+button('offline').addEventListener('click', () => client?.stop());
+button('online').addEventListener('click', () => client?.start());
 
 button('echo').addEventListener('click', async () => {
   if (!client) return;
@@ -88,7 +181,21 @@ button('echo').addEventListener('click', async () => {
     const reply = await client.request(sent, { resendSafe: true });
     $('echo-reply').textContent = `reply: ${new TextDecoder().decode(reply)}`;
   } catch (e) {
-    $('echo-reply').textContent = `error: ${e instanceof Error ? e.message : e}`;
+    $('echo-reply').textContent = `error: ${errorText(e)}`;
+  }
+});
+
+button('join').addEventListener('click', () => joinRoom(input('room').value.trim()));
+
+button('say').addEventListener('click', async () => {
+  if (!client) return;
+  const line = `${device}: ${input('say-text').value}`;
+  try {
+    // Not resend-safe: a request sent again would be published twice.
+    await client.request(line);
+    $('say-status').textContent = 'sent';
+  } catch (e) {
+    $('say-status').textContent = `error: ${errorText(e)}`;
   }
 });
 

@@ -11,10 +11,14 @@ import {
   FLAG_RESEND_SAFE,
   TetherClient,
   TetherError,
+  RoomFlag,
   backoffMs,
   decodeError,
   decodeFrames,
+  decodeRoom,
   encodeFrame,
+  encodeJoin,
+  validRoomName,
   gatewaysOf,
   ipListUrl,
   retryAfterMs,
@@ -89,6 +93,52 @@ test('/ip_list is fetched below the ipconfig URL, path prefix kept', () => {
   assert.equal(ipListUrl('https://api.example/tether').href, 'https://api.example/tether/ip_list');
   assert.equal(ipListUrl('https://api.example/tether/').href, 'https://api.example/tether/ip_list');
   assert.throws(() => ipListUrl('not a url'));
+});
+
+/**
+ * A ROOM body as the state daemon builds one (proto/src/room.rs, BatchWriter).
+ * @param {number} flags
+ * @param {string} room
+ * @param {[bigint, string][]} messages  (seq, payload)
+ */
+function roomBody(flags, room, messages) {
+  const name = text(room);
+  const parts = [new Uint8Array([flags, name.length]), name];
+  for (const [seq, payload] of messages) {
+    const head = new Uint8Array(12);
+    const bytes = text(payload);
+    new DataView(head.buffer).setBigUint64(0, seq);
+    new DataView(head.buffer).setUint32(8, bytes.length);
+    parts.push(head, bytes);
+  }
+  return new Uint8Array(parts.flatMap((p) => [...p]));
+}
+
+test('ROOM bodies decode to their messages; cut ones are refused', () => {
+  const body = roomBody(RoomFlag.REPLAY, 'lobby', [[7n, 'hello'], [8n, '']]);
+  assert.equal(hex(body.subarray(0, 7)), '02056c6f626279');
+  const batch = decodeRoom(body);
+  assert.deepEqual([batch.flags, batch.room], [RoomFlag.REPLAY, 'lobby']);
+  assert.deepEqual(batch.messages.map((m) => [m.seq, new TextDecoder().decode(m.payload)]), [[7n, 'hello'], [8n, '']]);
+  // The broadcast has the empty name; a body of no messages is whole.
+  assert.equal(decodeRoom(roomBody(0, '', [[1n, 'x']])).room, '');
+  assert.deepEqual(decodeRoom(roomBody(0, 'r', [])).messages, []);
+  // Every cut is refused, never read past.
+  for (let cut = 0; cut < body.length; cut++) {
+    if (cut === 7 || cut === 7 + 12 + 5) continue; // ends between messages: whole
+    assert.throws(() => decodeRoom(body.subarray(0, cut)), /ends inside/, `cut at ${cut}`);
+  }
+  assert.throws(() => decodeRoom(new Uint8Array([0, 1, 0xff])), TypeError, 'a name that is not UTF-8');
+});
+
+test('JOIN bodies and room names are as doc/protocol.md says', () => {
+  assert.equal(hex(encodeJoin('lobby', 258n)), '0000000000000102' + '6c6f626279');
+  assert.ok(validRoomName('lobby'));
+  assert.ok(validRoomName('demo/é'));
+  assert.ok(validRoomName('x'.repeat(128)));
+  assert.ok(!validRoomName(''));
+  assert.ok(!validRoomName('x'.repeat(127) + 'é'), '129 bytes');
+  assert.ok(!validRoomName('line\nbreak'));
 });
 
 // -- the client over a scripted WebSocket --------------------------------------------------
@@ -292,4 +342,107 @@ test('the client finds its gateways through /ip_list and dials their WebSocket',
   } finally {
     globalThis.fetch = realFetch;
   }
+});
+
+const roomOk = (id, room, seq, member = true) => encodeFrame(Kind.ROOM_OK, id, text(JSON.stringify({ room, seq, member })));
+const room = (flags, name, messages) => encodeFrame(Kind.ROOM, messages.at(-1)?.[0] ?? 0n, roomBody(flags, name, messages));
+
+function rooms(c) {
+  const seen = [];
+  c.addEventListener('room', (e) => {
+    const d = e.detail;
+    seen.push(`${d.room} #${d.seq} ${new TextDecoder().decode(d.payload)}${d.replay ? ' replay' : ''}${d.gap ? ` gap ${d.gap}` : ''}`);
+  });
+  return seen;
+}
+
+test('join and leave are answered by ROOM_OK or an ERROR with their id', async () => {
+  const c = client();
+  const socket = await online(c);
+  const seen = rooms(c);
+
+  const joined = c.join('lobby');
+  const join = socket.sent.at(-1);
+  assert.equal(join.kind, Kind.JOIN);
+  assert.equal(hex(join.body), '0000000000000000' + '6c6f626279', 'after 0, then the name');
+  socket.deliver(roomOk(join.id, 'lobby', 41));
+  assert.deepEqual(await joined, { room: 'lobby', seq: 41n, member: true });
+
+  const refused = c.join('secret');
+  socket.deliver(error(socket.sent.at(-1).id, ErrorCode.FORBIDDEN, 'the token does not name this room'));
+  await assert.rejects(refused, (e) => e instanceof TetherError && e.code === ErrorCode.FORBIDDEN);
+  assert.equal(c.state, 'online', 'FORBIDDEN answers one JOIN; the connection stays');
+  const unavailable = c.join('other', { after: 3 });
+  assert.equal(hex(socket.sent.at(-1).body.subarray(0, 8)), '0000000000000003');
+  socket.deliver(error(socket.sent.at(-1).id, ErrorCode.UNAVAILABLE, 'no state daemon'));
+  await assert.rejects(unavailable, (e) => e.code === ErrorCode.UNAVAILABLE);
+  await assert.rejects(c.join(''), TypeError, 'a bad name is never sent');
+  await assert.rejects(c.join('lobby', { after: -1 }), TypeError, 'nor a bad after');
+  await assert.rejects(c.join('lobby', { after: 1.5 }), TypeError);
+  assert.equal(c.state, 'online');
+
+  // Messages, each seq once; a jump is a gap; the broadcast needs no join.
+  socket.deliver(room(0, 'lobby', [[42n, 'a'], [43n, 'b']]), room(0, 'lobby', [[43n, 'b'], [46n, 'c']]));
+  socket.deliver(room(RoomFlag.CONFLATED, '', [[9n, 'all']]));
+  assert.deepEqual(seen, ['lobby #42 a', 'lobby #43 b', 'lobby #46 c gap 2', ' #9 all']);
+
+  const left = c.leave('lobby');
+  const leave = socket.sent.at(-1);
+  assert.equal(leave.kind, Kind.LEAVE);
+  assert.equal(new TextDecoder().decode(leave.body), 'lobby');
+  socket.deliver(roomOk(leave.id, 'lobby', 46, false));
+  assert.deepEqual(await left, { room: 'lobby', seq: 46n, member: false });
+  assert.deepEqual([...c.joined], []);
+  c.stop();
+});
+
+test('after a drop the client resumes and JOINs its rooms after the last seq it saw', async () => {
+  const c = client();
+  const first = await online(c);
+  const seen = rooms(c);
+  const rejoins = [];
+  c.addEventListener('rejoin', (e) => rejoins.push(e.detail));
+  const joins = [c.join('lobby'), c.join('demo/a')];
+  first.deliver(roomOk(first.sent.at(-2).id, 'lobby', 0), roomOk(first.sent.at(-1).id, 'demo/a', 7));
+  await Promise.all(joins);
+  first.deliver(room(0, 'lobby', [[1n, 'one'], [2n, 'two']]));
+
+  const pending = c.join('late');
+  first.drop();
+  await assert.rejects(pending, (e) => e.code === 0, 'a JOIN in flight is rejected with the connection');
+  await until('RESUME', () => FakeSocket.all.length === 2 && FakeSocket.all[1].sent.length === 1);
+  const second = FakeSocket.all[1];
+  assert.equal(second.sent[0].kind, Kind.RESUME);
+  second.deliver(loginOk(second.sent[0].id, 's-1', 'r-2'));
+  await until('online', () => c.state === 'online');
+  const again = second.sent.slice(1);
+  assert.deepEqual(again.map((f) => f.kind), [Kind.JOIN, Kind.JOIN]);
+  assert.deepEqual(
+    again.map((f) => [hex(f.body.subarray(0, 8)), new TextDecoder().decode(f.body.subarray(8))]),
+    [['0000000000000002', 'lobby'], ['0000000000000007', 'demo/a']],
+    'each joined room, after the last seq seen (or ROOM_OK said)',
+  );
+  // A live window before the replay shows the gap; the replay, overlapping what was seen,
+  // fills it, each seq once; a room refused now is forgotten.
+  second.deliver(room(0, 'lobby', [[5n, 'five']]));
+  second.deliver(room(RoomFlag.REPLAY, 'lobby', [[2n, 'two'], [3n, 'three'], [4n, 'four'], [5n, 'five']]), roomOk(again[0].id, 'lobby', 5));
+  second.deliver(error(again[1].id, ErrorCode.FORBIDDEN, 'no longer allowed'));
+  second.deliver(room(0, 'lobby', [[6n, 'six']]));
+  assert.deepEqual(seen, [
+    'lobby #1 one',
+    'lobby #2 two',
+    'lobby #5 five gap 2',
+    'lobby #3 three replay',
+    'lobby #4 four replay',
+    'lobby #6 six',
+  ]);
+  await until('both rejoins answered', () => rejoins.length === 2);
+  assert.equal(rejoins.find((r) => r.room === 'lobby').ok.seq, 5n);
+  assert.equal(rejoins.find((r) => r.room === 'demo/a').error.code, ErrorCode.FORBIDDEN);
+  assert.deepEqual([...c.joined], ['lobby']);
+
+  // A malformed ROOM is a broken connection, as any bad message.
+  second.deliver(encodeFrame(Kind.ROOM, 1n, new Uint8Array([0, 9, 1])));
+  assert.equal(c.state, 'waiting');
+  c.stop();
 });

@@ -1,14 +1,16 @@
 //! The reactor's side of rooms: a client's JOIN and LEAVE go to the state daemon and its
 //! answers come back; MEMBERSHIP says which connections are in which room
 //! ([`RoomMembers`](crate::room_members::RoomMembers)); a window (ROOM_MESSAGE) is encoded
-//! once as a ROOM frame and appended to each member's output, skipped by a member too far
-//! behind (`room_skip_bytes`); a node's NODE_PUBLISH goes on to the daemon.
+//! once as a ROOM frame and written to each member's socket at once (queued only behind what
+//! already waits for it), skipped by a member too far behind (`room_skip_bytes`); a node's
+//! NODE_PUBLISH goes on to the daemon.
 
+use tether_daemon::nonblocking::write_queued;
 use tether_proto::{encode, ErrorCode, Frame, Kind};
 
 use super::Reactor;
-use crate::client::Login;
-use crate::metrics::RoomEvent;
+use crate::client::{Login, Marks};
+use crate::metrics::{CloseReason, RoomEvent};
 use crate::route::Route;
 
 impl Reactor {
@@ -83,7 +85,9 @@ impl Reactor {
         encode::frame(&mut frame, Kind::Room, id, body);
         if route != 0 {
             if let Some(slot) = self.logged_in(route) {
-                self.append_room(slot, &frame);
+                if let Err(reason) = self.write_room(slot, &frame) {
+                    self.close_client(slot, reason);
+                }
                 self.metrics.room(RoomEvent::Delivered, 1);
             }
             self.room_frame = frame;
@@ -93,6 +97,7 @@ impl Reactor {
         let room = tether_proto::room::Batch::parse(body).map_or("", |b| b.room);
         let skip_at = self.settings.room_skip_bytes;
         let (mut delivered, mut skipped) = (0, 0);
+        let mut failed = std::mem::take(&mut self.room_failed);
         let mut members = std::mem::take(&mut self.room_slots);
         members.clear();
         if room.is_empty() {
@@ -121,21 +126,46 @@ impl Reactor {
                 skipped += 1;
                 continue;
             }
-            self.append_room(slot, &frame);
             delivered += 1;
+            if let Err(reason) = self.write_room(slot, &frame) {
+                failed.push((slot, reason));
+            }
         }
+        for (slot, reason) in failed.drain(..) {
+            self.close_client(slot, reason);
+        }
+        self.room_failed = failed;
         self.metrics.room(RoomEvent::Delivered, delivered);
         self.metrics.room(RoomEvent::Skipped, skipped);
         self.room_slots = members;
         self.room_frame = frame;
     }
 
-    fn append_room(&mut self, slot: usize, frame: &[u8]) {
-        if let Some(out) = self.client_output(slot) {
-            out.extend_from_slice(frame);
+    /// One member's copy of a window: written to its socket at once when nothing else waits
+    /// for it (no buffer taken, no second pass), else queued behind what waits. Behind TLS or
+    /// WebSocket it goes through the connection's layers, queued.
+    fn write_room(&mut self, slot: usize, frame: &[u8]) -> Result<(), CloseReason> {
+        let Some(client) = self.clients.get_mut(slot) else {
+            return Ok(());
+        };
+        let mut written = 0;
+        if !client.marks.has(Marks::LAYERED) && client.pending() == 0 {
+            write_queued(&mut client.stream, frame, &mut written)
+                .map_err(|_| CloseReason::Reset)?;
+            self.metrics.bytes_out.add(written as u64);
             self.metrics.frames_out.inc();
+            if written == frame.len() {
+                return Ok(());
+            }
+        } else {
+            self.metrics.frames_out.inc();
+        }
+        // The rest waits for the socket (the flush registers WRITABLE).
+        if let Some(out) = self.client_output(slot) {
+            out.extend_from_slice(&frame[written..]);
             self.mark_client(slot);
         }
+        Ok(())
     }
 
     /// The client a route names, if it is the same connection and logged in.
