@@ -5,13 +5,15 @@
 # one channel), measured by the same tether-loadgen with the same stamped payloads.
 #
 #   bench/rooms.sh [--smoke] [--members M] [--rate P] [--size S] [--merge-ms MS]
-#                  [--duration D] [--only tether|nats|nchan] [--out DIR]
+#                  [--duration D] [--only tether|nats|nchan] [--gateway BIN] [--out DIR]
 #
 #     --members M    subscribers (default 19900: one gateway/nginx/nats process holds them all
 #                    under the hard limit of 20,000 open files per process)
 #     --rate P       publishes per second (default 100), --size S bytes each (default 32)
 #     --merge-ms MS  Tether's room_merge_ms (default 100)
 #     --duration D   seconds of publishing per system (default 20; the first 3 are warmup)
+#     --gateway BIN  the tether-gateway binary to measure (default: this tree's), to set
+#                    two builds side by side
 #     --smoke        the CI check that the script still runs: 200 members, 4 s, all three
 #
 # Per system, in one run: deliveries/s (against M × P expected), CPU (user + sys from /proc)
@@ -37,7 +39,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 me=rooms.sh
 
-members=19900 rate=100 size=32 merge_ms=100 duration=20 warmup=3 only="" out="" smoke=0
+gateway_bin="" members=19900 rate=100 size=32 merge_ms=100 duration=20 warmup=3 only="" out="" smoke=0
 while (($#)); do
     case $1 in
         --smoke) members=200 duration=4 warmup=1 smoke=1 ;;
@@ -47,8 +49,9 @@ while (($#)); do
         --merge-ms) merge_ms=$2; shift ;;
         --duration) duration=$2; shift ;;
         --only) only=$2; shift ;;
+        --gateway) gateway_bin=$2; shift ;;
         --out) out=$2; shift ;;
-        -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "$me: unknown argument '$1'" >&2; exit 2 ;;
     esac
     shift
@@ -80,6 +83,7 @@ fi
 say "cargo build --release -p tether-state -p tether-gateway -p tether-echo-node -p tether-loadgen"
 cargo build --release --quiet -p tether-state -p tether-gateway -p tether-echo-node -p tether-loadgen
 bin=${CARGO_TARGET_DIR:-target}/release
+gateway_bin=${gateway_bin:-$bin/tether-gateway}
 nats_port=19850 nchan_port=19851 http_port=19852 metrics_port=19853 gw_port=19854 admin_port=19855 node_port=19856 nats_mon=19857
 require_free $nats_port $nchan_port $http_port $metrics_port $gw_port $admin_port $node_port $nats_mon
 
@@ -164,7 +168,7 @@ if want tether; then
     start node env RUST_LOG=warn "$bin/tether-echo-node" --listen 127.0.0.1:$node_port --reactors 1
     wait_port node "$started_pid" $node_port
     wait_port state "$st" $metrics_port
-    start gateway env RUST_LOG=error "$bin/tether-gateway" --listen 127.0.0.1:$gw_port \
+    start gateway env RUST_LOG=error "$gateway_bin" --listen 127.0.0.1:$gw_port \
         --admin 127.0.0.1:$admin_port --node 127.0.0.1:$node_port --state "$dir/state.sock" \
         --pin-cores false --max-connections 100000
     gw=$started_pid
