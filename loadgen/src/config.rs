@@ -42,7 +42,7 @@ pub struct Args {
         long,
         env = "TETHER_LOADGEN_TARGET",
         value_delimiter = ',',
-        required_unless_present = "ipconfig",
+        required_unless_present_any = ["ipconfig", "peer_addr"],
         conflicts_with = "ipconfig"
     )]
     pub target: Vec<String>,
@@ -299,6 +299,51 @@ pub struct Args {
     /// The path of the WebSocket upgrade (--ws, --wss).
     #[arg(long, env = "TETHER_LOADGEN_WS_PATH", default_value = "/ws")]
     pub ws_path: String,
+
+    /// Rooms of the run, named --room-prefix + 0..N-1: each connection JOINs
+    /// --rooms-per-conn of them after LOGIN_OK (its JWT carries `"rooms": ["PREFIX*"]`),
+    /// and --publish-rate publishes to them; ROOM frames are counted (gaps, duplicates,
+    /// publish → client latency).
+    #[arg(long, env = "TETHER_LOADGEN_ROOMS")]
+    pub rooms: Option<usize>,
+
+    /// The rooms' names start with this.
+    #[arg(long, env = "TETHER_LOADGEN_ROOM_PREFIX", default_value = "room-")]
+    pub room_prefix: String,
+
+    /// Rooms each connection joins (consecutive from its index modulo --rooms, so members
+    /// spread evenly); 0: none (with --broadcast).
+    #[arg(long, env = "TETHER_LOADGEN_ROOMS_PER_CONN", default_value_t = 1)]
+    pub rooms_per_conn: usize,
+
+    /// Publishes per second in total, round-robin over the rooms, through the state
+    /// daemon's `POST /v1/rooms/{room}/publish` at --push-url (with --push-token-file's
+    /// token), or to --peer; payloads stamped with the send time and a publish counter.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_PUBLISH_RATE",
+        allow_negative_numbers = true
+    )]
+    pub publish_rate: Option<f64>,
+
+    /// Bytes of each published payload (at least 32: the stamp).
+    #[arg(long, env = "TETHER_LOADGEN_PUBLISH_SIZE", default_value_t = 32)]
+    pub publish_size: usize,
+
+    /// Publish with `POST /v1/broadcast` (every logged-in connection, no JOIN) instead.
+    #[arg(long, env = "TETHER_LOADGEN_BROADCAST")]
+    pub broadcast: bool,
+
+    /// Measure a peer instead of Tether: `nats` (nats-server: each connection SUBscribes to
+    /// the room's subject, publishes are PUBs) or `nchan` (nginx + nchan: each connection is
+    /// a WebSocket subscriber of `/sub?id=ROOM`, publishes are `POST /pub?id=ROOM`), at
+    /// --peer-addr. Each connection follows one room.
+    #[arg(long, env = "TETHER_LOADGEN_PEER", requires = "peer_addr")]
+    pub peer: Option<String>,
+
+    /// The peer's address (HOST:PORT) for subscribers and publisher alike.
+    #[arg(long, env = "TETHER_LOADGEN_PEER_ADDR", requires = "peer")]
+    pub peer_addr: Option<String>,
 }
 
 /// How DATA frames are offered.
@@ -332,6 +377,54 @@ pub struct PushConfig {
     pub url: Url,
     /// From `--push-token-file`; never printed.
     pub token: Option<Secret>,
+}
+
+/// The rooms of a run (`--rooms`, `--broadcast`, `--peer`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomsConfig {
+    pub count: usize,
+    pub prefix: String,
+    /// Rooms each connection JOINs (a peer's subscriber: follows the first).
+    pub per_conn: usize,
+    pub publish: Option<PublishConfig>,
+}
+
+/// `--publish-rate` and where to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishConfig {
+    /// Publishes per second, all rooms together.
+    pub rate: f64,
+    /// Bytes per payload.
+    pub size: usize,
+    /// `--broadcast`: `POST /v1/broadcast`.
+    pub broadcast: bool,
+    /// The state daemon's HTTP API (`--push-url`); unused with a peer.
+    pub url: Url,
+    /// `--push-token-file`; never printed.
+    pub token: Option<Secret>,
+}
+
+/// Which peer `--peer` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    Nats,
+    Nchan,
+}
+
+impl PeerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerKind::Nats => "nats",
+            PeerKind::Nchan => "nchan",
+        }
+    }
+}
+
+/// `--peer` at `--peer-addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub kind: PeerKind,
+    pub addr: SocketAddr,
 }
 
 /// This process is worker `index` of `count` (`--procs`): it runs the connections whose
@@ -455,6 +548,12 @@ pub struct Config {
     pub server_name: String,
     /// `--ws-path`.
     pub ws_path: String,
+    /// `--rooms` and the rest; `None` without rooms.
+    pub rooms: Option<RoomsConfig>,
+    /// `--peer`: subscribers and publisher speak to a peer instead of Tether.
+    pub peer: Option<PeerConfig>,
+    /// Extra claims of minted tokens (the `rooms` claim).
+    pub claims: crate::session::TokenClaims,
 }
 
 /// One thing wrong with the flags.
@@ -524,6 +623,20 @@ pub enum ConfigError {
     BadShard(String),
     #[error("{0}")]
     Transport(String),
+    #[error("--rooms must be at least 1")]
+    NoRooms,
+    #[error("--room-prefix must be 1 to 100 bytes of printable text without `*`")]
+    BadRoomPrefix,
+    #[error("--publish-rate must be a finite number above 0, got {0}")]
+    BadPublishRate(f64),
+    #[error("--publish-size must be 32 (the stamp) to 65,536 bytes, got {0}")]
+    BadPublishSize(usize),
+    #[error("--peer {0:?}: not nats or nchan")]
+    BadPeer(String),
+    #[error("--peer-addr {addr:?}: {reason}")]
+    BadPeerAddr { addr: String, reason: String },
+    #[error("--broadcast is Tether's; a peer publishes to its rooms")]
+    BroadcastToPeer,
 }
 
 /// Every problem found in the flags, reported together.
@@ -545,7 +658,7 @@ impl Args {
     pub fn into_config(self) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
 
-        if self.target.is_empty() && self.ipconfig.is_none() {
+        if self.target.is_empty() && self.ipconfig.is_none() && self.peer_addr.is_none() {
             errors.push(ConfigError::NoTarget);
         }
         let mut targets = Vec::new();
@@ -602,18 +715,10 @@ impl Args {
                 if !(rate.is_finite() && rate > 0.0) {
                     errors.push(ConfigError::BadPushRate(rate));
                 }
-                let token = self.push_token_file.as_deref().and_then(|path| {
-                    let token = secret_file("push-token-file", path, &mut errors)?;
-                    if token.is_empty() {
-                        errors.push(ConfigError::SecretFile {
-                            flag: "push-token-file",
-                            path: path.to_path_buf(),
-                            reason: "the file is empty".into(),
-                        });
-                        return None;
-                    }
-                    Some(token)
-                });
+                let token = self
+                    .push_token_file
+                    .as_deref()
+                    .and_then(|path| token_file(path, &mut errors));
                 url("push-url", &self.push_url, &mut errors).map(|url| PushConfig {
                     rate,
                     url,
@@ -712,6 +817,97 @@ impl Args {
             }
         }
 
+        let peer = match (self.peer.as_deref(), self.peer_addr.as_deref()) {
+            (Some(kind), Some(addr)) => {
+                let kind = match kind {
+                    "nats" => Some(PeerKind::Nats),
+                    "nchan" => Some(PeerKind::Nchan),
+                    other => {
+                        errors.push(ConfigError::BadPeer(other.to_string()));
+                        None
+                    }
+                };
+                let addr = match resolve(addr) {
+                    Ok(a) => Some(a),
+                    Err(reason) => {
+                        errors.push(ConfigError::BadPeerAddr {
+                            addr: addr.to_string(),
+                            reason,
+                        });
+                        None
+                    }
+                };
+                kind.zip(addr).map(|(kind, addr)| PeerConfig { kind, addr })
+            }
+            _ => None,
+        };
+        if let Some(peer) = peer {
+            // The subscribers connect to the peer.
+            targets = vec![peer.addr];
+            if self.broadcast {
+                errors.push(ConfigError::BroadcastToPeer);
+            }
+        }
+        let wants_rooms = self.rooms.is_some()
+            || self.publish_rate.is_some()
+            || self.broadcast
+            || self.peer.is_some();
+        let rooms = if wants_rooms {
+            let count = self.rooms.unwrap_or(1);
+            if count == 0 {
+                errors.push(ConfigError::NoRooms);
+            }
+            let prefix_ok = !self.room_prefix.is_empty()
+                && self.room_prefix.len() <= 100
+                && !self.room_prefix.contains('*')
+                && !self.room_prefix.chars().any(char::is_control);
+            if !prefix_ok {
+                errors.push(ConfigError::BadRoomPrefix);
+            }
+            let publish = match self.publish_rate {
+                Some(rate) => {
+                    if !(rate.is_finite() && rate > 0.0) {
+                        errors.push(ConfigError::BadPublishRate(rate));
+                    }
+                    if !(crate::rooms::STAMP_LEN..=65_536).contains(&self.publish_size) {
+                        errors.push(ConfigError::BadPublishSize(self.publish_size));
+                    }
+                    let token = self
+                        .push_token_file
+                        .as_deref()
+                        .and_then(|path| token_file(path, &mut errors));
+                    url("push-url", &self.push_url, &mut errors).map(|url| PublishConfig {
+                        rate,
+                        size: self.publish_size,
+                        broadcast: self.broadcast,
+                        url,
+                        token,
+                    })
+                }
+                None => None,
+            };
+            Some(RoomsConfig {
+                count,
+                prefix: self.room_prefix.clone(),
+                per_conn: if self.broadcast && self.rooms.is_none() {
+                    0
+                } else {
+                    self.rooms_per_conn
+                },
+                publish,
+            })
+        } else {
+            None
+        };
+        let claims = crate::session::TokenClaims {
+            aud: self.jwt_aud.clone(),
+            iss: self.jwt_iss.clone(),
+            rooms: rooms
+                .as_ref()
+                .filter(|r| r.per_conn > 0 && peer.is_none())
+                .map(|r| vec![format!("{}*", r.prefix)]),
+        };
+
         let (
             Some(heartbeat),
             Some(reconnect_timeout),
@@ -765,6 +961,9 @@ impl Args {
             tls_ca: self.tls_ca,
             server_name: self.tls_server_name,
             ws_path: self.ws_path,
+            rooms,
+            peer,
+            claims,
         })
     }
 
@@ -845,6 +1044,20 @@ impl Args {
     }
 }
 
+/// `--push-token-file`'s token: None and an error when it cannot be read or is empty.
+fn token_file(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Secret> {
+    let token = secret_file("push-token-file", path, errors)?;
+    if token.is_empty() {
+        errors.push(ConfigError::SecretFile {
+            flag: "push-token-file",
+            path: path.to_path_buf(),
+            reason: "the file is empty".into(),
+        });
+        return None;
+    }
+    Some(token)
+}
+
 /// A secret read from `path` (given with `--flag`), without its trailing newline; None and an
 /// error when it cannot be read.
 fn secret_file(
@@ -907,6 +1120,9 @@ impl Config {
             tls_ca: None,
             server_name: "localhost".to_string(),
             ws_path: "/ws".to_string(),
+            rooms: None,
+            peer: None,
+            claims: crate::session::TokenClaims::default(),
         }
     }
 
@@ -954,6 +1170,95 @@ mod tests {
         Args::try_parse_from(argv)
             .expect("clap accepts these flags")
             .into_config()
+    }
+
+    #[test]
+    fn room_flags_are_judged_together() {
+        let c = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--jwt-secret",
+            "k",
+            "--jwt-aud",
+            "tether",
+            "--rooms",
+            "3",
+            "--rooms-per-conn",
+            "2",
+            "--publish-rate",
+            "50",
+            "--publish-size",
+            "64",
+            "--hold",
+            "2",
+        ])
+        .unwrap();
+        let rooms = c.rooms.unwrap();
+        assert_eq!(
+            (rooms.count, rooms.per_conn, rooms.prefix.as_str()),
+            (3, 2, "room-")
+        );
+        let publish = rooms.publish.unwrap();
+        assert_eq!(
+            (publish.rate, publish.size, publish.broadcast),
+            (50.0, 64, false)
+        );
+        assert_eq!(c.claims.rooms, Some(vec!["room-*".to_string()]));
+        assert_eq!(c.claims.aud.as_deref(), Some("tether"));
+        assert!(c.peer.is_none());
+
+        let c = parse(&[
+            "--peer",
+            "nats",
+            "--peer-addr",
+            "127.0.0.1:4222",
+            "--publish-rate",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(c.targets, vec!["127.0.0.1:4222".parse().unwrap()]);
+        assert_eq!(c.peer.map(|p| p.kind), Some(PeerKind::Nats));
+        assert_eq!(c.claims.rooms, None, "a peer mints no tokens");
+
+        let c = parse(&[
+            "--target",
+            "127.0.0.1:1",
+            "--broadcast",
+            "--publish-rate",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.rooms.map(|r| r.per_conn),
+            Some(0),
+            "a broadcast joins nothing"
+        );
+
+        let errors = parse(&[
+            "--peer",
+            "mqtt",
+            "--peer-addr",
+            "127.0.0.1:1",
+            "--rooms",
+            "0",
+            "--publish-rate",
+            "-1",
+            "--publish-size",
+            "8",
+            "--room-prefix",
+            "a*",
+        ])
+        .unwrap_err()
+        .0;
+        for e in [
+            ConfigError::BadPeer("mqtt".into()),
+            ConfigError::NoRooms,
+            ConfigError::BadRoomPrefix,
+            ConfigError::BadPublishRate(-1.0),
+            ConfigError::BadPublishSize(8),
+        ] {
+            assert!(errors.contains(&e), "{e:?} not in {errors:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::link::Link;
 use crate::outstanding::Outstanding;
 use crate::payload;
 use crate::pushes::{self, PushLog, Seen};
+use crate::rooms::{self, RoomLog};
 use crate::session::{self, Hello, LoginOk, Session};
 use crate::stats::{Stats, Window};
 
@@ -159,6 +160,10 @@ pub(crate) struct Conn {
     /// Set from GOAWAY until the connection is ready again.
     pub reconnect: Option<Reconnect>,
     pub pushes: PushLog,
+    /// The rooms this connection follows and the last number seen of each.
+    pub rooms: RoomLog,
+    /// Ids of the JOINs awaiting ROOM_OK or ERROR.
+    joins: Vec<u64>,
     /// What the frames handled since the worker last looked ask it to do.
     pub signals: Signals,
 }
@@ -197,6 +202,8 @@ impl Conn {
             up: false,
             reconnect: None,
             pushes: PushLog::new(),
+            rooms: RoomLog::new(),
+            joins: Vec::new(),
             signals: Signals::default(),
         }
     }
@@ -275,6 +282,19 @@ impl Conn {
         self.login_id = id;
         self.resuming = kind == Kind::Resume;
         true
+    }
+
+    /// Queues a JOIN of each of `rooms`, asking for what came after the last number seen
+    /// (nothing the first time).
+    pub(crate) fn queue_joins(&mut self, rooms: &[String]) {
+        for room in rooms {
+            let id = self.take_id();
+            let mut body = Vec::with_capacity(8 + room.len());
+            let after = self.rooms.last(room);
+            tether_proto::room::Join { after, room }.write(&mut body);
+            encode::frame(&mut self.wbuf, Kind::Join, id, &body);
+            self.joins.push(id);
+        }
     }
 
     /// Queues raw bytes (an HTTP request on the resolving socket).
@@ -421,6 +441,10 @@ impl Conn {
                 };
                 let code = u16::from_be_bytes(*code);
                 let known = ErrorCode::from_u16(code);
+                if let Some(at) = self.joins.iter().position(|&id| id == frame.id) {
+                    self.joins.swap_remove(at);
+                    stats.rooms.joins_refused += 1;
+                }
                 if self.awaits_login(frame.id) {
                     self.login_id = 0;
                     self.signals.login_error = Some(code);
@@ -441,6 +465,8 @@ impl Conn {
             }
             Kind::GoAway => self.signals.goaway = true,
             Kind::Push => self.on_push(frame.id, frame.body, now, window, stats),
+            Kind::Room => self.on_room(frame.body, now, window, stats),
+            Kind::RoomOk => self.on_room_ok(frame.id, frame.body, stats),
             other => self.verify_failed(stats, frame.id, other.name()),
         }
         Ok(())
@@ -506,6 +532,56 @@ impl Conn {
                     None => stats.push.unstamped += 1,
                 }
             }
+        }
+    }
+
+    /// ROOM: count the frame and each message (gaps, duplicates, latency).
+    fn on_room(&mut self, body: &[u8], now: Instant, window: &Window, stats: &mut Stats) {
+        let batch = match tether_proto::room::Batch::parse(body) {
+            Ok(batch) => batch,
+            Err(e) => return self.verify_failed(stats, 0, &format!("ROOM body: {e}")),
+        };
+        stats.rooms.frames += 1;
+        if batch.flags & tether_proto::room::REPLAY != 0 {
+            stats.rooms.replayed_frames += 1;
+        }
+        if batch.flags & tether_proto::room::CONFLATED != 0 {
+            stats.rooms.conflated_frames += 1;
+        }
+        let arrival = rooms::Arrival {
+            at: now,
+            now_us: u64::try_from(session::unix_now().as_micros()).unwrap_or(u64::MAX),
+            window,
+        };
+        for entry in batch.entries() {
+            rooms::on_message(
+                &mut self.rooms,
+                stats,
+                batch.room,
+                entry.seq,
+                entry.payload,
+                &arrival,
+            );
+        }
+    }
+
+    /// ROOM_OK `{"room","seq","member"}` answering a JOIN: numbers count from `seq`.
+    fn on_room_ok(&mut self, id: u64, body: &[u8], stats: &mut Stats) {
+        #[derive(serde::Deserialize)]
+        struct RoomOk {
+            room: String,
+            seq: u64,
+        }
+        let Some(at) = self.joins.iter().position(|&j| j == id) else {
+            return self.verify_failed(stats, id, "ROOM_OK for no JOIN in flight");
+        };
+        self.joins.swap_remove(at);
+        match serde_json::from_slice::<RoomOk>(body) {
+            Ok(ok) => {
+                stats.rooms.joins_ok += 1;
+                self.rooms.joined(&ok.room, ok.seq);
+            }
+            Err(e) => self.verify_failed(stats, id, &format!("ROOM_OK body: {e}")),
         }
     }
 
@@ -924,6 +1000,64 @@ mod tests {
             stats.push_latency.min()
         );
         assert!(stats.errors.is_empty() && stats.verify_failures == 0);
+    }
+
+    #[test]
+    fn joins_are_answered_and_room_frames_counted() {
+        let (mut conn, env, window, mut stats, t0) = setup();
+        conn.queue_joins(&["room-0".to_string(), "room-1".to_string()]);
+        let joins = queued(&conn, &env);
+        assert_eq!(joins.len(), 2);
+        assert_eq!(joins[0].0, Kind::Join);
+        let join = tether_proto::room::Join::parse(&joins[0].2).unwrap();
+        assert_eq!((join.after, join.room), (0, "room-0"));
+        let on = |conn: &mut Conn, stats: &mut Stats, kind, id, body: &[u8]| {
+            conn.on_frame(Frame::new(kind, id, body), &env, t0, &window, stats)
+                .unwrap();
+        };
+        on(
+            &mut conn,
+            &mut stats,
+            Kind::RoomOk,
+            joins[0].1,
+            br#"{"room":"room-0","seq":4,"member":true}"#,
+        );
+        let mut refusal = Vec::new();
+        encode::error(&mut refusal, joins[1].1, ErrorCode::Forbidden, "no claim");
+        let (frame, _) = env.decoder.decode(&refusal).unwrap().unwrap();
+        conn.on_frame(frame, &env, t0, &window, &mut stats).unwrap();
+        // A window of two messages after seq 4, then one that skips 7, then 8 again.
+        let now_us = session::unix_now().as_micros() as u64;
+        let mut body = Vec::new();
+        let mut w = tether_proto::room::BatchWriter::start(&mut body, 0, "room-0");
+        w.push(&mut body, 5, &rooms::stamped(now_us - 1_000, 1, 32));
+        w.push(&mut body, 6, &rooms::stamped(now_us - 1_000, 2, 32));
+        on(&mut conn, &mut stats, Kind::Room, 6, &body);
+        let mut body = Vec::new();
+        let mut w = tether_proto::room::BatchWriter::start(&mut body, 0, "room-0");
+        w.push(&mut body, 8, &rooms::stamped(now_us, 4, 32));
+        w.push(&mut body, 8, &rooms::stamped(now_us, 4, 32));
+        on(&mut conn, &mut stats, Kind::Room, 8, &body);
+        on(&mut conn, &mut stats, Kind::Room, 0, b"\x00");
+        let r = stats.rooms;
+        assert_eq!((r.joins_ok, r.joins_refused), (1, 1));
+        assert_eq!(
+            (r.frames, r.deliveries, r.gaps, r.missing, r.duplicates),
+            (2, 4, 1, 1, 1)
+        );
+        assert_eq!(stats.room_latency.len(), 3);
+        assert!(
+            stats.room_latency.max() >= 900,
+            "{}",
+            stats.room_latency.max()
+        );
+        assert_eq!(stats.verify_failures, 1, "the bad ROOM body");
+        // A re-JOIN asks for what came after the last number seen.
+        conn.wbuf.clear();
+        conn.queue_joins(&["room-0".to_string()]);
+        let again = queued(&conn, &env);
+        let join = tether_proto::room::Join::parse(&again[0].2).unwrap();
+        assert_eq!(join.after, 8);
     }
 
     #[test]

@@ -37,11 +37,14 @@ mod limits;
 mod link;
 mod outstanding;
 mod payload;
+mod peer;
 mod procs;
 mod progress;
+mod publisher;
 mod pusher;
 mod pushes;
 mod reconnect;
+mod rooms;
 mod schedule;
 mod session;
 mod start_line;
@@ -143,7 +146,11 @@ pub(crate) fn run_here(
         let spawned = thread::Builder::new()
             .name(format!("loadgen-{index}"))
             .spawn(move || {
-                let result = worker::run(index, conns, for_worker);
+                let result = if for_worker.config.peer.is_some() {
+                    peer::run(index, conns, for_worker)
+                } else {
+                    worker::run(index, conns, for_worker)
+                };
                 let _ = tx.send((index, result));
             });
         match spawned {
@@ -188,6 +195,35 @@ pub(crate) fn run_here(
             .map_err(|e| tracing::error!(error = %e, "cannot start the push thread"))
             .ok()
     });
+    let publisher = config
+        .rooms
+        .as_ref()
+        .and_then(|rooms| rooms.publish.clone().map(|p| (rooms.clone(), p)))
+        // With --procs, worker process 0 publishes for all.
+        .filter(|_| config.shard.is_none_or(|s| s.index == 0))
+        .and_then(|(rooms, publish)| {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("loadgen-publish".into())
+                .spawn(move || {
+                    let start = loop {
+                        if let Some(start) = shared.start_line.start() {
+                            break start;
+                        }
+                        thread::sleep(Duration::from_millis(2));
+                    };
+                    let duration = shared.config.duration;
+                    publisher::run(
+                        &rooms,
+                        &publish,
+                        shared.config.peer,
+                        start,
+                        start + duration - pusher::settle(duration),
+                    )
+                })
+                .map_err(|e| tracing::error!(error = %e, "cannot start the publish thread"))
+                .ok()
+        });
 
     let began = Instant::now();
     let mut next_tick = began + PROGRESS_EVERY;
@@ -233,6 +269,16 @@ pub(crate) fn run_here(
     };
     if let Some(api) = &push_api {
         for (name, &n) in &api.errors {
+            total.errors_n(name, n);
+        }
+    }
+    if let Some(handle) = publisher {
+        let done = handle
+            .join()
+            .map_err(|_| anyhow!("the publish thread panicked"))?;
+        total.rooms.published += done.sent;
+        total.rooms.publish_failed += done.failed;
+        for (name, &n) in &done.errors {
             total.errors_n(name, n);
         }
     }

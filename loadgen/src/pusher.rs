@@ -147,8 +147,8 @@ fn record(api: &mut PushApi, response: &http::Response) {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection, reopened as needed.
-struct Client {
+/// One keep-alive HTTP/1.1 connection, reopened as needed (the room publisher uses it too).
+pub(crate) struct Client {
     url: Url,
     token: Option<Secret>,
     stream: Option<TcpStream>,
@@ -156,7 +156,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(url: Url, token: Option<Secret>) -> Client {
+    pub(crate) fn new(url: Url, token: Option<Secret>) -> Client {
         Client {
             url,
             token,
@@ -167,7 +167,7 @@ impl Client {
 
     /// POSTs `body`; a kept-alive connection the server closed meanwhile is retried once on a
     /// fresh one. The error is a cause name.
-    fn post(&mut self, path: &str, body: &[u8]) -> Result<http::Response, &'static str> {
+    pub(crate) fn post(&mut self, path: &str, body: &[u8]) -> Result<http::Response, &'static str> {
         let bearer = self.token.as_ref().map(Secret::expose);
         let request = http::post_json(&self.url.host, path, body, bearer);
         let reused = self.stream.is_some();
@@ -257,7 +257,7 @@ impl Failure {
 }
 
 /// xorshift64*: device choice, not cryptography.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     fn seeded() -> Rng {

@@ -77,14 +77,37 @@ pub(crate) enum Hello {
     Resume(Vec<u8>),
 }
 
+/// Claims a minted token carries besides `sub` and `exp`: with `rooms` (`--rooms-per-conn`),
+/// the `rooms` claim naming what the device may JOIN itself, and then `aud`/`iss` written
+/// here as the signer would (`--jwt-aud`, `--jwt-iss`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub aud: Option<String>,
+    pub iss: Option<String>,
+    /// The entries of the `rooms` claim (`"room-*"`: every room of the run); `None`: no claim.
+    pub rooms: Option<Vec<String>>,
+}
+
 /// The first frame for device `device` under `login`, resuming `session` when it has a
 /// resume token. `now` is the Unix time the token's expiry is counted from. Signing fails
 /// only when the system's random source does (ES256, RS256).
+#[cfg(test)]
 pub(crate) fn hello(
     login: &Login,
     session: Option<&Session>,
     device: &str,
     now: Duration,
+) -> Result<Hello, SignError> {
+    hello_with(login, session, device, now, &TokenClaims::default())
+}
+
+/// [`hello`], minting tokens with `claims`.
+pub(crate) fn hello_with(
+    login: &Login,
+    session: Option<&Session>,
+    device: &str,
+    now: Duration,
+    claims: &TokenClaims,
 ) -> Result<Hello, SignError> {
     if let Some(session) = session.filter(|s| !s.resume_token.is_empty()) {
         if login.enabled() {
@@ -96,7 +119,19 @@ pub(crate) fn hello(
         Login::Anonymous => Hello::Login(Vec::new()),
         Login::Jwt(signer) => {
             let exp = now.saturating_add(TOKEN_LIFETIME).as_secs();
-            Hello::Login(signer.sign(device, exp)?.into_bytes())
+            let token = match &claims.rooms {
+                None => signer.sign(device, exp)?,
+                Some(rooms) => {
+                    let mut body = serde_json::json!({ "sub": device, "exp": exp, "rooms": rooms });
+                    for (name, value) in [("aud", &claims.aud), ("iss", &claims.iss)] {
+                        if let Some(value) = value {
+                            body[name] = serde_json::json!(value);
+                        }
+                    }
+                    signer.sign_claims(&body)?
+                }
+            };
+            Hello::Login(token.into_bytes())
         }
     })
 }
@@ -186,6 +221,30 @@ mod tests {
             Hello::Login(Vec::new())
         );
         assert_eq!(hello(&Login::None, None, "d", now).unwrap(), Hello::Nothing);
+    }
+
+    #[test]
+    fn a_rooms_claim_is_minted_with_the_audience() {
+        let claims = TokenClaims {
+            aud: Some("tether".into()),
+            iss: None,
+            rooms: Some(vec!["room-*".into()]),
+        };
+        let now = Duration::from_secs(1_700_000_000);
+        let Ok(Hello::Login(token)) = hello_with(&jwt(), None, "dev-1", now, &claims) else {
+            panic!("expected LOGIN");
+        };
+        let text = String::from_utf8(token).unwrap();
+        let body = text.split('.').nth(1).unwrap();
+        use base64::Engine;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["sub"], "dev-1");
+        assert_eq!(v["aud"], "tether");
+        assert_eq!(v["rooms"][0], "room-*");
+        assert_eq!(v["exp"], 1_700_000_000u64 + 86_400);
     }
 
     #[test]

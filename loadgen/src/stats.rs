@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::{AdditionError, CreationError, Histogram, RecordError};
 use serde::{Deserialize, Serialize};
 
+use crate::rooms::RoomCounts;
+
 /// Latencies are recorded in microseconds from 1 µs to 60 s with 3 significant figures.
 pub(crate) const LATENCY_MAX_US: u64 = 60_000_000;
 
@@ -60,6 +62,10 @@ pub struct Stats {
     /// From the first dial until every connection was ready or given up (the connect
     /// phase); the longest of the workers' when merged.
     pub setup: Duration,
+    /// Room messages (`--rooms`, `--peer`) and what the publisher sent.
+    pub rooms: RoomCounts,
+    /// Publish → client latency in µs (receive time − the payload's stamp), new messages only.
+    pub room_latency: Histogram<u64>,
 }
 
 /// What became of every DATA frame sent, warmup included: each ends in exactly one of
@@ -201,6 +207,8 @@ impl Stats {
             push_latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
             requests: RequestCounts::default(),
             setup: Duration::ZERO,
+            rooms: RoomCounts::default(),
+            room_latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
         })
     }
 
@@ -272,6 +280,8 @@ impl Stats {
         self.push.add(&other.push);
         self.requests.add(&other.requests);
         self.setup = self.setup.max(other.setup);
+        self.rooms.add(&other.rooms);
+        self.room_latency.add(&other.room_latency)?;
         self.push_latency.add(&other.push_latency)?;
         self.latency.add(&other.latency)
     }
@@ -301,6 +311,10 @@ pub(crate) struct WireStats {
     pub requests: RequestCounts,
     #[serde(default)]
     pub setup_s: f64,
+    #[serde(default)]
+    pub rooms: RoomCounts,
+    #[serde(default)]
+    pub room_latency: Vec<(u64, u64)>,
 }
 
 fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
@@ -335,6 +349,8 @@ impl WireStats {
             push_latency: buckets(&s.push_latency),
             requests: s.requests,
             setup_s: s.setup.as_secs_f64(),
+            rooms: s.rooms,
+            room_latency: buckets(&s.room_latency),
         }
     }
 
@@ -359,6 +375,8 @@ impl WireStats {
         s.setup = Duration::try_from_secs_f64(self.setup_s).unwrap_or_default();
         refill(&mut s.latency, &self.latency)?;
         refill(&mut s.push_latency, &self.push_latency)?;
+        s.rooms = self.rooms;
+        refill(&mut s.room_latency, &self.room_latency)?;
         Ok(s)
     }
 }
@@ -453,6 +471,8 @@ mod tests {
         b.requests.errored = 3;
         b.setup = Duration::from_millis(2500);
         a.setup = Duration::from_millis(900);
+        b.rooms.gaps = 2;
+        b.room_latency.record(1234).unwrap();
         let text = serde_json::to_string(&WireStats::of(&b)).unwrap();
         let back: WireStats = serde_json::from_str(&text).unwrap();
         let mut merged = WireStats::of(&a).into_stats().unwrap();
@@ -473,5 +493,7 @@ mod tests {
             "reply() is the Conn's business"
         );
         assert_eq!(merged.setup, Duration::from_millis(2500), "the longest");
+        assert_eq!(merged.rooms.gaps, 2);
+        assert_eq!(merged.room_latency.len(), 1);
     }
 }

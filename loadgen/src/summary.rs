@@ -11,6 +11,10 @@
 //! `heartbeats{sent,pongs}`,
 //! `push{received,unique,duplicates,out_of_order,unstamped,acked,latency_us{…}}`,
 //! `push_api{posted,delivered,queued,offline,failed}` (only with `--push-rate`),
+//! `rooms{system,rooms,per_conn,publish_rate,publish_size,broadcast,published,publish_failed,
+//! frames,replayed_frames,conflated_frames,deliveries,deliveries_in_window,deliveries_per_s,
+//! messages_per_frame,gaps,missing,duplicates,unstamped,joins_ok,joins_refused,latency_us{…}}`
+//! (only with `--rooms`, `--publish-rate`, `--broadcast` or `--peer`),
 //! `cpu{user_s,sys_s,us_per_frame}`, `procs`; with `--hold` also
 //! `hold{seconds,checked,answered}`; with `--echo-fraction` below 1, `echo_fraction`.
 
@@ -24,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Mode};
 use crate::cpu::CpuTime;
 use crate::pusher::PushApi;
+use crate::rooms::RoomCounts;
 use crate::stats::{RequestCounts, Stats};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +87,32 @@ pub struct Summary {
     /// `--hold`: the end-of-hold check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<Hold>,
+    /// Room messages (`--rooms`, `--broadcast`, `--peer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Rooms>,
+}
+
+/// Room messages received and published, and their publish → client latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rooms {
+    /// `"tether"`, `"nats"` or `"nchan"`.
+    pub system: String,
+    pub rooms: usize,
+    pub per_conn: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_size: Option<usize>,
+    pub broadcast: bool,
+    #[serde(flatten)]
+    pub counts: RoomCounts,
+    /// Deliveries inside the measured window / the seconds of it that publish (the window
+    /// minus the quiet [`crate::pusher::settle`] at the end).
+    pub deliveries_per_s: f64,
+    /// Deliveries / frames: how much a window merged (1 for a peer).
+    pub messages_per_frame: Option<f64>,
+    /// Receive time − the payload's stamp, new messages after the warmup.
+    pub latency_us: Latency,
 }
 
 fn one() -> usize {
@@ -335,6 +366,35 @@ impl Summary {
                 checked: session.checks_sent,
                 answered: session.checks_answered,
             }),
+            rooms: config.rooms.as_ref().map(|r| {
+                let c = stats.rooms;
+                Rooms {
+                    system: config.peer.map_or("tether", |p| p.kind.name()).to_string(),
+                    rooms: r.count,
+                    per_conn: r.per_conn,
+                    publish_rate: r.publish.as_ref().map(|p| p.rate),
+                    publish_size: r.publish.as_ref().map(|p| p.size),
+                    broadcast: r.publish.as_ref().is_some_and(|p| p.broadcast),
+                    counts: c,
+                    deliveries_per_s: {
+                        // Publishing stops `settle` before the end: the rate is over the
+                        // measured part that publishes.
+                        let quiet = match &r.publish {
+                            Some(_) => crate::pusher::settle(config.duration).as_secs_f64(),
+                            None => 0.0,
+                        };
+                        let span = measured - quiet;
+                        if span > 0.0 {
+                            c.deliveries_in_window as f64 / span
+                        } else {
+                            0.0
+                        }
+                    },
+                    messages_per_frame: (c.frames > 0)
+                        .then(|| c.deliveries as f64 / c.frames as f64),
+                    latency_us: Latency::of(&stats.room_latency),
+                }
+            }),
         }
     }
 
@@ -387,6 +447,9 @@ impl fmt::Display for Summary {
         }
         if self.hold.is_some() {
             shape = format!("hold, {shape}");
+        }
+        if let Some(r) = self.rooms.as_ref().filter(|r| r.system != "tether") {
+            shape = format!("{} subscribers", r.system);
         }
         writeln!(
             f,
@@ -453,6 +516,47 @@ impl fmt::Display for Summary {
                 f,
                 "  push api     posted {}  delivered {}  queued {}  offline {}  failed {}",
                 api.posted, api.delivered, api.queued, api.offline, api.failed
+            )?;
+        }
+        if let Some(r) = &self.rooms {
+            let c = &r.counts;
+            writeln!(
+                f,
+                "  rooms        {} on {}: {} room(s), {} per conn{}  published {} (failed {})",
+                if r.broadcast { "broadcast" } else { "rooms" },
+                r.system,
+                r.rooms,
+                r.per_conn,
+                r.publish_rate.map_or(String::new(), |rate| format!(
+                    ", {rate}/s of {} B",
+                    r.publish_size.unwrap_or(0)
+                )),
+                c.published,
+                c.publish_failed
+            )?;
+            writeln!(
+                f,
+                "  deliveries   {}  {:.0}/s  frames {} ({} msgs/frame, {} replayed)  gaps {} ({} missing)  duplicates {}  unstamped {}  joins {} ok {} refused",
+                c.deliveries,
+                r.deliveries_per_s,
+                c.frames,
+                opt(r.messages_per_frame.map(|m| format!("{m:.2}"))),
+                c.replayed_frames,
+                c.gaps,
+                c.missing,
+                c.duplicates,
+                c.unstamped,
+                c.joins_ok,
+                c.joins_refused
+            )?;
+            let rl = &r.latency_us;
+            writeln!(
+                f,
+                "  room lat µs  p50 {}  p99 {}  p99.9 {}  max {}",
+                opt(rl.p50),
+                opt(rl.p99),
+                opt(rl.p999),
+                opt(rl.max)
             )?;
         }
         if self.errors.is_empty() {

@@ -33,6 +33,12 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     // bench/transports.sh: test certificates, `openssl s_time`, and `ss` to count sockets.
     ("openssl", "openssl"),
     ("ss", "iproute2"),
+    // bench/rooms.sh: the fan-out peers.
+    ("nats-server", "nats-server"),
+    (
+        "/usr/lib/nginx/modules/ngx_nchan_module.so",
+        "libnginx-mod-nchan",
+    ),
 ];
 
 pub(crate) fn run_all() -> Result<()> {

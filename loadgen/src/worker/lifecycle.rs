@@ -143,7 +143,13 @@ impl Worker<'_> {
                 self.config.device_offset,
                 conn.global,
             );
-            match session::hello(login, conn.session.as_deref(), &device, session::unix_now()) {
+            match session::hello_with(
+                login,
+                conn.session.as_deref(),
+                &device,
+                session::unix_now(),
+                &self.config.claims,
+            ) {
                 Ok(hello) => hello,
                 Err(_) => {
                     // No randomness to sign with: nothing goes out, and the login deadline
@@ -182,6 +188,16 @@ impl Worker<'_> {
         if conn.reconnect.take().is_some() {
             self.reconnecting = self.reconnecting.saturating_sub(1);
             self.stats.session.reconnects_ok += 1;
+        }
+        if let Some(rooms) = self.config.rooms.as_ref().filter(|r| r.per_conn > 0) {
+            if self.config.login.enabled() {
+                let names: Vec<String> =
+                    crate::rooms::rooms_of(conn.global, rooms.count, rooms.per_conn)
+                        .into_iter()
+                        .map(|i| crate::rooms::room_name(&rooms.prefix, i))
+                        .collect();
+                conn.queue_joins(&names);
+            }
         }
         conn.heartbeat = (self.config.login.enabled() || self.config.heartbeat.is_some())
             .then(|| session::heartbeat(self.config.heartbeat, conn.server_heartbeat));
