@@ -153,8 +153,10 @@ pub(crate) struct Reactor {
     next_trim: Instant,
     /// Which connections are in which room (from the daemon's MEMBERSHIP).
     room_members: RoomMembers,
-    /// A window's ROOM frame, encoded once for all its members (kept for its capacity).
+    /// A replay's ROOM frame (kept for its capacity).
     room_frame: Vec<u8>,
+    /// This iteration's windows, per room, written to the members at its end.
+    room_windows: Vec<rooms::PendingWindows>,
     /// The members a window goes to (kept for its capacity).
     room_slots: Vec<(u32, u32)>,
     /// Members whose socket failed while a window was written, closed after it.
@@ -207,6 +209,7 @@ impl Reactor {
             next_trim: now + trim::TRIM_INTERVAL,
             room_members: RoomMembers::default(),
             room_frame: Vec::new(),
+            room_windows: Vec::new(),
             room_slots: Vec::new(),
             room_failed: Vec::new(),
         };
@@ -266,6 +269,7 @@ impl Reactor {
                 self.tick();
                 next_tick = self.now + TICK;
             }
+            self.fan_out_rooms();
             self.resume_paused();
             self.flush_backends();
             self.flush_state();

@@ -1,8 +1,9 @@
 //! The reactor's side of rooms: a client's JOIN and LEAVE go to the state daemon and its
 //! answers come back; MEMBERSHIP says which connections are in which room
 //! ([`RoomMembers`](crate::room_members::RoomMembers)); a window (ROOM_MESSAGE) is encoded
-//! once as a ROOM frame and written to each member's socket at once (queued only behind what
-//! already waits for it), skipped by a member too far behind (`room_skip_bytes`); a node's
+//! once as a ROOM frame, and at the end of the loop iteration the iteration's windows of a
+//! room are written to each member's socket in one write (queued only behind what already
+//! waits for it), skipped by a member too far behind (`room_skip_bytes`); a node's
 //! NODE_PUBLISH goes on to the daemon.
 
 use tether_daemon::nonblocking::write_queued;
@@ -12,6 +13,14 @@ use super::Reactor;
 use crate::client::{Login, Marks};
 use crate::metrics::{CloseReason, RoomEvent};
 use crate::route::Route;
+
+/// The windows of one room received in this loop iteration, encoded as ROOM frames one after
+/// the other.
+pub(super) struct PendingWindows {
+    room: Box<str>,
+    frames: Vec<u8>,
+    count: u64,
+}
 
 impl Reactor {
     /// A logged-in client's JOIN or LEAVE: to the daemon with the connection's route, or
@@ -76,14 +85,17 @@ impl Reactor {
         self.room_members.set(slot as u32, generation, names);
     }
 
-    /// A window for every member here (`route` 0), or a replay for one connection: encoded
-    /// once, appended to each member's output.
+    /// A window for every member here (`route` 0), or a replay for one connection, encoded
+    /// once. A replay leaves at once; a window waits for the end of the loop iteration
+    /// ([`Reactor::fan_out_rooms`]), so that every window of one room the daemon sent in this
+    /// iteration reaches each member in one write: under load, windows queue on the link
+    /// and each member's writes grow instead of multiplying.
     pub(super) fn deliver_room(&mut self, id: u64, route: u64, body: &[u8]) {
         self.metrics.room(RoomEvent::Window, 1);
-        let mut frame = std::mem::take(&mut self.room_frame);
-        frame.clear();
-        encode::frame(&mut frame, Kind::Room, id, body);
         if route != 0 {
+            let mut frame = std::mem::take(&mut self.room_frame);
+            frame.clear();
+            encode::frame(&mut frame, Kind::Room, id, body);
             if let Some(slot) = self.logged_in(route) {
                 if let Err(reason) = self.write_room(slot, &frame) {
                     self.close_client(slot, reason);
@@ -95,13 +107,44 @@ impl Reactor {
         }
         // The room's name: the parser on the link checked the body whole.
         let room = tether_proto::room::Batch::parse(body).map_or("", |b| b.room);
+        let at = match self.room_windows.iter().position(|w| &*w.room == room) {
+            Some(at) => at,
+            None => {
+                self.room_windows.push(PendingWindows {
+                    room: room.into(),
+                    frames: Vec::new(),
+                    count: 0,
+                });
+                self.room_windows.len() - 1
+            }
+        };
+        let pending = &mut self.room_windows[at];
+        encode::frame(&mut pending.frames, Kind::Room, id, body);
+        pending.count += 1;
+    }
+
+    /// The windows of this iteration, each room's written once to each of its members here
+    /// (every logged-in connection for the broadcast); a member with more than
+    /// `room_skip_bytes` unwritten skips them.
+    pub(super) fn fan_out_rooms(&mut self) {
+        if self.room_windows.is_empty() {
+            return;
+        }
+        let mut windows = std::mem::take(&mut self.room_windows);
+        for pending in &windows {
+            self.fan_out(&pending.room, &pending.frames, pending.count);
+        }
+        windows.clear();
+        self.room_windows = windows;
+    }
+
+    fn fan_out(&mut self, room: &str, frames: &[u8], count: u64) {
         let skip_at = self.settings.room_skip_bytes;
         let (mut delivered, mut skipped) = (0, 0);
         let mut failed = std::mem::take(&mut self.room_failed);
         let mut members = std::mem::take(&mut self.room_slots);
         members.clear();
         if room.is_empty() {
-            // The broadcast: every logged-in connection.
             members.extend(
                 self.clients
                     .iter()
@@ -123,11 +166,11 @@ impl Reactor {
                 continue;
             }
             if skip_at > 0 && client.pending() + self.layer_pending(slot) > skip_at {
-                skipped += 1;
+                skipped += count;
                 continue;
             }
-            delivered += 1;
-            if let Err(reason) = self.write_room(slot, &frame) {
+            delivered += count;
+            if let Err(reason) = self.write_room(slot, frames) {
                 failed.push((slot, reason));
             }
         }
@@ -138,12 +181,11 @@ impl Reactor {
         self.metrics.room(RoomEvent::Delivered, delivered);
         self.metrics.room(RoomEvent::Skipped, skipped);
         self.room_slots = members;
-        self.room_frame = frame;
     }
 
-    /// One member's copy of a window: written to its socket at once when nothing else waits
-    /// for it (no buffer taken, no second pass), else queued behind what waits. Behind TLS or
-    /// WebSocket it goes through the connection's layers, queued.
+    /// One member's copy of its windows: written to its socket at once when nothing else
+    /// waits for it (no buffer taken, no second pass), else queued behind what waits. Behind
+    /// TLS or WebSocket it goes through the connection's layers, queued.
     fn write_room(&mut self, slot: usize, frame: &[u8]) -> Result<(), CloseReason> {
         let Some(client) = self.clients.get_mut(slot) else {
             return Ok(());
