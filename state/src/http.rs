@@ -309,21 +309,10 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             );
         }
     }
-    let payload = match STANDARD.decode(request.payload.as_bytes()) {
+    let payload = match payload_of(&request.payload, shared.max_payload) {
         Ok(payload) => payload,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("payload is not base64: {e}"),
-            )
-        }
+        Err(refused) => return *refused,
     };
-    if payload.len() > shared.max_payload {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("payload over max_payload ({} bytes)", shared.max_payload),
-        );
-    }
     let (reply, answer) = oneshot::channel();
     if !shared.handle.send(Command::Push {
         device: request.device_id,
@@ -518,21 +507,10 @@ async fn publish(
         Ok(request) => request,
         Err(response) => return response,
     };
-    let payload = match STANDARD.decode(request.payload.as_bytes()) {
+    let payload = match payload_of(&request.payload, shared.max_payload) {
         Ok(payload) => payload,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("payload is not base64: {e}"),
-            )
-        }
+        Err(refused) => return *refused,
     };
-    if payload.len() > shared.max_payload {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("payload over max_payload ({} bytes)", shared.max_payload),
-        );
-    }
     let (reply, answer) = oneshot::channel();
     if !shared.handle.send(Command::Publish {
         room,
@@ -566,6 +544,23 @@ async fn room_view(
             "the daemon did not answer in time",
         ),
     }
+}
+
+/// A request's base64 `payload`, decoded, or the 400/413 answer.
+fn payload_of(encoded: &str, max_payload: usize) -> Result<Vec<u8>, Box<Response>> {
+    let payload = STANDARD.decode(encoded.as_bytes()).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("payload is not base64: {e}"),
+        ))
+    })?;
+    if payload.len() > max_payload {
+        return Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("payload over max_payload ({max_payload} bytes)"),
+        )));
+    }
+    Ok(payload)
 }
 
 /// A JSON request body of at most `limit` bytes, or the 400/413 answer.

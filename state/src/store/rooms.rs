@@ -149,16 +149,7 @@ impl Store {
         }
         let (online, gw, session) = (s.is_online(), s.gateway, s.id);
         self.sessions[slot].rooms_mut().list.push(idx);
-        let room = &mut self.rooms[idx as usize];
-        room.members += 1;
-        if online {
-            room.link_up(gw);
-        }
-        if room.members == 1 {
-            if let Some(interest) = self.room_interest.as_mut() {
-                interest.push((room.name.to_string(), true));
-            }
-        }
+        self.count_member(idx, true, online.then_some(gw));
         if journal {
             self.log(Record::Join {
                 session,
@@ -181,16 +172,7 @@ impl Store {
         let s = &mut self.sessions[slot];
         s.rooms_mut().list.swap_remove(at);
         s.tidy_rooms();
-        let room = &mut self.rooms[idx as usize];
-        room.members -= 1;
-        if online {
-            room.link_down(gw);
-        }
-        if room.members == 0 {
-            if let Some(interest) = self.room_interest.as_mut() {
-                interest.push((room.name.to_string(), false));
-            }
-        }
+        self.count_member(idx, false, online.then_some(gw));
         if journal {
             self.log(Record::Leave {
                 session,
@@ -200,6 +182,30 @@ impl Store {
         }
         self.drop_if_idle(idx);
         true
+    }
+
+    /// One member more (`joined`) or fewer in room `idx`, online on `gw` when given; in a
+    /// fleet, the room's first member or its last tells the bus to listen or stop.
+    fn count_member(&mut self, idx: u32, joined: bool, gw: Option<u16>) {
+        let Some(room) = self.rooms.get_mut(idx as usize) else {
+            return;
+        };
+        if joined {
+            room.members += 1;
+        } else {
+            room.members = room.members.saturating_sub(1);
+        }
+        match gw {
+            Some(gw) if joined => room.link_up(gw),
+            Some(gw) => room.link_down(gw),
+            None => {}
+        }
+        let edge = if joined { 1 } else { 0 };
+        if room.members == edge {
+            if let Some(interest) = self.room_interest.as_mut() {
+                interest.push((room.name.to_string(), joined));
+            }
+        }
     }
 
     /// The application's join (`POST /v1/rooms/{room}/members`).
@@ -399,15 +405,8 @@ impl Store {
     /// A removed session's rooms lose their member.
     pub(super) fn rooms_removed(&mut self, rooms: &[u32]) {
         for &idx in rooms {
-            if let Some(room) = self.rooms.get_mut(idx as usize) {
-                room.members -= 1;
-                self.metrics.room_leaves.inc();
-                if room.members == 0 {
-                    if let Some(interest) = self.room_interest.as_mut() {
-                        interest.push((room.name.to_string(), false));
-                    }
-                }
-            }
+            self.count_member(idx, false, None);
+            self.metrics.room_leaves.inc();
             self.drop_if_idle(idx);
         }
     }
