@@ -10,6 +10,7 @@
 #                short sizing runs, no waiting for a quiet machine, no re-runs
 #     --out DIR  where raw JSON, redis-benchmark CSV, /metrics dumps and logs go
 #                (default: a new mktemp dir, printed at the end; kept)
+#     --only churn  the room membership churn part alone (no Redis, no memory part)
 #
 # Throughput. tether-state (--journal-fsync everysec) against redis-server (appendonly yes,
 # appendfsync everysec: both log every change and fsync once a second; that is the
@@ -75,14 +76,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ---- parameters ------------------------------------------------------------------------
-rounds=3 duration=10 warmup=2 sessions=1000000 out="" quick=0 smoke=0
+rounds=3 duration=10 warmup=2 sessions=1000000 out="" quick=0 smoke=0 only_churn=0
 sizing=(200000 400000)   # requests of the first redis-benchmark runs (HSET, EXPIRE)
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --quick) rounds=1 duration=3 warmup=1 sessions=200000 quick=1 ;;
         --smoke) rounds=1 duration=1 warmup=0.2 sessions=2000 smoke=1 sizing=(20000 40000) ;;
         --out) out=$2; shift ;;
+        --only) [[ ${2:-} == churn ]] || { echo "state.sh: --only takes 'churn'" >&2; exit 2; }
+                only_churn=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "state.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -328,6 +331,7 @@ print(max(other(p) for p in sys.argv[1:]))' "$out/mix-redis-hset-$r.csv" "$out/m
 
 started=$SECONDS
 say "results: $out"
+if ((!only_churn)); then
 start_tether mix "$heartbeat_s" 1000000
 start_redis redis-mix
 for r in $(seq "$rounds"); do
@@ -339,6 +343,7 @@ mix_tether_cmd=$tether_cmd mix_redis_cmd=$redis_cmd
 stop_server "$tether_pid"
 stop_server "$redis_pid"
 say "throughput done in $((SECONDS - started)) s"
+fi
 
 # ---- room membership churn ----------------------------------------------------------------
 churn_cmd=("$load" churn --socket SOCK --conns "$churn_conns" --sessions "$churn_sessions"
@@ -377,6 +382,7 @@ done
 say "churn done; $((SECONDS - started)) s in all"
 
 # ---- memory per session -------------------------------------------------------------------
+if ((!only_churn)); then
 say "memory: tether-state with $sessions sessions"
 start_tether fill 3600 $((sessions + 1000))
 sleep 1
@@ -433,11 +439,15 @@ r_used1=$(awk -F: '/^used_memory:/ {print $2+0}' "$out/fill-redis-info.txt")
 r_keys=$(redis-cli -s "$redis_sock" dbsize)
 stop_server "$redis_pid"
 say "memory done; $((SECONDS - started)) s in all"
+fi
 
 # ---- report -------------------------------------------------------------------------------
 git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)"
+report_rc=0
+: >"$out/report.md"
+if ((!only_churn)); then
 "$py" - "$out" "$rounds" "$depth" "$logins_per_batch" "$sessions" \
-    "$t_rss0" "$t_rss1" "$r_rss0" "$r_rss1" "$r_used0" "$r_used1" "$r_keys" <<'PY' | tee "$out/report.md"
+    "$t_rss0" "$t_rss1" "$r_rss0" "$r_rss1" "$r_used0" "$r_used1" "$r_keys" <<'PY' | tee -a "$out/report.md" || report_rc=1
 import csv, json, re, statistics, sys
 out, rounds, depth, l, sessions = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 t_rss0, t_rss1, r_rss0, r_rss1, r_used0, r_used1, r_keys = map(int, sys.argv[6:13])
@@ -489,6 +499,36 @@ rewrites = metric(f"{out}/mix-redis-info.txt", r"^aof_rewrites:(\d+)")
 print(f"\nLog compactions during the throughput part (both servers compact past 64 MiB by default, "
       f"on core 0): tether-state journal {compactions}, Redis AOF rewrites {rewrites}.")
 
+fill = json.load(open(f"{out}/fill-tether.json"))
+online = ""
+try:
+    m = re.search(r'^tether_state_sessions\{state="online"\}\s+(\S+)', open(f"{out}/fill-tether-metrics.txt").read(), re.M)
+    online = f"{float(m.group(1)):,.0f}" if m else "not in /metrics"
+except OSError:
+    online = "no /metrics"
+per = (t_rss1 - t_rss0) * 1024 / sessions
+r_per_rss = (r_rss1 - r_rss0) * 1024 / sessions
+r_per_used = (r_used1 - r_used0) / sessions
+print(f"\n**Memory per session** — {sessions:,} sessions\n")
+print("| server | sessions | RSS before | RSS after | **bytes/session (RSS)** | bytes/session (allocator) | fill rate |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+print(f"| tether-state | {fill['login_ok']:,} LOGIN_OK ({fill['login_fail']} failed); online per /metrics: {online} | {t_rss0 / 1024:,.1f} MiB | {t_rss1 / 1024:,.1f} MiB | **{per:,.0f}** | | {fill['logins_per_s']:,.0f} logins/s |")
+print(f"| Redis (reference) | {r_keys:,} keys | {r_rss0 / 1024:,.1f} MiB | {r_rss1 / 1024:,.1f} MiB | {r_per_rss:,.0f} | {r_per_used:,.0f} (used_memory) | |")
+noisy = [i for i, x in enumerate(runs, 1) if max(x["t_other"], x["r_other"]) > 20]
+if noisy:
+    print(f"\n**Round(s) {noisy} ran with over 20% of core 0 taken by other processes after every re-run: "
+          "their numbers understate whichever server it hit.**")
+bad = sum(x["fail"] for x in runs) + fill["login_fail"]
+if fill["login_ok"] != sessions:
+    bad += 1
+if bad:
+    print(f"\n**LOGIN_FAILs or missing sessions: the numbers above are not valid.**")
+    sys.exit(1)
+PY
+fi
+"$py" - "$out" "$rounds" <<'PY' | tee -a "$out/report.md" || report_rc=1
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
 churns = []
 for r in range(1, rounds + 1):
     c = json.load(open(f"{out}/churn-{r}.json"))
@@ -513,55 +553,34 @@ for i, x in enumerate(churns, 1):
     print(f"| {i} | {x['ops_per_s']:,.0f} | {x['server_cpu_us_per_op'] or float('nan'):.2f} | {x['server_cpu_pct'] or float('nan'):.0f}% | "
           f"{x['client_cpu_pct']:.0f}% | {x['room_fail']} | {x['memberships']:,} | {'yes' if x['counted'] else '**no**'} | {x['other']:.0f}% |")
 
-fill = json.load(open(f"{out}/fill-tether.json"))
-online = ""
-try:
-    m = re.search(r'^tether_state_sessions\{state="online"\}\s+(\S+)', open(f"{out}/fill-tether-metrics.txt").read(), re.M)
-    online = f"{float(m.group(1)):,.0f}" if m else "not in /metrics"
-except OSError:
-    online = "no /metrics"
-per = (t_rss1 - t_rss0) * 1024 / sessions
-r_per_rss = (r_rss1 - r_rss0) * 1024 / sessions
-r_per_used = (r_used1 - r_used0) / sessions
-print(f"\n**Memory per session** — {sessions:,} sessions\n")
-print("| server | sessions | RSS before | RSS after | **bytes/session (RSS)** | bytes/session (allocator) | fill rate |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-print(f"| tether-state | {fill['login_ok']:,} LOGIN_OK ({fill['login_fail']} failed); online per /metrics: {online} | {t_rss0 / 1024:,.1f} MiB | {t_rss1 / 1024:,.1f} MiB | **{per:,.0f}** | | {fill['logins_per_s']:,.0f} logins/s |")
-print(f"| Redis (reference) | {r_keys:,} keys | {r_rss0 / 1024:,.1f} MiB | {r_rss1 / 1024:,.1f} MiB | {r_per_rss:,.0f} | {r_per_used:,.0f} (used_memory) | |")
-noisy = [i for i, x in enumerate(runs, 1) if max(x["t_other"], x["r_other"]) > 20]
 noisy_churn = [i for i, x in enumerate(churns, 1) if x["other"] > 20]
 if noisy_churn:
     print(f"\n**Churn round(s) {noisy_churn} ran with over 20% of core 0 taken by other processes after every re-run: "
           "joins+leaves/s understates the daemon (µs per join/leave is CPU time, less affected).**")
-if noisy:
-    print(f"\n**Round(s) {noisy} ran with over 20% of core 0 taken by other processes after every re-run: "
-          "their numbers understate whichever server it hit.**")
-bad = sum(x["fail"] for x in runs) + fill["login_fail"]
-if fill["login_ok"] != sessions:
-    bad += 1
-if bad:
-    print(f"\n**LOGIN_FAILs or missing sessions: the numbers above are not valid.**")
 churn_bad = any(x["room_fail"] or x["login_fail"] or not x["counted"] for x in churns)
 if churn_bad:
     print(f"\n**Churn: ROOM_FAILs, LOGIN_FAILs or daemon counters that do not match: the churn numbers are not valid.**")
-if bad or churn_bad:
     sys.exit(1)
 PY
 
+commands="    $churn_tether_cmd
+    taskset -c $client_core ${churn_cmd[*]} --server-pid PID"
+if ((!only_churn)); then commands="    $mix_tether_cmd
+    taskset -c $client_core ${mix_cmd[*]} --server-pid PID
+$commands
+    $mix_redis_cmd      # port 0, unixsocket, save \"\", appendonly yes, appendfsync everysec
+    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${hset_args[*]}
+    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${expire_args[*]}
+    $fill_tether_cmd
+    taskset -c $client_core ${fill_args[*]}"
+fi
 cat <<EOF | tee -a "$out/report.md"
 
 Commands (core $server_core: the server; core $client_core: the client):
 
-    $mix_tether_cmd
-    taskset -c $client_core ${mix_cmd[*]} --server-pid PID
-    $churn_tether_cmd
-    taskset -c $client_core ${churn_cmd[*]} --server-pid PID
-    $mix_redis_cmd      # port 0, unixsocket, save "", appendonly yes, appendfsync everysec
-    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${hset_args[*]}
-    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${expire_args[*]}
-    $fill_tether_cmd
-    taskset -c $client_core ${fill_args[*]}
+$commands
 
 $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -r); $(redis-server --version | awk '{print $1, $2, $3}'); git $git_rev; $(date -u '+%Y-%m-%d %H:%M UTC')
 Raw results: $out
 EOF
+exit "$report_rc"
