@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tether-state side by side with Redis over a Unix socket: the same session work, the same
-# 50 connections pipelined 16 deep, the same cores, one run; then memory per session.
+# 50 connections pipelined 16 deep, the same cores, one run; then room churn; memory per session.
 #
 #   bench/state.sh [--quick | --smoke] [--out DIR]
 #
@@ -10,6 +10,7 @@
 #                short sizing runs, no waiting for a quiet machine, no re-runs
 #     --out DIR  where raw JSON, redis-benchmark CSV, /metrics dumps and logs go
 #                (default: a new mktemp dir, printed at the end; kept)
+#     --only churn  the room membership churn part alone (no Redis, no memory part)
 #
 # Throughput. tether-state (--journal-fsync everysec) against redis-server (appendonly yes,
 # appendfsync everysec: both log every change and fsync once a second; that is the
@@ -36,6 +37,17 @@
 #   The table gives tether commands/s against Redis's rate of the same work in tether commands
 #   (16 per batch) and in Redis commands (18 per batch); the ratio is per unit of work.
 #
+# Churn. A fresh tether-state per round (--journal-fsync everysec, --heartbeat-s 3600) and
+# state_load churn: 8 links (each its own gateway id) log in 20,000 sessions whose tokens'
+# rooms claim is ["churn-*"]; each session joins its base room (one of 1,000 churn-<k>, so
+# every room keeps 20 members all along) and one more. Then, timed, each link keeps 64
+# commands outstanding: STATE_LEAVE of a session's extra room and STATE_JOIN of its next one,
+# in turn (each a real change: journaled, answered STATE_ROOM_OK, followed by a MEMBERSHIP).
+# Reported: joins+leaves answered per second, the daemon's CPU µs per join/leave and its share
+# of core 0 (all its threads, the journal's included), ROOM_FAILs; the daemon's
+# room_joins_total and room_leaves_total must match what was answered. Median of the rounds.
+# (--smoke: 2,000 sessions, 100 rooms.)
+#
 # Memory. A fresh tether-state (--heartbeat-s 3600, its largest: no heartbeat is due for 3 h)
 # and state_load fill logging in N sessions of distinct devices over 4 links, which stay
 # open: (VmRSS after − VmRSS before) / N. For reference, a fresh redis-server (same config) gets
@@ -58,20 +70,22 @@
 # Output: the Markdown report on stdout (also OUT/report.md), progress on stderr; exit status
 # 1 if a run failed (LOGIN_FAILs, a daemon that died, a client error).
 #
-# Time: about 2 minutes after the build (--quick: about 30 s); a busy machine adds up to about
-# 2 minutes of waiting and re-runs (--quick: 20 s). --smoke: about 9 s (it never waits).
+# Time: about 2.5 minutes after the build (--quick: about 35 s); a busy machine adds up to about
+# 2 minutes of waiting and re-runs (--quick: 20 s). --smoke: about 11 s (it never waits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ---- parameters ------------------------------------------------------------------------
-rounds=3 duration=10 warmup=2 sessions=1000000 out="" quick=0 smoke=0
+rounds=3 duration=10 warmup=2 sessions=1000000 out="" quick=0 smoke=0 only_churn=0
 sizing=(200000 400000)   # requests of the first redis-benchmark runs (HSET, EXPIRE)
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --quick) rounds=1 duration=3 warmup=1 sessions=200000 quick=1 ;;
         --smoke) rounds=1 duration=1 warmup=0.2 sessions=2000 smoke=1 sizing=(20000 40000) ;;
         --out) out=$2; shift ;;
+        --only) [[ ${2:-} == churn ]] || { echo "state.sh: --only takes 'churn'" >&2; exit 2; }
+                only_churn=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "state.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -82,6 +96,8 @@ conns=50 depth=16 logins_per_batch=2 pool=64 devices=4096
 keyspace=$((conns * devices))
 heartbeat_s=30 resume_window_s=120
 fill_conns=4
+churn_conns=8 churn_depth=64 churn_sessions=20000 churn_rooms=1000
+((smoke)) && churn_sessions=2000 churn_rooms=100
 server_core=0 client_core=1
 http_port=19960
 metrics_port=19961
@@ -315,6 +331,7 @@ print(max(other(p) for p in sys.argv[1:]))' "$out/mix-redis-hset-$r.csv" "$out/m
 
 started=$SECONDS
 say "results: $out"
+if ((!only_churn)); then
 start_tether mix "$heartbeat_s" 1000000
 start_redis redis-mix
 for r in $(seq "$rounds"); do
@@ -326,8 +343,46 @@ mix_tether_cmd=$tether_cmd mix_redis_cmd=$redis_cmd
 stop_server "$tether_pid"
 stop_server "$redis_pid"
 say "throughput done in $((SECONDS - started)) s"
+fi
+
+# ---- room membership churn ----------------------------------------------------------------
+churn_cmd=("$load" churn --socket SOCK --conns "$churn_conns" --sessions "$churn_sessions"
+           --rooms "$churn_rooms" --depth "$churn_depth" --duration "$duration" --warmup "$warmup")
+churn_metric() {   # churn_metric NAME : a sample of the churn daemon's /metrics
+    curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk -v m="$1" '$1 == m {print $2 + 0}'
+}
+run_churn() {   # run_churn ROUND : one churn run on the daemon started for it
+    local f=$out/churn-$1.json args other j0 l0
+    args=("${churn_cmd[@]}")
+    args[3]=$tether_sock
+    j0=$(churn_metric 'tether_state_room_joins_total{by="client"}')
+    l0=$(churn_metric tether_state_room_leaves_total)
+    wait_quiet
+    say "round $1: tether-state churn (${warmup} s warm-up + ${duration} s)"
+    taskset -c "$client_core" "${args[@]}" --server-pid "$tether_pid" >"$f" 2>"$out/logs/churn-$1.err" ||
+        { cat "$out/logs/churn-$1.err" >&2; die "state_load churn failed (round $1)"; }
+    kill -0 "$tether_pid" 2>/dev/null || die "tether-state died during churn round $1"
+    # The daemon's own counters: every JOIN answered must have entered, every LEAVE left.
+    echo "{\"daemon_joins\": $(($(churn_metric 'tether_state_room_joins_total{by="client"}') - j0)), \"daemon_leaves\": $(($(churn_metric tether_state_room_leaves_total) - l0))}" >"$out/churn-$1.daemon.json"
+    say "   $("$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("{:,.0f} joins+leaves/s, server CPU {:.2f} µs per join/leave ({:.0f}% of core 0), client CPU {:.0f}%, ROOM_FAIL {}".format(r["ops_per_s"], r["server_cpu_us_per_op"] or 0, r["server_cpu_pct"] or 0, r["client_cpu_pct"], r["room_fail"]))' "$f")"
+    other=$("$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(max(0, r["cpu_busy_pct"][int(sys.argv[2])] - (r["server_cpu_pct"] or 0)))' "$f" "$server_core")
+    if retry_noisy "$other" churn; then
+        mv "$f" "$out/noisy/churn-$1.$retries_left.json"
+        stop_server "$tether_pid"
+        start_tether "churn-$1.$retries_left" 3600 1000000
+        run_churn "$1"
+    fi
+}
+for r in $(seq "$rounds"); do
+    start_tether "churn-$r" 3600 1000000
+    run_churn "$r"
+    churn_tether_cmd=$tether_cmd
+    stop_server "$tether_pid"
+done
+say "churn done; $((SECONDS - started)) s in all"
 
 # ---- memory per session -------------------------------------------------------------------
+if ((!only_churn)); then
 say "memory: tether-state with $sessions sessions"
 start_tether fill 3600 $((sessions + 1000))
 sleep 1
@@ -384,11 +439,15 @@ r_used1=$(awk -F: '/^used_memory:/ {print $2+0}' "$out/fill-redis-info.txt")
 r_keys=$(redis-cli -s "$redis_sock" dbsize)
 stop_server "$redis_pid"
 say "memory done; $((SECONDS - started)) s in all"
+fi
 
 # ---- report -------------------------------------------------------------------------------
 git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)"
+report_rc=0
+: >"$out/report.md"
+if ((!only_churn)); then
 "$py" - "$out" "$rounds" "$depth" "$logins_per_batch" "$sessions" \
-    "$t_rss0" "$t_rss1" "$r_rss0" "$r_rss1" "$r_used0" "$r_used1" "$r_keys" <<'PY' | tee "$out/report.md"
+    "$t_rss0" "$t_rss1" "$r_rss0" "$r_rss1" "$r_used0" "$r_used1" "$r_keys" <<'PY' | tee -a "$out/report.md" || report_rc=1
 import csv, json, re, statistics, sys
 out, rounds, depth, l, sessions = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 t_rss0, t_rss1, r_rss0, r_rss1, r_used0, r_used1, r_keys = map(int, sys.argv[6:13])
@@ -466,19 +525,62 @@ if bad:
     print(f"\n**LOGIN_FAILs or missing sessions: the numbers above are not valid.**")
     sys.exit(1)
 PY
+fi
+"$py" - "$out" "$rounds" <<'PY' | tee -a "$out/report.md" || report_rc=1
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+churns = []
+for r in range(1, rounds + 1):
+    c = json.load(open(f"{out}/churn-{r}.json"))
+    d = json.load(open(f"{out}/churn-{r}.daemon.json"))
+    # Setup: each session's base JOIN and its first extra one; then every JOIN/LEAVE answered.
+    c["counted"] = (d["daemon_joins"] == 2 * c["sessions"] + c["joins_total"]
+                    and d["daemon_leaves"] == c["leaves_total"])
+    c["other"] = max(0.0, c["cpu_busy_pct"][0] - (c["server_cpu_pct"] or 0)) if c.get("cpu_busy_pct") else float("nan")
+    churns.append(c)
+cmed = lambda k: statistics.median(x[k] or float("nan") for x in churns)
+c0 = churns[0]
+print(f"\n**Room membership churn** — tether-state alone on core 0, {c0['conns']} links × {c0['depth']} outstanding, "
+      f"{c0['sessions']:,} sessions, {c0['rooms']:,} rooms, median of {rounds} round(s)\n")
+print("| joins+leaves/s | joins/s | leaves/s | server CPU µs per join/leave | server CPU (% of one core) | joins+leaves/s per core (1e6 / µs) |")
+print("|---:|---:|---:|---:|---:|---:|")
+print(f"| **{cmed('ops_per_s'):,.0f}** | {cmed('joins_per_s'):,.0f} | {cmed('leaves_per_s'):,.0f} | **{cmed('server_cpu_us_per_op'):.2f}** | "
+      f"{cmed('server_cpu_pct'):.0f}% | {1e6 / cmed('server_cpu_us_per_op'):,.0f} |")
+print()
+print("| round | joins+leaves/s | µs per join/leave | server CPU | client CPU | ROOM_FAIL | MEMBERSHIP frames | daemon counters match | other CPU on core 0 |")
+print("|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+for i, x in enumerate(churns, 1):
+    print(f"| {i} | {x['ops_per_s']:,.0f} | {x['server_cpu_us_per_op'] or float('nan'):.2f} | {x['server_cpu_pct'] or float('nan'):.0f}% | "
+          f"{x['client_cpu_pct']:.0f}% | {x['room_fail']} | {x['memberships']:,} | {'yes' if x['counted'] else '**no**'} | {x['other']:.0f}% |")
 
+noisy_churn = [i for i, x in enumerate(churns, 1) if x["other"] > 20]
+if noisy_churn:
+    print(f"\n**Churn round(s) {noisy_churn} ran with over 20% of core 0 taken by other processes after every re-run: "
+          "joins+leaves/s understates the daemon (µs per join/leave is CPU time, less affected).**")
+churn_bad = any(x["room_fail"] or x["login_fail"] or not x["counted"] for x in churns)
+if churn_bad:
+    print(f"\n**Churn: ROOM_FAILs, LOGIN_FAILs or daemon counters that do not match: the churn numbers are not valid.**")
+    sys.exit(1)
+PY
+
+commands="    $churn_tether_cmd
+    taskset -c $client_core ${churn_cmd[*]} --server-pid PID"
+if ((!only_churn)); then commands="    $mix_tether_cmd
+    taskset -c $client_core ${mix_cmd[*]} --server-pid PID
+$commands
+    $mix_redis_cmd      # port 0, unixsocket, save \"\", appendonly yes, appendfsync everysec
+    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${hset_args[*]}
+    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${expire_args[*]}
+    $fill_tether_cmd
+    taskset -c $client_core ${fill_args[*]}"
+fi
 cat <<EOF | tee -a "$out/report.md"
 
 Commands (core $server_core: the server; core $client_core: the client):
 
-    $mix_tether_cmd
-    taskset -c $client_core ${mix_cmd[*]} --server-pid PID
-    $mix_redis_cmd      # port 0, unixsocket, save "", appendonly yes, appendfsync everysec
-    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${hset_args[*]}
-    taskset -c $client_core redis-benchmark -s SOCK ${bench_common[*]} -n N ${expire_args[*]}
-    $fill_tether_cmd
-    taskset -c $client_core ${fill_args[*]}
+$commands
 
 $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -r); $(redis-server --version | awk '{print $1, $2, $3}'); git $git_rev; $(date -u '+%Y-%m-%d %H:%M UTC')
 Raw results: $out
 EOF
+exit "$report_rc"

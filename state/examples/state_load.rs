@@ -6,6 +6,8 @@
 //! export TETHER_STATE_JWT_SECRET=…   # the daemon's secret (or --secret, which shows in ps)
 //! target/release/examples/state_load mix  --socket S --conns 50 [--depth 16 --duration 10 --warmup 2]
 //! target/release/examples/state_load fill --socket S --conns 4 --sessions 1000000
+//! target/release/examples/state_load churn --socket S --conns 8 --sessions 20000 --rooms 1000 \
+//!     [--depth 64 --duration 10 --warmup 2 --server-pid PID]
 //! # ES256 or RS256 tokens instead, from a PKCS#8 PEM private key whose public key (kid K) is
 //! # in the daemon's --jwt-keys-file:
 //! target/release/examples/state_load fill --socket S --conns 4 --sessions 200000 \
@@ -46,6 +48,17 @@
 //! `--heartbeat-s`) for `--hold` seconds (default: until killed), so that the daemon's memory
 //! can be read with every session in place.
 //!
+//! **churn** — room membership churn. Logs in `--sessions` devices over `--conns` links (as
+//! fill does; each token's `rooms` claim is `["churn-*"]`), puts each session in its base room
+//! (one of `--rooms` rooms `churn-<k>`, so every room keeps members all along) and in one more,
+//! untimed. Then each link keeps `--depth` commands outstanding: STATE_LEAVE of a session's
+//! extra room and STATE_JOIN of its next one, in turn, so every command is a real change (the
+//! daemon journals it and sends a MEMBERSHIP, which is counted and otherwise ignored). Each
+//! STATE_ROOM_OK must carry its command's id and route and say `"member":true` for a JOIN,
+//! `false` for a LEAVE; ROOM_FAILs are counted as failures. One JSON line on stdout:
+//! joins+leaves answered per second over the measured window and, with `--server-pid`, the
+//! daemon's CPU µs per join/leave and its share of one core over the same window.
+//!
 //! Exit status 1 on a failure that makes the numbers meaningless: a STATE_ERROR, a link the
 //! daemon closed, a reply that does not match, a stall. LOGIN_FAILs and KICKs are counted and
 //! reported; the caller decides.
@@ -79,6 +92,8 @@ enum Mode {
     Mix(MixArgs),
     /// Logs in M sessions as fast as it can, then holds the links open.
     Fill(FillArgs),
+    /// Logs in M sessions, then STATE_JOIN / STATE_LEAVE for a fixed time; prints joins+leaves/s.
+    Churn(ChurnArgs),
 }
 
 #[derive(Args)]
@@ -152,6 +167,31 @@ struct FillArgs {
     relogin: bool,
 }
 
+#[derive(Args)]
+struct ChurnArgs {
+    #[command(flatten)]
+    link: Link,
+    /// Sessions (devices) logged in before timing, spread over the links.
+    #[arg(long, default_value_t = 20_000)]
+    sessions: u64,
+    /// Rooms the sessions join and leave: churn-0 … churn-(N−1); at least 3, at most
+    /// --sessions (every room keeps a member).
+    #[arg(long, default_value_t = 1_000)]
+    rooms: u64,
+    /// Commands outstanding per link (LOGINs before timing, JOINs and LEAVEs after).
+    #[arg(long, default_value_t = 64)]
+    depth: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// The daemon's pid: its CPU use over the measured window goes into the report.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
 impl Link {
     /// The signer `--alg`, `--secret` or `--key-file`, and `--kid` describe.
     fn signer(&self) -> Result<Signer> {
@@ -209,6 +249,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().mode {
         Mode::Mix(args) => mix(&args),
         Mode::Fill(args) => fill(&args),
+        Mode::Churn(args) => churn(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -337,6 +378,16 @@ struct Replies {
     /// LOGIN_FAIL codes seen (code, count), for the report.
     fail_codes: Vec<(u16, u64)>,
     kicks: u64,
+    /// churn: STATE_JOIN / STATE_LEAVE commands sent and not answered yet, oldest first.
+    room_expected: VecDeque<RoomCommand>,
+    /// STATE_ROOM_OK answers to a JOIN (`"member":true`) and to a LEAVE (`"member":false`).
+    joins_ok: u64,
+    leaves_ok: u64,
+    room_fail: u64,
+    /// ROOM_FAIL codes seen (code, count), for the report.
+    room_fail_codes: Vec<(u16, u64)>,
+    /// MEMBERSHIP frames (counted, otherwise ignored: a gateway's business).
+    memberships: u64,
     /// The first fatal problem: a STATE_ERROR, an out-of-order reply, an unexpected kind.
     fatal: Option<String>,
 }
@@ -374,11 +425,74 @@ impl Replies {
                 self.kicks += 1;
                 true
             }
+            Kind::StateRoomOk | Kind::RoomFail => self.on_room_answer(&frame),
+            Kind::Membership => {
+                self.memberships += 1;
+                true
+            }
             _ => {
                 self.fatal = Some(format!("unexpected {}", describe(&frame)));
                 false
             }
         }
+    }
+
+    /// STATE_ROOM_OK or ROOM_FAIL: the answer to the oldest JOIN or LEAVE outstanding, with
+    /// its id and the route it was sent for.
+    fn on_room_answer(&mut self, frame: &Frame<'_>) -> bool {
+        let Some(RoomCommand {
+            id: want,
+            route: want_route,
+            join,
+        }) = self.room_expected.pop_front()
+        else {
+            self.fatal = Some(format!(
+                "{} with no JOIN or LEAVE outstanding",
+                describe(frame)
+            ));
+            return false;
+        };
+        let Ok(Routed { route, payload }) = Routed::parse(frame.body) else {
+            self.fatal = Some(format!("{} too short for a route", describe(frame)));
+            return false;
+        };
+        if frame.id != want || route != want_route {
+            self.fatal = Some(format!(
+                "expected the answer to {} {want}, got {} for route {route}",
+                if join { "JOIN" } else { "LEAVE" },
+                describe(frame)
+            ));
+            return false;
+        }
+        if frame.kind == Kind::RoomFail {
+            self.room_fail += 1;
+            let code = NodeErrorBody::parse(frame.body).map_or(0, |b| b.code);
+            match self.room_fail_codes.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => self.room_fail_codes.push((code, 1)),
+            }
+            return true;
+        }
+        // `{"room","seq","member"}`: a JOIN must answer member true, a LEAVE member false.
+        let member: &[u8] = if join {
+            b"\"member\":true"
+        } else {
+            b"\"member\":false"
+        };
+        if !payload.windows(member.len()).any(|w| w == member) {
+            self.fatal = Some(format!(
+                "the STATE_ROOM_OK for {} {want} does not say {}: {}",
+                if join { "JOIN" } else { "LEAVE" },
+                String::from_utf8_lossy(member),
+                String::from_utf8_lossy(payload)
+            ));
+            return false;
+        }
+        match join {
+            true => self.joins_ok += 1,
+            false => self.leaves_ok += 1,
+        }
+        true
     }
 }
 
@@ -903,4 +1017,345 @@ impl Links {
         }
         Ok(())
     }
+}
+
+// ---- churn --------------------------------------------------------------------------------
+
+/// A STATE_JOIN or STATE_LEAVE sent, for matching its answer.
+struct RoomCommand {
+    id: u64,
+    route: u64,
+    join: bool,
+}
+
+/// The room called `churn-<k>`.
+fn churn_room(k: u64) -> String {
+    format!("churn-{k}")
+}
+
+/// One link's part of the churn, sans-IO: which commands come next. The link's sessions are
+/// its routes 1..=sessions, local session i being session `i × links + link` of the run
+/// (fill's order); each is a member of its base room (its run index mod `rooms`) all along,
+/// and of one more room that changes: a LEAVE of a session's extra room is followed by a
+/// JOIN of the next one, so every JOIN enters and every LEAVE exits (each is journaled and
+/// followed by a MEMBERSHIP), and no room is ever left empty.
+struct Churn {
+    link: u64,
+    links: u64,
+    sessions: u64,
+    rooms: u64,
+    /// Extra memberships held, oldest first: (route, room).
+    held: VecDeque<(u64, u64)>,
+    /// Extra JOINs made so far.
+    joins: u64,
+    /// Setup commands made so far: `sessions` base JOINs, then one extra JOIN per session.
+    setup: u64,
+    next_id: u64,
+    leave_next: bool,
+}
+
+impl Churn {
+    fn new(link: u64, links: u64, sessions: u64, rooms: u64) -> Churn {
+        Churn {
+            link,
+            links,
+            sessions,
+            rooms,
+            held: VecDeque::with_capacity(sessions as usize + 1),
+            joins: 0,
+            setup: 0,
+            next_id: 1,
+            leave_next: true,
+        }
+    }
+
+    /// The next setup command (untimed); `false` once every session is in its base room and
+    /// holds one extra room.
+    fn next_setup(&mut self, out: &mut Vec<u8>, expected: &mut VecDeque<RoomCommand>) -> bool {
+        if self.setup >= 2 * self.sessions {
+            return false;
+        }
+        if self.setup < self.sessions {
+            let i = self.setup;
+            let room = (i * self.links + self.link) % self.rooms;
+            self.command(out, expected, Kind::StateJoin, i + 1, room);
+        } else {
+            self.join(out, expected);
+        }
+        self.setup += 1;
+        true
+    }
+
+    /// The next timed command: LEAVE and JOIN in turn.
+    fn next(&mut self, out: &mut Vec<u8>, expected: &mut VecDeque<RoomCommand>) {
+        let leave = self.leave_next;
+        self.leave_next = !leave;
+        match leave.then(|| self.held.pop_front()).flatten() {
+            Some((route, room)) => self.command(out, expected, Kind::StateLeave, route, room),
+            None => self.join(out, expected),
+        }
+    }
+
+    /// A JOIN of local session `joins mod sessions` into a room that is neither its base
+    /// room nor one it holds: the one after its base room by 1 + (joins / sessions) mod
+    /// (rooms − 1), so a pair comes back only after (rooms − 1) × sessions JOINs.
+    fn join(&mut self, out: &mut Vec<u8>, expected: &mut VecDeque<RoomCommand>) {
+        let i = self.joins % self.sessions;
+        let turn = (self.joins / self.sessions) % (self.rooms - 1);
+        let base = (i * self.links + self.link) % self.rooms;
+        let room = (base + 1 + turn) % self.rooms;
+        self.joins += 1;
+        self.held.push_back((i + 1, room));
+        self.command(out, expected, Kind::StateJoin, i + 1, room);
+    }
+
+    fn command(
+        &mut self,
+        out: &mut Vec<u8>,
+        expected: &mut VecDeque<RoomCommand>,
+        kind: Kind,
+        route: u64,
+        room: u64,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let name = churn_room(room);
+        let mut body = Vec::with_capacity(8 + name.len());
+        if kind == Kind::StateJoin {
+            tether_proto::room::Join {
+                after: 0,
+                room: &name,
+            }
+            .write(&mut body);
+        } else {
+            body.extend_from_slice(name.as_bytes());
+        }
+        encode::routed(out, kind, id, route, &body);
+        expected.push_back(RoomCommand {
+            id,
+            route,
+            join: kind == Kind::StateJoin,
+        });
+    }
+}
+
+fn churn(args: &ChurnArgs) -> Result<()> {
+    let n = args.link.conns.max(1) as u64;
+    if args.rooms < 3 || args.rooms > args.sessions || args.sessions < n {
+        return Err("need 3 <= --rooms <= --sessions and --sessions >= --conns".into());
+    }
+    let signer = args.link.signer()?;
+    let exp = now_s() + 86_400;
+    let pid = std::process::id();
+    // Tokens first (not timed): each names the churn rooms in its `rooms` claim.
+    let signing = Instant::now();
+    let tokens = (0..args.sessions)
+        .map(|k| {
+            signer.sign_claims(&serde_json::json!({
+                "sub": format!("churn-{pid}-{k}"),
+                "exp": exp,
+                "rooms": ["churn-*"],
+            }))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("signing: {e}"))?;
+    let signing = signing.elapsed();
+    let mut links = Links {
+        conns: Vec::with_capacity(n as usize),
+        poll: Poll::new().map_err(|e| format!("poll: {e}"))?,
+        events: Events::with_capacity(1024),
+        decoder: Decoder::new(MAX_BODY),
+        buf: vec![0u8; 256 * 1024],
+        routes: vec![0; n as usize],
+    };
+    for c in 0..n {
+        links.conns.push(Conn::new(open_link(
+            &args.link.socket,
+            &format!("churn-{pid}-{c}"),
+        )?));
+    }
+    register(&links.poll, &mut links.conns)?;
+    let logins = links.pass(&tokens, args.depth, args.server_pid)?;
+    if logins.ok != args.sessions {
+        return Err(format!(
+            "{} of {} LOGINs failed (codes {}): is --secret the daemon's --jwt-secret?",
+            args.sessions - logins.ok,
+            args.sessions,
+            fail_codes_json(&links.conns)
+        ));
+    }
+    // Session k is on link k mod n with route k / n + 1 (fill's order).
+    let mut churns: Vec<Churn> = (0..n)
+        .map(|c| Churn::new(c, n, links.routes[c as usize], args.rooms))
+        .collect();
+    let depth = args.depth.max(1);
+
+    // Setup (not timed): every session in its base room and one extra room.
+    let mut last_progress = Instant::now();
+    let mut answered = 0;
+    loop {
+        let mut more = false;
+        for (conn, ch) in links.conns.iter_mut().zip(churns.iter_mut()) {
+            let Conn { out, replies, .. } = conn;
+            while replies.room_expected.len() < depth
+                && ch.next_setup(out, &mut replies.room_expected)
+            {}
+            more |= !replies.room_expected.is_empty();
+            if conn.written < conn.out.len() {
+                conn.flush()?;
+            }
+        }
+        if !more {
+            break;
+        }
+        let now_answered = room_answers(&links.conns);
+        if now_answered != answered {
+            answered = now_answered;
+            last_progress = Instant::now();
+        }
+        if last_progress.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "stalled in the setup JOINs: {answered} answered, none for 10 s"
+            ));
+        }
+        links.wait(Duration::from_millis(50))?;
+    }
+    let setup_fail: u64 = links.conns.iter().map(|c| c.replies.room_fail).sum();
+    if setup_fail > 0 {
+        return Err(format!(
+            "{setup_fail} of the setup JOINs failed (codes {})",
+            room_fail_codes_json(&links.conns)
+        ));
+    }
+
+    // The timed part: each link keeps `depth` commands outstanding until t1, then drains.
+    let start = Instant::now();
+    let t0 = start + Duration::from_secs_f64(args.warmup);
+    let t1 = t0 + Duration::from_secs_f64(args.duration);
+    let server_cpu = || args.server_pid.and_then(process_cpu_seconds);
+    // (when, our CPU seconds, the daemon's, answers so far) at the first wake-up after t0 and
+    // after t1: the rate and the CPU per command are both over that span.
+    let (mut cpu0, mut cpu1) = (None, None);
+    let (mut jiffies0, mut jiffies1) = (Vec::new(), Vec::new());
+    let joins0: u64 = links.conns.iter().map(|c| c.replies.joins_ok).sum();
+    let leaves0: u64 = links.conns.iter().map(|c| c.replies.leaves_ok).sum();
+    let mut last_progress = Instant::now();
+    let mut answered = room_answers(&links.conns);
+    loop {
+        let now = Instant::now();
+        if cpu0.is_none() && now >= t0 {
+            cpu0 = Some((now, cpu_seconds(), server_cpu(), room_counts(&links.conns)));
+            jiffies0 = cpu_jiffies();
+        }
+        if cpu1.is_none() && now >= t1 {
+            cpu1 = Some((now, cpu_seconds(), server_cpu(), room_counts(&links.conns)));
+            jiffies1 = cpu_jiffies();
+        }
+        let mut in_flight = 0;
+        for (conn, ch) in links.conns.iter_mut().zip(churns.iter_mut()) {
+            let Conn { out, replies, .. } = conn;
+            if cpu1.is_none() {
+                while replies.room_expected.len() < depth {
+                    ch.next(out, &mut replies.room_expected);
+                }
+            }
+            in_flight += replies.room_expected.len();
+            if conn.written < conn.out.len() {
+                conn.flush()?;
+            }
+        }
+        if cpu1.is_some() && in_flight == 0 {
+            break;
+        }
+        let now_answered = room_answers(&links.conns);
+        if now_answered != answered {
+            answered = now_answered;
+            last_progress = Instant::now();
+        }
+        if last_progress.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "stalled: no JOIN or LEAVE answered for 10 s ({in_flight} outstanding)"
+            ));
+        }
+        links.wait(Duration::from_millis(50))?;
+    }
+    let (a0, c0, s0, n0) = cpu0.ok_or("no sample at the window's start")?;
+    let (a1, c1, s1, n1) = cpu1.ok_or("no sample at the window's end")?;
+    let span = a1.duration_since(a0).as_secs_f64().max(1e-3);
+    let (joins, leaves, fails) = (n1.0 - n0.0, n1.1 - n0.1, n1.2 - n0.2);
+    let ops = joins + leaves;
+    let cpu_busy_pct: Vec<f64> = jiffies0
+        .iter()
+        .zip(&jiffies1)
+        .map(|(a, b)| {
+            100.0 * b.0.saturating_sub(a.0) as f64 / b.1.saturating_sub(a.1).max(1) as f64
+        })
+        .collect();
+    let server_s = s0.zip(s1).map(|(a, b)| b - a);
+    let conns = &links.conns;
+    let report = serde_json::json!({
+        "mode": "churn",
+        "conns": n,
+        "depth": depth,
+        "sessions": args.sessions,
+        "rooms": args.rooms,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "span_s": span,
+        "joins": joins,
+        "leaves": leaves,
+        "ops": ops,
+        "ops_per_s": ops as f64 / span,
+        "joins_per_s": joins as f64 / span,
+        "leaves_per_s": leaves as f64 / span,
+        "server_cpu_us_per_op": server_s.map(|s| s * 1e6 / ops.max(1) as f64),
+        "server_cpu_pct": server_s.map(|s| 100.0 * s / span),
+        "client_cpu_pct": 100.0 * (c1 - c0) / span,
+        "cpu_busy_pct": cpu_busy_pct,
+        "room_fail": fails,
+        "room_fail_codes": room_fail_codes_json(conns),
+        "joins_total": conns.iter().map(|c| c.replies.joins_ok).sum::<u64>() - joins0,
+        "leaves_total": conns.iter().map(|c| c.replies.leaves_ok).sum::<u64>() - leaves0,
+        "memberships": conns.iter().map(|c| c.replies.memberships).sum::<u64>(),
+        "kicks": conns.iter().map(|c| c.replies.kicks).sum::<u64>(),
+        "login_fail": conns.iter().map(|c| c.replies.login_fail).sum::<u64>(),
+        "logins_per_s": logins.ok as f64 / logins.seconds,
+        "signing_s": signing.as_secs_f64(),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// JOINs and LEAVEs answered on every link so far (either way).
+fn room_answers(conns: &[Conn]) -> u64 {
+    let (j, l, f) = room_counts(conns);
+    j + l + f
+}
+
+/// (JOINs answered STATE_ROOM_OK, LEAVEs answered STATE_ROOM_OK, ROOM_FAILs) on every link.
+fn room_counts(conns: &[Conn]) -> (u64, u64, u64) {
+    conns.iter().fold((0, 0, 0), |(j, l, f), c| {
+        (
+            j + c.replies.joins_ok,
+            l + c.replies.leaves_ok,
+            f + c.replies.room_fail,
+        )
+    })
+}
+
+fn room_fail_codes_json(conns: &[Conn]) -> serde_json::Value {
+    let mut all: Vec<(u16, u64)> = Vec::new();
+    for c in conns {
+        for &(code, n) in &c.replies.room_fail_codes {
+            match all.iter_mut().find(|(k, _)| *k == code) {
+                Some((_, m)) => *m += n,
+                None => all.push((code, n)),
+            }
+        }
+    }
+    serde_json::Value::Object(
+        all.into_iter()
+            .map(|(code, n)| (code.to_string(), n.into()))
+            .collect(),
+    )
 }
