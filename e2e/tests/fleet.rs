@@ -441,7 +441,12 @@ fn failure_modes_host_cut_off_primary_killed_redis_restarted_empty() {
         1,
         tether_e2e::state::token("dev-new").as_bytes(),
     );
-    let r = newcomer.expect();
+    // The engine gives up on the first operation after the link went down once its
+    // timeouts and retries have passed (about 5.1 s here), so the client waits longer than
+    // `expect`'s 5 s.
+    let r = newcomer
+        .recv_timeout(Duration::from_secs(15))
+        .expect("UNAVAILABLE within 15 s");
     assert_eq!((r.kind, r.error_code()), (Kind::Error, Some(11)), "{r:?}");
     let (code, v) = a.push("dev-3", b"cut off");
     assert_eq!(code, 503, "{v}");
