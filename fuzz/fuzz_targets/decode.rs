@@ -13,7 +13,8 @@
 //! - every proper prefix of a decoded frame is "incomplete", never an error or a frame;
 //! - the body parsers accept exactly the bodies long enough for their fixed part, return
 //!   slices of the body, and re-encode to the same bytes; the route-list parser accepts
-//!   exactly the bodies that are whole 8-byte routes.
+//!   exactly the bodies that are whole 8-byte routes; the room bodies (ROOM, JOIN, LEAVE,
+//!   publish, MEMBERSHIP names) parse or are refused, never panic.
 
 #![no_main]
 
@@ -161,7 +162,9 @@ fn check_bodies(frame: Frame<'_>, bytes: &[u8]) {
         Err(BodyError::ReasonNotUtf8) => {
             assert!(body.len() >= 2 && std::str::from_utf8(&body[2..]).is_err());
         }
-        Err(e @ BodyError::PartialRoute { .. }) => panic!("ErrorBody::parse: {e}"),
+        Err(e @ (BodyError::PartialRoute { .. } | BodyError::BadRoomName)) => {
+            panic!("ErrorBody::parse: {e}")
+        }
     }
 
     match NodeErrorBody::parse(body) {
@@ -185,8 +188,19 @@ fn check_bodies(frame: Frame<'_>, bytes: &[u8]) {
         Err(BodyError::ReasonNotUtf8) => {
             assert!(body.len() >= 10 && std::str::from_utf8(&body[10..]).is_err());
         }
-        Err(e @ BodyError::PartialRoute { .. }) => panic!("NodeErrorBody::parse: {e}"),
+        Err(e @ (BodyError::PartialRoute { .. } | BodyError::BadRoomName)) => {
+            panic!("NodeErrorBody::parse: {e}")
+        }
     }
+
+    // Room bodies: any bytes parse or are refused, never a panic; what parses is whole.
+    if let Ok(batch) = tether_proto::room::Batch::parse(body) {
+        let _ = batch.entries().count();
+    }
+    let _ = tether_proto::room::Join::parse(body);
+    let _ = tether_proto::room::Publish::parse(body);
+    let _ = tether_proto::room::leave(body);
+    let _ = tether_proto::room::names(body).count();
 
     match routes(body) {
         Ok(list) => {
