@@ -8,6 +8,8 @@
 #   bench/c1m.sh --smoke        the CI check that the script still runs: steps 20 and 40,
 #                               1 s settle and window; writes target/c1m-smoke/ only (the
 #                               chart too: doc/ is left alone)
+#   bench/c1m.sh --million …    a million held on this host, many gateway and load generator
+#                               processes, as root: see bench/lib/c1m_million.sh
 #
 # `max` is the most one gateway process can hold here: its hard RLIMIT_NOFILE minus the
 # descriptors it holds with no client, minus 16 kept free for the admin scrapes. Each step
@@ -21,6 +23,7 @@
 # and metrics 19963.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --million ]; then shift; exec bench/lib/c1m_million.sh "$@"; fi
 
 target=${CARGO_TARGET_DIR:-target}
 steps=("$@")

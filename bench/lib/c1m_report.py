@@ -33,8 +33,9 @@ def rss_kb(pid):
     return 0
 
 
-def sample(gw, st):
-    s = {"gateway_rss_kb": rss_kb(gw), "state_rss_kb": rss_kb(st)}
+def kernel_sample(s):
+    """Adds to `s` what the kernel holds for sockets: sockstat's TCP line, the slab caches of
+    CACHES, and /proc/meminfo's Slab lines (bench/lib/c1m_million.py uses it too)."""
     with open("/proc/net/sockstat") as f:
         for line in f:
             if line.startswith("TCP:"):
@@ -55,7 +56,11 @@ def sample(gw, st):
             k, v = line.split(":")
             if k in ("Slab", "SUnreclaim", "SReclaimable"):
                 s[k] = int(v.split()[0])
-    print(json.dumps(s))
+    return s
+
+
+def sample(gw, st):
+    print(json.dumps(kernel_sample({"gateway_rss_kb": rss_kb(gw), "state_rss_kb": rss_kb(st)})))
 
 
 def fit(xs, ys):

@@ -113,6 +113,11 @@ pub struct Config {
     /// A client that sends nothing for this long is ERROR TIMEOUT "idle" and closed (it is
     /// checked every quarter of it, so it goes after 1 to 1.25 times this); 0 = never.
     pub idle_timeout_ms: u64,
+    /// A reactor waits at least this long between two waits for events, so that what arrives
+    /// meanwhile is handled in one wake: with very many idle clients each sending a heartbeat
+    /// now and then, one wake answers many instead of one; every frame may wait up to this
+    /// long. 0 = wake for every event.
+    pub coalesce_ms: u64,
     /// ip-config services to report load to (`http://host:port`); none = no reporting.
     pub ipconfig: Vec<String>,
     /// This gateway's report key (one line): reports are signed with it, as an ipconfig with
@@ -193,6 +198,7 @@ impl Default for Config {
             state: None,
             login_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
+            coalesce_ms: 0,
             ipconfig: Vec::new(),
             ipconfig_key_file: None,
             id: String::new(),
@@ -295,6 +301,7 @@ impl Validate for Config {
             "idle_timeout_ms",
             "0 (never) or at least 1000",
         );
+        c.need(self.coalesce_ms <= 50, "coalesce_ms", "between 0 and 50");
         if let Some(path) = &self.state {
             c.check("state", validate::socket_path(path));
         }
@@ -447,6 +454,7 @@ impl Config {
             rate_limit: self.rate_limit,
             login_timeout_ms: u32::try_from(self.login_timeout_ms).unwrap_or(u32::MAX / 2),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            coalesce: Duration::from_millis(self.coalesce_ms),
             ws: self.ws_policy(),
             tls_handshakes_per_loop: self.tls_handshakes_per_loop,
             rate_burst: if self.rate_burst == 0 {
@@ -541,6 +549,8 @@ pub struct Settings {
     pub login_timeout_ms: u32,
     /// Zero = no idle timeout.
     pub idle_timeout: Duration,
+    /// The least time between two polls of a reactor; zero = none.
+    pub coalesce: Duration,
     /// The WebSocket upgrade policy and limits.
     pub(crate) ws: WsPolicy,
     pub tls_handshakes_per_loop: u32,
@@ -695,6 +705,10 @@ pub struct Opts {
     /// Nothing received for this many ms is TIMEOUT "idle", 0 = never.
     #[arg(long, env = "TETHER_GATEWAY_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// A reactor waits at least this many ms between two polls (fewer wakes, frames wait up
+    /// to this long); 0 = wake for every event, at most 50.
+    #[arg(long, env = "TETHER_GATEWAY_COALESCE_MS")]
+    pub coalesce_ms: Option<u64>,
     /// ip-config service to report to, http://host:port; repeat for several; none = no reports.
     #[arg(long, env = "TETHER_GATEWAY_IPCONFIG", value_delimiter = ',')]
     pub ipconfig: Option<Vec<String>>,
@@ -792,6 +806,23 @@ mod tests {
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn coalesce_is_at_most_a_tick() {
+        let at = |ms| {
+            Opts {
+                coalesce_ms: Some(ms),
+                ..Opts::default()
+            }
+            .load()
+        };
+        assert_eq!(
+            at(10).map(|c| c.settings().coalesce).ok(),
+            Some(Duration::from_millis(10))
+        );
+        let err = at(51).unwrap_err();
+        assert_eq!(err.errors[0].key, "coalesce_ms", "{err}");
     }
 
     #[test]

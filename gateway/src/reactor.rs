@@ -228,6 +228,9 @@ impl Reactor {
             let timeout = if self.layers.has_deferred() {
                 Duration::ZERO // deferred TLS handshakes are read at once
             } else {
+                if !events.is_empty() {
+                    self.coalesce();
+                }
                 next_tick.saturating_duration_since(Instant::now())
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -292,6 +295,19 @@ impl Reactor {
         }
         self.flush_state(); // their CLOSEDs, best effort
         self.publish_nodes();
+    }
+
+    /// With `coalesce_ms`, after a wake that found events: sleeps out what is left of it
+    /// since that wake, so that what arrives meanwhile is read in one wake. A reactor kept
+    /// busy for longer than that never sleeps; a quiet one blocks in the poll as always.
+    fn coalesce(&self) {
+        let rest = self
+            .settings
+            .coalesce
+            .saturating_sub(Instant::now().saturating_duration_since(self.now));
+        if !rest.is_zero() {
+            std::thread::sleep(rest);
+        }
     }
 
     fn now_ms(&self) -> u32 {

@@ -125,6 +125,17 @@ pub struct Args {
     )]
     pub reconnect_timeout: f64,
 
+    /// With --resume-on-loss: a connection lost waits a random 0 to this many seconds (by a
+    /// hash of its index) before getting back, as well-behaved clients spread a reconnect
+    /// storm when a gateway dies; 0 = at once.
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_RECONNECT_SPREAD",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub reconnect_spread: f64,
+
     /// A ready connection lost without a GOAWAY (its gateway or its whole host died) gets
     /// back like one told GOAWAY: to another gateway (the next --target, or /ip_list), with
     /// a RESUME, within --reconnect-timeout; without it such a connection counts as dropped.
@@ -203,6 +214,13 @@ pub struct Args {
     #[arg(long, env = "TETHER_LOADGEN_HOLD", allow_negative_numbers = true)]
     pub hold: Option<f64>,
 
+    /// `--hold`: the check PINGs at the end are sent at this many per second across the run
+    /// (in connection order, as `--connect-rate` dials), each with `--connect-timeout` for
+    /// its PONG; 0 = all at once (a million at once measures the kernel's backlog drops, not
+    /// the stack).
+    #[arg(long, env = "TETHER_LOADGEN_CHECK_RATE", default_value_t = 0)]
+    pub check_rate: u32,
+
     /// The share of connections that send DATA (evenly spread over the connection
     /// indices); the others only log in and heartbeat. 0 < F ≤ 1.
     #[arg(
@@ -256,6 +274,14 @@ pub struct Args {
     /// New connections per second across all threads; 0 means as fast as possible.
     #[arg(long, env = "TETHER_LOADGEN_CONNECT_RATE", default_value_t = 0)]
     pub connect_rate: u32,
+
+    /// Milliseconds each worker waits at least between two polls, so that what arrives
+    /// meanwhile is read in one wake: holding very many idle connections, each PONG then
+    /// costs no wake of its own. Replies are read up to this late (and their latencies say
+    /// so); 0 = wake for every event.
+    #[arg(long, env = "TETHER_LOADGEN_COALESCE_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub coalesce_ms: u64,
 
     /// Largest body accepted from the server.
     #[arg(long, env = "TETHER_LOADGEN_MAX_BODY", default_value_t = tether_proto::DEFAULT_MAX_BODY)]
@@ -330,6 +356,16 @@ pub struct Args {
     #[arg(long, env = "TETHER_LOADGEN_PUBLISH_SIZE", default_value_t = 32)]
     pub publish_size: usize,
 
+    /// Seconds after the start of the load before the first publish (the load settled: a
+    /// broadcast to a million held connections, measured alone).
+    #[arg(
+        long,
+        env = "TETHER_LOADGEN_PUBLISH_AFTER",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub publish_after: f64,
+
     /// Publish with `POST /v1/broadcast` (every logged-in connection, no JOIN) instead.
     #[arg(long, env = "TETHER_LOADGEN_BROADCAST")]
     pub broadcast: bool,
@@ -396,6 +432,8 @@ pub struct PublishConfig {
     pub rate: f64,
     /// Bytes per payload.
     pub size: usize,
+    /// `--publish-after`: the first publish this long after the start.
+    pub after: Duration,
     /// `--broadcast`: `POST /v1/broadcast`.
     pub broadcast: bool,
     /// The state daemon's HTTP API (`--push-url`); unused with a peer.
@@ -514,6 +552,8 @@ pub struct Config {
     /// `--heartbeat`; `None`: the server's interval (when logged in).
     pub heartbeat: Option<Duration>,
     pub reconnect_timeout: Duration,
+    /// `--reconnect-spread`: a lost connection waits up to this before getting back.
+    pub reconnect_spread: Duration,
     /// `--resume-on-loss`.
     pub resume_on_loss: bool,
     pub push: Option<PushConfig>,
@@ -529,11 +569,15 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// New connections per second across all threads; 0 = unlimited.
     pub connect_rate: u32,
+    /// `--coalesce-ms`: the least time between two polls of a worker.
+    pub coalesce: Duration,
     pub max_body: u32,
     pub json: Option<PathBuf>,
     pub quiet: bool,
     /// `--hold`: `duration` is the hold; every connection is checked with a PING at the end.
     pub hold: bool,
+    /// `--check-rate`: check PINGs per second across the run; 0 = all at once.
+    pub check_rate: u32,
     /// `--echo-fraction`: the share of connections that send DATA.
     pub echo_fraction: f64,
     /// `--procs`: worker processes (1 = this one does the work).
@@ -702,6 +746,8 @@ impl Args {
             None => Some(None),
         };
         let reconnect_timeout = seconds("reconnect-timeout", self.reconnect_timeout, true);
+        let reconnect_spread = seconds("reconnect-spread", self.reconnect_spread, false);
+        let publish_after = seconds("publish-after", self.publish_after, false);
         let duration = match self.hold {
             Some(hold) => seconds("hold", hold, true),
             None => seconds("duration", self.duration, true),
@@ -879,6 +925,7 @@ impl Args {
                     url("push-url", &self.push_url, &mut errors).map(|url| PublishConfig {
                         rate,
                         size: self.publish_size,
+                        after: publish_after.unwrap_or_default(),
                         broadcast: self.broadcast,
                         url,
                         token,
@@ -938,6 +985,7 @@ impl Args {
             device_offset: self.device_offset,
             heartbeat,
             reconnect_timeout,
+            reconnect_spread: reconnect_spread.unwrap_or_default(),
             resume_on_loss: self.resume_on_loss,
             push,
             conns: self.conns,
@@ -950,10 +998,12 @@ impl Args {
             sources,
             connect_timeout,
             connect_rate: self.connect_rate,
+            coalesce: Duration::from_millis(self.coalesce_ms),
             max_body: self.max_body,
             json: self.json,
             quiet: self.quiet,
             hold: self.hold.is_some(),
+            check_rate: self.check_rate,
             echo_fraction: self.echo_fraction,
             procs: self.procs,
             shard,
@@ -1095,6 +1145,7 @@ impl Config {
             device_offset: 0,
             heartbeat: None,
             reconnect_timeout: Duration::from_secs(10),
+            reconnect_spread: Duration::ZERO,
             resume_on_loss: false,
             push: None,
             conns: 100,
@@ -1109,10 +1160,12 @@ impl Config {
             sources: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             connect_rate: 0,
+            coalesce: Duration::ZERO,
             max_body: tether_proto::DEFAULT_MAX_BODY,
             json: None,
             quiet: false,
             hold: false,
+            check_rate: 0,
             echo_fraction: 1.0,
             procs: 1,
             shard: None,

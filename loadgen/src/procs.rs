@@ -46,8 +46,22 @@ pub(crate) enum Line {
     Report(Box<Report>),
 }
 
+/// A worker whose parent is killed goes with it: its connections would otherwise stay open,
+/// holding ports and load on the target, with nobody to report to.
+#[cfg(target_os = "linux")]
+fn die_with_parent() {
+    // SAFETY: PR_SET_PDEATHSIG only sets the signal this process gets when its parent exits.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent() {}
+
 /// Runs as worker process (`--worker-of J/K`): the shard's connections, reported on stdout.
 pub fn run_worker(config: &Config) -> anyhow::Result<()> {
+    die_with_parent();
     let per_process = config
         .shard
         .map_or(config.conns, |s| config.conns.div_ceil(s.count));

@@ -8,7 +8,7 @@
 //!
 //! Each payload is stamped ([`crate::rooms::stamped`]) with the send time and the room's
 //! own publish counter (1, 2, … per room), so a peer's subscriber numbers messages without
-//! a server sequence. A message is due at `start + n / R`; a thread that falls behind sends
+//! a server sequence. A message is due at `start + --publish-after + n / R`; a thread that falls behind sends
 //! at once without skipping. With `--procs`, only worker process 0 publishes, at the whole
 //! rate.
 
@@ -100,7 +100,7 @@ pub(crate) fn run(
     };
     let mut n: u64 = 0;
     while let Ok(offset) = Duration::try_from_secs_f64(n as f64 / publish.rate) {
-        let due = start + offset;
+        let due = start + publish.after + offset;
         if due >= end {
             break;
         }
@@ -288,6 +288,7 @@ mod tests {
         let publish = PublishConfig {
             rate: 200.0,
             size: 40,
+            after: Duration::ZERO,
             broadcast: false,
             url: Url::parse("http://127.0.0.1:1").unwrap(),
             token: None,

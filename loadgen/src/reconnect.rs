@@ -44,9 +44,29 @@ pub(crate) fn jittered(wait: Duration, salt: usize, attempt: u32) -> Duration {
     wait * permille / 1000
 }
 
+/// How long connection `salt`, lost with its gateway, waits before getting back: spread
+/// evenly over 0 to `spread` (`--reconnect-spread`), so a dead gateway's clients come back
+/// at a rate the others can take instead of all at once.
+pub(crate) fn spread_out(spread: Duration, salt: usize) -> Duration {
+    jittered(spread, salt, u32::MAX).saturating_sub(spread / 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_crowd_comes_back_spread_evenly() {
+        let spread = Duration::from_secs(40);
+        let waits: Vec<Duration> = (0..10_000).map(|i| spread_out(spread, i)).collect();
+        assert!(waits.iter().all(|w| *w <= spread));
+        let first_quarter = waits.iter().filter(|w| **w < spread / 4).count();
+        assert!(
+            (2_200..=2_800).contains(&first_quarter),
+            "{first_quarter} of 10,000 in the first quarter"
+        );
+        assert_eq!(spread_out(Duration::ZERO, 7), Duration::ZERO);
+    }
 
     #[test]
     fn jitter_spreads_a_hint_over_half_to_one_and_a_half_times() {

@@ -130,6 +130,8 @@ struct Worker<'a> {
     dirty: Vec<usize>,
     /// Open loop: wakes the poll at the next due send more precisely than its timeout can.
     timer: Option<Timer>,
+    /// When the last poll returned (`--coalesce-ms` counts from it).
+    woke: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -172,10 +174,11 @@ impl<'a> Worker<'a> {
             open: 0,
             settling: 0,
             reconnecting: 0,
-            deadlines: Deadlines::new(),
+            deadlines: Deadlines::new(Instant::now()),
             lag: Lag::new(),
             dirty: Vec::new(),
             timer: None,
+            woke: Instant::now(),
         })
     }
 
@@ -331,18 +334,34 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// `--hold`, after the hold: every ready connection PINGs once more and must have its
-    /// PONG within `--connect-timeout`; one that does not is given up as dropped
-    /// (`check_unanswered`).
+    /// `--hold`, after the hold: every ready connection PINGs once more (at `--check-rate`
+    /// across the run, in global order from the end of the hold, or all at once) and must
+    /// have its PONG within `--connect-timeout` of the last check sent; one that does not is
+    /// given up as dropped (`check_unanswered`).
     fn check(&mut self) -> Result<(), WorkerError> {
-        for k in 0..self.conns.len() {
-            let Some(conn) = self.conns.get_mut(k) else {
-                continue;
-            };
-            if conn.is_ready() {
-                conn.queue_check(&mut self.stats);
-                self.flush(k);
+        let start = self.window.end;
+        let mut next = 0;
+        loop {
+            let now = Instant::now();
+            while let Some(conn) = self.conns.get_mut(next) {
+                if schedule::dial_at(start, self.config.check_rate, conn.global) > now {
+                    break;
+                }
+                if conn.is_ready() {
+                    conn.queue_check(&mut self.stats);
+                    self.flush(next);
+                }
+                next += 1;
             }
+            if let Some(conn) = self.conns.get(next) {
+                self.poll_until(schedule::dial_at(
+                    start,
+                    self.config.check_rate,
+                    conn.global,
+                ))?;
+                continue;
+            }
+            break;
         }
         let deadline = Instant::now() + self.config.connect_timeout;
         loop {
@@ -420,8 +439,17 @@ impl<'a> Worker<'a> {
     }
 
     /// Waits for events (at most `timeout`) and services every connection that has one.
-    fn poll_once(&mut self, timeout: Duration) -> Result<(), WorkerError> {
-        match self.poll.poll(&mut self.events, Some(timeout)) {
+    fn poll_once(&mut self, mut timeout: Duration) -> Result<(), WorkerError> {
+        // `--coalesce-ms`, after a wake that found events: what arrives while this sleeps is
+        // read in one wake.
+        let rest = self.config.coalesce.saturating_sub(self.woke.elapsed());
+        if !rest.is_zero() && !self.events.is_empty() {
+            std::thread::sleep(rest);
+            timeout = timeout.saturating_sub(rest);
+        }
+        let polled = self.poll.poll(&mut self.events, Some(timeout));
+        self.woke = Instant::now();
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(WorkerError::Poll(e)),

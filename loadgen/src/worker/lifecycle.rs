@@ -202,9 +202,7 @@ impl Worker<'_> {
         conn.heartbeat = (self.config.login.enabled() || self.config.heartbeat.is_some())
             .then(|| session::heartbeat(self.config.heartbeat, conn.server_heartbeat));
         if let Some(interval) = conn.heartbeat {
-            let at = now + interval;
-            conn.ping_at = Some(at);
-            self.deadlines.set(at, k, Alarm::Ping);
+            conn.ping_at = Some(self.deadlines.set_ping(now + interval, k));
         }
     }
 
@@ -224,8 +222,7 @@ impl Worker<'_> {
         } else {
             now + interval
         };
-        conn.ping_at = Some(next);
-        self.deadlines.set(next, k, Alarm::Ping);
+        conn.ping_at = Some(self.deadlines.set_ping(next, k));
         self.flush(k);
     }
 
@@ -427,8 +424,14 @@ impl Worker<'_> {
                 let lost = conn.outstanding.clear() as u64;
                 self.stats.errors_n("lost_unanswered", lost);
                 self.stats.requests.lost += lost;
+                let wait = reconnect::spread_out(self.config.reconnect_spread, conn.global);
                 self.unhook(k);
-                self.start_attempt(k, now);
+                if wait.is_zero() {
+                    self.start_attempt(k, now);
+                } else if let Some(conn) = self.conns.get_mut(k) {
+                    conn.state = State::Backoff;
+                    self.set_phase(k, now, wait);
+                }
             }
             State::Ready => {
                 tracing::debug!(conn = conn.global, peer = ?conn.peer, cause = cause.name(), "connection lost");
