@@ -301,6 +301,9 @@ impl Reactor {
     /// since that wake, so that what arrives meanwhile is read in one wake. A reactor kept
     /// busy for longer than that never sleeps; a quiet one blocks in the poll as always.
     fn coalesce(&self) {
+        if self.settings.coalesce.is_zero() {
+            return; // the default: no clock read on the way to the poll
+        }
         let rest = self
             .settings
             .coalesce
